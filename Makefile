@@ -1,0 +1,41 @@
+# Two commands set everything up on a fresh machine with Python 3.11 and make:
+#   make run    install from the lock file, then run the main job end to end
+#   make test   install from the lock file, then run the whole test suite
+PYTHON ?= python3.11
+UV_VERSION := 0.13.8
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-unit lint format install clean
+
+run: $(STAMP)
+	$(VENV)/bin/loyal run
+
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+test-unit: $(STAMP)
+	$(VENV)/bin/pytest -m unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+install: $(STAMP)
+
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+clean:
+	rm -rf $(VENV) .tools .loyal data mlflow/mlflow.db mlflow/artifacts

@@ -1,0 +1,117 @@
+"""The data contract: which tables a business brings, their columns, types and rules.
+
+This module only declares; validation lives in `features.validation`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ColumnType = Literal["str", "date", "timestamp", "float", "int", "bool"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One contract column: its type, whether it must be present, and the rules it obeys."""
+
+    name: str
+    type: ColumnType
+    required: bool = False
+    nullable: bool = True
+    unique: bool = False
+    min_value: float | None = None
+    max_value: float | None = None
+    not_in_future: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One contract table: its columns and the tables it references."""
+
+    name: str
+    columns: tuple[Column, ...]
+    required_table: bool = True
+    references: dict[str, str] = field(default_factory=dict)  # column -> referenced table
+    description: str = ""
+
+    @property
+    def required_columns(self) -> list[str]:
+        """Names of the columns every file of this table must have."""
+        return [c.name for c in self.columns if c.required]
+
+    def column(self, name: str) -> Column:
+        """The declared column called `name`."""
+        return next(c for c in self.columns if c.name == name)
+
+
+CUSTOMERS = TableSpec(
+    name="customers",
+    description="One row per customer.",
+    columns=(
+        Column("customer_id", "str", required=True, nullable=False, unique=True),
+        Column("signup_date", "date", required=True, nullable=False, not_in_future=True),
+        Column("region", "str"),
+        Column("age", "int", min_value=0, max_value=120),
+        Column("consent_marketing", "bool"),
+        Column("closed_at", "date", not_in_future=True, description="explicit account closure"),
+    ),
+)
+
+TRANSACTIONS = TableSpec(
+    name="transactions",
+    description="Revenue events: purchases, fees, interest margin; refunds are negative.",
+    references={"customer_id": "customers", "product_id": "products"},
+    columns=(
+        Column("customer_id", "str", required=True, nullable=False),
+        Column("ts", "timestamp", required=True, nullable=False, not_in_future=True),
+        Column("product_id", "str", required=True, nullable=False),
+        Column("amount", "float", required=True, nullable=False, description="revenue"),
+        Column("margin", "float", description="else the product's margin_rate applies"),
+        Column("channel", "str", description="branch, online, mobile, atm, phone, ..."),
+    ),
+)
+
+PRODUCTS = TableSpec(
+    name="products",
+    description="The product catalog.",
+    columns=(
+        Column("product_id", "str", required=True, nullable=False, unique=True),
+        Column("name", "str"),
+        Column("category", "str"),
+        Column("margin_rate", "float", min_value=0.0, max_value=1.0),
+    ),
+)
+
+INTERACTIONS = TableSpec(
+    name="interactions",
+    required_table=False,
+    description="Contacts and visits: call, complaint, login, atm_visit, branch_visit, ...",
+    references={"customer_id": "customers"},
+    columns=(
+        Column("customer_id", "str", required=True, nullable=False),
+        Column("ts", "timestamp", required=True, nullable=False, not_in_future=True),
+        Column("kind", "str", required=True, nullable=False),
+        Column("satisfaction", "float", min_value=1, max_value=5),
+    ),
+)
+
+BALANCES = TableSpec(
+    name="balances",
+    required_table=False,
+    description="Account balances over time (banking).",
+    references={"customer_id": "customers"},
+    columns=(
+        Column("customer_id", "str", required=True, nullable=False),
+        Column("ts", "timestamp", required=True, nullable=False, not_in_future=True),
+        Column("account_type", "str", required=True, nullable=False),
+        Column("balance", "float", required=True, nullable=False),
+        Column("rate", "float", description="annual interest rate as a fraction, 0.041 = 4.1%"),
+    ),
+)
+
+TABLES: dict[str, TableSpec] = {
+    t.name: t for t in (CUSTOMERS, TRANSACTIONS, PRODUCTS, INTERACTIONS, BALANCES)
+}
+"""Every contract table by name, in load order (referenced tables first)."""

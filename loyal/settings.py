@@ -1,0 +1,189 @@
+"""Typed settings: one YAML file (loyal.yaml) with LOYAL_-prefixed environment overrides.
+
+Precedence, highest first: arguments passed in code, environment variables
+(``LOYAL_SECTION__FIELD``), the config file (``LOYAL_CONFIG`` or ``./loyal.yaml``), defaults.
+Relative paths are resolved against ``home`` (the folder holding the config file).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from loyal.errors import ConfigError
+
+CONFIG_FILE_NAME = "loyal.yaml"
+
+
+class PathsSettings(BaseModel):
+    """Where Loyal keeps its data; relative paths are under ``home``."""
+
+    data_dir: Path = Path("data")
+    runtime_dir: Path = Path(".loyal")
+
+    @property
+    def raw_dir(self) -> Path:
+        """Raw tables as a user brings them (the sample bank is generated here)."""
+        return self.data_dir / "raw"
+
+    @property
+    def contract_dir(self) -> Path:
+        """Validated, normalized contract tables written by ``loyal ingest``."""
+        return self.data_dir / "contract"
+
+    @property
+    def features_dir(self) -> Path:
+        """Snapshot feature tables: Feast's offline store in the embedded profile."""
+        return self.data_dir / "features"
+
+    @property
+    def truth_dir(self) -> Path:
+        """Generator ground truth, read only by evaluation."""
+        return self.data_dir / "truth"
+
+
+class FeastSettings(BaseModel):
+    """Feature store: embedded (SQLite online store, file registry) or production (Redis, SQL)."""
+
+    project: str = "loyal"
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    registry: Literal["file", "sql"] = "file"
+    redis_connection_string: str = "127.0.0.1:6379"
+    registry_sql_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/loyal_feast"
+    entity_key_serialization_version: int = 3
+
+
+class MlflowSettings(BaseModel):
+    """Tracking and registry: SQLite under ``mlflow/`` by default, PostgreSQL in production."""
+
+    tracking_uri: str = "sqlite:///mlflow/mlflow.db"
+    artifact_root: Path = Path("mlflow/artifacts")
+    experiment: str = "loyal"
+
+
+class SnapshotSettings(BaseModel):
+    """How feature snapshots and churn labels are cut."""
+
+    frequency: str = "MS"
+    horizon_days: int = Field(default=90, gt=0)
+    churn_definition: Literal["auto", "closure", "inactivity"] = "auto"
+
+
+class TierSettings(BaseModel):
+    """Customer pyramid cut points as cumulative shares: platinum, gold, iron; lead is the rest."""
+
+    platinum: float = 0.01
+    gold: float = 0.05
+    iron: float = 0.20
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TierSettings:
+        if not 0 < self.platinum < self.gold < self.iron < 1:
+            raise ValueError("tier cut points must satisfy 0 < platinum < gold < iron < 1")
+        return self
+
+
+class GenerateSettings(BaseModel):
+    """Defaults for the sample bank generator."""
+
+    customers: int = Field(default=20_000, gt=0)
+    seed: int = 42
+    months: int = Field(default=24, ge=6)
+    end_date: str = "2026-10-31"
+
+
+class Settings(BaseSettings):
+    """Everything configurable in Loyal."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LOYAL_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    profile: Literal["embedded", "production"] = "embedded"
+    home: Path = Field(default_factory=Path.cwd)
+    log_level: str = "INFO"
+    paths: PathsSettings = PathsSettings()
+    feast: FeastSettings = FeastSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
+    tiers: TierSettings = TierSettings()
+    generate: GenerateSettings = GenerateSettings()
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("log_level must be one of DEBUG, INFO, WARNING, ERROR")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _anchor_paths(self) -> Settings:
+        self.home = self.home.resolve()
+        self.paths.data_dir = self.resolve(self.paths.data_dir)
+        self.paths.runtime_dir = self.resolve(self.paths.runtime_dir)
+        self.mlflow.artifact_root = self.resolve(self.mlflow.artifact_root)
+        prefix = "sqlite:///"
+        if self.mlflow.tracking_uri.startswith(prefix) and not self.mlflow.tracking_uri.startswith(
+            prefix + "/"
+        ):
+            db_path = self.resolve(Path(self.mlflow.tracking_uri.removeprefix(prefix)))
+            self.mlflow.tracking_uri = prefix + str(db_path)
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        """Anchor a relative path at ``home``."""
+        return path if path.is_absolute() else self.home / path
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = _config_file()
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file)
+        return (init_settings, env_settings, yaml_source)
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("LOYAL_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"LOYAL_CONFIG points to '{path}', which is not a file")
+        return path
+    default = Path.cwd() / CONFIG_FILE_NAME
+    return default if default.is_file() else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings afresh, turning validation problems into one readable ConfigError."""
+    try:
+        config_file = _config_file()
+        if config_file is not None and "home" not in overrides and "LOYAL_HOME" not in os.environ:
+            overrides["home"] = config_file.resolve().parent
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once; entry points call this explicitly."""
+    return load_settings()
