@@ -70,6 +70,51 @@ def summary() -> None:
     print_summary(get_settings())
 
 
+features_app = typer.Typer(
+    help="Build, register, materialize and inspect features.", no_args_is_help=True
+)
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("build")
+def features_build(
+    last_n: Annotated[
+        int | None, typer.Option(help="Keep only the last N snapshots (default: all).")
+    ] = None,
+) -> None:
+    """Build snapshot feature tables and churn labels from the validated contract tables."""
+    from pipelines.features import build_features
+
+    build_features(get_settings(), last_n=last_n)
+
+
+@features_app.command("apply")
+def features_apply() -> None:
+    """Register entities, feature views and feature services in Feast."""
+    from pipelines.features import apply_features
+
+    apply_features(get_settings())
+
+
+@features_app.command("materialize")
+def features_materialize() -> None:
+    """Load the latest feature values into the online store."""
+    from pipelines.features import materialize_features
+
+    materialize_features(get_settings())
+
+
+@features_app.command("show")
+def features_show(
+    customer_id: Annotated[str, typer.Argument(help="The customer to look up.")],
+    service: Annotated[str, typer.Option(help="Feature service to read.")] = "nba_v1",
+) -> None:
+    """Print one customer's online feature values (for support staff and debugging)."""
+    from pipelines.features import show_customer
+
+    show_customer(get_settings(), customer_id, service=service)
+
+
 def main() -> None:
     """Console-script entry point: domain errors become one readable line and a non-zero exit."""
     try:

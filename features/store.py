@@ -1,0 +1,147 @@
+"""The Feast store client: configuration from settings, apply, materialize, read and push."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from feast import FeatureService, FeatureStore, RepoConfig
+from feast.data_source import PushMode
+
+from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD, VIEWS
+from features.feature_repo import definitions
+from features.feature_repo.sources import view_table_path
+from loyal.errors import NotReadyError
+from loyal.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def feast_dir(settings: Settings) -> Path:
+    """Folder of the embedded registry, SQLite online store and rendered feature_store.yaml."""
+    return settings.paths.runtime_dir / "feast"
+
+
+def repo_config(settings: Settings) -> RepoConfig:
+    """A Feast configuration for the active profile (embedded or production)."""
+    runtime = feast_dir(settings)
+    feast = settings.feast
+    online: dict[str, Any]
+    if feast.online_store == "redis":
+        online = {"type": "redis", "connection_string": feast.redis_connection_string}
+    else:
+        online = {"type": "sqlite", "path": str(runtime / "online.db")}
+    registry: dict[str, Any] | str
+    if feast.registry == "sql":
+        registry = {
+            "registry_type": "sql",
+            "path": feast.registry_sql_url,
+            "cache_ttl_seconds": 60,
+            "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
+        }
+    else:
+        registry = {"registry_type": "file", "path": str(runtime / "registry.db")}
+    return RepoConfig(
+        project=feast.project,
+        provider="local",
+        registry=registry,
+        online_store=online,
+        offline_store={"type": "file"},
+        repo_path=runtime,
+        entity_key_serialization_version=feast.entity_key_serialization_version,
+    )
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    """Open the configured feature store (creating its runtime folder)."""
+    feast_dir(settings).mkdir(parents=True, exist_ok=True)
+    return FeatureStore(config=repo_config(settings))
+
+
+def available_views(settings: Settings) -> list[str]:
+    """Catalog views whose snapshot table has been built."""
+    offline = settings.paths.features_dir
+    return [name for name, view in VIEWS.items() if view_table_path(offline, view).is_file()]
+
+
+def apply_definitions(settings: Settings) -> list[str]:
+    """Register the entity, the views with built tables and the feature services.
+
+    Returns:
+        The names of the registered views.
+    """
+    views = available_views(settings)
+    if not views:
+        raise NotReadyError("no feature tables found: run `loyal features build` first")
+    store = open_store(settings)
+    objects = definitions(settings.paths.features_dir, views)
+    store.apply(objects, partial=False)
+    _render_feature_store_yaml(settings)
+    log.info("Registered %d feature views and their services in Feast: %s", len(views), views)
+    return views
+
+
+def materialize(settings: Settings, end: datetime | None = None) -> None:
+    """Load the latest snapshot of every registered view into the online store."""
+    store = open_store(settings)
+    registered = [fv.name for fv in store.list_feature_views()]
+    if not registered:
+        raise NotReadyError("no feature views registered: run `loyal features apply` first")
+    end = end or datetime.now(UTC)
+    longest_ttl = max(VIEWS[name].ttl_days for name in registered if name in VIEWS)
+    start = end - timedelta(days=longest_ttl)
+    log.info("Materializing %d views from %s to %s", len(registered), start.date(), end.date())
+    store.materialize(start_date=start, end_date=end, feature_views=registered)
+
+
+def online_features(
+    store: FeatureStore, service: str | FeatureService, customer_ids: list[str]
+) -> pd.DataFrame:
+    """Online feature values for customers, one row each, in the order given."""
+    feature_service = (
+        service if isinstance(service, FeatureService) else store.get_feature_service(service)
+    )
+    response = store.get_online_features(
+        features=feature_service,
+        entity_rows=[{ENTITY_KEY: cid} for cid in customer_ids],
+    )
+    return response.to_df()
+
+
+def historical_features(
+    store: FeatureStore, service: str, entity_frame: pd.DataFrame
+) -> pd.DataFrame:
+    """Point-in-time features for (customer_id, event_timestamp) rows through Feast."""
+    frame = entity_frame[[ENTITY_KEY, TIMESTAMP_FIELD]].copy()
+    frame[TIMESTAMP_FIELD] = pd.to_datetime(frame[TIMESTAMP_FIELD], utc=True)
+    job = store.get_historical_features(
+        entity_df=frame, features=store.get_feature_service(service)
+    )
+    return job.to_df()
+
+
+def push_view(store: FeatureStore, view_name: str, rows: pd.DataFrame) -> None:
+    """Push fresh values of a pushed view (e.g. balances) straight to the online store."""
+    frame = rows.copy()
+    frame[TIMESTAMP_FIELD] = pd.to_datetime(frame[TIMESTAMP_FIELD], utc=True)
+    store.push(f"{view_name}_push", frame, to=PushMode.ONLINE)
+
+
+def _render_feature_store_yaml(settings: Settings) -> None:
+    """Write feature_store.yaml beside the registry so the `feast` CLI and UI can open the store."""
+    import yaml
+
+    config = repo_config(settings)
+    document = {
+        "project": config.project,
+        "provider": config.provider,
+        "registry": config.registry_config,
+        "online_store": config.online_config,
+        "offline_store": {"type": "file"},
+        "entity_key_serialization_version": config.entity_key_serialization_version,
+    }
+    target = feast_dir(settings) / "feature_store.yaml"
+    target.write_text(yaml.safe_dump(document, sort_keys=False))

@@ -1,0 +1,57 @@
+"""Reading and atomically replacing folders of Parquet tables (contract and feature tables)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from features.contract import TABLES
+from loyal.errors import LoyalError, NotReadyError
+from loyal.settings import Settings
+
+
+def read_contract(settings: Settings) -> dict[str, pd.DataFrame]:
+    """The validated contract tables written by `loyal ingest`, by table name."""
+    folder = settings.paths.contract_dir
+    tables = {
+        name: pd.read_parquet(folder / f"{name}.parquet")
+        for name in TABLES
+        if (folder / f"{name}.parquet").is_file()
+    }
+    missing = [name for name, spec in TABLES.items() if spec.required_table and name not in tables]
+    if missing:
+        raise NotReadyError(
+            f"no validated {', '.join(missing)} table in {folder}: "
+            "run `loyal generate` and `loyal ingest`, or `loyal ingest PATH` with your data"
+        )
+    return tables
+
+
+def replace_folder(
+    target: Path, frames: dict[str, pd.DataFrame], extra_files: dict[str, str] | None = None
+) -> None:
+    """Write frames (and small text files) into a sibling staging folder, then swap it in.
+
+    Readers see either the old folder or the new one, never a half-written mix; on any error
+    the old folder is left untouched.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.staging")
+    previous = target.with_name(f".{target.name}.previous")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        for name, frame in frames.items():
+            frame.to_parquet(staging / name, index=False)
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
+    except Exception as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise LoyalError(f"could not write tables to {target}: {exc}") from exc
+    shutil.rmtree(previous, ignore_errors=True)
+    if target.exists():
+        target.rename(previous)
+    staging.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)

@@ -1,0 +1,47 @@
+"""The main job behind `make run`: every stage end to end on the embedded defaults."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from loyal.logs import console
+from loyal.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def run_all(settings: Settings, customers: int | None = None, seed: int | None = None) -> None:
+    """Generate the sample bank, load it, build features, put them online and show a customer."""
+    from features.tables_io import read_contract
+    from pipelines.features import (
+        apply_features,
+        build_features,
+        materialize_features,
+        show_customer,
+    )
+    from pipelines.generate import generate_sample_bank
+    from pipelines.ingest import ingest_folder, print_summary
+
+    raw = _stage(
+        "Generate the sample bank", lambda: generate_sample_bank(settings, customers, seed)
+    )
+    _stage("Validate and load it", lambda: ingest_folder(settings, raw))
+    _stage("Summarize", lambda: print_summary(settings))
+    _stage("Build point-in-time features and labels", lambda: build_features(settings))
+    _stage("Register features in Feast", lambda: apply_features(settings))
+    _stage("Materialize the online store", lambda: materialize_features(settings))
+    example = str(read_contract(settings)["customers"]["customer_id"].iloc[0])
+    _stage(f"Online features of customer {example}", lambda: show_customer(settings, example))
+    console.rule("[bold green]Done")
+
+
+def _stage(title: str, step: Callable[[], T]) -> T:
+    console.rule(f"[bold]{title}")
+    started = time.perf_counter()
+    result = step()
+    log.info("%s: %.1f s", title, time.perf_counter() - started)
+    return result
