@@ -23,6 +23,7 @@ class Column:
     min_value: float | None = None
     max_value: float | None = None
     not_in_future: bool = False
+    not_before: str | None = None  # another column of the same row this value may not precede
     description: str = ""
 
 
@@ -55,7 +56,13 @@ CUSTOMERS = TableSpec(
         Column("region", "str"),
         Column("age", "int", min_value=0, max_value=120),
         Column("consent_marketing", "bool"),
-        Column("closed_at", "date", not_in_future=True, description="explicit account closure"),
+        Column(
+            "closed_at",
+            "date",
+            not_in_future=True,
+            not_before="signup_date",
+            description="explicit account closure",
+        ),
     ),
 )
 
@@ -69,6 +76,7 @@ TRANSACTIONS = TableSpec(
         Column("product_id", "str", required=True, nullable=False),
         Column("amount", "float", required=True, nullable=False, description="revenue"),
         Column("margin", "float", description="else the product's margin_rate applies"),
+        Column("quantity", "float", description="units bought; negative for returns"),
         Column("channel", "str", description="branch, online, mobile, atm, phone, ..."),
     ),
 )
@@ -107,7 +115,13 @@ BALANCES = TableSpec(
         Column("ts", "timestamp", required=True, nullable=False, not_in_future=True),
         Column("account_type", "str", required=True, nullable=False),
         Column("balance", "float", required=True, nullable=False),
-        Column("rate", "float", description="annual interest rate as a fraction, 0.041 = 4.1%"),
+        Column(
+            "rate",
+            "float",
+            min_value=-1.0,
+            max_value=1.0,
+            description="annual interest rate as a fraction, 0.041 = 4.1%",
+        ),
     ),
 )
 

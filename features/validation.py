@@ -1,0 +1,426 @@
+"""Data contract validation: raw tables in, normalized tables out, or one DataContractError."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from features.contract import TABLES, Column, ColumnType, TableSpec
+from loyal.errors import DataContractError
+
+ROWS_NOTE = "row 1 = first data row"
+"""How offending rows are numbered in messages: data rows from 1, the CSV header not counted."""
+
+_TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1", "1.0"})
+_FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "0.0"})
+_EXPECTED = {
+    "float": "wrong type: expected a number",
+    "int": "wrong type: expected a whole number",
+    "bool": "wrong type: expected yes/no, true/false or 1/0",
+    "date": "unparseable date",
+    "timestamp": "unparseable timestamp",
+}
+_PANDERA_RULES = {
+    "not_nullable": "missing value in a required column",
+    "field_uniqueness": "duplicate values in a column that must be unique",
+}
+
+Converter = Callable[[pd.Series], tuple[pd.Series, pd.Series]]
+
+
+@dataclass(frozen=True)
+class ValidatedTables:
+    """Tables that passed the contract, normalized, and what was accepted with a warning.
+
+    Attributes:
+        tables: contract table name -> normalized frame. Every contract column is present (absent
+            optional ones are all-null) with its contract dtype, in contract order, followed by
+            the extra columns exactly as they came; the index is a fresh RangeIndex.
+        warnings: readable notes on input that was accepted but looks off.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> dict[str, int]:
+        """Rows per table."""
+        return {name: len(frame) for name, frame in self.tables.items()}
+
+
+def validate_tables(
+    tables: Mapping[str, pd.DataFrame], now: pd.Timestamp | None = None
+) -> ValidatedTables:
+    """Check raw tables against the data contract and normalize them.
+
+    Normalization: ids and other text to `str` (stripped, blanks become missing), dates and
+    timestamps to naive UTC `datetime64[ns]` (dates at midnight), booleans from yes/no,
+    true/false, 1/0 to the nullable `boolean` dtype, numbers to `float64`. The inputs are not
+    modified.
+
+    Args:
+        tables: raw frames by contract table name; unknown names are ignored with a warning.
+        now: the moment after which dates count as "in the future" (default: the current UTC
+            time); tz-aware values are converted to UTC.
+
+    Returns:
+        The normalized tables and the warnings.
+
+    Raises:
+        DataContractError: on the first broken rule, naming table, column, rule and the first
+            offending rows (numbered from 1 = first data row, header excluded; for a frame with a
+            non-default index, index label + 1).
+    """
+    cutoff = _naive_utc(pd.Timestamp.now(tz="UTC") if now is None else now)
+    notes = _unknown_table_warnings(tables)
+    _check_required_tables(tables)
+    normalized: dict[str, pd.DataFrame] = {}
+    for name, spec in TABLES.items():
+        if name in tables:
+            normalized[name], table_notes = validate_table(spec, tables[name], cutoff)
+            notes.extend(table_notes)
+    _check_references(normalized)
+    return ValidatedTables(
+        tables={name: frame.reset_index(drop=True) for name, frame in normalized.items()},
+        warnings=notes,
+    )
+
+
+def validate_table(
+    spec: TableSpec, frame: pd.DataFrame, now: pd.Timestamp
+) -> tuple[pd.DataFrame, list[str]]:
+    """Check and normalize one table on its own; references to other tables are checked apart.
+
+    Args:
+        spec: the contract table.
+        frame: its raw rows.
+        now: naive UTC cutoff for dates that may not lie in the future.
+
+    Returns:
+        The normalized frame (source index kept, for row numbers) and warnings.
+
+    Raises:
+        DataContractError: on the first broken rule.
+    """
+    if not frame.index.is_unique:
+        frame = frame.reset_index(drop=True)
+    if not all(isinstance(c, str) for c in frame.columns):
+        frame = frame.set_axis([str(c) for c in frame.columns], axis=1)
+    frame = _match_column_names(spec, frame)
+    _check_not_empty(spec, frame)
+    _check_required_columns(spec, frame)
+    declared = [c.name for c in spec.columns]
+    extras = [c for c in frame.columns if c not in declared]
+    notes = []
+    if extras:
+        notes.append(
+            f"table '{spec.name}': unknown extra columns kept as they are: "
+            + ", ".join(str(c) for c in extras)
+        )
+    columns = {c.name: _normalized_column(spec.name, c, frame) for c in spec.columns}
+    out = pd.concat([pd.DataFrame(columns, index=frame.index), frame[extras]], axis=1)
+    _check_rules(spec, out, now)
+    _check_not_before(spec, out)
+    return out, notes
+
+
+def row_numbers(labels: Iterable[object]) -> list[object]:
+    """Turn index labels into the row numbers shown to users (integers + 1), sorted, unique."""
+    return sorted({_row_number(label) for label in labels}, key=_sort_key)
+
+
+# ----------------------------------------------------------------------------- table-level checks
+
+
+def _unknown_table_warnings(tables: Mapping[str, pd.DataFrame]) -> list[str]:
+    unknown = sorted(name for name in tables if name not in TABLES)
+    if not unknown:
+        return []
+    known = ", ".join(TABLES)
+    return [f"ignored tables not in the contract: {', '.join(unknown)} (contract tables: {known})"]
+
+
+def _check_required_tables(tables: Mapping[str, pd.DataFrame]) -> None:
+    for name, spec in TABLES.items():
+        if spec.required_table and name not in tables:
+            required = ", ".join(n for n, s in TABLES.items() if s.required_table)
+            raise DataContractError(
+                name,
+                "missing required table",
+                detail=f"bring it as {name}.csv or {name}.parquet; required tables: {required}",
+            )
+
+
+def _match_column_names(spec: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    """Accept contract columns written with other case or surrounding spaces ('Amount ')."""
+    declared = {c.name for c in spec.columns}
+    renames = {}
+    for column in frame.columns:
+        wanted = str(column).strip().lower()
+        if column not in declared and wanted in declared and wanted not in frame.columns:
+            renames[column] = wanted
+    return frame.rename(columns=renames) if renames else frame
+
+
+def _check_not_empty(spec: TableSpec, frame: pd.DataFrame) -> None:
+    if frame.empty:
+        raise DataContractError(
+            spec.name,
+            "empty table: no data rows",
+            detail="the file has no rows below its header; remove it if the table does not apply"
+            if not spec.required_table
+            else "the file has no rows below its header",
+        )
+
+
+def _check_required_columns(spec: TableSpec, frame: pd.DataFrame) -> None:
+    missing = [name for name in spec.required_columns if name not in frame.columns]
+    if missing:
+        found = ", ".join(str(c) for c in frame.columns)
+        also = f"also missing: {', '.join(missing[1:])}; " if len(missing) > 1 else ""
+        raise DataContractError(
+            spec.name, "missing required column", missing[0], detail=f"{also}found: {found}"
+        )
+
+
+# ---------------------------------------------------------------------------------- conversion
+
+
+def _normalized_column(table: str, column: Column, frame: pd.DataFrame) -> pd.Series:
+    if column.name not in frame.columns:
+        return pd.Series(None, index=frame.index, dtype=_DTYPES[column.type])
+    values = frame[column.name]
+    converted, bad = _CONVERTERS[column.type](values)
+    if bad.any():
+        raise DataContractError(
+            table,
+            _EXPECTED[column.type],
+            column.name,
+            rows=row_numbers(values.index[bad.to_numpy()]),
+            detail=f"found {_examples(values[bad])}; {ROWS_NOTE}",
+        )
+    return converted
+
+
+def _to_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    if pd.api.types.is_float_dtype(values) and _is_whole_number_dtype(values):
+        values = values.astype("Int64")  # ids stored as 17850.0 read back as '17850'
+    return _stripped(values), pd.Series(False, index=values.index)
+
+
+def _to_float(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    if pd.api.types.is_bool_dtype(values):
+        return values.astype("float64"), values.notna()
+    source = values if pd.api.types.is_numeric_dtype(values) else _stripped(values)
+    numbers = pd.to_numeric(source, errors="coerce").astype("float64")
+    return numbers, source.notna() & numbers.isna()
+
+
+def _to_whole(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    numbers, bad = _to_float(values)
+    fractional = numbers.notna() & np.isfinite(numbers) & (numbers != np.floor(numbers))
+    return numbers, bad | fractional
+
+
+def _to_bool(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    if pd.api.types.is_bool_dtype(values):
+        return values.astype("boolean"), pd.Series(False, index=values.index)
+    words = _stripped(values).str.lower()
+    truth = pd.Series(pd.NA, index=values.index, dtype="boolean")
+    truth[words.isin(_TRUE_WORDS).fillna(False)] = True
+    truth[words.isin(_FALSE_WORDS).fillna(False)] = False
+    return truth, words.notna() & truth.isna()
+
+
+def _to_timestamp(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        stamps = values.dt.tz_convert("UTC").dt.tz_localize(None) if values.dt.tz else values
+        return stamps.astype("datetime64[ns]"), pd.Series(False, index=values.index)
+    text = _stripped(values.astype("Int64") if _is_whole_number_dtype(values) else values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "could not infer format": retried below
+        stamps = pd.to_datetime(text, errors="coerce", utc=True)
+        retry = stamps.isna() & text.notna()
+        if retry.any():
+            stamps[retry] = pd.to_datetime(text[retry], errors="coerce", utc=True, format="mixed")
+    stamps = stamps.dt.tz_localize(None).astype("datetime64[ns]")
+    return stamps, text.notna() & stamps.isna()
+
+
+def _to_date(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    stamps, bad = _to_timestamp(values)
+    return stamps.dt.normalize(), bad
+
+
+_CONVERTERS: dict[ColumnType, Converter] = {
+    "str": _to_text,
+    "float": _to_float,
+    "int": _to_whole,
+    "bool": _to_bool,
+    "date": _to_date,
+    "timestamp": _to_timestamp,
+}
+_DTYPES: dict[ColumnType, str] = {
+    "str": "object",
+    "float": "float64",
+    "int": "float64",
+    "bool": "boolean",
+    "date": "datetime64[ns]",
+    "timestamp": "datetime64[ns]",
+}
+
+
+# ------------------------------------------------------------------------------------ row rules
+
+
+def _schema(spec: TableSpec, now: pd.Timestamp) -> pa.DataFrameSchema:
+    """The pandera schema of a normalized table: nulls, uniqueness, ranges, no future dates."""
+    return pa.DataFrameSchema(
+        {c.name: _pandera_column(c, now) for c in spec.columns}, name=spec.name, strict=False
+    )
+
+
+def _pandera_column(column: Column, now: pd.Timestamp) -> pa.Column:
+    checks = []
+    if column.type in ("float", "int"):
+        checks.append(pa.Check(_finite, error="not a finite number"))
+    low, high = column.min_value, column.max_value
+    if low is not None:
+        checks.append(pa.Check.ge(low, error=f"below the minimum {low:g}"))
+    if high is not None:
+        checks.append(pa.Check.le(high, error=f"above the maximum {high:g}"))
+    if column.not_in_future:
+        future = f"date in the future: after {now:%Y-%m-%d %H:%M} UTC"
+        checks.append(pa.Check.le(now, error=future))
+    return pa.Column(
+        None,
+        checks=checks,
+        nullable=column.nullable,
+        unique=column.unique,
+        report_duplicates="all",
+        required=False,
+    )
+
+
+def _finite(values: pd.Series) -> pd.Series:
+    return pd.Series(np.isfinite(values.to_numpy(dtype="float64")), index=values.index)
+
+
+def _check_rules(spec: TableSpec, frame: pd.DataFrame, now: pd.Timestamp) -> None:
+    try:
+        _schema(spec, now).validate(frame, lazy=True)
+    except SchemaErrors as exc:
+        raise _first_failure(spec, exc.failure_cases) from None
+
+
+def _first_failure(spec: TableSpec, cases: pd.DataFrame) -> DataContractError:
+    """The failure of the first column (contract order) and its first check, as one error."""
+    for column in spec.columns:
+        mine = cases[cases["column"] == column.name]
+        if mine.empty:
+            continue
+        check = mine["check"].iloc[0]
+        failed = mine[mine["check"] == check]
+        return DataContractError(
+            spec.name,
+            _PANDERA_RULES.get(str(check), str(check)),
+            column.name,
+            rows=row_numbers(failed["index"].dropna()),
+            detail=f"found {_examples(failed['failure_case'])}; {ROWS_NOTE}",
+        )
+    first = cases.iloc[0]
+    return DataContractError(spec.name, str(first["check"]), detail=str(first["failure_case"]))
+
+
+def _check_not_before(spec: TableSpec, frame: pd.DataFrame) -> None:
+    for column in spec.columns:
+        if column.not_before is None:
+            continue
+        bad = frame[column.name] < frame[column.not_before]
+        if bad.any():
+            raise DataContractError(
+                spec.name,
+                f"earlier than {column.not_before}",
+                column.name,
+                rows=row_numbers(frame.index[bad.to_numpy()]),
+                detail=f"found {_examples(frame.loc[bad, column.name])}; {ROWS_NOTE}",
+            )
+
+
+def _check_references(tables: Mapping[str, pd.DataFrame]) -> None:
+    for name, frame in tables.items():
+        for column, target in TABLES[name].references.items():
+            if target not in tables:
+                continue
+            unknown = ~frame[column].isin(tables[target][column])
+            if unknown.any():
+                raise DataContractError(
+                    name,
+                    f"unknown {column}: not in table '{target}'",
+                    column,
+                    rows=row_numbers(frame.index[unknown.to_numpy()]),
+                    detail=f"found {_examples(frame.loc[unknown, column])}; {ROWS_NOTE}",
+                )
+
+
+# -------------------------------------------------------------------------------------- helpers
+
+
+def _naive_utc(moment: pd.Timestamp) -> pd.Timestamp:
+    moment = pd.Timestamp(moment)
+    return moment.tz_convert("UTC").tz_localize(None) if moment.tzinfo else moment
+
+
+def _stripped(values: pd.Series) -> pd.Series:
+    """Values as stripped text (object dtype), blanks as None; strips each distinct value once."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    text = pd.Index(uniques).astype("string").str.strip()
+    labels = np.empty(len(text) + 1, dtype=object)  # the extra last slot (code -1) is None
+    labels[:-1] = text.where(text != "", None).to_numpy(dtype=object)
+    return pd.Series(labels[codes], index=values.index, dtype=object)
+
+
+def _is_whole_number_dtype(values: pd.Series) -> bool:
+    if pd.api.types.is_integer_dtype(values):
+        return True
+    if not pd.api.types.is_float_dtype(values):
+        return False
+    present = values.dropna()
+    return bool((present == np.floor(present)).all())
+
+
+def _examples(values: pd.Series, limit: int = 3) -> str:
+    distinct = pd.unique(values.to_numpy(dtype=object))[:limit]
+    return ", ".join(_show(v) for v in distinct)
+
+
+def _show(value: object) -> str:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return "a blank"
+    if isinstance(value, float) and np.isnan(value):
+        return "a blank"
+    if isinstance(value, pd.Timestamp):
+        return str(value.date()) if value == value.normalize() else str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _row_number(label: object) -> object:
+    if isinstance(label, int | np.integer):
+        return int(label) + 1
+    if isinstance(label, float | np.floating) and float(label).is_integer():
+        return int(label) + 1
+    return label
+
+
+def _sort_key(value: object) -> tuple[int, float, str]:
+    if isinstance(value, int | float):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))

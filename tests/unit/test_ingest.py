@@ -1,0 +1,438 @@
+"""Ingestion: files in, atomic load out; bad input leaves the earlier good data untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from loyal.errors import DataContractError, LoyalError, NotReadyError
+from loyal.settings import Settings
+from pipelines.cli import main
+from pipelines.ingest import MANIFEST_FILE, ingest_folder, print_summary, summarize
+
+pytestmark = pytest.mark.unit
+
+LOYAL = Path(sys.executable).with_name("loyal")
+
+
+def good_tables() -> dict[str, pd.DataFrame]:
+    """Three customers (one closed), three transactions, two products."""
+    return {
+        "customers": pd.DataFrame(
+            {
+                "customer_id": ["c1", "c2", "c3"],
+                "signup_date": ["2024-01-01", "2024-01-15", "2024-02-01"],
+                "closed_at": ["", "2024-03-10", ""],
+                "region": ["north", "south", "north"],
+            }
+        ),
+        "transactions": pd.DataFrame(
+            {
+                "customer_id": ["c1", "c2", "c3"],
+                "ts": ["2024-01-05 10:00:00", "2024-02-05 11:30:00", "2024-04-05 09:15:00"],
+                "product_id": ["p1", "p2", "p1"],
+                "amount": ["100", "-20", "50"],
+            }
+        ),
+        "products": pd.DataFrame(
+            {"product_id": ["p1", "p2"], "name": ["Card", "Loan"], "margin_rate": ["0.2", "0.3"]}
+        ),
+    }
+
+
+def write_folder(folder: Path, tables: dict[str, pd.DataFrame], fmt: str = "csv") -> Path:
+    """Write tables as `<name>.csv`, `<name>.csv.gz` or `<name>.parquet`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        if fmt == "parquet":
+            frame.to_parquet(folder / f"{name}.parquet", index=False)
+        else:
+            frame.to_csv(folder / f"{name}.{fmt}", index=False)
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under a folder with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def loaded(settings: Settings, tmp_path: Path) -> dict[str, bytes]:
+    """Good data already ingested; returns the contract folder's files."""
+    ingest_folder(settings, write_folder(tmp_path / "good", good_tables()))
+    return snapshot(settings.paths.contract_dir)
+
+
+def test_ingest_writes_normalized_parquet_and_a_manifest(
+    settings: Settings, tmp_path: Path
+) -> None:
+    report = ingest_folder(settings, write_folder(tmp_path / "in", good_tables()))
+    folder = settings.paths.contract_dir
+    assert sorted(p.name for p in folder.iterdir()) == [
+        MANIFEST_FILE,
+        "customers.parquet",
+        "products.parquet",
+        "transactions.parquet",
+    ]
+    transactions = pd.read_parquet(folder / "transactions.parquet")
+    assert str(transactions["ts"].dtype) == "datetime64[ns]"
+    assert transactions["amount"].tolist() == [100.0, -20.0, 50.0]
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    assert manifest["rows"] == {"customers": 3, "transactions": 3, "products": 2}
+    assert manifest["date_range"]["transactions"] == ["2024-01-05T10:00:00", "2024-04-05T09:15:00"]
+    assert manifest["snapshot_id"] == report.snapshot_id and len(report.snapshot_id) == 16
+    assert manifest["source"] == str((tmp_path / "in").resolve())
+    assert manifest["preset"] is None and manifest["ingested_at"]
+    assert report.rows == manifest["rows"]
+    assert [p.name for p in folder.parent.iterdir()] == ["contract"]  # no staging left over
+
+
+def test_snapshot_id_depends_on_content_not_format(settings: Settings, tmp_path: Path) -> None:
+    tables = good_tables()
+    csv_id = ingest_folder(settings, write_folder(tmp_path / "csv", tables)).snapshot_id
+    gz_id = ingest_folder(settings, write_folder(tmp_path / "gz", tables, "csv.gz")).snapshot_id
+    parquet = write_folder(tmp_path / "pq", tables, "parquet")
+    assert ingest_folder(settings, parquet).snapshot_id == csv_id == gz_id
+    tables["transactions"].loc[0, "amount"] = "101"
+    changed = write_folder(tmp_path / "changed", tables)
+    assert ingest_folder(settings, changed).snapshot_id != csv_id
+
+
+def test_unknown_columns_and_files_are_kept_or_ignored_with_warnings(
+    settings: Settings, tmp_path: Path
+) -> None:
+    tables = good_tables()
+    tables["customers"]["favourite_colour"] = ["red", "blue", "green"]
+    folder = write_folder(tmp_path / "in", tables)
+    (folder / "notes.csv").write_text("a,b\n1,2\n")
+    (folder / "README.md").write_text("not a table")
+    report = ingest_folder(settings, folder)
+    customers = pd.read_parquet(settings.paths.contract_dir / "customers.parquet")
+    assert customers["favourite_colour"].tolist() == ["red", "blue", "green"]
+    assert any("favourite_colour" in w and "customers" in w for w in report.warnings)
+    assert any("notes.csv" in w for w in report.warnings)
+
+
+def _set(table: str, column: str, row: int, value: str) -> Callable[[Path], None]:
+    def corrupt(folder: Path) -> None:
+        file = folder / f"{table}.csv"
+        frame = pd.read_csv(file, dtype=str)
+        frame.loc[row, column] = value
+        frame.to_csv(file, index=False)
+
+    return corrupt
+
+
+def _drop_column(table: str, column: str) -> Callable[[Path], None]:
+    def corrupt(folder: Path) -> None:
+        file = folder / f"{table}.csv"
+        pd.read_csv(file, dtype=str).drop(columns=column).to_csv(file, index=False)
+
+    return corrupt
+
+
+def _write(name: str, content: bytes) -> Callable[[Path], None]:
+    def corrupt(folder: Path) -> None:
+        table = name.split(".")[0]
+        for old in folder.glob(f"{table}.*"):
+            old.unlink()
+        (folder / name).write_bytes(content)
+
+    return corrupt
+
+
+def _remove(table: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / f"{table}.csv").unlink()
+
+
+def _duplicate(table: str) -> Callable[[Path], None]:
+    return lambda folder: pd.read_csv(folder / f"{table}.csv").to_parquet(
+        folder / f"{table}.parquet"
+    )
+
+
+BAD_FOLDERS = {
+    # case: (corruption, table, column or None, words the message must hold)
+    "missing required column": (
+        _drop_column("transactions", "amount"),
+        "transactions",
+        "amount",
+        ["missing required column"],
+    ),
+    "wrong type": (
+        _set("transactions", "amount", 1, "abc"),
+        "transactions",
+        "amount",
+        ["expected a number", "'abc'", "rows: 2"],
+    ),
+    "unparseable date": (
+        _set("customers", "signup_date", 2, "2024-13-45"),
+        "customers",
+        "signup_date",
+        ["unparseable date", "rows: 3"],
+    ),
+    "NaN amount": (
+        _set("transactions", "amount", 0, ""),
+        "transactions",
+        "amount",
+        ["missing value", "rows: 1"],
+    ),
+    "duplicate customer ids": (
+        _set("customers", "customer_id", 1, "c1"),
+        "customers",
+        "customer_id",
+        ["duplicate", "rows: 1, 2"],
+    ),
+    "transactions for unknown customers": (
+        _set("transactions", "customer_id", 2, "ghost"),
+        "transactions",
+        "customer_id",
+        ["not in table 'customers'", "'ghost'", "rows: 3"],
+    ),
+    "date in the future": (
+        _set("transactions", "ts", 1, "2199-01-01"),
+        "transactions",
+        "ts",
+        ["in the future", "rows: 2"],
+    ),
+    "empty file (header only)": (
+        _write("products.csv", b"product_id,name,margin_rate\n"),
+        "products",
+        None,
+        ["empty table"],
+    ),
+    "empty file (zero bytes)": (
+        _write("products.csv", b""),
+        "products",
+        None,
+        ["empty file", "products.csv"],
+    ),
+    "unreadable parquet": (
+        _write("customers.parquet", b"this is not parquet"),
+        "customers",
+        None,
+        ["unreadable file", "customers.parquet"],
+    ),
+    "unreadable gzip": (
+        _write("transactions.csv.gz", b"not gzip at all"),
+        "transactions",
+        None,
+        ["unreadable file", "transactions.csv.gz"],
+    ),
+    "undecodable text": (
+        _write("products.csv", "product_id,name\np1,Caf\xe9\n".encode("latin-1")),
+        "products",
+        None,
+        ["unreadable file", "products.csv"],
+    ),
+    "missing required table": (
+        _remove("products"),
+        "products",
+        None,
+        ["missing required table"],
+    ),
+    "two files for one table": (
+        _duplicate("products"),
+        "products",
+        None,
+        ["two files", "products.csv", "products.parquet"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FOLDERS))
+def test_bad_input_is_rejected_and_earlier_data_kept(
+    case: str, settings: Settings, tmp_path: Path, loaded: dict[str, bytes]
+) -> None:
+    corrupt, table, column, words = BAD_FOLDERS[case]
+    bad = write_folder(tmp_path / "bad", good_tables())
+    corrupt(bad)
+    with pytest.raises(DataContractError) as caught:
+        ingest_folder(settings, bad)
+    message = str(caught.value)
+    assert message.startswith(f"table '{table}'")
+    if column:
+        assert f"column '{column}'" in message
+    for word in words:
+        assert word in message
+    assert snapshot(settings.paths.contract_dir) == loaded
+    assert [p.name for p in settings.paths.data_dir.iterdir()] == ["contract"]
+
+
+def test_failed_write_keeps_earlier_data(
+    settings: Settings,
+    tmp_path: Path,
+    loaded: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tables = good_tables()
+    tables["transactions"].loc[0, "amount"] = "999"
+    folder = write_folder(tmp_path / "new", tables)
+    calls = []
+
+    def failing_to_parquet(self: pd.DataFrame, *args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        original(self, *args, **kwargs)
+
+    original = pd.DataFrame.to_parquet
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", failing_to_parquet)
+    with pytest.raises(LoyalError, match="disk full"):
+        ingest_folder(settings, folder)
+    assert snapshot(settings.paths.contract_dir) == loaded
+
+
+def test_missing_folder_and_empty_folder_are_explained(settings: Settings, tmp_path: Path) -> None:
+    with pytest.raises(LoyalError, match="no such folder"):
+        ingest_folder(settings, tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LoyalError, match=r"no table files .*--preset"):
+        ingest_folder(settings, tmp_path / "empty")
+
+
+def test_summary_before_any_ingest_says_what_to_run(settings: Settings) -> None:
+    with pytest.raises(NotReadyError, match="loyal ingest"):
+        print_summary(settings)
+
+
+def test_summary_reports_rows_dates_churn_and_top_products(
+    settings: Settings, loaded: dict[str, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = print_summary(settings)
+    out = capsys.readouterr().out
+    assert summary.rows == {"customers": 3, "transactions": 3, "products": 2}
+    assert summary.customers == 3
+    assert summary.closed_share == pytest.approx(1 / 3)
+    assert summary.top_products["product_id"].tolist() == ["p1", "p2"]
+    assert summary.top_products["revenue"].tolist() == [150.0, -20.0]
+    for text in ("transactions rows", "2024-01-05 to 2024-04-05", "33.3%", "Card", "150"):
+        assert text in out
+
+
+def test_monthly_closure_rate_by_hand() -> None:
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "d"],
+            "signup_date": pd.to_datetime(["2023-12-01"] * 4),
+            "closed_at": pd.to_datetime(pd.Series([None, "2024-01-20", "2024-02-10", None])),
+        }
+    )
+    transactions = pd.DataFrame(
+        {
+            "customer_id": ["a", "d"],
+            "ts": pd.to_datetime(["2024-01-01", "2024-02-28"]),
+            "product_id": ["p", "p"],
+            "amount": [1.0, 2.0],
+        }
+    )
+    summary = summarize({"customers": customers, "transactions": transactions}, horizon_days=30)
+    # January: 1 of 4 open customers closes; February: 1 of 3.
+    assert summary.monthly_closure_rate == pytest.approx((1 / 4 + 1 / 3) / 2)
+    assert summary.closed_share == 0.5
+    assert summary.inactive_share == 0.5  # a last bought on Jan 1, more than 30 days before the end
+
+
+def test_tiny_online_retail_log_through_the_preset(settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "retail"
+    folder.mkdir()
+    log = pd.DataFrame(
+        {
+            "InvoiceNo": ["536365", "536365", "C536379", "536380", "536381"],
+            "StockCode": ["85123A", "POST", "85123A", "22423", "22423"],
+            "Description": ["HEART HOLDER", "POSTAGE", "HEART HOLDER", "CAKESTAND", "CAKESTAND"],
+            "Quantity": [6, 1, -2, 1, 3],
+            "InvoiceDate": [
+                "2010-12-01 08:26:00",
+                "2010-12-01 08:26:00",
+                "2010-12-02 09:00:00",
+                "2010-12-03 10:00:00",
+                "2010-12-04 11:00:00",
+            ],
+            "UnitPrice": [2.55, 18.0, 2.55, 12.75, 12.75],
+            "CustomerID": [17850.0, 17850.0, 17850.0, None, 13047.0],
+            "Country": ["United Kingdom"] * 4 + ["France"],
+        }
+    )
+    log.to_csv(folder / "online_retail.csv.gz", index=False)
+    report = ingest_folder(settings, folder, preset="online-retail")
+    contract = settings.paths.contract_dir
+    transactions = pd.read_parquet(contract / "transactions.parquet")
+    customers = pd.read_parquet(contract / "customers.parquet")
+    assert report.rows == {"customers": 2, "transactions": 3, "products": 2}
+    assert report.dropped == {
+        "no CustomerID (guest checkout)": 1,
+        "non-product StockCode (postage, fees, manual, discount, ...)": 1,
+    }
+    assert transactions["amount"].tolist() == [15.3, -5.1, 38.25]  # cancellation = refund
+    assert customers.set_index("customer_id")["region"].to_dict() == {
+        "13047": "France",
+        "17850": "United Kingdom",
+    }
+    assert str(customers["signup_date"].min().date()) == "2010-12-01"
+
+
+def test_tiny_cdnow_log_through_the_preset(settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "cdnow"
+    folder.mkdir()
+    (folder / "CDNOW_master.txt").write_bytes(
+        b" customer_id  date number_of_cds  dollar_value\r\n"
+        b" 00001 19970101  1   11.77\r\n"
+        b" 00002 19970112  1   12.00\r\n"
+        b" 00002 19970112  5   77.00\r\n"
+        b" 00002 19970302  2    0.00\r\n"
+    )
+    report = ingest_folder(settings, folder, preset="cdnow")
+    customers = pd.read_parquet(settings.paths.contract_dir / "customers.parquet")
+    assert report.rows == {"customers": 2, "transactions": 4, "products": 1}
+    assert customers["customer_id"].tolist() == ["00001", "00002"]  # zero padding kept
+    assert customers["signup_date"].dt.strftime("%Y-%m-%d").tolist() == ["1997-01-01", "1997-01-12"]
+
+
+def test_unknown_preset_and_missing_source_file(settings: Settings, tmp_path: Path) -> None:
+    with pytest.raises(LoyalError, match=r"unknown preset 'nope'.*online-retail, cdnow"):
+        ingest_folder(settings, tmp_path, preset="nope")
+    with pytest.raises(LoyalError, match=r"CDNOW_master\.txt"):
+        ingest_folder(settings, tmp_path, preset="cdnow")
+
+
+def test_cli_rejects_bad_input_in_one_line(tmp_path: Path) -> None:
+    tables = good_tables()
+    tables["transactions"].loc[1, "amount"] = "abc"
+    bad = write_folder(tmp_path / "bad", tables)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOYAL_")}
+    env |= {"LOYAL_HOME": str(tmp_path), "COLUMNS": "80"}
+    done = subprocess.run(
+        [str(LOYAL), "ingest", str(bad)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert len(lines) == 1, lines
+    assert "table 'transactions', column 'amount'" in lines[0]
+    assert not (tmp_path / "data" / "contract").exists()
+
+
+def test_cli_summary_before_ingest_exits_non_zero(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["loyal", "summary"])
+    with pytest.raises(SystemExit) as caught:
+        main()
+    assert caught.value.code == NotReadyError.exit_code
+    err = capsys.readouterr().err
+    assert "error:" in err and "loyal ingest" in err and "Traceback" not in err
