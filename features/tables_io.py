@@ -15,6 +15,7 @@ from loyal.settings import Settings
 def read_contract(settings: Settings) -> dict[str, pd.DataFrame]:
     """The validated contract tables written by `loyal ingest`, by table name."""
     folder = settings.paths.contract_dir
+    recover_folder(folder)
     tables = {
         name: pd.read_parquet(folder / f"{name}.parquet")
         for name in TABLES
@@ -35,11 +36,12 @@ def replace_folder(
     """Write frames (and small text files) into a sibling staging folder, then swap it in.
 
     Readers see either the old folder or the new one, never a half-written mix; on any error
-    the old folder is left untouched.
+    the old folder is left untouched (or restored, if the process died between the two renames).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.staging")
     previous = target.with_name(f".{target.name}.previous")
+    recover_folder(target)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
@@ -53,5 +55,16 @@ def replace_folder(
     shutil.rmtree(previous, ignore_errors=True)
     if target.exists():
         target.rename(previous)
-    staging.rename(target)
+    try:
+        staging.rename(target)
+    except OSError as exc:
+        previous.rename(target)
+        raise LoyalError(f"could not swap in the new tables at {target}: {exc}") from exc
     shutil.rmtree(previous, ignore_errors=True)
+
+
+def recover_folder(target: Path) -> None:
+    """Put back the last good folder if a swap was interrupted between its two renames."""
+    previous = target.with_name(f".{target.name}.previous")
+    if previous.is_dir() and not target.exists():
+        previous.rename(target)

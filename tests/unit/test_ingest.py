@@ -436,3 +436,14 @@ def test_cli_summary_before_ingest_exits_non_zero(
     assert caught.value.code == NotReadyError.exit_code
     err = capsys.readouterr().err
     assert "error:" in err and "loyal ingest" in err and "Traceback" not in err
+
+
+def test_interrupted_swap_restores_the_last_good_tables(tmp_path: Path) -> None:
+    from features.tables_io import recover_folder, replace_folder
+
+    target = tmp_path / "contract"
+    replace_folder(target, {"a.parquet": pd.DataFrame({"x": [1]})})
+    target.rename(tmp_path / ".contract.previous")  # the process died between the two renames
+    recover_folder(target)
+    assert pd.read_parquet(target / "a.parquet")["x"].tolist() == [1]
+    assert not (tmp_path / ".contract.previous").exists()
