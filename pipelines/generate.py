@@ -1,0 +1,172 @@
+"""The `loyal generate` stage: write the sample bank's raw tables and, kept apart, its truth."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from loyal.errors import LoyalError
+from loyal.logs import console
+from loyal.settings import Settings
+from pipelines.sample_bank import SampleBank, generate_bank
+
+log = logging.getLogger(__name__)
+
+SAMPLE_BANK_FOLDER = "sample_bank"
+MANIFEST_FILE = "generator.json"
+ROWS_PER_WRITE = 1_000_000
+
+
+def generate_sample_bank(
+    settings: Settings,
+    customers: int | None = None,
+    seed: int | None = None,
+    out: Path | None = None,
+) -> Path:
+    """Generate the sample bank and write it as Parquet, replacing any earlier one atomically.
+
+    The contract tables go to `out` (default ``<raw_dir>/sample_bank``); the ground truth goes to
+    ``<truth_dir>/sample_bank``, where only evaluation reads it. Both folders are written in full
+    beside their targets before either is swapped in, so a failure leaves the old data intact.
+
+    Args:
+        settings: Loyal settings; `settings.generate` gives the defaults.
+        customers: number of customers (default `settings.generate.customers`).
+        seed: random seed (default `settings.generate.seed`).
+        out: folder for the raw tables.
+
+    Returns:
+        The folder holding the raw tables, ready for `loyal ingest`.
+    """
+    options = settings.generate
+    customers = options.customers if customers is None else customers
+    seed = options.seed if seed is None else seed
+    if customers <= 0:
+        raise LoyalError(f"--customers must be a positive number, got {customers}")
+    raw_folder = out if out is not None else settings.paths.raw_dir / SAMPLE_BANK_FOLDER
+    truth_folder = settings.paths.truth_dir / SAMPLE_BANK_FOLDER
+    log.info(
+        "Generating a sample bank: %d customers, seed %d, %d months to %s",
+        customers,
+        seed,
+        options.months,
+        options.end_date,
+    )
+    started = time.perf_counter()
+    bank = _generate_with_progress(customers, seed, options.months, options.end_date)
+    log.info("Generated in %.1f s", time.perf_counter() - started)
+    manifest = {
+        "customers": customers,
+        "seed": seed,
+        "months": options.months,
+        "end_date": options.end_date,
+    }
+    with _staged(raw_folder) as raw_staging, _staged(truth_folder) as truth_staging:
+        _write_tables(bank, raw_staging, truth_staging)
+        (truth_staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    for name, rows in bank.rows().items():
+        log.info("%-24s %12s rows", name, f"{rows:,}")
+    log.info("Raw tables in %s, ground truth in %s", raw_folder, truth_folder)
+    return raw_folder
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _generate_with_progress(customers: int, seed: int, months: int, end_date: str) -> SampleBank:
+    with _progress() as progress:
+        task = progress.add_task("Simulating months", total=months)
+        return generate_bank(
+            customers,
+            seed,
+            months=months,
+            end_date=end_date,
+            on_month=lambda done, _total: progress.update(task, completed=done),
+        )
+
+
+def _write_tables(bank: SampleBank, raw_folder: Path, truth_folder: Path) -> None:
+    jobs = [(raw_folder, name, frame) for name, frame in bank.tables.items()]
+    jobs += [(truth_folder, name, frame) for name, frame in bank.truth.items()]
+    with _progress() as progress:
+        task = progress.add_task("Writing Parquet", total=sum(len(f) for _, _, f in jobs))
+        for folder, name, frame in jobs:
+            progress.update(task, description=f"Writing {name}")
+            for written in write_parquet(frame, folder / f"{name}.parquet"):
+                progress.advance(task, written)
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> Iterator[int]:
+    """Write a frame to Parquet in slices, yielding the rows written after each slice.
+
+    Text columns are stored as plain UTF-8 strings whatever their in-memory dtype (categorical
+    or Arrow-backed), so the files look like any user's; slicing bounds the extra memory.
+    """
+    schema = _plain_schema(pa.Schema.from_pandas(frame.head(0), preserve_index=False))
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, max(len(frame), 1), ROWS_PER_WRITE):
+            part = frame.iloc[start : start + ROWS_PER_WRITE]
+            table = pa.Table.from_pandas(part, preserve_index=False)
+            writer.write_table(table.replace_schema_metadata(None).cast(schema))
+            yield len(part)
+
+
+def _plain_schema(schema: pa.Schema) -> pa.Schema:
+    fields = [
+        pa.field(f.name, pa.string())
+        if pa.types.is_dictionary(f.type) or pa.types.is_large_string(f.type)
+        else f
+        for f in schema
+    ]
+    return pa.schema(fields)
+
+
+@contextmanager
+def _staged(target: Path) -> Iterator[Path]:
+    """A fresh folder beside `target` that replaces it when the block succeeds.
+
+    On any error the staging folder is removed and `target` is left as it was.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    try:
+        yield staging
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, Exception) and not isinstance(exc, LoyalError):
+            raise LoyalError(f"could not write the sample bank to {target}: {exc}") from exc
+        raise
+    _swap_in(staging, target)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace `target` by `staging` with renames, so readers never see a half-written folder."""
+    previous = target.with_name(f".{target.name}.previous-{staging.name.rsplit('-', 1)[-1]}")
+    if target.exists():
+        target.rename(previous)
+    staging.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)
