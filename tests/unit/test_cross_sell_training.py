@@ -1,0 +1,161 @@
+"""Cross-sell training steps on tiny frames: interactions, time split, evaluation, search."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loyal.errors import DataContractError
+from models.recommender import PopularityRecommender
+from training.cross_sell import (
+    CrossSellConfig,
+    SearchSpace,
+    batch_recommendations,
+    build_interactions,
+    evaluate,
+    evaluate_cross_sell,
+    time_split,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def tx(rows: Sequence[tuple[str, str | pd.Timestamp, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["customer_id", "ts", "product_id", "amount"])
+
+
+SMALL = tx(
+    [
+        ("a", "2024-01-01", "p1", 10.0),
+        ("a", "2024-01-05", "p1", 5.0),
+        ("a", "2024-01-06", "p2", -5.0),  # refund: not a purchase
+        ("b", "2024-01-02", "p2", 0.0),
+        ("a", "2024-02-02", "p3", 1.0),  # new for a: a target
+        ("a", "2024-02-03", "p1", 1.0),  # already held: not a target
+        ("b", "2024-02-04", "p1", 2.0),  # new for b
+        ("c", "2024-02-05", "p1", 2.0),  # c is new after the cut-off: no targets
+        ("b", "2024-03-15", "p3", 2.0),  # after the window
+    ]
+)
+
+
+def test_interactions_count_purchases_and_ignore_refunds() -> None:
+    interactions = build_interactions(SMALL[SMALL["ts"] < "2024-02-01"])
+    assert interactions.customer_ids == ["a", "b"]
+    assert interactions.product_ids == ["p1", "p2"]
+    np.testing.assert_array_equal(interactions.matrix.toarray(), [[2, 0], [0, 1]])
+
+
+def test_amount_interactions_keep_zero_amount_holdings() -> None:
+    matrix = build_interactions(SMALL[SMALL["ts"] < "2024-02-01"], value="amount").matrix
+    assert matrix[0, 0] == pytest.approx(15.0)
+    assert 0 < matrix[1, 1] < 0.01
+
+
+def test_recency_decay_halves_a_purchase_one_half_life_old() -> None:
+    frame = tx([("a", "2024-01-01", "p1", 1.0), ("a", "2024-01-31", "p2", 1.0)])
+    matrix = build_interactions(frame, half_life_days=30, as_of=pd.Timestamp("2024-01-31")).matrix
+    np.testing.assert_allclose(matrix.toarray(), [[0.5, 1.0]], rtol=1e-6)
+
+
+def test_inputs_are_not_modified() -> None:
+    before = SMALL.copy()
+    build_interactions(SMALL)
+    time_split(SMALL, "2024-02-01", 30)
+    pd.testing.assert_frame_equal(SMALL, before)
+
+
+def test_time_split_targets_are_new_products_of_known_customers_within_the_window() -> None:
+    split = time_split(SMALL, "2024-02-01", window_days=30)
+    assert split.calibration["ts"].max() < pd.Timestamp("2024-02-01")
+    assert split.targets == {"a": {"p3"}, "b": {"p1"}}
+    assert split.end == pd.Timestamp("2024-03-02")
+
+
+def test_a_missing_column_names_table_and_column() -> None:
+    with pytest.raises(DataContractError, match="table 'transactions', column 'amount'"):
+        build_interactions(SMALL.drop(columns="amount"))
+
+
+def test_a_cutoff_before_any_purchase_is_a_clear_error() -> None:
+    with pytest.raises(DataContractError, match="no purchase before the cut-off"):
+        time_split(SMALL, "2023-01-01")
+
+
+def test_evaluate_filters_held_products_and_scores_the_targets() -> None:
+    split = time_split(SMALL, "2024-02-01", window_days=30)
+    interactions = build_interactions(split.calibration)
+    model = PopularityRecommender().fit(
+        interactions.matrix, interactions.customer_ids, interactions.product_ids
+    )
+    # a holds p1 and gets p2; b holds p2 and gets p1 (a hit); p3 is unknown to the model
+    result = evaluate(model, split.targets, k=1)
+    assert result["precision_at_1"] == pytest.approx(0.5)
+    assert result["n_customers"] == 2
+
+
+def test_batch_recommendations_frame_has_no_held_products() -> None:
+    interactions = build_interactions(SMALL)
+    model = PopularityRecommender().fit(
+        interactions.matrix, interactions.customer_ids, interactions.product_ids
+    )
+    frame = batch_recommendations(model, k=5)
+    assert list(frame.columns) == ["customer_id", "rank", "product_id", "score"]
+    held = set(zip(SMALL["customer_id"], SMALL["product_id"], strict=True))
+    assert not {(c, p) for c, p in zip(frame["customer_id"], frame["product_id"], strict=True)} & (
+        held - {("a", "p2")}  # a's p2 was refunded, never bought
+    )
+    # b already holds all three products, so b gets no row
+    assert frame.groupby("customer_id")["rank"].apply(list).to_dict() == {"a": [1], "c": [1, 2]}
+
+
+def test_search_space_sampling_is_seeded_and_without_repeats() -> None:
+    space = SearchSpace(factors=(4, 64), regularization=(1.0, 10.0), alpha=(1.0,), iterations=(5,))
+    first = space.sample(3, seed=1)
+    assert first == space.sample(3, seed=1)
+    assert len({tuple(trial.values()) for trial in first}) == 3
+    assert len(space.sample(10, seed=0)) == 4  # the whole grid, once
+
+
+def synthetic_shop(seed: int, customers: int = 300) -> pd.DataFrame:
+    """Two customer groups, each buying from its own half of 12 products, over 8 months."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(customers):
+        group = c % 2
+        for _ in range(rng.integers(3, 9)):
+            product = f"p{group * 6 + rng.integers(0, 6)}"
+            day = pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(rng.integers(0, 240)))
+            rows.append((f"c{c}", day, product, 1.0))
+    return tx(rows)
+
+
+def test_the_search_never_sees_the_test_targets() -> None:
+    shop = synthetic_shop(0)
+    cutoff = pd.Timestamp("2024-07-01")
+    space = SearchSpace(factors=(2, 4), regularization=(1.0, 10.0), alpha=(1.0,), iterations=(5,))
+    config = CrossSellConfig(
+        cutoff=str(cutoff.date()), window_days=60, k=3, n_trials=3, space=space
+    )
+    after = shop["ts"] >= cutoff
+    scrambled = shop.copy()
+    scrambled.loc[after, "product_id"] = np.random.default_rng(1).permutation(
+        scrambled.loc[after, "product_id"].to_numpy()
+    )
+    first = evaluate_cross_sell(shop, config)
+    second = evaluate_cross_sell(scrambled, config)
+    assert first.search is not None and second.search is not None
+    pd.testing.assert_frame_equal(
+        first.search.trials.drop(columns="seconds"), second.search.trials.drop(columns="seconds")
+    )
+    assert first.search.validation_cutoff == cutoff - pd.Timedelta(days=60)
+    assert first.metrics != second.metrics  # the test targets themselves did change
+
+
+def test_als_beats_popularity_on_a_grouped_shop() -> None:
+    config = CrossSellConfig(cutoff="2024-07-01", window_days=60, k=3, search=False)
+    result = evaluate_cross_sell(synthetic_shop(0), config)
+    assert result.metrics["ndcg_at_3"] > result.metrics["popularity_ndcg_at_3"]

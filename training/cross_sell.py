@@ -1,0 +1,685 @@
+"""Cross-sell training: interactions, time split, evaluation beside popularity, search, MLflow."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from features.contract import TRANSACTIONS
+from loyal.errors import DataContractError
+from models.ranking_metrics import mean_ranking_metrics
+from models.recommender import (
+    AlsRecommender,
+    PopularityRecommender,
+    Recommender,
+    top_k_frame,
+)
+
+if TYPE_CHECKING:
+    from loyal.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REGISTERED_MODEL = "cross_sell"
+"""Name of the model in the MLflow registry."""
+
+Value = Literal["count", "amount"]
+_REQUIRED = TRANSACTIONS.required_columns
+_AMOUNT_FLOOR = 1e-3  # a zero-amount purchase still marks the product as held
+_PRODUCT_CODE = r"\d{5}[A-Za-z]*"  # Online Retail: real products are 5 digits + optional letters
+
+
+# ------------------------------------------------------------------------------ interactions
+@dataclass(frozen=True)
+class Interactions:
+    """A customer x product matrix with the ids of its rows and columns.
+
+    Attributes:
+        matrix: CSR, one row per customer, one column per product.
+        customer_ids: row ids, sorted.
+        product_ids: column ids, sorted.
+    """
+
+    matrix: sp.csr_matrix
+    customer_ids: list[str]
+    product_ids: list[str]
+
+
+def purchases(transactions: pd.DataFrame) -> pd.DataFrame:
+    """The purchase rows (amount >= 0; refunds dropped) with contract types, as a new frame.
+
+    Raises:
+        DataContractError: a required transactions column is missing.
+    """
+    missing = [c for c in _REQUIRED if c not in transactions.columns]
+    if missing:
+        raise DataContractError(
+            "transactions",
+            "required column missing",
+            column=missing[0],
+            detail=f"cross-sell needs {', '.join(_REQUIRED)}",
+        )
+    frame = transactions.loc[transactions["amount"] >= 0, _REQUIRED].copy()
+    frame["customer_id"] = frame["customer_id"].astype(str)
+    frame["product_id"] = frame["product_id"].astype(str)
+    frame["ts"] = pd.to_datetime(frame["ts"])
+    frame["amount"] = frame["amount"].astype(float)
+    return frame
+
+
+def build_interactions(
+    transactions: pd.DataFrame,
+    value: Value = "count",
+    half_life_days: float | None = None,
+    as_of: pd.Timestamp | None = None,
+) -> Interactions:
+    """Aggregate purchases into a customer x product matrix.
+
+    Args:
+        transactions: contract transactions; refunds (amount < 0) are ignored.
+        value: ``"count"`` (number of purchase rows) or ``"amount"`` (summed revenue, with a small
+            floor so a zero-amount holding still counts as held).
+        half_life_days: optional recency decay: each purchase is weighted by
+            0.5 ** (age in days / half_life_days), age measured back from ``as_of``.
+        as_of: reference time for the decay; defaults to the latest purchase.
+
+    Returns:
+        The matrix with sorted customer and product ids.
+    """
+    frame = purchases(transactions)
+    if frame.empty:
+        raise DataContractError("transactions", "no purchase rows (amount >= 0) to learn from")
+    weight = np.ones(len(frame)) if value == "count" else frame["amount"].to_numpy()
+    if half_life_days is not None:
+        reference = frame["ts"].max() if as_of is None else pd.Timestamp(as_of)
+        age_days = (reference - frame["ts"]).dt.total_seconds().to_numpy() / 86_400.0
+        weight = weight * 0.5 ** (np.clip(age_days, 0.0, None) / half_life_days)
+    customers = _sorted_categorical(frame["customer_id"])
+    products = _sorted_categorical(frame["product_id"])
+    matrix = sp.csr_matrix(
+        (weight.astype(np.float64), (customers.codes, products.codes)),
+        shape=(len(customers.categories), len(products.categories)),
+    )
+    matrix.sum_duplicates()
+    if value == "amount":
+        matrix.data = np.maximum(matrix.data, _AMOUNT_FLOOR)
+    return Interactions(
+        matrix.astype(np.float32),
+        [str(c) for c in customers.categories],
+        [str(p) for p in products.categories],
+    )
+
+
+def _sorted_categorical(ids: pd.Series) -> pd.Categorical:
+    return pd.Categorical(ids, categories=sorted(ids.unique()))
+
+
+# -------------------------------------------------------------------------------- time split
+@dataclass(frozen=True)
+class TimeSplit:
+    """Calibration purchases before a cut-off and the new purchases after it.
+
+    Attributes:
+        calibration: purchases with ts < cutoff (what the model may learn from).
+        targets: per calibration customer, the products first bought by that customer in
+            [cutoff, end); products they bought before the cut-off are not targets. Customers
+            first seen after the cut-off are left out: both models give them the same
+            popularity ranking, so they cannot separate the two.
+        cutoff: the cut-off time.
+        end: the end of the target window (exclusive).
+    """
+
+    calibration: pd.DataFrame
+    targets: dict[str, set[str]]
+    cutoff: pd.Timestamp
+    end: pd.Timestamp
+
+
+def time_split(transactions: pd.DataFrame, cutoff: Any, window_days: int = 91) -> TimeSplit:
+    """Split purchases at ``cutoff``; targets are new products bought within ``window_days`` after.
+
+    Args:
+        transactions: contract transactions.
+        cutoff: anything `pandas.Timestamp` accepts.
+        window_days: length of the target window (91 days = 13 weeks).
+
+    Returns:
+        The split.
+    """
+    frame = purchases(transactions)
+    start = pd.Timestamp(cutoff)
+    end = start + pd.Timedelta(days=window_days)
+    calibration = frame[frame["ts"] < start]
+    if calibration.empty:
+        raise DataContractError(
+            "transactions",
+            "no purchase before the cut-off",
+            column="ts",
+            detail=f"cut-off {start.date()}, first purchase {frame['ts'].min()}",
+        )
+    later = frame[(frame["ts"] >= start) & (frame["ts"] < end)]
+    held = calibration[["customer_id", "product_id"]].drop_duplicates()
+    new = later[["customer_id", "product_id"]].drop_duplicates()
+    new = new[new["customer_id"].isin(held["customer_id"].unique())]
+    new = new.merge(held, how="left", indicator=True).query("_merge == 'left_only'")
+    grouped = new.groupby("customer_id")["product_id"]
+    targets = {str(c): set(map(str, products)) for c, products in grouped}
+    return TimeSplit(calibration, targets, start, end)
+
+
+# -------------------------------------------------------------------------------- evaluation
+def evaluate(
+    recommender: Recommender, targets: Mapping[str, set[str]], k: int = 10
+) -> dict[str, float]:
+    """Precision, recall, NDCG and MAP at k of ``recommender`` against ``targets``.
+
+    Held products are filtered from the recommendations (and are never targets); definitions are
+    in `models.ranking_metrics`. Customers without targets are excluded.
+    """
+    customers = [c for c, items in targets.items() if items]
+    top = recommender.recommend_batch(customers, k=k, filter_already_held=True)
+    item_ids = recommender.item_ids_
+    recommended = {
+        c: item_ids[row[row >= 0]].tolist() for c, row in zip(customers, top.items, strict=True)
+    }
+    return mean_ranking_metrics(recommended, targets, k)
+
+
+def fit_als(
+    interactions: Interactions,
+    params: Mapping[str, Any],
+    segments: Mapping[str, str] | None = None,
+) -> AlsRecommender:
+    """An `AlsRecommender` with ``params`` fitted on ``interactions``."""
+    return AlsRecommender(**params).fit(
+        interactions.matrix,
+        interactions.customer_ids,
+        interactions.product_ids,
+        _segments_for(interactions, segments),
+    )
+
+
+def fit_popularity(
+    interactions: Interactions, segments: Mapping[str, str] | None = None
+) -> PopularityRecommender:
+    """The popularity baseline fitted on ``interactions``."""
+    return PopularityRecommender().fit(
+        interactions.matrix,
+        interactions.customer_ids,
+        interactions.product_ids,
+        _segments_for(interactions, segments),
+    )
+
+
+def _segments_for(
+    interactions: Interactions, segments: Mapping[str, str] | None
+) -> list[str] | None:
+    if segments is None:
+        return None
+    return [str(segments.get(c, "unassigned")) for c in interactions.customer_ids]
+
+
+# ------------------------------------------------------------------------------------ search
+@dataclass(frozen=True)
+class SearchSpace:
+    """Candidate ALS settings; the search samples combinations without replacement."""
+
+    factors: tuple[int, ...] = (32, 64, 128)
+    regularization: tuple[float, ...] = (1.0, 5.0, 10.0, 20.0, 50.0)
+    alpha: tuple[float, ...] = (0.5, 1.0, 3.0)
+    iterations: tuple[int, ...] = (10, 15, 25)
+
+    def sample(self, n_trials: int, seed: int) -> list[dict[str, Any]]:
+        """Up to ``n_trials`` distinct combinations, drawn with a seeded generator."""
+        grid = [
+            {"factors": f, "regularization": r, "alpha": a, "iterations": i}
+            for f in self.factors
+            for r in self.regularization
+            for a in self.alpha
+            for i in self.iterations
+        ]
+        rng = np.random.default_rng(seed)
+        chosen = rng.choice(len(grid), size=min(n_trials, len(grid)), replace=False)
+        return [grid[j] for j in sorted(chosen)]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The chosen ALS settings and every trial's validation metrics.
+
+    Attributes:
+        best_params: the AlsRecommender settings of the best trial.
+        best_metrics: that trial's validation metrics.
+        metric: the validation metric maximized.
+        trials: one row per trial: settings, validation metrics, seconds.
+        validation_cutoff: where the validation targets start.
+    """
+
+    best_params: dict[str, Any]
+    best_metrics: dict[str, float]
+    metric: str
+    trials: pd.DataFrame
+    validation_cutoff: pd.Timestamp
+
+
+def search_hyperparameters(
+    calibration: pd.DataFrame,
+    cutoff: Any,
+    validation_days: int = 91,
+    k: int = 10,
+    space: SearchSpace | None = None,
+    n_trials: int = 12,
+    seed: int = 42,
+    base_params: Mapping[str, Any] | None = None,
+    value: Value = "count",
+    half_life_days: float | None = None,
+    metric: str | None = None,
+) -> SearchResult:
+    """Pick ALS settings on a validation split carved from the calibration period only.
+
+    The last ``validation_days`` before ``cutoff`` become validation targets; models learn from
+    the purchases before them. The test targets (after ``cutoff``) are never seen here.
+
+    Args:
+        calibration: purchases before ``cutoff``.
+        cutoff: the test cut-off; the validation cut-off is ``validation_days`` earlier.
+        validation_days: length of the validation target window.
+        k: the ranking cut-off.
+        space: candidate settings (defaults to `SearchSpace()`).
+        n_trials: how many combinations to try.
+        seed: seeds the sampling of combinations (ALS itself uses ``random_state``).
+        base_params: fixed AlsRecommender settings the trials override (weighting, seed, ...).
+        value: interaction value, as in `build_interactions`.
+        half_life_days: recency decay, as in `build_interactions`.
+        metric: the validation metric maximized; defaults to ``ndcg_at_{k}``.
+
+    Returns:
+        The best settings (ties go to the earlier trial) and the trial table.
+    """
+    metric = metric or f"ndcg_at_{k}"
+    validation_cutoff = pd.Timestamp(cutoff) - pd.Timedelta(days=validation_days)
+    split = time_split(calibration, validation_cutoff, validation_days)
+    interactions = build_interactions(split.calibration, value, half_life_days, split.cutoff)
+    candidates = (space or SearchSpace()).sample(n_trials, seed)
+    rows = []
+    for trial, params in enumerate(candidates):
+        started = time.perf_counter()
+        model = fit_als(interactions, {**(base_params or {}), **params})
+        scores = evaluate(model, split.targets, k)
+        rows.append({"trial": trial, **params, **scores, "seconds": time.perf_counter() - started})
+        log.info("trial %d %s: %s %.4f", trial, params, metric, scores[metric])
+    trials = pd.DataFrame(rows)
+    best = rows[int(trials[metric].to_numpy().argmax())]
+    best_params = {**(base_params or {}), **{name: best[name] for name in candidates[0]}}
+    best_metrics = {name: float(best[name]) for name in scores if name != "n_customers"}
+    return SearchResult(best_params, best_metrics, metric, trials, validation_cutoff)
+
+
+# -------------------------------------------------------------------------- the whole flow
+@dataclass(frozen=True)
+class CrossSellConfig:
+    """How cross-sell is trained and evaluated.
+
+    Attributes:
+        cutoff: test cut-off; defaults to ``window_days`` before the last purchase.
+        window_days: target window after the cut-off (and the validation window before it).
+        k: ranking cut-off of every metric and of the batch top-k.
+        value: interaction value, ``"count"`` or ``"amount"``.
+        half_life_days: optional recency decay of purchases.
+        search: run the hyper-parameter search (else use ``als``).
+        n_trials: search trials.
+        seed: search seed.
+        space: the candidate settings the search samples from.
+        als: AlsRecommender settings used as-is (no search) or as the base the search overrides.
+    """
+
+    cutoff: str | None = None
+    window_days: int = 91
+    k: int = 10
+    value: Value = "count"
+    half_life_days: float | None = None
+    search: bool = True
+    n_trials: int = 12
+    seed: int = 42
+    space: SearchSpace = field(default_factory=SearchSpace)
+    als: dict[str, Any] = field(default_factory=lambda: {"weighting": "log1p"})
+
+
+@dataclass(frozen=True)
+class CrossSellEvaluation:
+    """ALS beside popularity on one time split.
+
+    Attributes:
+        als: ALS fitted on the calibration period with ``params``.
+        popularity: the baseline fitted on the same period.
+        metrics: ALS metrics and the same prefixed ``popularity_``.
+        params: every AlsRecommender setting used (chosen and default).
+        search: the search result, when a search ran.
+        cutoff: the test cut-off used.
+        seconds: wall time of the whole evaluation.
+    """
+
+    als: AlsRecommender
+    popularity: PopularityRecommender
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    search: SearchResult | None
+    cutoff: pd.Timestamp
+    seconds: float
+
+
+def evaluate_cross_sell(
+    transactions: pd.DataFrame,
+    config: CrossSellConfig | None = None,
+    segments: Mapping[str, str] | None = None,
+) -> CrossSellEvaluation:
+    """Time split, optional search on the calibration period, then ALS vs popularity on the test.
+
+    Args:
+        transactions: contract transactions.
+        config: protocol and model settings (defaults to `CrossSellConfig()`).
+        segments: optional customer -> segment map for the cold-start fallback.
+
+    Returns:
+        Both fitted models and their test metrics.
+    """
+    config = config or CrossSellConfig()
+    started = time.perf_counter()
+    cutoff = _cutoff(transactions, config)
+    split = time_split(transactions, cutoff, config.window_days)
+    search = None
+    params = dict(config.als)
+    if config.search:
+        search = search_hyperparameters(
+            split.calibration,
+            cutoff,
+            validation_days=config.window_days,
+            k=config.k,
+            space=config.space,
+            n_trials=config.n_trials,
+            seed=config.seed,
+            base_params=config.als,
+            value=config.value,
+            half_life_days=config.half_life_days,
+        )
+        params = search.best_params
+    interactions = build_interactions(
+        split.calibration, config.value, config.half_life_days, split.cutoff
+    )
+    _warn_if_k_covers_the_catalog(config.k, len(interactions.product_ids))
+    als = fit_als(interactions, params, segments)
+    popularity = fit_popularity(interactions, segments)
+    metrics = evaluate(als, split.targets, config.k)
+    baseline = evaluate(popularity, split.targets, config.k)
+    metrics.update({f"popularity_{name}": v for name, v in baseline.items()})
+    seconds = time.perf_counter() - started
+    return CrossSellEvaluation(als, popularity, metrics, als.get_params(), search, cutoff, seconds)
+
+
+def _warn_if_k_covers_the_catalog(k: int, n_products: int) -> None:
+    if k >= n_products - 1:
+        log.warning(
+            "k=%d but only %d products: nearly every product not yet held is recommended, so "
+            "precision@k and recall@k cannot tell models apart; use a smaller k (e.g. 3)",
+            k,
+            n_products,
+        )
+
+
+def _cutoff(transactions: pd.DataFrame, config: CrossSellConfig) -> pd.Timestamp:
+    if config.cutoff is not None:
+        return pd.Timestamp(config.cutoff)
+    last = pd.to_datetime(transactions["ts"]).max()
+    return (last - pd.Timedelta(days=config.window_days)).normalize()
+
+
+@dataclass(frozen=True)
+class CrossSellResult:
+    """What `train_cross_sell` produced.
+
+    Attributes:
+        model: the ALS refitted on every purchase with the chosen settings (what is registered).
+        evaluation: the holdout evaluation behind the logged metrics.
+        run_id: the MLflow run.
+        model_version: the registered ``cross_sell`` version (None when not registered).
+    """
+
+    model: AlsRecommender
+    evaluation: CrossSellEvaluation
+    run_id: str
+    model_version: str | None
+
+
+def train_cross_sell(
+    settings: Settings,
+    transactions: pd.DataFrame,
+    config: CrossSellConfig | None = None,
+    segments: Mapping[str, str] | None = None,
+    register: bool = True,
+) -> CrossSellResult:
+    """Evaluate, refit on all purchases, log to MLflow and register as ``cross_sell``.
+
+    Args:
+        settings: where MLflow lives (``settings.mlflow``).
+        transactions: contract transactions.
+        config: protocol and model settings.
+        segments: optional customer -> segment map for the cold-start fallback.
+        register: register the logged model as ``cross_sell``.
+
+    Returns:
+        The refitted model, the evaluation, the run id and the registered version.
+    """
+    config = config or CrossSellConfig()
+    evaluation = evaluate_cross_sell(transactions, config, segments)
+    everything = build_interactions(transactions, config.value, config.half_life_days)
+    model = fit_als(everything, evaluation.params, segments)
+    run_id, version = log_cross_sell_run(
+        settings, model, evaluation, config, transactions, register
+    )
+    return CrossSellResult(model, evaluation, run_id, version)
+
+
+# ----------------------------------------------------------------------------- batch scoring
+def batch_recommendations(recommender: Recommender, k: int = 10) -> pd.DataFrame:
+    """Top-k not-yet-held products for every known customer, for the feature store.
+
+    Returns:
+        A new frame with ``customer_id``, ``rank`` (1 = best), ``product_id`` and ``score``;
+        customers holding every product get no row. For one customer at request time use
+        ``recommender.recommend(customer_id, k)`` instead.
+    """
+    top = recommender.recommend_all(k=k)
+    frame = top_k_frame(top, recommender.user_ids_.tolist(), recommender.item_ids_)
+    return frame.drop(columns="cold_start")
+
+
+# ------------------------------------------------------------------------------ data readers
+def read_online_retail(path: str | Path) -> pd.DataFrame:
+    """UCI Online Retail as contract transactions (customer_id, ts, product_id, amount).
+
+    Rows without a customer and non-product codes (postage, fees, manual lines, vouchers) are
+    dropped; amount = Quantity x UnitPrice, negative for cancellations and returns.
+    """
+    raw = pd.read_csv(
+        path,
+        dtype={"InvoiceNo": str, "StockCode": str},
+        usecols=["StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"],
+    )
+    raw = raw.dropna(subset=["CustomerID"])
+    raw = raw[raw["StockCode"].str.fullmatch(_PRODUCT_CODE)]
+    return pd.DataFrame(
+        {
+            "customer_id": raw["CustomerID"].astype(int).astype(str),
+            "ts": pd.to_datetime(raw["InvoiceDate"]),
+            "product_id": raw["StockCode"].str.upper(),
+            "amount": raw["Quantity"] * raw["UnitPrice"],
+        }
+    ).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------ MLflow
+# Plain mlflow calls in small functions, so they can move onto training.tracking / registry.
+_MODEL_CODE = '''"""MLflow models-from-code entry point of the cross_sell pyfunc (no pickle)."""
+
+import mlflow.models
+
+from models.recommender import CrossSellPyfunc
+
+mlflow.models.set_model(CrossSellPyfunc())
+'''
+
+
+def log_cross_sell_run(
+    settings: Settings,
+    model: Recommender,
+    evaluation: CrossSellEvaluation,
+    config: CrossSellConfig,
+    transactions: pd.DataFrame,
+    register: bool = True,
+) -> tuple[str, str | None]:
+    """Log params, metrics, the search trials and the model in one MLflow run.
+
+    Returns:
+        The run id and the registered model version (None when ``register`` is False).
+    """
+    import mlflow
+
+    experiment_id = _mlflow_experiment(settings)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=REGISTERED_MODEL) as run:
+        mlflow.set_tags(_run_tags(transactions))
+        mlflow.log_params(_run_params(evaluation, config))
+        mlflow.log_metrics(_run_metrics(evaluation))
+        if evaluation.search is not None:
+            mlflow.log_text(evaluation.search.trials.to_csv(index=False), "search_trials.csv")
+        version = _log_model(model, REGISTERED_MODEL if register else None)
+    return run.info.run_id, version
+
+
+def _mlflow_experiment(settings: Settings) -> str:
+    """Point mlflow at the configured store and return the experiment id (created if needed)."""
+    import mlflow
+
+    uri = settings.mlflow.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    settings.mlflow.artifact_root.mkdir(parents=True, exist_ok=True)
+    return str(
+        mlflow.create_experiment(
+            settings.mlflow.experiment, artifact_location=settings.mlflow.artifact_root.as_uri()
+        )
+    )
+
+
+def _run_params(evaluation: CrossSellEvaluation, config: CrossSellConfig) -> dict[str, Any]:
+    protocol = {k: v for k, v in asdict(config).items() if k not in ("als", "space")}
+    if config.search:
+        protocol["search_space"] = json.dumps(asdict(config.space))
+    protocol["cutoff"] = str(evaluation.cutoff.date())
+    if evaluation.search is not None:
+        protocol["validation_cutoff"] = str(evaluation.search.validation_cutoff.date())
+    return {**protocol, **{f"als_{k}": v for k, v in evaluation.params.items()}}
+
+
+def _run_metrics(evaluation: CrossSellEvaluation) -> dict[str, float]:
+    metrics = {k: v for k, v in evaluation.metrics.items() if not k.endswith("n_customers")}
+    metrics["eval_customers"] = evaluation.metrics["n_customers"]
+    metrics["evaluation_seconds"] = evaluation.seconds
+    if evaluation.search is not None:
+        metrics.update({f"validation_{k}": v for k, v in evaluation.search.best_metrics.items()})
+    return metrics
+
+
+def _run_tags(transactions: pd.DataFrame) -> dict[str, str]:
+    tags = {"model": REGISTERED_MODEL, "data_snapshot_id": data_snapshot_id(transactions)}
+    commit = _git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    return tags
+
+
+def data_snapshot_id(transactions: pd.DataFrame) -> str:
+    """A short content hash of the transactions the model learned from."""
+    frame = transactions[_REQUIRED]
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def _log_model(model: Recommender, registered_name: str | None) -> str | None:
+    """Log ``model`` as a models-from-code pyfunc with npz + json artifacts; maybe register it."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = model.save(Path(tmp) / "recommender")
+        code = Path(tmp) / "cross_sell_model.py"
+        code.write_text(_MODEL_CODE, encoding="utf-8")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts={"recommender": str(folder)},
+            signature=_signature(),
+            input_example=pd.DataFrame({"customer_id": [str(model.user_ids_[0])]}),
+            pip_requirements=_requirements(),
+            registered_model_name=registered_name,
+        )
+    version = info.registered_model_version
+    return None if version is None else str(version)
+
+
+def _signature() -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema(
+            [ColSpec("string", "customer_id"), ColSpec("string", "segment", required=False)]
+        ),
+        outputs=Schema(
+            [
+                ColSpec("string", "customer_id"),
+                ColSpec("long", "rank"),
+                ColSpec("string", "product_id"),
+                ColSpec("double", "score"),
+                ColSpec("boolean", "cold_start"),
+            ]
+        ),
+        params=ParamSchema(
+            [ParamSpec("k", "long", 10), ParamSpec("filter_already_held", "boolean", True)]
+        ),
+    )
+
+
+def _requirements() -> list[str]:
+    names = ("mlflow", "implicit", "numpy", "scipy", "pandas", "threadpoolctl", "pydantic")
+    return [f"{n}=={importlib.metadata.version(n)}" for n in names]
