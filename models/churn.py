@@ -1,0 +1,695 @@
+"""The churn model: cross-fitted XGBoost with native categoricals, held-out calibration and reasons.
+
+How `ChurnModel.fit` works, and why:
+
+* **No re-weighting of the classes.** Churn probabilities feed expected loss
+  (probability x CLV) and ranked call lists, so they must be calibrated; `scale_pos_weight`
+  would inflate them and buy no ranking quality (tested on Telco: AUC unchanged). The
+  boosters optimise plain log-loss; imbalance only shows in the metrics we report
+  (PR-AUC, lift and capture at the top 10%).
+* **Cross-fitting.** The training rows are split into `cv_folds` stratified folds; one
+  booster per fold is trained on the other folds and early-stopped on its own fold, and its
+  predictions on that fold are out-of-fold. The model averages the boosters' log-odds
+  (bagging), and the calibrator is fitted on the out-of-fold log-odds, so every row is used
+  for training *and* calibration without a row ever calibrating a booster that saw it. With
+  `eval_set` (time-ordered data) there is one booster, early-stopped and calibrated on the
+  later validation snapshot instead.
+* **Calibration chosen by data size.** Platt scaling (two parameters) unless the held-out
+  set has at least `ISOTONIC_MIN_ROWS` rows and `ISOTONIC_MIN_PER_CLASS` of each class,
+  where isotonic regression's flexibility pays for its variance and its ties. The boosters
+  optimise log-loss, so their log-odds are close to calibrated already: on synthetic bank
+  data Platt matched or beat isotonic from 5k to 100k rows (ECE 0.004-0.005 vs
+  0.005-0.007; isotonic's ties cost up to 0.02 PR-AUC), hence the high bar.
+* **Defaults.** Stumps (`max_depth=1`: an additive model), learning rate 0.05,
+  `min_child_weight=5`, `subsample=0.8`, `colsample_bynode=0.8`, `reg_lambda=5`. On Telco
+  (7k customers, 5-fold CV) stumps beat deeper trees (ROC-AUC 0.850 vs 0.849 at depth 2-3),
+  and a search inside each training fold picked depth 1 in 9 of 10 folds.
+* **Optional search.** With `search_trials > 0`, `fit` runs a seeded Optuna TPE search over
+  the booster's hyper-parameters, scored by out-of-fold log-loss with median pruning after
+  each fold, and keeps the best trial's boosters; the constructor's values are the first
+  trial. All of it happens inside `fit`, so cross-validating a `ChurnModel` tunes inside
+  each training fold.
+
+Serving: `score_one` scores a dict with `inplace_predict` on a float row (no DataFrame);
+`predict_proba` uses the same encoding in bulk. `explain` turns XGBoost's own tree SHAP
+contributions (`pred_contribs=True`) into reasons; only contributions that raise the risk
+are reasons. `ChurnPyfunc` wraps a fitted model for MLflow (defined on first use, so that
+importing this module does not import mlflow).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from numpy.typing import NDArray
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+
+STATE_FORMAT = "loyal.churn/1"
+ISOTONIC_MIN_ROWS = 50_000
+ISOTONIC_MIN_PER_CLASS = 1_000
+SEARCHED = (
+    "max_depth",
+    "learning_rate",
+    "min_child_weight",
+    "subsample",
+    "colsample_bynode",
+    "reg_lambda",
+)
+
+Sentence = Callable[[str, object], str]
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One reason a customer's churn risk is high.
+
+    Attributes:
+        feature: the feature column.
+        value: the customer's value of it, as given.
+        contribution: how much it raises the log-odds of churn (tree SHAP, > 0).
+        sentence: the reason in plain words, for a call-center agent.
+    """
+
+    feature: str
+    value: object
+    contribution: float
+    sentence: str
+
+
+def default_sentence(name: str, value: object) -> str:
+    """Fallback wording when a feature has no description: "<column> = <value>"."""
+    return f"{name} = {format_value(value)}"
+
+
+def is_missing(value: object) -> bool:
+    """Whether a feature value is absent (None, NaN, NA)."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def format_value(value: object) -> str:
+    """Short human form of a feature value: 70.7 not 70.69999, 'missing' for NaN."""
+    if is_missing(value):
+        return "missing"
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return f"{number:.4g}" if abs(number) < 1e6 else f"{number:,.0f}"
+    return str(value)
+
+
+def template_sentence(templates: Mapping[str, Mapping[str, str]]) -> Sentence:
+    """Sentence renderer from stored catalog entries: name -> {"reason", "description"}.
+
+    Mirrors `features.catalog.Feature.sentence` so a saved model words its reasons the same
+    way without importing the feature layer; unknown features fall back to "<column> = <value>".
+    """
+
+    def render(name: str, value: object) -> str:
+        entry = templates.get(name)
+        if not entry:
+            return default_sentence(name, value)
+        description = entry.get("description", name)
+        template = entry.get("reason") or f"{description}: {{value}}"
+        if is_missing(value):
+            return f"{description}: missing"
+        try:
+            return template.format(value=value)
+        except (ValueError, TypeError, KeyError, IndexError):
+            return f"{description}: {format_value(value)}"
+
+    return render
+
+
+@dataclass(frozen=True)
+class _Calibrator:
+    """Monotone map from ensemble log-odds to probability: Platt or isotonic."""
+
+    method: str
+    a: float = 1.0
+    b: float = 0.0
+    xs: tuple[float, ...] = ()
+    ys: tuple[float, ...] = ()
+
+    @classmethod
+    def fit(cls, margin: NDArray[np.float64], y: NDArray[np.int64], method: str) -> _Calibrator:
+        if method == "isotonic":
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(margin, y)
+            xs, ys = tuple(map(float, iso.X_thresholds_)), tuple(map(float, iso.y_thresholds_))
+            return cls("isotonic", xs=xs, ys=ys)
+        platt = LogisticRegression(C=1e6, max_iter=1000).fit(margin[:, None], y)
+        return cls("platt", a=float(platt.coef_[0, 0]), b=float(platt.intercept_[0]))
+
+    def __call__(self, margin: NDArray[np.float64]) -> NDArray[np.float64]:
+        if self.method == "isotonic":
+            return np.interp(margin, self.xs, self.ys)
+        return 1.0 / (1.0 + np.exp(-(self.a * margin + self.b)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "a": self.a, "b": self.b, "xs": self.xs, "ys": self.ys}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> _Calibrator:
+        return cls(data["method"], data["a"], data["b"], tuple(data["xs"]), tuple(data["ys"]))
+
+
+@dataclass
+class _Fold:
+    """One cross-fitting fold: quantized training data, validation rows and their labels."""
+
+    train: xgb.QuantileDMatrix
+    valid: xgb.DMatrix
+    valid_rows: NDArray[np.float64]
+    y_valid: NDArray[np.int64]
+
+
+def _logloss(y: NDArray[np.int64], margin: NDArray[np.float64]) -> float:
+    """Binary log-loss computed from log-odds, numerically stable."""
+    return float(np.mean(np.logaddexp(0.0, margin) - y * margin))
+
+
+def choose_calibration(y_holdout: NDArray[Any], requested: str = "auto") -> str:
+    """Calibration method for a held-out set: isotonic only when it is large enough."""
+    if requested in ("platt", "isotonic"):
+        return requested
+    if requested != "auto":
+        raise ValueError(f"calibration must be 'auto', 'platt' or 'isotonic', got '{requested}'")
+    positives = int(y_holdout.sum())
+    negatives = len(y_holdout) - positives
+    large = len(y_holdout) >= ISOTONIC_MIN_ROWS
+    return "isotonic" if large and min(positives, negatives) >= ISOTONIC_MIN_PER_CLASS else "platt"
+
+
+class ChurnModel(ClassifierMixin, BaseEstimator):
+    """Calibrated churn probability from XGBoost, with per-customer reasons.
+
+    Args:
+        max_depth: tree depth. The default 1 (stumps) makes an additive model, like a GAM:
+            the most robust choice on small customer tables (see the module notes); the
+            search tries deeper trees when interactions pay.
+        learning_rate: shrinkage per boosting round.
+        max_rounds: upper bound on boosting rounds; early stopping picks the number.
+        early_stopping_rounds: rounds without validation log-loss improvement before stopping.
+        min_child_weight: minimum hessian (about p(1-p) x rows) in a leaf.
+        subsample: share of rows drawn for each tree.
+        colsample_bynode: share of features considered at each split.
+        reg_lambda: L2 penalty on leaf weights.
+        max_bin: histogram bins per numeric feature.
+        max_cat_to_onehot: categories up to which a split is one-vs-rest rather than a partition.
+        cv_folds: cross-fitting folds (boosters in the bag) when no `eval_set` is given.
+        calibration: "auto" (Platt unless the held-out set is large, then isotonic),
+            "platt" or "isotonic".
+        search_trials: Optuna trials over the booster's hyper-parameters (0: no search).
+        search_timeout: seconds after which the search stops starting trials (None: no limit).
+        random_state: seed for folds, row sampling and the search.
+        n_jobs: XGBoost threads; 1 is fastest on small tables and on a busy machine.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_depth: int = 1,
+        learning_rate: float = 0.05,
+        max_rounds: int = 3000,
+        early_stopping_rounds: int = 50,
+        min_child_weight: float = 5.0,
+        subsample: float = 0.8,
+        colsample_bynode: float = 0.8,
+        reg_lambda: float = 5.0,
+        max_bin: int = 256,
+        max_cat_to_onehot: int = 4,
+        cv_folds: int = 5,
+        calibration: str = "auto",
+        search_trials: int = 0,
+        search_timeout: float | None = None,
+        random_state: int = 42,
+        n_jobs: int = 1,
+    ) -> None:
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.max_rounds = max_rounds
+        self.early_stopping_rounds = early_stopping_rounds
+        self.min_child_weight = min_child_weight
+        self.subsample = subsample
+        self.colsample_bynode = colsample_bynode
+        self.reg_lambda = reg_lambda
+        self.max_bin = max_bin
+        self.max_cat_to_onehot = max_cat_to_onehot
+        self.cv_folds = cv_folds
+        self.calibration = calibration
+        self.search_trials = search_trials
+        self.search_timeout = search_timeout
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.categorical = True
+        tags.input_tags.string = True
+        return tags
+
+    # ----------------------------------------------------------------- encoding
+    def _learn_schema(self, X: pd.DataFrame) -> None:
+        """Record feature order, which features are categorical and their categories."""
+        self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        categorical: list[str] = []
+        categories: dict[str, list[str]] = {}
+        for column in X.columns:
+            values = X[column]
+            if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+                continue
+            if isinstance(values.dtype, pd.CategoricalDtype):
+                levels = [str(v) for v in values.cat.categories]
+            else:
+                levels = sorted(values.dropna().astype(str).unique().tolist())
+            categorical.append(str(column))
+            categories[str(column)] = levels
+        self.categorical_features_ = categorical
+        self.categories_ = categories
+        self._index_categories()
+
+    def _index_categories(self) -> None:
+        self._category_codes = {
+            c: {level: float(i) for i, level in enumerate(levels)}
+            for c, levels in self.categories_.items()
+        }
+        self._feature_types = [
+            "c" if c in self.categories_ else "q" for c in self.feature_names_in_
+        ]
+
+    def _encode(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        """Float matrix in training column order; categories become their training codes.
+
+        Unseen categories and unparsable numbers become missing (NaN), which the trees route.
+        """
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError("ChurnModel expects a pandas DataFrame with named columns")
+        absent = [c for c in self.feature_names_in_ if c not in X.columns]
+        if absent:
+            raise ValueError(f"missing feature column(s): {', '.join(absent)}")
+        out = np.empty((len(X), self.n_features_in_), dtype=np.float64)
+        for j, column in enumerate(self.feature_names_in_):
+            values = X[column]
+            if column in self.categories_:
+                text = values.astype("string")
+                codes = pd.Categorical(text, categories=self.categories_[column]).codes
+                out[:, j] = np.where(codes < 0, np.nan, codes)
+            elif pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+                out[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+            else:
+                out[:, j] = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+        return out
+
+    def _encode_row(self, row: Mapping[str, object]) -> NDArray[np.float64]:
+        """One customer's features as a 1 x n float row; absent keys are missing values."""
+        out = np.full((1, self.n_features_in_), np.nan)
+        for j, column in enumerate(self.feature_names_in_):
+            value = row.get(column)
+            if value is None:
+                continue
+            if column in self._category_codes:
+                out[0, j] = self._category_codes[column].get(str(value), np.nan)
+            else:
+                try:
+                    out[0, j] = float(value)  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    continue
+        return out
+
+    # ------------------------------------------------------------------ fitting
+    def _booster_params(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        params = {name: getattr(self, name) for name in SEARCHED}
+        params.update(overrides or {})
+        return {
+            "objective": "binary:logistic",
+            "eval_metric": "logloss",
+            "tree_method": "hist",
+            "max_bin": self.max_bin,
+            "max_cat_to_onehot": self.max_cat_to_onehot,
+            "seed": self.random_state,
+            "nthread": self.n_jobs,
+            "verbosity": 0,
+            **params,
+        }
+
+    def _dmatrix(
+        self, rows: NDArray[np.float64], y: NDArray[np.int64] | None = None
+    ) -> xgb.DMatrix:
+        return xgb.DMatrix(
+            rows,
+            label=y,
+            feature_names=list(self.feature_names_in_),
+            feature_types=self._feature_types,
+            enable_categorical=True,
+            nthread=self.n_jobs,
+        )
+
+    def _folds(
+        self,
+        rows: NDArray[np.float64],
+        y: NDArray[np.int64],
+        eval_set: tuple[NDArray[np.float64], NDArray[np.int64]] | None,
+    ) -> list[_Fold]:
+        """Cached training/validation data for every fold (reused by every search trial)."""
+        common = {
+            "feature_names": list(self.feature_names_in_),
+            "feature_types": self._feature_types,
+            "enable_categorical": True,
+            "max_bin": self.max_bin,
+            "nthread": self.n_jobs,
+        }
+        if eval_set is not None:
+            valid_rows, y_valid = eval_set
+            train = xgb.QuantileDMatrix(rows, y, **common)
+            return [_Fold(train, self._dmatrix(valid_rows, y_valid), valid_rows, y_valid)]
+        splitter = StratifiedKFold(self.cv_folds, shuffle=True, random_state=self.random_state)
+        folds = []
+        for fit_idx, valid_idx in splitter.split(rows, y):
+            train = xgb.QuantileDMatrix(rows[fit_idx], y[fit_idx], **common)
+            valid = self._dmatrix(rows[valid_idx], y[valid_idx])
+            folds.append(_Fold(train, valid, rows[valid_idx], y[valid_idx]))
+        return folds
+
+    def _train_fold(self, fold: _Fold, params: Mapping[str, Any]) -> xgb.Booster:
+        booster = xgb.train(
+            dict(params),
+            fold.train,
+            num_boost_round=self.max_rounds,
+            evals=[(fold.valid, "valid")],
+            early_stopping_rounds=self.early_stopping_rounds,
+            verbose_eval=False,
+        )
+        return booster[: booster.best_iteration + 1]
+
+    def _cross_fit(
+        self,
+        folds: Sequence[_Fold],
+        params: Mapping[str, Any],
+        report: Callable[[int, float], None] | None = None,
+    ) -> tuple[list[xgb.Booster], NDArray[np.float64], NDArray[np.int64]]:
+        """Train one booster per fold; return them with held-out log-odds and labels."""
+        boosters: list[xgb.Booster] = []
+        margins: list[NDArray[np.float64]] = []
+        labels: list[NDArray[np.int64]] = []
+        for step, fold in enumerate(folds):
+            booster = self._train_fold(fold, params)
+            boosters.append(booster)
+            margins.append(booster.inplace_predict(fold.valid_rows, predict_type="margin"))
+            labels.append(fold.y_valid)
+            if report is not None:
+                report(step, _logloss(np.concatenate(labels), np.concatenate(margins)))
+        return boosters, np.concatenate(margins), np.concatenate(labels)
+
+    def _search(
+        self, folds: Sequence[_Fold]
+    ) -> tuple[list[xgb.Booster], NDArray[np.float64], NDArray[np.int64], dict[str, Any]]:
+        """Seeded TPE search scored by held-out log-loss; returns the best trial's fit."""
+        import optuna
+
+        best: dict[str, Any] = {}
+
+        def objective(trial: optuna.Trial) -> float:
+            overrides = {
+                "max_depth": trial.suggest_int("max_depth", 1, 5),
+                "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
+                "min_child_weight": trial.suggest_float("min_child_weight", 1.0, 100.0, log=True),
+                "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+                "colsample_bynode": trial.suggest_float("colsample_bynode", 0.4, 1.0),
+                "reg_lambda": trial.suggest_float("reg_lambda", 0.1, 50.0, log=True),
+            }
+
+            def report(step: int, loss: float) -> None:
+                trial.report(loss, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            fitted = self._cross_fit(folds, self._booster_params(overrides), report)
+            loss = _logloss(fitted[2], fitted[1])
+            if not best or loss < best["loss"]:
+                best.update(loss=loss, fitted=fitted, params=overrides)
+            return loss
+
+        study = optuna.create_study(
+            direction="minimize",
+            sampler=optuna.samplers.TPESampler(seed=self.random_state),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
+        )
+        study.enqueue_trial({name: getattr(self, name) for name in SEARCHED})
+        study.optimize(objective, n_trials=self.search_trials, timeout=self.search_timeout)
+        self.search_summary_: dict[str, Any] | None = {
+            "trials": len(study.trials),
+            "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+            "best_logloss": best["loss"],
+        }
+        boosters, margins, labels = best["fitted"]
+        return boosters, margins, labels, best["params"]
+
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y: Sequence[int] | NDArray[Any] | pd.Series,
+        *,
+        eval_set: tuple[pd.DataFrame, Sequence[int] | NDArray[Any] | pd.Series] | None = None,
+    ) -> ChurnModel:
+        """Fit the boosters (cross-fitted, or on X with `eval_set`), then the calibrator.
+
+        Args:
+            X: features, one row per customer (snapshot); text or category columns are
+                treated as categorical.
+            y: churn label, 0 or 1.
+            eval_set: optional (X_valid, y_valid), e.g. a later snapshot: used for early
+                stopping, the search and calibration instead of cross-fitting.
+
+        Returns:
+            self.
+        """
+        labels = np.asarray(y).astype(np.int64)
+        if labels.ndim != 1 or len(labels) != len(X):
+            raise ValueError("y must be one label per row of X")
+        if not np.isin(labels, (0, 1)).all() or labels.min() == labels.max():
+            raise ValueError("y must hold 0 and 1, and both classes")
+        self._learn_schema(X)
+        self.classes_ = np.array([0, 1])
+        rows = self._encode(X)
+        valid = None
+        if eval_set is not None:
+            valid = (self._encode(eval_set[0]), np.asarray(eval_set[1]).astype(np.int64))
+        folds = self._folds(rows, labels, valid)
+        if self.search_trials > 0:
+            boosters, margins, held_out_y, params = self._search(folds)
+        else:
+            self.search_summary_ = None
+            params = {name: getattr(self, name) for name in SEARCHED}
+            boosters, margins, held_out_y = self._cross_fit(folds, self._booster_params())
+        self.best_params_ = {k: params[k] for k in SEARCHED}
+        self.boosters_ = boosters
+        self.n_rounds_ = [b.num_boosted_rounds() for b in boosters]
+        self.holdout_logloss_ = _logloss(held_out_y, margins)
+        method = choose_calibration(held_out_y, self.calibration)
+        self.calibrator_ = _Calibrator.fit(margins, held_out_y, method)
+        return self
+
+    # --------------------------------------------------------------- prediction
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "boosters_"):
+            raise RuntimeError("ChurnModel is not fitted yet: call fit first")
+
+    def _margin(self, rows: NDArray[np.float64]) -> NDArray[np.float64]:
+        total = np.zeros(len(rows))
+        for booster in self.boosters_:
+            total += booster.inplace_predict(rows, predict_type="margin")
+        return total / len(self.boosters_)
+
+    def decision_function(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        """Uncalibrated log-odds of churn (the boosters' average)."""
+        self._check_fitted()
+        return self._margin(self._encode(X))
+
+    def predict_proba(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        """Calibrated probabilities, shape (n, 2): column 1 is the churn probability."""
+        churn = self.calibrator_(self.decision_function(X))
+        return np.column_stack([1.0 - churn, churn])
+
+    def predict(self, X: pd.DataFrame) -> NDArray[np.int64]:
+        """1 where the churn probability is at least 0.5."""
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
+
+    def score_one(self, row: Mapping[str, object]) -> float:
+        """Churn probability of one customer given as a dict: the fast, exact serving path.
+
+        Skips pandas: the row is encoded straight to floats and scored with `inplace_predict`.
+        Absent keys count as missing values, as for a customer whose features are incomplete.
+        """
+        self._check_fitted()
+        margin = self._margin(self._encode_row(row))
+        return float(self.calibrator_(margin)[0])
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Tree SHAP contributions to the log-odds, one column per feature plus `bias`."""
+        self._check_fitted()
+        matrix = self._dmatrix(self._encode(X))
+        total = sum(b.predict(matrix, pred_contribs=True) for b in self.boosters_)
+        columns = [*self.feature_names_in_, "bias"]
+        return pd.DataFrame(total / len(self.boosters_), index=X.index, columns=columns)
+
+    def explain(
+        self, X: pd.DataFrame, top: int = 3, sentence: Sentence | None = None
+    ) -> list[list[Reason]]:
+        """Top reasons per customer: the features that raise this customer's churn risk most.
+
+        Args:
+            X: features, as for `predict_proba`.
+            top: most reasons per customer.
+            sentence: renders (feature, value) as words; default "<column> = <value>".
+                Training passes one built from the feature catalog.
+
+        Returns:
+            For each row, up to `top` reasons with positive contribution, largest first
+            (fewer, or none, when few features push the risk up).
+        """
+        render = sentence or default_sentence
+        contributions = self.contributions(X).drop(columns="bias").to_numpy()
+        names = list(self.feature_names_in_)
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, :top]
+        reasons: list[list[Reason]] = []
+        for i, row_order in enumerate(order):
+            row = []
+            for j in row_order:
+                if contributions[i, j] <= 0:
+                    break
+                value = X[names[j]].iat[i]
+                row.append(
+                    Reason(names[j], value, float(contributions[i, j]), render(names[j], value))
+                )
+            reasons.append(row)
+        return reasons
+
+    def feature_importance(self, X: pd.DataFrame) -> pd.Series:
+        """Mean absolute SHAP contribution per feature on X, largest first."""
+        contributions = self.contributions(X).drop(columns="bias")
+        return contributions.abs().mean().sort_values(ascending=False)
+
+    # -------------------------------------------------------------- persistence
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to rebuild the fitted model, as JSON-safe data (no pickle)."""
+        self._check_fitted()
+        return {
+            "format": STATE_FORMAT,
+            "params": self.get_params(),
+            "features": list(self.feature_names_in_),
+            "categories": self.categories_,
+            "boosters": [bytes(b.save_raw("json")).decode() for b in self.boosters_],
+            "calibrator": self.calibrator_.to_dict(),
+            "best_params": self.best_params_,
+            "holdout_logloss": self.holdout_logloss_,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> ChurnModel:
+        """Rebuild a fitted model from `to_state` output."""
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a churn model state (format {state.get('format')!r})")
+        model = cls(**state["params"])
+        model.feature_names_in_ = np.asarray(state["features"], dtype=object)
+        model.n_features_in_ = len(model.feature_names_in_)
+        model.categories_ = {k: list(v) for k, v in state["categories"].items()}
+        model.categorical_features_ = list(model.categories_)
+        model._index_categories()
+        model.classes_ = np.array([0, 1])
+        model.boosters_ = []
+        for raw in state["boosters"]:
+            booster = xgb.Booster()
+            booster.load_model(bytearray(raw.encode()))
+            booster.set_param({"nthread": model.n_jobs})
+            model.boosters_.append(booster)
+        model.n_rounds_ = [b.num_boosted_rounds() for b in model.boosters_]
+        model.calibrator_ = _Calibrator.from_dict(state["calibrator"])
+        model.best_params_ = dict(state["best_params"])
+        model.holdout_logloss_ = float(state["holdout_logloss"])
+        return model
+
+
+# ------------------------------------------------------------------- MLflow pyfunc (lazy)
+PYFUNC_ARTIFACT = "churn_model"
+"""Name of the pyfunc's JSON artifact: `ChurnModel.to_state()` plus the reason templates."""
+
+
+def pyfunc_payload(model: ChurnModel, templates: Mapping[str, Mapping[str, str]] | None) -> str:
+    """The JSON text of the pyfunc artifact; training writes it to a file and logs it."""
+    return json.dumps({"model": model.to_state(), "templates": dict(templates or {})})
+
+
+def _define_pyfunc() -> type:
+    """Build the pyfunc class on first use, so importing this module never imports mlflow."""
+    from mlflow.pyfunc import PythonModel
+
+    class ChurnPyfunc(PythonModel):
+        """MLflow pyfunc: features in; `churn_probability` and `reasons` (sentences) out.
+
+        The fitted model travels as one JSON artifact (`PYFUNC_ARTIFACT`), never as a pickle.
+        Params: `top` (reasons per customer, default 3; 0 skips explanation when only
+        scoring). Loading reads that one file: the only file access in the models layer.
+        """
+
+        def __init__(self) -> None:
+            self.model: ChurnModel | None = None
+            self.templates: dict[str, dict[str, str]] = {}
+
+        @classmethod
+        def from_model(
+            cls, model: ChurnModel, templates: Mapping[str, Mapping[str, str]] | None = None
+        ) -> Any:
+            """An in-memory wrapper around a fitted model (tests, local scoring)."""
+            wrapper = cls()
+            wrapper.model = model
+            wrapper.templates = {k: dict(v) for k, v in (templates or {}).items()}
+            return wrapper
+
+        # Annotations use module-level names only (Any, pd): MLflow then keeps the explicit
+        # signature logged with the model instead of inferring one from type hints.
+        def load_context(self, context: Any) -> None:
+            """Rebuild the model from the JSON artifact MLflow hands over."""
+            payload = json.loads(Path(context.artifacts[PYFUNC_ARTIFACT]).read_text())
+            self.model = ChurnModel.from_state(payload["model"])
+            self.templates = payload.get("templates", {})
+
+        def predict(
+            self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        ) -> pd.DataFrame:
+            """Churn probability and the top reasons (plain sentences) for each row."""
+            if self.model is None:
+                raise RuntimeError("ChurnPyfunc has no model: load it through MLflow or from_model")
+            top = int((params or {}).get("top", 3))
+            frame = pd.DataFrame(model_input)
+            probability = self.model.predict_proba(frame)[:, 1]
+            if top > 0:
+                explained = self.model.explain(frame, top, template_sentence(self.templates))
+                reasons = [[r.sentence for r in row] for row in explained]
+            else:
+                reasons = [[] for _ in range(len(frame))]
+            return pd.DataFrame(
+                {"churn_probability": probability, "reasons": reasons}, index=frame.index
+            )
+
+    ChurnPyfunc.__module__ = __name__
+    return ChurnPyfunc
+
+
+def __getattr__(name: str) -> Any:
+    """Module attribute hook: `ChurnPyfunc` is defined (importing mlflow) on first access."""
+    if name == "ChurnPyfunc":
+        cls = _define_pyfunc()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

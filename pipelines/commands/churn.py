@@ -1,0 +1,162 @@
+"""`loyal churn ...`, `loyal train churn` and `loyal promote churn`: thin shells over training.
+
+Only typer and the settings are imported at module level, so the CLI starts fast; each
+command imports its heavy machinery when it runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from loyal.errors import NotReadyError
+from loyal.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from training.churn import TrainResult
+    from training.registry import PromotionDecision
+
+PROMOTION_METRIC = "roc_auc"
+
+app = typer.Typer(help="Churn model: evaluate a bring-your-own table.", no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """Churn model commands (a group even while it holds one command)."""
+
+
+@app.command("evaluate")
+def evaluate(
+    table: Annotated[Path, typer.Option("--table", help="CSV or Parquet, one row per customer.")],
+    id_col: Annotated[str, typer.Option("--id", help="Customer identifier column.")],
+    label: Annotated[str, typer.Option("--label", help="Churn label column (yes/no, 1/0...).")],
+    folds: Annotated[int, typer.Option(help="Stratified cross-validation folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the shuffled folds.")] = 42,
+    trials: Annotated[
+        int, typer.Option(help="Optuna trials inside each training fold (0: fixed parameters).")
+    ] = 0,
+) -> None:
+    """Cross-validate the churn model on a table; print one JSON line of metrics."""
+    result = evaluate_churn(table, id_col, label, folds=folds, seed=seed, search_trials=trials)
+    typer.echo(json.dumps({k: round(v, 6) for k, v in result.items()}))
+
+
+def evaluate_churn(
+    table: Path,
+    id_col: str,
+    label_col: str,
+    folds: int = 5,
+    seed: int = 42,
+    search_trials: int = 0,
+) -> dict[str, float]:
+    """Plain function behind `loyal churn evaluate` (see `training.churn.evaluate_table`)."""
+    from training.churn import evaluate_table
+
+    return evaluate_table(
+        table, id_col, label_col, folds=folds, seed=seed, search_trials=search_trials
+    )
+
+
+def train_churn(
+    settings: Settings,
+    table: Path | None = None,
+    id_col: str | None = None,
+    label_col: str | None = None,
+    search_trials: int = 20,
+    search_timeout: float = 600.0,
+    register: bool = True,
+) -> TrainResult:
+    """Plain function behind `loyal train churn`: train, log to MLflow and register `churn`.
+
+    Args:
+        settings: where MLflow lives.
+        table: a bring-your-own table; training from the feature store is the default once
+            the `churn_v1` feature service exists.
+        id_col: the table's customer id column.
+        label_col: the table's churn label column.
+        search_trials: Optuna trials (search budget).
+        search_timeout: seconds after which the search starts no new trial.
+        register: register the model version.
+
+    Raises:
+        NotReadyError: without a table, until the feature-store path is wired in.
+    """
+    from training.churn import train_from_table
+
+    if table is None:
+        raise NotReadyError(
+            "training churn from the feature store is not wired in yet; "
+            "pass --table PATH --id COL --label COL"
+        )
+    if not id_col or not label_col:
+        raise NotReadyError("--table needs --id and --label (the id and churn label columns)")
+    return train_from_table(
+        settings,
+        table,
+        id_col,
+        label_col,
+        search_trials=search_trials,
+        search_timeout=search_timeout,
+        register=register,
+    )
+
+
+def train_command(
+    table: Annotated[
+        Path | None, typer.Option("--table", help="Train from a bring-your-own table.")
+    ] = None,
+    id_col: Annotated[str | None, typer.Option("--id", help="Customer id column.")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="Churn label column.")] = None,
+    trials: Annotated[int, typer.Option(help="Optuna trials (search budget).")] = 20,
+    timeout: Annotated[float, typer.Option(help="Search time budget in seconds.")] = 600.0,
+    register: Annotated[bool, typer.Option(help="Register the model version.")] = True,
+) -> None:
+    """Train the churn model, log it to MLflow and register it as `churn`."""
+    result = train_churn(get_settings(), table, id_col, label, trials, timeout, register)
+    summary = {
+        "run_id": result.run_id,
+        "model_version": result.model_version,
+        **{f"test_{k}": round(v, 6) for k, v in result.metrics.items()},
+        "fit_seconds": round(result.seconds, 1),
+    }
+    typer.echo(json.dumps(summary))
+
+
+def promote_churn(
+    settings: Settings,
+    version: str | None = None,
+    force: bool = False,
+    reason: str = "",
+    metric: str = PROMOTION_METRIC,
+) -> PromotionDecision:
+    """Plain function behind `loyal promote churn`: challenger vs champion on one holdout."""
+    from models.metrics import METRICS
+    from training.registry import promote
+
+    higher_is_better = METRICS[metric][1] if metric in METRICS else True
+    return promote(
+        settings,
+        "churn",
+        metric,
+        higher_is_better=higher_is_better,
+        version=version,
+        force=force,
+        reason=reason,
+    )
+
+
+def promote_command(
+    version: Annotated[
+        str | None, typer.Option(help="Challenger version (default: the latest).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
+    reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
+    metric: Annotated[str, typer.Option(help="Metric compared on the holdout.")] = "roc_auc",
+) -> None:
+    """Make the latest churn model the champion if it beats the champion on the same holdout."""
+    decision = promote_churn(get_settings(), version, force, reason, metric)
+    typer.echo(decision.summary())

@@ -1,0 +1,267 @@
+"""The churn model's behaviour on tiny known-answer frames, and bring-your-own table typing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from loyal.errors import DataContractError, NotReadyError
+from models.churn import (
+    ChurnModel,
+    ChurnPyfunc,
+    choose_calibration,
+    default_sentence,
+    template_sentence,
+)
+from models.metrics import roc_auc
+from models.tabular import infer_roles, parse_label, prepare_table
+from training.churn import catalog_sentence, catalog_templates, time_split
+
+pytestmark = pytest.mark.unit
+
+FAST: dict[str, Any] = {
+    "cv_folds": 3,
+    "learning_rate": 0.2,
+    "early_stopping_rounds": 20,
+    "max_rounds": 300,
+}
+
+
+def _decided_by_one_feature(n: int = 400, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "signal": rng.uniform(0, 1, n),
+            "noise": rng.normal(size=n),
+            "region": pd.Categorical(rng.choice(["north", "south", "east"], n)),
+        }
+    )
+    return frame, (frame["signal"] > 0.5).to_numpy(int)
+
+
+def _complaints_drive_risk(n: int = 1500, seed: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "complaints_90d": rng.poisson(0.7, n),
+            "tenure_months": rng.integers(1, 120, n).astype(float),
+            "channel": rng.choice(["web", "branch", "phone"], n),
+        }
+    )
+    logit = -2.5 + 1.6 * frame["complaints_90d"]
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return frame, y
+
+
+@pytest.fixture(scope="module")
+def complaints_model() -> tuple[ChurnModel, pd.DataFrame]:
+    X, y = _complaints_drive_risk()
+    return ChurnModel(**FAST).fit(X, y), X
+
+
+def test_one_feature_deciding_the_label_reaches_auc_one() -> None:
+    X, y = _decided_by_one_feature()
+    model = ChurnModel(**FAST).fit(X, y)
+    test_X, test_y = _decided_by_one_feature(seed=1)
+    assert roc_auc(test_y, model.predict_proba(test_X)[:, 1]) == 1.0
+    assert model.calibrator_.method == "platt"
+    assert len(model.boosters_) == 3
+
+
+def test_reasons_name_the_feature_that_drives_risk(
+    complaints_model: tuple[ChurnModel, pd.DataFrame],
+) -> None:
+    model, _ = complaints_model
+    customer = pd.DataFrame(
+        {"complaints_90d": [4], "tenure_months": [60.0], "channel": ["web"]}, index=["c1"]
+    )
+    templates = {"complaints_90d": {"reason": "{value:.0f} complaints in the last 90 days"}}
+    reasons = model.explain(customer, top=3, sentence=template_sentence(templates))[0]
+    assert reasons[0].feature == "complaints_90d"
+    assert reasons[0].sentence == "4 complaints in the last 90 days"
+    assert all(r.contribution > 0 for r in reasons)
+    assert [r.contribution for r in reasons] == sorted(
+        (r.contribution for r in reasons), reverse=True
+    )
+
+
+def test_reasons_only_push_risk_up(complaints_model: tuple[ChurnModel, pd.DataFrame]) -> None:
+    model, _ = complaints_model
+    calm = pd.DataFrame({"complaints_90d": [0], "tenure_months": [60.0], "channel": ["web"]})
+    reasons = model.explain(calm, top=3)[0]
+    assert "complaints_90d" not in [r.feature for r in reasons]
+    assert model.predict_proba(calm)[0, 1] < 0.15
+
+
+def test_default_sentence_falls_back_to_column_and_value() -> None:
+    assert default_sentence("tenure", 70.6999) == "tenure = 70.7"
+    assert default_sentence("Contract", "Month-to-month") == "Contract = Month-to-month"
+    assert default_sentence("x", float("nan")) == "x = missing"
+    render = template_sentence({"spend_trend": {"description": "spend trend"}})
+    assert render("spend_trend", -0.45) == "spend trend: -0.45"
+    assert render("unknown", 3) == "unknown = 3"
+
+
+def test_probabilities_are_calibrated_on_held_out_rows(
+    complaints_model: tuple[ChurnModel, pd.DataFrame],
+) -> None:
+    model, _ = complaints_model
+    test_X, test_y = _complaints_drive_risk(n=4000, seed=7)
+    probability = model.predict_proba(test_X)[:, 1]
+    assert abs(probability.mean() - test_y.mean()) < 0.03
+
+
+def test_clone_keeps_parameters_and_drops_the_fit(
+    complaints_model: tuple[ChurnModel, pd.DataFrame],
+) -> None:
+    model, _ = complaints_model
+    copy = clone(model)
+    assert copy.get_params() == model.get_params()
+    assert not hasattr(copy, "boosters_")
+    assert clone(ChurnModel(max_depth=3, search_trials=2)).get_params()["max_depth"] == 3
+
+
+def test_fast_single_row_path_is_exact(complaints_model: tuple[ChurnModel, pd.DataFrame]) -> None:
+    model, X = complaints_model
+    rows = X.head(20)
+    expected = model.predict_proba(rows)[:, 1]
+    fast = [model.score_one({str(k): v for k, v in r.items()}) for r in rows.to_dict("records")]
+    np.testing.assert_allclose(fast, expected, rtol=1e-6)
+    unseen = {"complaints_90d": 2, "channel": "carrier pigeon"}  # tenure absent, unseen channel
+    batch = pd.DataFrame({"complaints_90d": [2], "tenure_months": [np.nan], "channel": ["?"]})
+    assert model.score_one(unseen) == pytest.approx(model.predict_proba(batch)[0, 1], rel=1e-6)
+
+
+def test_state_round_trip_and_pyfunc(complaints_model: tuple[ChurnModel, pd.DataFrame]) -> None:
+    model, X = complaints_model
+    rebuilt = ChurnModel.from_state(model.to_state())
+    np.testing.assert_allclose(rebuilt.predict_proba(X.head(50)), model.predict_proba(X.head(50)))
+    output = ChurnPyfunc.from_model(rebuilt).predict(None, X.head(3), params={"top": 2})
+    assert list(output.columns) == ["churn_probability", "reasons"]
+    assert all(len(r) <= 2 for r in output["reasons"])
+    silent = ChurnPyfunc.from_model(rebuilt).predict(None, X.head(3), params={"top": 0})
+    assert all(r == [] for r in silent["reasons"])
+
+
+def test_eval_set_and_search_fit() -> None:
+    X, y = _decided_by_one_feature(n=300)
+    valid_X, valid_y = _decided_by_one_feature(n=200, seed=3)
+    model = ChurnModel(**FAST, search_trials=3).fit(X, y, eval_set=(valid_X, valid_y))
+    assert len(model.boosters_) == 1
+    assert model.search_summary_ is not None and model.search_summary_["trials"] == 3
+    assert set(model.best_params_) >= {"max_depth", "learning_rate"}
+
+
+def test_missing_feature_column_is_an_error(
+    complaints_model: tuple[ChurnModel, pd.DataFrame],
+) -> None:
+    model, X = complaints_model
+    with pytest.raises(ValueError, match="tenure_months"):
+        model.predict_proba(X.drop(columns="tenure_months"))
+
+
+def test_calibration_method_follows_data_size() -> None:
+    assert choose_calibration(np.r_[np.ones(300), np.zeros(5000)].astype(int)) == "platt"
+    assert choose_calibration(np.r_[np.ones(2000), np.zeros(20000)].astype(int)) == "platt"
+    assert choose_calibration(np.r_[np.ones(5000), np.zeros(60000)].astype(int)) == "isotonic"
+    assert choose_calibration(np.zeros(10), "isotonic") == "isotonic"
+
+
+# ------------------------------------------------------------------ bring-your-own tables
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (["Yes", "no", " YES ", "No"], [1, 0, 1, 0]),
+        ([1, 0, 0, 1], [1, 0, 0, 1]),
+        ([1.0, 0.0, 1.0, 0.0], [1, 0, 1, 0]),
+        ([True, False, False, True], [1, 0, 0, 1]),
+        (["churned", "stayed", "stayed", "churned"], [1, 0, 0, 1]),
+        (["true", "false", "false", "false"], [1, 0, 0, 0]),
+    ],
+)
+def test_labels_parse_to_zero_one(raw: list[object], expected: list[int]) -> None:
+    assert parse_label(pd.Series(raw, name="Churn")).tolist() == expected
+
+
+def test_constant_label_is_a_clear_error() -> None:
+    with pytest.raises(DataContractError, match="constant"):
+        parse_label(pd.Series(["No", "No", "No"], name="Churn"), table="extract.csv")
+
+
+def test_unknown_and_missing_labels_are_clear_errors() -> None:
+    with pytest.raises(DataContractError, match="maybe"):
+        parse_label(pd.Series(["yes", "maybe", "no"], name="Churn"))
+    with pytest.raises(DataContractError, match="missing"):
+        parse_label(pd.Series(["yes", None, "no"], name="Churn"))
+
+
+def _extract(n: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "RowNumber": np.arange(1, n + 1),
+            "customerID": [f"C-{i:04d}" for i in range(n)],
+            "Surname": [f"name{i % 40}" for i in range(n)],
+            "Contract": rng.choice(["Month-to-month", "One year", "Two year"], n),
+            "tenure": rng.integers(0, 72, n),
+            "TotalCharges": [" " if i % 20 == 0 else f"{10.5 * i:.2f}" for i in range(n)],
+            "Country": "FR",
+            "Churn": rng.choice(["Yes", "No"], n),
+        }
+    )
+
+
+def test_roles_drop_identifiers_and_free_text_and_parse_numbers() -> None:
+    table = prepare_table(_extract(), "customerID", "Churn", table="extract.csv")
+    assert table.roles.numeric == ("tenure", "TotalCharges")
+    assert table.roles.categorical == ("Contract",)
+    assert set(table.roles.dropped) == {"RowNumber", "Surname", "Country"}
+    assert "identifier" in table.roles.dropped["RowNumber"]
+    assert "free text" in table.roles.dropped["Surname"]
+    assert table.roles.coerced == {"TotalCharges": 3}
+    assert table.X["TotalCharges"].isna().sum() == 3
+    assert isinstance(table.X["Contract"].dtype, pd.CategoricalDtype)
+    assert any("Surname" in line for line in table.roles.warnings())
+    assert table.ids.iloc[0] == "C-0000"
+
+
+def test_missing_label_or_id_column_is_a_clear_error() -> None:
+    with pytest.raises(DataContractError, match=r"Churned.*label column is missing"):
+        infer_roles(_extract(), "customerID", "Churned")
+    with pytest.raises(DataContractError, match="id column"):
+        infer_roles(_extract(), "id", "Churn")
+
+
+# --------------------------------------------------------------------- training helpers
+def test_time_split_keeps_a_label_horizon_between_parts() -> None:
+    months = pd.Series(pd.date_range("2025-01-01", periods=12, freq="MS").repeat(3))
+    split = time_split(months, horizon_days=90)
+    assert split.valid is not None
+    train, valid, test = (months.iloc[p] for p in (split.train, split.valid, split.test))
+    assert test.unique().tolist() == [pd.Timestamp("2025-12-01")]
+    assert valid.unique().tolist() == [pd.Timestamp("2025-09-01")]
+    assert train.max() == pd.Timestamp("2025-06-01")
+    assert (valid.min() - train.max()).days >= 90 and (test.min() - valid.max()).days >= 90
+    no_gap = time_split(months)
+    assert no_gap.valid is not None
+    assert months.iloc[no_gap.valid].unique().tolist() == [pd.Timestamp("2025-11-01")]
+    with pytest.raises(NotReadyError, match="snapshot"):
+        time_split(months.head(9), horizon_days=90)
+
+
+def test_catalog_sentences_fall_back_to_the_column_name() -> None:
+    from features.catalog import VIEWS
+
+    assert catalog_sentence("not_a_catalog_feature", 3) == "not_a_catalog_feature = 3"
+    worded = [f for view in VIEWS.values() for f in view.features if f.reason]
+    if worded:
+        entry = worded[0]
+        assert catalog_sentence(entry.name, 3) == entry.sentence(3)
+        assert catalog_sentence(entry.name, float("nan")) == f"{entry.description}: missing"
+        stored = catalog_templates([entry.name, "not_a_catalog_feature"])
+        assert list(stored) == [entry.name]
+        assert template_sentence(stored)(entry.name, 3) == entry.sentence(3)

@@ -1,0 +1,159 @@
+"""Promotion: the champion alias moves only when the challenger wins on the same holdout."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loyal.errors import LoyalError
+from loyal.settings import Settings, get_settings, load_settings
+from training import tracking
+from training.churn import train_from_frame
+from training.registry import CHAMPION, champion_version, promote, rollback
+
+pytestmark = pytest.mark.unit
+
+WEAK = {"max_rounds": 1, "max_depth": 1, "cv_folds": 2}
+"""One stump: sees one of the two drivers, so it ranks clearly worse than the full model."""
+STRONG = {"learning_rate": 0.2, "cv_folds": 3}
+
+
+def _frame(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "calls_30d": a,
+            "balance_trend": b,
+            "churned": (a + b + 0.3 * rng.normal(size=n) > 0.8).astype(int),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A temporary SQLite MLflow store holding churn v1 (weak), v2 (strong), v3 (weak)."""
+    home = tmp_path_factory.mktemp("registry")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("LOYAL_"):
+                patch.delenv(name)
+        patch.chdir(home)
+        get_settings.cache_clear()
+        settings = load_settings(home=home)
+        frame = _frame()
+        for params in (WEAK, STRONG, WEAK):
+            train_from_frame(
+                frame,
+                "churned",
+                settings=settings,
+                id_col="customer_id",
+                search_trials=0,
+                params=params,
+                plots=False,
+            )
+        yield settings
+
+
+def _crown(settings: Settings, version: str | None) -> None:
+    registry = tracking.client(settings)
+    if version is None:
+        registry.delete_registered_model_alias("churn", CHAMPION)
+    else:
+        registry.set_registered_model_alias("churn", CHAMPION, version)
+
+
+def _champion(settings: Settings) -> str | None:
+    current = champion_version(tracking.client(settings), "churn")
+    return None if current is None else str(current.version)
+
+
+def test_store_lives_under_the_temporary_home(store: Settings) -> None:
+    assert store.mlflow.tracking_uri.startswith("sqlite:///")
+    assert Path(store.mlflow.tracking_uri.removeprefix("sqlite:///")).is_file()
+    assert str(store.home) in store.mlflow.tracking_uri
+
+
+def test_first_version_becomes_champion(store: Settings) -> None:
+    if _champion(store) is not None:
+        _crown(store, None)
+    decision = promote(store, "churn", "roc_auc", version=1)
+    assert decision.outcome == "first" and decision.promoted
+    assert _champion(store) == "1"
+
+
+def test_better_challenger_wins(store: Settings) -> None:
+    _crown(store, "1")
+    decision = promote(store, "churn", "roc_auc", version=2)
+    assert decision.outcome == "won"
+    assert decision.challenger_score > decision.champion_score  # type: ignore[operator]
+    assert _champion(store) == "2"
+
+
+def test_worse_challenger_is_refused_and_the_decision_tagged(store: Settings) -> None:
+    _crown(store, "2")
+    decision = promote(store, "churn", "roc_auc")  # latest version: v3, a weak model
+    assert decision.challenger_version == "3"
+    assert decision.outcome == "rejected" and not decision.promoted
+    assert decision.champion_score > decision.challenger_score + 0.02  # type: ignore[operator]
+    assert _champion(store) == "2"
+    tags = tracking.client(store).get_model_version("churn", "3").tags
+    assert tags["promotion.outcome"] == "rejected"
+    assert float(tags["promotion.champion_score"]) == pytest.approx(decision.champion_score)
+    assert "rejected" in decision.summary()
+
+
+def test_lower_is_better_metric_also_refuses_a_worse_challenger(store: Settings) -> None:
+    _crown(store, "2")
+    decision = promote(store, "churn", "brier", higher_is_better=False, version=3)
+    assert decision.outcome == "rejected"
+    assert _champion(store) == "2"
+
+
+def test_force_needs_a_reason_is_logged_and_can_be_rolled_back(store: Settings) -> None:
+    _crown(store, "2")
+    with pytest.raises(LoyalError, match="reason"):
+        promote(store, "churn", "roc_auc", version=3, force=True)
+    decision = promote(store, "churn", "roc_auc", version=3, force=True, reason="drill")
+    assert decision.outcome == "forced" and decision.forced
+    assert _champion(store) == "3"
+    tags = tracking.client(store).get_model_version("churn", "3").tags
+    assert tags["promotion.forced"] == "true" and tags["promotion.reason"] == "drill"
+    assert rollback(store, "churn", reason="drill over") == "2"
+    assert _champion(store) == "2"
+
+
+def test_time_split_training_reports_the_ground_truth_ceiling(store: Settings) -> None:
+    rng = np.random.default_rng(5)
+    months = pd.date_range("2025-01-01", periods=8, freq="MS")
+    frames = []
+    for month in months:
+        frame = _frame(n=300, seed=int(rng.integers(1_000_000)))
+        frame["event_timestamp"] = month
+        frame["p_true"] = 1 / (1 + np.exp(-3 * (frame["calls_30d"] + frame["balance_trend"] - 0.8)))
+        frames.append(frame)
+    result = train_from_frame(
+        pd.concat(frames, ignore_index=True),
+        "churned",
+        "event_timestamp",
+        settings=store,
+        id_col="customer_id",
+        oracle_col="p_true",
+        horizon_days=60,
+        search_trials=2,
+        params=STRONG,
+        register=False,
+        plots=False,
+    )
+    assert result.split.kind == "time" and result.model_version is None
+    assert result.split.description["test_snapshot"] == "2025-08-01"
+    assert len(result.model.boosters_) == 1  # early-stopped and calibrated on the later month
+    assert {"oracle_roc_auc", "roc_auc_gap"} <= set(result.metrics)
+    assert "p_true" not in result.model.feature_names_in_
+    assert result.metrics["roc_auc"] > 0.85

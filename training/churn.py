@@ -1,0 +1,646 @@
+"""Churn training: cross-validate a table, train on a point-in-time frame, log and register it.
+
+Two entry points share the model (`models.churn.ChurnModel`) and the metrics:
+
+* `evaluate_table`: stratified k-fold cross-validation of the whole model on a bring-your-own
+  table; every fitted piece (search, early stopping, calibration) lives inside each training
+  fold.
+* `train_from_frame`: one train/test protocol on any frame (the sample bank's point-in-time
+  frame from the `churn_v1` feature service, or a table), logged to MLflow with plots and the
+  holdout, and registered as `churn`. With a time column the split follows time and keeps a
+  gap of one label horizon between train, validation and test so no label window overlaps
+  the next period.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from loyal.errors import DataContractError, LoyalError, NotReadyError
+from loyal.settings import Settings
+from models.churn import (
+    PYFUNC_ARTIFACT,
+    ChurnModel,
+    Sentence,
+    default_sentence,
+    is_missing,
+    pyfunc_payload,
+)
+from models.metrics import binary_metrics, calibration_curve
+from models.tabular import parse_label, prepare_table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "churn"
+CV_METRICS = ("roc_auc", "pr_auc", "brier", "lift_at_10", "capture_at_10")
+EVALUATE_SEARCH_TRIALS = 0
+"""Per-fold search trials of `loyal churn evaluate` (0: `ChurnModel`'s default parameters)."""
+SEARCH_TRIALS = 20
+"""Search budget of `train_from_frame`: Optuna trials (each one cross-fit, median-pruned)..."""
+SEARCH_TIMEOUT = 600.0
+"""...and seconds after which no new trial starts."""
+REQUIREMENTS = ("mlflow", "xgboost-cpu", "xgboost", "scikit-learn", "pandas", "numpy", "pyarrow")
+_MODEL_CODE = '''"""MLflow models-from-code entry point of the churn pyfunc (no pickle)."""
+
+import mlflow.models
+
+from models.churn import ChurnPyfunc
+
+mlflow.models.set_model(ChurnPyfunc())
+'''
+
+
+# ----------------------------------------------------------------------------- inputs
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV or Parquet table as is (no type guessing beyond pandas' own).
+
+    Raises:
+        LoyalError: when the file is missing or not CSV/Parquet.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LoyalError(f"table file '{path}' does not exist")
+    suffixes = "".join(path.suffixes).lower()
+    if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
+        return pd.read_parquet(path)
+    if ".csv" in suffixes or ".txt" in suffixes:
+        return pd.read_csv(path, low_memory=False)
+    raise LoyalError(f"table file '{path}' must be .csv (optionally compressed) or .parquet")
+
+
+def catalog_templates(columns: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Reason templates of the catalog features among `columns` (unknown ones are skipped)."""
+    from features.catalog import feature
+
+    templates = {}
+    for name in columns:
+        try:
+            entry = feature(name)
+        except KeyError:
+            continue
+        templates[name] = {"reason": entry.reason, "description": entry.description}
+    return templates
+
+
+def catalog_sentence(name: str, value: object) -> str:
+    """Reason sentence from the feature catalog, or "<column> = <value>" for other columns."""
+    from features.catalog import feature
+
+    try:
+        entry = feature(name)
+    except KeyError:
+        return default_sentence(name, value)
+    return f"{entry.description}: missing" if is_missing(value) else entry.sentence(value)
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# ------------------------------------------------------------------------- evaluation
+def cross_validate(
+    X: pd.DataFrame,
+    y: pd.Series | np.ndarray,
+    model: ChurnModel | None = None,
+    folds: int = 5,
+    seed: int = 42,
+) -> dict[str, float]:
+    """Stratified, shuffled k-fold CV of a churn model; means and standard deviations.
+
+    The model is cloned and fitted on each training fold only (search, early stopping and
+    calibration included), then scored on the fold it never saw.
+
+    Returns:
+        `roc_auc`, `pr_auc`, `brier`, `lift_at_10`, `capture_at_10` (means over folds) and the
+        same keys suffixed `_std` (population standard deviation over folds).
+    """
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
+    _quiet_optuna()
+    labels = np.asarray(y).astype(int)
+    template = model if model is not None else ChurnModel()
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    scores = []
+    for number, (train, test) in enumerate(splitter.split(X, labels), start=1):
+        fitted = clone(template).fit(X.iloc[train], labels[train])
+        scores.append(binary_metrics(labels[test], fitted.predict_proba(X.iloc[test])[:, 1]))
+        log.info("fold %d/%d: roc_auc %.4f", number, folds, scores[-1]["roc_auc"])
+    table = pd.DataFrame(scores)
+    result = {k: float(table[k].mean()) for k in CV_METRICS}
+    result.update({f"{k}_std": float(table[k].std(ddof=0)) for k in CV_METRICS})
+    return result
+
+
+def evaluate_table(
+    path: Path,
+    id_col: str,
+    label_col: str,
+    folds: int = 5,
+    seed: int = 42,
+    search_trials: int = EVALUATE_SEARCH_TRIALS,
+    search_timeout: float | None = None,
+) -> dict[str, float]:
+    """Cross-validate the churn model on a one-row-per-customer table.
+
+    Args:
+        path: CSV or Parquet file.
+        id_col: customer identifier column (dropped from the features).
+        label_col: churn label column (yes/no, true/false, 1/0, churned/stayed).
+        folds: number of stratified folds.
+        seed: shuffling seed of the folds.
+        search_trials: Optuna trials inside each training fold (0: the model's defaults).
+        search_timeout: per-fold seconds after which the search starts no new trial.
+
+    Returns:
+        Means and standard deviations of the CV metrics (see `cross_validate`).
+    """
+    path = Path(path)
+    table = prepare_table(read_table(path), id_col, label_col, table=path.name)
+    for line in table.roles.warnings():
+        log.warning(line)
+    log.info(
+        "%s: %d rows, %d features (%d numeric, %d categorical), %.1f%% churn",
+        path.name,
+        len(table.X),
+        len(table.roles.features),
+        len(table.roles.numeric),
+        len(table.roles.categorical),
+        100 * table.y.mean(),
+    )
+    model = ChurnModel(search_trials=search_trials, search_timeout=search_timeout)
+    return cross_validate(table.X, table.y, model, folds=folds, seed=seed)
+
+
+# ----------------------------------------------------------------------------- splits
+@dataclass(frozen=True)
+class Split:
+    """Row positions of each part of a train/validation/test protocol.
+
+    Attributes:
+        train: rows the boosters learn from.
+        valid: later rows for early stopping, search and calibration (time split only; the
+            random split cross-fits inside `train` instead).
+        test: the holdout, scored once and logged for promotion.
+        kind: "time" or "stratified".
+        description: what was cut where, for the run parameters.
+    """
+
+    train: np.ndarray
+    valid: np.ndarray | None
+    test: np.ndarray
+    kind: str
+    description: dict[str, str] = field(default_factory=dict)
+
+
+def time_split(times: pd.Series, horizon_days: int | None = None) -> Split:
+    """Train on earlier snapshots, validate on a later one, test on the last.
+
+    With a horizon, a snapshot is used before another only if its label window (snapshot +
+    horizon) has closed by then: no training label looks into the validation or test period.
+
+    Args:
+        times: snapshot timestamp of every row.
+        horizon_days: label horizon; None for no gap (the previous snapshot validates).
+
+    Raises:
+        NotReadyError: when there are not enough snapshots for the three parts.
+    """
+    stamps = pd.to_datetime(times).reset_index(drop=True)
+    snapshots = np.sort(stamps.unique())
+    gap = pd.Timedelta(days=horizon_days or 0)
+    test_time = snapshots[-1]
+    before_test = snapshots[snapshots <= test_time - gap] if gap else snapshots[:-1]
+    if len(before_test) == 0:
+        raise NotReadyError(_too_few(snapshots, horizon_days))
+    valid_time = before_test[-1]
+    before_valid = snapshots[snapshots <= valid_time - gap] if gap else snapshots[:-2]
+    if len(before_valid) == 0:
+        raise NotReadyError(_too_few(snapshots, horizon_days))
+    train = np.flatnonzero(stamps.le(before_valid[-1]).to_numpy())
+    valid = np.flatnonzero(stamps.eq(valid_time).to_numpy())
+    test = np.flatnonzero(stamps.eq(test_time).to_numpy())
+    description = {
+        "train_first": _day(snapshots[0]),
+        "train_last": _day(before_valid[-1]),
+        "valid_snapshot": _day(valid_time),
+        "test_snapshot": _day(test_time),
+        "horizon_days": str(horizon_days or 0),
+    }
+    return Split(train, valid, test, "time", description)
+
+
+def _day(stamp: Any) -> str:
+    return str(pd.Timestamp(stamp).date())
+
+
+def _too_few(snapshots: np.ndarray, horizon_days: int | None) -> str:
+    return (
+        f"a time split needs train, validation and test snapshots at least {horizon_days or 0} "
+        f"days apart; the frame has {len(snapshots)} snapshot(s)"
+    )
+
+
+def stratified_split(y: np.ndarray, test_size: float = 0.2, seed: int = 42) -> Split:
+    """A stratified random holdout (for one-snapshot tables; never for data across time)."""
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(len(y))
+    train, test = train_test_split(rows, test_size=test_size, stratify=y, random_state=seed)
+    description = {"test_size": str(test_size), "seed": str(seed)}
+    return Split(np.sort(train), None, np.sort(test), "stratified", description)
+
+
+# ---------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        run_id: the MLflow run.
+        model_version: registered `churn` version (None when not registered).
+        metrics: test-split metrics (roc_auc, pr_auc, brier, ece, lift_at_10, capture_at_10,
+            plus oracle_* when ground truth was given).
+        holdout: the test rows (features, label and bookkeeping columns) as logged.
+        model: the fitted model.
+        split: the protocol used.
+        seconds: wall time of fitting (search included).
+    """
+
+    run_id: str
+    model_version: str | None
+    metrics: dict[str, float]
+    holdout: pd.DataFrame
+    model: ChurnModel
+    split: Split
+    seconds: float
+
+
+def feature_columns(frame: pd.DataFrame, exclude: Sequence[str]) -> list[str]:
+    """Model inputs: every column but the excluded ones and timestamps (logged as skipped)."""
+    columns = []
+    for column in frame.columns:
+        if column in exclude:
+            continue
+        if pd.api.types.is_datetime64_any_dtype(frame[column]):
+            log.warning("column '%s' skipped: timestamps are not model inputs", column)
+            continue
+        columns.append(column)
+    return columns
+
+
+def test_metrics(
+    y: np.ndarray, probability: np.ndarray, oracle: np.ndarray | None = None
+) -> dict[str, float]:
+    """Test metrics, and the ground-truth ceiling when the true probabilities are known."""
+    metrics = binary_metrics(y, probability)
+    if oracle is not None:
+        best = binary_metrics(y, oracle)
+        metrics.update({f"oracle_{k}": v for k, v in best.items()})
+        metrics["roc_auc_gap"] = best["roc_auc"] - metrics["roc_auc"]
+    return metrics
+
+
+def train_from_frame(
+    frame: pd.DataFrame,
+    label_col: str,
+    time_col: str | None = None,
+    *,
+    settings: Settings,
+    id_col: str | None = None,
+    oracle_col: str | None = None,
+    snapshot_id: str | None = None,
+    horizon_days: int | None = None,
+    search_trials: int = SEARCH_TRIALS,
+    search_timeout: float | None = SEARCH_TIMEOUT,
+    test_size: float = 0.2,
+    seed: int = 42,
+    n_jobs: int = 1,
+    register: bool = True,
+    params: Mapping[str, Any] | None = None,
+    plots: bool = True,
+    exclude: Sequence[str] = (),
+) -> TrainResult:
+    """Fit, evaluate, log and register the churn model from a labelled frame.
+
+    Args:
+        frame: one row per customer (and snapshot): features, a 0/1 label, optionally an id,
+            a snapshot timestamp and ground-truth probabilities.
+        label_col: the 0/1 churn label.
+        time_col: snapshot timestamp; given, the split follows time (see `time_split`),
+            else it is a stratified random holdout.
+        settings: where MLflow lives.
+        id_col: customer id (kept in the holdout, not a feature).
+        oracle_col: true churn probabilities (generated data only): reported, never learned.
+        snapshot_id: data snapshot id for the run tags (default: a hash of the frame).
+        horizon_days: label horizon, the gap kept between time-split parts.
+        search_trials: Optuna trials (the search budget, with `search_timeout` seconds).
+        search_timeout: seconds after which the search starts no new trial.
+        test_size: holdout share of the stratified split.
+        seed: seed of the split, the folds, the boosters and the search.
+        n_jobs: XGBoost threads.
+        register: register the logged model as `churn`.
+        params: fixed `ChurnModel` parameters (the search starts from them).
+        plots: log the PNG plots (ROC, gain/lift, calibration, importance).
+        exclude: more columns that are not features (e.g. `label_complete`); kept in the
+            holdout, never learned from.
+
+    Returns:
+        Run id, registered version, test metrics, the holdout, the model and the split.
+    """
+    from training import tracking
+
+    _quiet_optuna()
+    if label_col not in frame.columns:
+        raise DataContractError("training frame", "the label column is missing", label_col)
+    bookkeeping = [c for c in (label_col, id_col, time_col, oracle_col, *exclude) if c]
+    features = feature_columns(frame, bookkeeping)
+    y = parse_label(frame[label_col], "training frame").to_numpy().astype(int)
+    if not time_col and id_col and frame[id_col].duplicated().any():
+        log.warning(
+            "'%s' repeats across rows but no time column was given: a random split lets one "
+            "customer's snapshots fall on both sides; pass time_col for a time split",
+            id_col,
+        )
+    split = (
+        time_split(frame[time_col], horizon_days)
+        if time_col
+        else stratified_split(y, test_size, seed)
+    )
+    X = frame[features]
+    model = ChurnModel(
+        **dict(params or {}),
+        search_trials=search_trials,
+        search_timeout=search_timeout,
+        random_state=seed,
+        n_jobs=n_jobs,
+    )
+    started = time.perf_counter()
+    eval_set = None if split.valid is None else (X.iloc[split.valid], y[split.valid])
+    model.fit(X.iloc[split.train], y[split.train], eval_set=eval_set)
+    seconds = time.perf_counter() - started
+    holdout = frame.iloc[split.test].reset_index(drop=True)
+    holdout[label_col] = y[split.test]
+    probability = model.predict_proba(holdout[features])[:, 1]
+    oracle = holdout[oracle_col].to_numpy(float) if oracle_col else None
+    metrics = test_metrics(y[split.test], probability, oracle)
+    log.info("churn test metrics: %s", {k: round(v, 4) for k, v in metrics.items()})
+    snapshot = snapshot_id or tracking.frame_snapshot_id(frame)
+    run_id, version = _log_run(
+        settings, model, features, holdout, label_col, bookkeeping, metrics, split, snapshot,
+        seconds, probability, register, plots,
+    )  # fmt: skip
+    return TrainResult(run_id, version, metrics, holdout, model, split, seconds)
+
+
+def train_from_table(
+    settings: Settings,
+    path: Path,
+    id_col: str,
+    label_col: str,
+    search_trials: int = SEARCH_TRIALS,
+    search_timeout: float | None = SEARCH_TIMEOUT,
+    seed: int = 42,
+    register: bool = True,
+) -> TrainResult:
+    """Train, log and register the churn model from a bring-your-own table (`--table`).
+
+    The table is typed as for `evaluate_table` (identifiers and free text dropped, blanks in
+    numeric text read as missing, the label parsed to 0/1); the holdout is a stratified 20%.
+    """
+    from training import tracking
+
+    path = Path(path)
+    table = prepare_table(read_table(path), id_col, label_col, table=path.name)
+    for line in table.roles.warnings():
+        log.warning(line)
+    frame = pd.concat([table.ids, table.X, table.y], axis=1)
+    return train_from_frame(
+        frame,
+        label_col,
+        settings=settings,
+        id_col=id_col,
+        snapshot_id=tracking.file_snapshot_id(path),
+        search_trials=search_trials,
+        search_timeout=search_timeout,
+        seed=seed,
+        register=register,
+    )
+
+
+# ---------------------------------------------------------------------------- logging
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categories as text and whole numbers as floats: the types the pyfunc signature states."""
+    out = frame.copy()
+    for column in out.columns:
+        values = out[column]
+        if isinstance(values.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(values):
+            out[column] = values.astype(object).where(values.notna(), None)
+        elif pd.api.types.is_bool_dtype(values) or pd.api.types.is_integer_dtype(values):
+            out[column] = values.astype(float)
+    return out
+
+
+def _run_params(model: ChurnModel, split: Split, features: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {f"model_{k}": v for k, v in model.get_params().items()}
+    params.update({f"best_{k}": v for k, v in model.best_params_.items()})
+    params.update({f"split_{k}": v for k, v in split.description.items()})
+    params.update(
+        split_kind=split.kind,
+        train_rows=len(split.train),
+        valid_rows=0 if split.valid is None else len(split.valid),
+        test_rows=len(split.test),
+        features=len(features),
+        calibration_method=model.calibrator_.method,
+        boosters=len(model.boosters_),
+        rounds=",".join(map(str, model.n_rounds_)),
+    )
+    if model.search_summary_:
+        params.update({f"search_{k}": v for k, v in model.search_summary_.items()})
+    return params
+
+
+def _log_run(
+    settings: Settings,
+    model: ChurnModel,
+    features: list[str],
+    holdout: pd.DataFrame,
+    label_col: str,
+    bookkeeping: list[str],
+    metrics: dict[str, float],
+    split: Split,
+    snapshot_id: str,
+    seconds: float,
+    probability: np.ndarray,
+    register: bool,
+    plots: bool = True,
+) -> tuple[str, str | None]:
+    """One MLflow run: params, metrics, plots, holdout and the pyfunc; maybe registered."""
+    import mlflow
+    from training import tracking
+
+    templates = catalog_templates(features)
+    with tracking.start_run(settings, MODEL_NAME, snapshot_id) as run:
+        mlflow.log_params(_run_params(model, split, features))
+        mlflow.log_metrics({**{f"test_{k}": v for k, v in metrics.items()}, "fit_seconds": seconds})
+        mlflow.log_metric("holdout_logloss", model.holdout_logloss_)
+        y = holdout[label_col].to_numpy(int)
+        if plots:
+            sample = holdout[features].head(5000)
+            importance = model.feature_importance(sample)
+            for name, figure in _figures(y, probability, importance).items():
+                tracking.log_figure(figure, name)
+        plain = _plain(holdout[[*features, *[c for c in bookkeeping if c in holdout]]])
+        tracking.log_holdout(
+            plain,
+            label=label_col,
+            prediction="churn_probability",
+            exclude=[c for c in bookkeeping if c != label_col],
+            extra={"rows": len(plain), "positives": int(y.sum()), "snapshot_id": snapshot_id,
+                   "predict_params": {"top": 0}},
+        )  # fmt: skip
+        model_uri = _log_model(model, templates, _plain(holdout[features].head(5)))
+        version = None
+        if register:
+            tags = {
+                tracking.TAG_SNAPSHOT: snapshot_id,
+                tracking.TAG_GIT_COMMIT: tracking.git_commit(),
+                "test_roc_auc": f"{metrics['roc_auc']:.4f}",
+            }
+            version = tracking.register(settings, model_uri, MODEL_NAME, run.info.run_id, tags)
+    return run.info.run_id, None if version is None else str(version.version)
+
+
+def _log_model(
+    model: ChurnModel, templates: Mapping[str, Mapping[str, str]], example: pd.DataFrame
+) -> str:
+    """Log the pyfunc (JSON state artifact, models-from-code entry) with its signature."""
+    from mlflow.models import infer_signature
+
+    from models.churn import ChurnPyfunc
+    from training import tracking
+
+    wrapper = ChurnPyfunc.from_model(model, templates)
+    signature = infer_signature(example, wrapper.predict(None, example), params={"top": 3})
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "churn_model.json"
+        state.write_text(pyfunc_payload(model, templates), encoding="utf-8")
+        return tracking.log_pyfunc_from_code(
+            _MODEL_CODE,
+            {PYFUNC_ARTIFACT: state},
+            signature,
+            example,
+            tracking.requirements(REQUIREMENTS),
+        )
+
+
+# ------------------------------------------------------------------------------ plots
+def _figures(y: np.ndarray, probability: np.ndarray, importance: pd.Series) -> dict[str, Figure]:
+    """ROC, cumulative gain and lift, calibration and feature importance figures."""
+    return {
+        "roc": roc_figure(y, probability),
+        "gain_lift": gain_figure(y, probability),
+        "calibration": calibration_figure(y, probability),
+        "feature_importance": importance_figure(importance),
+    }
+
+
+def _figure(width: float = 6.0, height: float = 4.5) -> Figure:
+    """A figure without pyplot: no GUI backend, nothing global to close (Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def roc_figure(y: np.ndarray, probability: np.ndarray) -> Figure:
+    """ROC curve with its AUC."""
+    from sklearn.metrics import roc_curve
+
+    from models.metrics import roc_auc
+
+    fpr, tpr, _ = roc_curve(y, probability)
+    figure = _figure()
+    axes = figure.add_subplot()
+    axes.plot(fpr, tpr, label=f"model (AUC {roc_auc(y, probability):.3f})")
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="random")
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test)")
+    axes.legend(loc="lower right")
+    return figure
+
+
+def gain_figure(y: np.ndarray, probability: np.ndarray) -> Figure:
+    """Cumulative gain (share of churners reached) and lift by share of customers contacted."""
+    order = np.argsort(-probability, kind="stable")
+    reached = np.cumsum(y[order]) / max(1, y.sum())
+    share = np.arange(1, len(y) + 1) / len(y)
+    figure = _figure(10.0, 4.5)
+    gain, lift = figure.subplots(1, 2)
+    gain.plot(share, reached, label="model")
+    gain.plot([0, 1], [0, 1], linestyle="--", color="grey", label="random")
+    gain.axvline(0.10, color="tab:red", linewidth=0.8)
+    gain.set(xlabel="share of customers contacted", ylabel="share of churners reached")
+    gain.set_title("Cumulative gain (test)")
+    gain.legend(loc="lower right")
+    lift.plot(share, reached / share)
+    lift.axhline(1.0, linestyle="--", color="grey")
+    lift.axvline(0.10, color="tab:red", linewidth=0.8)
+    lift.set(xlabel="share of customers contacted", ylabel="lift", title="Lift (test)")
+    return figure
+
+
+def calibration_figure(y: np.ndarray, probability: np.ndarray) -> Figure:
+    """Reliability diagram on equal-frequency bins, with the distribution of probabilities."""
+    from models.metrics import expected_calibration_error
+
+    curve = calibration_curve(y, probability, bins=10)
+    ece = expected_calibration_error(y, probability)
+    figure = _figure(6.0, 6.0)
+    top, bottom = figure.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
+    top.plot(curve.mean_predicted, curve.observed_rate, marker="o", label=f"model (ECE {ece:.3f})")
+    top.set(ylabel="observed churn rate", title="Calibration (test, deciles)")
+    top.legend(loc="upper left")
+    bottom.hist(probability, bins=40, range=(0, 1), color="tab:blue", alpha=0.7)
+    bottom.set(xlabel="predicted churn probability", ylabel="customers")
+    return figure
+
+
+def importance_figure(importance: pd.Series, top: int = 20) -> Figure:
+    """Mean |tree SHAP contribution| of the most important features."""
+    shown = importance.head(top)[::-1]
+    figure = _figure(7.0, max(3.0, 0.3 * len(shown) + 1.0))
+    axes = figure.add_subplot()
+    axes.barh(list(map(str, shown.index)), shown.to_numpy())
+    axes.set(xlabel="mean |contribution to log-odds| (test)", title="Feature importance")
+    return figure
+
+
+def reasons_frame(
+    model: ChurnModel, X: pd.DataFrame, top: int = 3, sentence: Sentence | None = None
+) -> pd.DataFrame:
+    """Probability and reason sentences per row, worded through the feature catalog."""
+    reasons = model.explain(X, top=top, sentence=sentence or catalog_sentence)
+    return pd.DataFrame(
+        {
+            "churn_probability": model.predict_proba(X)[:, 1],
+            "reasons": [[r.sentence for r in row] for row in reasons],
+        },
+        index=X.index,
+    )

@@ -1,0 +1,292 @@
+"""Model promotion: the challenger takes the `champion` alias only if it wins on the same holdout.
+
+Generic over models: a challenger run logs its holdout with `training.tracking.log_holdout`
+(features, label and which output column to score); promotion re-scores the challenger and
+the current champion on that one holdout, through their MLflow pyfuncs, with a metric from
+`models.metrics.METRICS` or a custom scorer (ranking models, regressions).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from loyal.errors import LoyalError, NotReadyError
+from loyal.settings import Settings
+from training import tracking
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+Scorer = Callable[[str, pd.DataFrame, Mapping[str, Any]], float]
+"""(model URI, holdout frame, holdout metadata) -> score."""
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """What promotion decided and on what evidence.
+
+    Attributes:
+        model_name: registered model.
+        metric: the metric compared.
+        higher_is_better: direction of the metric.
+        challenger_version: the version that asked to become champion.
+        challenger_score: its score on the holdout.
+        champion_version: the champion before the decision (None if there was none).
+        champion_score: the champion's score on the same holdout (None if none or unscorable).
+        promoted: whether the alias now points at the challenger.
+        forced: promoted with `force` although it did not win.
+        outcome: "first" (no champion yet), "won", "forced", "rejected" or "unchanged"
+            (the challenger already is the champion).
+        reason: the operator's note (required reading when forced).
+        holdout_run_id: the run whose holdout both were scored on.
+        holdout_rows: rows in that holdout.
+    """
+
+    model_name: str
+    metric: str
+    higher_is_better: bool
+    challenger_version: str
+    challenger_score: float
+    champion_version: str | None
+    champion_score: float | None
+    promoted: bool
+    forced: bool
+    outcome: str
+    reason: str
+    holdout_run_id: str
+    holdout_rows: int
+
+    def summary(self) -> str:
+        """One readable line for the console."""
+        challenger = f"v{self.challenger_version} {self.metric}={self.challenger_score:.4f}"
+        if self.champion_version is None:
+            champion = "no champion"
+        elif self.champion_score is None:
+            champion = f"champion v{self.champion_version} (not scorable on this holdout)"
+        else:
+            champion = f"champion v{self.champion_version} {self.metric}={self.champion_score:.4f}"
+        verdict = {
+            "first": "promoted (first champion)",
+            "won": "promoted",
+            "forced": "promoted by force",
+            "rejected": "rejected: the champion stays",
+            "unchanged": "already champion",
+        }[self.outcome]
+        rows = f"on {self.holdout_rows} holdout rows of run {self.holdout_run_id}"
+        return f"{self.model_name}: {challenger} vs {champion} {rows}: {verdict}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, e.g. for a JSON line."""
+        return asdict(self)
+
+
+def metric_scorer(metric: str) -> Scorer:
+    """Scorer computing a `models.metrics.METRICS` metric on the pyfunc's prediction column."""
+    from models.metrics import METRICS
+
+    if metric not in METRICS:
+        known = ", ".join(sorted(METRICS))
+        raise LoyalError(f"unknown promotion metric '{metric}'; use one of: {known}")
+    function = METRICS[metric][0]
+
+    def score(model_uri: str, holdout: pd.DataFrame, meta: Mapping[str, Any]) -> float:
+        import mlflow.pyfunc
+
+        model = mlflow.pyfunc.load_model(model_uri)
+        inputs = holdout.drop(columns=[meta["label"], *meta.get("exclude", [])], errors="ignore")
+        output = model.predict(inputs, params=meta.get("predict_params") or None)
+        predicted = output[meta["prediction"]] if isinstance(output, pd.DataFrame) else output
+        return float(function(holdout[meta["label"]].to_numpy(), pd.Series(predicted).to_numpy()))
+
+    return score
+
+
+def latest_version(registry: MlflowClient, model_name: str) -> ModelVersion:
+    """The highest-numbered version of a registered model."""
+    versions = registry.search_model_versions(f"name = '{model_name}'")
+    if not versions:
+        raise NotReadyError(f"no '{model_name}' model is registered yet; train it first")
+    return max(versions, key=lambda v: int(v.version))
+
+
+def champion_version(registry: MlflowClient, model_name: str) -> ModelVersion | None:
+    """The version holding the `champion` alias, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return registry.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def _wins(challenger: float, champion: float, higher_is_better: bool) -> bool:
+    """Strictly better; a tie keeps the champion and a NaN score never wins."""
+    if not (math.isfinite(challenger) and math.isfinite(champion)):
+        return False
+    return challenger > champion if higher_is_better else challenger < champion
+
+
+def _score_champion(
+    scorer: Scorer, uri: str, holdout: pd.DataFrame, meta: Mapping[str, Any], force: bool
+) -> float | None:
+    """The champion's score, or None when it cannot read this holdout and force is set."""
+    try:
+        return scorer(uri, holdout, meta)
+    except Exception as exc:
+        if force:
+            log.warning("champion %s could not be scored on this holdout: %s", uri, exc)
+            return None
+        raise LoyalError(
+            f"the champion ({uri}) cannot be scored on the challenger's holdout ({exc}); "
+            "promote with --force and a --reason if the change of inputs is intended"
+        ) from exc
+
+
+def _decide(
+    challenger_score: float,
+    champion_score: float | None,
+    has_champion: bool,
+    higher_is_better: bool,
+    force: bool,
+) -> str:
+    if not has_champion:
+        return "first"
+    if champion_score is not None and _wins(challenger_score, champion_score, higher_is_better):
+        return "won"
+    return "forced" if force else "rejected"
+
+
+def _tag(registry: MlflowClient, decision: PromotionDecision) -> None:
+    """Record the decision and both scores on the challenger version."""
+    tags = {
+        "promotion.outcome": decision.outcome,
+        "promotion.metric": decision.metric,
+        "promotion.challenger_score": f"{decision.challenger_score:.6f}",
+        "promotion.champion_version": decision.champion_version or "",
+        "promotion.champion_score": (
+            "" if decision.champion_score is None else f"{decision.champion_score:.6f}"
+        ),
+        "promotion.forced": str(decision.forced).lower(),
+        "promotion.reason": decision.reason,
+        "promotion.holdout_run_id": decision.holdout_run_id,
+        "promotion.decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if decision.promoted and decision.champion_version is not None:
+        tags["promotion.previous_champion"] = decision.champion_version
+    for key, value in tags.items():
+        registry.set_model_version_tag(decision.model_name, decision.challenger_version, key, value)
+
+
+def promote(
+    settings: Settings,
+    model_name: str,
+    metric: str,
+    higher_is_better: bool = True,
+    version: str | int | None = None,
+    force: bool = False,
+    reason: str = "",
+    scorer: Scorer | None = None,
+) -> PromotionDecision:
+    """Make the challenger the `champion` if it beats the champion on the challenger's holdout.
+
+    Args:
+        settings: where MLflow lives.
+        model_name: registered model, e.g. "churn".
+        metric: the metric compared, e.g. "roc_auc".
+        higher_is_better: direction of the metric (False for brier, ece, errors).
+        version: the challenger; the latest version when None.
+        force: move the alias even without a win (the decision is tagged "forced").
+        reason: why; required with force, recorded as a tag either way.
+        scorer: custom (model URI, holdout, metadata) -> score; default `metric_scorer(metric)`.
+
+    Returns:
+        The decision, also tagged on the challenger version.
+
+    Raises:
+        LoyalError: forcing without a reason, an unknown metric, or a champion that cannot be
+            scored on the holdout (without force).
+        NotReadyError: no registered version, or a challenger run without a holdout.
+    """
+    if force and not reason.strip():
+        raise LoyalError("--force needs a --reason, which is recorded with the decision")
+    score = scorer or metric_scorer(metric)
+    registry = tracking.client(settings)
+    challenger = (
+        latest_version(registry, model_name)
+        if version is None
+        else registry.get_model_version(model_name, str(version))
+    )
+    champion = champion_version(registry, model_name)
+    holdout_run = tracking.version_run_id(challenger)
+    holdout, meta = tracking.load_holdout(holdout_run)
+    challenger_uri = f"models:/{model_name}/{challenger.version}"
+    challenger_score = score(challenger_uri, holdout, meta)
+    if champion is not None and champion.version == challenger.version:
+        champion_score: float | None = challenger_score
+        outcome = "unchanged"
+    else:
+        champion_score = None
+        if champion is not None:
+            champion_uri = f"models:/{model_name}/{champion.version}"
+            champion_score = _score_champion(score, champion_uri, holdout, meta, force)
+        outcome = _decide(
+            challenger_score, champion_score, champion is not None, higher_is_better, force
+        )
+    decision = PromotionDecision(
+        model_name=model_name,
+        metric=metric,
+        higher_is_better=higher_is_better,
+        challenger_version=str(challenger.version),
+        challenger_score=challenger_score,
+        champion_version=None if champion is None else str(champion.version),
+        champion_score=champion_score,
+        promoted=outcome in ("first", "won", "forced"),
+        forced=outcome == "forced",
+        outcome=outcome,
+        reason=reason,
+        holdout_run_id=holdout_run,
+        holdout_rows=len(holdout),
+    )
+    if decision.promoted:
+        registry.set_registered_model_alias(model_name, CHAMPION, decision.challenger_version)
+    if outcome != "unchanged":
+        _tag(registry, decision)
+    log.info(decision.summary())
+    return decision
+
+
+def rollback(settings: Settings, model_name: str, reason: str = "") -> str:
+    """Give the `champion` alias back to the version the current champion replaced.
+
+    Returns:
+        The version that is champion again.
+
+    Raises:
+        NotReadyError: no champion, or the champion replaced nothing.
+    """
+    registry = tracking.client(settings)
+    current = champion_version(registry, model_name)
+    if current is None:
+        raise NotReadyError(f"'{model_name}' has no champion to roll back")
+    previous = (current.tags or {}).get("promotion.previous_champion")
+    if not previous:
+        raise NotReadyError(
+            f"'{model_name}' champion v{current.version} replaced no earlier champion"
+        )
+    registry.set_registered_model_alias(model_name, CHAMPION, previous)
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    registry.set_model_version_tag(model_name, current.version, "promotion.rolled_back_at", stamp)
+    registry.set_model_version_tag(model_name, current.version, "promotion.rollback_reason", reason)
+    log.info("%s: champion rolled back from v%s to v%s", model_name, current.version, previous)
+    return previous
