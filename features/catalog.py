@@ -2,10 +2,22 @@
 
 One source of truth for feature engineering (which columns each view table has), the Feast
 definitions (generated from here) and model explanations (reason sentences).
+
+Conventions every view table follows (see `features.engineering`):
+
+- one row per (customer, snapshot) for customers who signed up before the snapshot and had not
+  closed before it; `customer_id` (str), `event_timestamp` (UTC), then the view's features in
+  catalog order with the catalog types;
+- point in time: a feature at snapshot `t` only uses events with `ts < t`; "the last N days"
+  is the window `[t - N days, t)`;
+- `int` and `bool` columns never hold nulls (zero is the truth when nothing happened); `float`
+  columns hold NaN where a value is undefined (no balance of that kind, no purchase yet).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,6 +25,56 @@ FeatureType = Literal["float", "int", "str", "bool"]
 
 ENTITY_KEY = "customer_id"
 TIMESTAMP_FIELD = "event_timestamp"
+
+PANDAS_DTYPES: dict[FeatureType, str] = {
+    "float": "float64",
+    "int": "int64",
+    "str": "object",
+    "bool": "bool",
+}
+"""The pandas dtype of each feature type in the view tables."""
+
+SAMPLE_BANK_PRODUCTS: tuple[str, ...] = (
+    "checking",
+    "savings",
+    "high_yield_savings",
+    "credit_card",
+    "premium_card",
+    "mortgage",
+    "personal_loan",
+    "investment_fund",
+    "insurance",
+    "overdraft_protection",
+)
+"""The sample bank's products: the default columns of the holdings view."""
+
+BALANCE_TYPES: tuple[str, ...] = (
+    "checking",
+    "savings",
+    "high_yield_savings",
+    "mortgage",
+    "personal_loan",
+    "investment_fund",
+)
+"""Account types with a balance and a rate column in the balances view."""
+
+DEPOSIT_TYPES: tuple[str, ...] = ("checking", "savings", "high_yield_savings")
+"""Account types summed into `total_deposits`."""
+
+IDLE_CASH_BUFFER = 1_000.0
+"""Checking balance a customer keeps for day-to-day spending; what lies above it is idle cash."""
+
+DIGITAL_CHANNELS: frozenset[str] = frozenset({"online", "mobile", "web", "app", "internet"})
+"""Transaction channels counted as digital by `digital_share` (compared lower-case)."""
+
+HOLDING_WINDOW_DAYS = 90
+"""A product is held if it had a transaction in the last this-many days (or a balance)."""
+
+LIFECYCLE_STATES: tuple[str, ...] = ("new", "active", "repeat", "at_risk", "lapsed", "lost")
+"""Values of `lifecycle.state`, from the rules in `features.engineering.lifecycle_state`."""
+
+SPEND_TREND_CAP = 5.0
+"""Upper clip of `spend_trend` (+500%), also its value when spending starts from zero."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +117,290 @@ class View:
         """Names of the view's features, in order."""
         return [f.name for f in self.features]
 
+    @property
+    def dtypes(self) -> dict[str, str]:
+        """The pandas dtype of each feature column, in order."""
+        return {f.name: PANDAS_DTYPES[f.type] for f in self.features}
 
-VIEWS: dict[str, View] = {}
-"""Filled by the feature engineering work: name -> View."""
+
+def _counts(kind: str, plural: str, windows: Iterable[int]) -> tuple[Feature, ...]:
+    """Count features `<kind>_<N>d` of one interaction kind over several windows."""
+    return tuple(
+        Feature(
+            f"{kind}_{days}d",
+            "int",
+            f"{plural} in the last {days} days",
+            reason=f"{{value:.0f}} {plural} in the last {days} days",
+        )
+        for days in windows
+    )
+
+
+PROFILE = View(
+    name="profile",
+    description="Who the customer is: tenure, age, region, consent and breadth of relationship.",
+    ttl_days=366,
+    features=(
+        Feature(
+            "tenure_days",
+            "int",
+            "days since signup",
+            reason="customer for {value:,.0f} days",
+        ),
+        Feature("age", "float", "age in years (NaN when unknown)", reason="aged {value:.0f}"),
+        Feature(
+            "age_band",
+            "str",
+            "age band: <25, 25-34, 35-44, 45-54, 55-64, 65+ or unknown",
+            reason="in the {value} age band",
+        ),
+        Feature("region", "str", "region ('unknown' when missing)", reason="lives in {value}"),
+        Feature(
+            "consent_marketing",
+            "bool",
+            "agreed to marketing contact (False when not recorded)",
+            reason="marketing consent: {value}",
+        ),
+        Feature(
+            "n_products_held",
+            "int",
+            "number of distinct products held (see the holdings view for the rule)",
+            reason="holds {value:.0f} products",
+        ),
+    ),
+)
+
+RFM = View(
+    name="rfm",
+    description=(
+        "Recency, frequency, monetary value and trends. A purchase is a customer-day with at "
+        "least one non-refund transaction (amount >= 0); money sums are net of refunds."
+    ),
+    features=(
+        Feature(
+            "recency_days",
+            "float",
+            "days since the last purchase (NaN if none yet)",
+            reason="last purchase {value:.0f} days ago",
+        ),
+        *(
+            Feature(
+                f"frequency_{days}d",
+                "int",
+                f"purchase days in the last {days} days",
+                reason=f"bought on {{value:.0f}} days in the last {days} days",
+            )
+            for days in (30, 90, 365)
+        ),
+        *(
+            Feature(
+                f"monetary_{days}d",
+                "float",
+                f"net revenue in the last {days} days",
+                reason=f"spent {{value:,.2f}} in the last {days} days",
+            )
+            for days in (30, 90, 365)
+        ),
+        Feature(
+            "avg_basket_365d",
+            "float",
+            "net revenue per purchase day over the last 365 days (NaN if no purchase)",
+            reason="average purchase of {value:,.2f} over the last year",
+        ),
+        Feature(
+            "margin_365d",
+            "float",
+            "margin in the last 365 days (a transaction's margin, else amount x the product's "
+            "margin_rate, else 0)",
+            reason="brought {value:,.2f} of margin over the last year",
+        ),
+        Feature(
+            "spend_trend",
+            "float",
+            "relative change of net revenue, last 90 days vs the 90 days before: "
+            "(last - before) / before, clipped to [-1, +5]; 0 when both are zero or less, "
+            "+5 when spending starts from zero",
+            reason="spending changed {value:+.0%} on the quarter before",
+        ),
+        Feature(
+            "distinct_categories_365d",
+            "int",
+            "product categories bought in the last 365 days",
+            reason="bought from {value:.0f} product categories in the last year",
+        ),
+    ),
+)
+
+
+def holding_column(product_id: str) -> str:
+    """The holdings column of a product: `holds_` + the id with non-word characters as `_`."""
+    return "holds_" + re.sub(r"\W", "_", str(product_id))
+
+
+def holdings_view(product_ids: Iterable[str]) -> View:
+    """The holdings view for a product list: one bool column `holds_<product_id>` each.
+
+    Args:
+        product_ids: products to give a column, in column order; ids that map to a column
+            already taken (they differ only in punctuation) are skipped.
+    """
+    columns: dict[str, str] = {}
+    for product_id in product_ids:
+        columns.setdefault(holding_column(product_id), str(product_id))
+    return View(
+        name="holdings",
+        description=(
+            "Which products the customer holds: a transaction of the product in the last "
+            f"{HOLDING_WINDOW_DAYS} days, or a non-zero balance of that account type in its "
+            "latest balance row before the snapshot."
+        ),
+        features=tuple(
+            Feature(
+                column,
+                "bool",
+                f"holds {product_id}",
+                reason=f"holds {product_id}: {{value}}",
+            )
+            for column, product_id in columns.items()
+        ),
+    )
+
+
+ENGAGEMENT = View(
+    name="engagement",
+    description=(
+        "Engagement and service from interactions (kinds login, call, complaint, atm_visit, "
+        "branch_visit, email_open) and transaction channels; counts are 0 without interactions."
+    ),
+    features=(
+        *_counts("logins", "logins", (30, 90)),
+        *_counts("calls", "calls", (30, 90)),
+        *_counts("complaints", "complaints", (30, 90)),
+        Feature(
+            "last_satisfaction",
+            "float",
+            "latest satisfaction score (1-5) given in the last 365 days (NaN if none)",
+            reason="last satisfaction score {value:.0f} of 5",
+        ),
+        *_counts("atm_visits", "ATM visits", (90,)),
+        *_counts("branch_visits", "branch visits", (90,)),
+        *_counts("email_opens", "e-mails opened", (90,)),
+        Feature(
+            "digital_share",
+            "float",
+            "share of transactions in the last 90 days on digital channels (online, mobile, "
+            "web, app); NaN without transactions or without a channel column",
+            reason="{value:.0%} of transactions in the last 90 days were digital",
+        ),
+    ),
+)
+
+
+def _balance_features() -> tuple[Feature, ...]:
+    """balance_<type> and rate_<type> for every account type of `BALANCE_TYPES`."""
+    features: list[Feature] = []
+    for kind in BALANCE_TYPES:
+        label = kind.replace("_", " ")
+        features.append(
+            Feature(
+                f"balance_{kind}",
+                "float",
+                f"{label} balance in the latest balance row (NaN without that account)",
+                reason=f"keeps {{value:,.0f}} in {label}",
+            )
+        )
+        features.append(
+            Feature(
+                f"rate_{kind}",
+                "float",
+                f"{label} annual rate in the latest balance row (NaN if unknown)",
+                reason=f"{label} rate of {{value:.2%}}",
+            )
+        )
+    return tuple(features)
+
+
+BALANCES = View(
+    name="balances",
+    description=(
+        "Latest balance and rate per account type before the snapshot, total deposits and idle "
+        "cash; NaN when the customer has no such account or the data has no balances. Fresh "
+        "values arrive through a push source between batch runs."
+    ),
+    features=(
+        *_balance_features(),
+        Feature(
+            "total_deposits",
+            "float",
+            "sum of the latest checking, savings and high-yield savings balances (NaN without "
+            "any balance row)",
+            reason="keeps {value:,.0f} in deposits",
+        ),
+        Feature(
+            "idle_cash",
+            "float",
+            f"checking balance above a {IDLE_CASH_BUFFER:,.0f} buffer, at least 0 (NaN without "
+            "a checking balance)",
+            reason="keeps {value:,.0f} of idle cash in checking",
+        ),
+    ),
+)
+
+LIFECYCLE = View(
+    name="lifecycle",
+    description="Lifecycle state and loyalty: repeat purchases, regularity, product adoption.",
+    features=(
+        Feature(
+            "state",
+            "str",
+            "lifecycle state, first rule that applies: new (signed up < 90 days ago); then by "
+            "days since the last purchase (since signup if none): < 90 repeat (also bought in "
+            "the 275 days before those 90) or active (did not), < 180 at_risk, < 365 lapsed, "
+            "else lost",
+            reason="lifecycle state: {value}",
+        ),
+        Feature(
+            "repeat_purchase_count",
+            "int",
+            "purchase days before the snapshot after the first one (BG/NBD frequency)",
+            reason="{value:.0f} repeat purchases",
+        ),
+        Feature(
+            "purchase_regularity",
+            "float",
+            "share of the last 12 calendar months (counted back from the snapshot, only months "
+            "ending after signup) with at least one purchase",
+            reason="bought in {value:.0%} of the last 12 months",
+        ),
+        Feature(
+            "months_since_last_new_product",
+            "float",
+            "months (of 30.44 days) since the customer first used a product they had not used "
+            "before, by transaction or balance (NaN if none)",
+            reason="last new product {value:.0f} months ago",
+        ),
+    ),
+)
+
+
+def views_for(product_ids: Iterable[str] = SAMPLE_BANK_PRODUCTS) -> dict[str, View]:
+    """The catalog with the holdings view built for a product list.
+
+    Args:
+        product_ids: products that get a `holds_<product_id>` column.
+    """
+    return {
+        "profile": PROFILE,
+        "rfm": RFM,
+        "holdings": holdings_view(product_ids),
+        "engagement": ENGAGEMENT,
+        "balances": BALANCES,
+        "lifecycle": LIFECYCLE,
+    }
+
+
+VIEWS: dict[str, View] = views_for(SAMPLE_BANK_PRODUCTS)
+"""Every view by name; holdings registered for the sample bank's products."""
 
 
 def feature(name: str) -> Feature:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +12,7 @@ import pandas as pd
 from feast import FeatureService, FeatureStore, RepoConfig
 from feast.data_source import PushMode
 
-from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD, VIEWS
+from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD, VIEWS, View, views_for
 from features.feature_repo import definitions
 from features.feature_repo.sources import view_table_path
 from loyal.errors import NotReadyError
@@ -61,10 +62,27 @@ def open_store(settings: Settings) -> FeatureStore:
     return FeatureStore(config=repo_config(settings))
 
 
-def available_views(settings: Settings) -> list[str]:
-    """Catalog views whose snapshot table has been built."""
+VIEWS_FILE = "_views.json"
+"""Written by the feature build: which products got a holdings column (the data decides)."""
+
+
+def built_views(settings: Settings) -> dict[str, View]:
+    """The views whose snapshot tables have been built, with the holdings columns they have."""
     offline = settings.paths.features_dir
-    return [name for name, view in VIEWS.items() if view_table_path(offline, view).is_file()]
+    recorded = offline / VIEWS_FILE
+    products = json.loads(recorded.read_text())["holding_products"] if recorded.is_file() else None
+    views = views_for(products) if products is not None else dict(VIEWS)
+    extra = {name: view for name, view in VIEWS.items() if name not in views}
+    return {
+        name: view
+        for name, view in {**views, **extra}.items()
+        if view_table_path(offline, view).is_file()
+    }
+
+
+def views_manifest(holding_products: list[str]) -> str:
+    """The text of the views file the feature build writes beside its tables."""
+    return json.dumps({"holding_products": holding_products}, indent=2)
 
 
 def apply_definitions(settings: Settings) -> list[str]:
@@ -73,15 +91,14 @@ def apply_definitions(settings: Settings) -> list[str]:
     Returns:
         The names of the registered views.
     """
-    views = available_views(settings)
+    views = built_views(settings)
     if not views:
         raise NotReadyError("no feature tables found: run `loyal features build` first")
     store = open_store(settings)
-    objects = definitions(settings.paths.features_dir, views)
-    store.apply(objects, partial=False)
+    store.apply(definitions(settings.paths.features_dir, views), partial=False)
     _render_feature_store_yaml(settings)
-    log.info("Registered %d feature views and their services in Feast: %s", len(views), views)
-    return views
+    log.info("Registered %d feature views and their services in Feast: %s", len(views), list(views))
+    return list(views)
 
 
 def materialize(settings: Settings, end: datetime | None = None) -> None:
@@ -91,7 +108,7 @@ def materialize(settings: Settings, end: datetime | None = None) -> None:
     if not registered:
         raise NotReadyError("no feature views registered: run `loyal features apply` first")
     end = end or datetime.now(UTC)
-    longest_ttl = max(VIEWS[name].ttl_days for name in registered if name in VIEWS)
+    longest_ttl = max(fv.ttl.days for fv in store.list_feature_views() if fv.ttl)
     start = end - timedelta(days=longest_ttl)
     log.info("Materializing %d views from %s to %s", len(registered), start.date(), end.date())
     store.materialize(start_date=start, end_date=end, feature_views=registered)

@@ -9,17 +9,23 @@ import pandas as pd
 from rich.table import Table
 
 from features.catalog import ENTITY_KEY, VIEWS
-from features.engineering import build_feature_tables, snapshot_times
+from features.engineering import build_feature_tables, holding_products, snapshot_times
 from features.labels import churn_labels
-from features.store import apply_definitions, materialize, online_features, open_store
+from features.store import (
+    VIEWS_FILE,
+    apply_definitions,
+    materialize,
+    online_features,
+    open_store,
+    views_manifest,
+)
 from features.tables_io import read_contract, replace_folder
 from loyal.errors import NotReadyError
 from loyal.logs import console
 from loyal.settings import Settings
+from training.frames import LABELS_FILE
 
 log = logging.getLogger(__name__)
-
-LABELS_FILE = "_labels.parquet"
 
 
 def build_features(settings: Settings, last_n: int | None = None) -> dict[str, int]:
@@ -41,7 +47,8 @@ def build_features(settings: Settings, last_n: int | None = None) -> dict[str, i
         snapshots[-1].date(),
     )
     started = time.perf_counter()
-    frames = build_feature_tables(tables, snapshots)
+    products = holding_products(tables)
+    frames = build_feature_tables(tables, snapshots, products=products)
     frames_to_write = {f"{name}.parquet": frame for name, frame in frames.items()}
     labels = churn_labels(
         tables,
@@ -50,7 +57,11 @@ def build_features(settings: Settings, last_n: int | None = None) -> dict[str, i
         definition=settings.snapshots.churn_definition,
     )
     frames_to_write[LABELS_FILE] = labels
-    replace_folder(settings.paths.features_dir, frames_to_write)
+    replace_folder(
+        settings.paths.features_dir,
+        frames_to_write,
+        extra_files={VIEWS_FILE: views_manifest(products)},
+    )
     log.info("Feature tables written in %.1f s", time.perf_counter() - started)
     return {name: len(frame) for name, frame in frames_to_write.items()}
 
@@ -94,6 +105,8 @@ def show_customer(
 
 
 def _format(value: object) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
     if isinstance(value, float):
-        return "" if pd.isna(value) else f"{value:,.2f}"
+        return f"{value:,.2f}"
     return str(value)

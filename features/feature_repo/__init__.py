@@ -10,7 +10,7 @@ from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView
 
-from features.catalog import VIEWS
+from features.catalog import View
 from features.feature_repo.entities import customer
 from features.feature_repo.services import feature_services
 from features.feature_repo.sources import batch_source, push_source
@@ -19,18 +19,17 @@ from features.feature_repo.views import PUSHED_VIEWS, feature_view
 FeastObject = Entity | FeatureView | FeatureService
 
 
-def definitions(offline_dir: Path, view_names: list[str] | None = None) -> list[FeastObject]:
+def definitions(offline_dir: Path, views: dict[str, View]) -> list[FeastObject]:
     """Every Feast object Loyal registers, reading view tables from `offline_dir`.
 
     Args:
         offline_dir: folder holding one `<view>.parquet` per feature view.
-        view_names: the views to register (default: every view in the catalog).
+        views: the catalog views to register, by name (the holdings view depends on the data).
     """
-    names = view_names if view_names is not None else list(VIEWS)
-    views: dict[str, FeatureView] = {}
-    for name in names:
-        source = batch_source(VIEWS[name], offline_dir)
-        if name in PUSHED_VIEWS:
-            source = push_source(VIEWS[name], source)
-        views[name] = feature_view(VIEWS[name], source)
-    return [customer, *views.values(), *feature_services(views)]
+    feature_views: dict[str, FeatureView] = {}
+    for name, view in views.items():
+        source = batch_source(view, offline_dir)
+        feature_views[name] = feature_view(
+            view, push_source(view, source) if name in PUSHED_VIEWS else source
+        )
+    return [customer, *feature_views.values(), *feature_services(feature_views)]
