@@ -115,6 +115,26 @@ def features_show(
     show_customer(get_settings(), customer_id, service=service)
 
 
+def _register_model_commands() -> None:
+    """Model groups: `loyal churn ...`, `loyal train MODEL`, `loyal promote MODEL`."""
+    from pipelines.commands import churn
+
+    app.add_typer(churn.app, name="churn")
+    train_app.command("churn")(churn.train_command)
+    promote_app.command("churn")(churn.promote_command)
+
+
+train_app = typer.Typer(
+    help="Train a model, log it to MLflow and register it.", no_args_is_help=True
+)
+promote_app = typer.Typer(
+    help="Make a model version the champion if it wins on the same holdout.", no_args_is_help=True
+)
+app.add_typer(train_app, name="train")
+app.add_typer(promote_app, name="promote")
+_register_model_commands()
+
+
 def main() -> None:
     """Console-script entry point: domain errors become one readable line and a non-zero exit."""
     try:
