@@ -102,16 +102,36 @@ def apply_definitions(settings: Settings) -> list[str]:
 
 
 def materialize(settings: Settings, end: datetime | None = None) -> None:
-    """Load the latest snapshot of every registered view into the online store."""
+    """Load the latest snapshot of every registered view into the online store.
+
+    Args:
+        settings: the active settings.
+        end: load values up to this moment (default: just after the newest built snapshot, so
+            the result does not depend on the wall clock).
+    """
     store = open_store(settings)
-    registered = [fv.name for fv in store.list_feature_views()]
-    if not registered:
+    feature_views = store.list_feature_views()
+    if not feature_views:
         raise NotReadyError("no feature views registered: run `loyal features apply` first")
-    end = end or datetime.now(UTC)
-    longest_ttl = max(fv.ttl.days for fv in store.list_feature_views() if fv.ttl)
-    start = end - timedelta(days=longest_ttl)
-    log.info("Materializing %d views from %s to %s", len(registered), start.date(), end.date())
-    store.materialize(start_date=start, end_date=end, feature_views=registered)
+    end = end or latest_snapshot_time(settings) + timedelta(seconds=1)
+    start = end - timedelta(days=max(fv.ttl.days for fv in feature_views if fv.ttl))
+    log.info("Materializing %d views from %s to %s", len(feature_views), start, end)
+    store.materialize(
+        start_date=start, end_date=end, feature_views=[fv.name for fv in feature_views]
+    )
+
+
+def latest_snapshot_time(settings: Settings) -> datetime:
+    """The newest `event_timestamp` across the built view tables."""
+    newest = [
+        pd.read_parquet(
+            view_table_path(settings.paths.features_dir, view), columns=[TIMESTAMP_FIELD]
+        )[TIMESTAMP_FIELD].max()
+        for view in built_views(settings).values()
+    ]
+    if not newest:
+        raise NotReadyError("no feature tables found: run `loyal features build` first")
+    return pd.Timestamp(max(newest)).tz_convert(UTC).to_pydatetime()
 
 
 def online_features(
