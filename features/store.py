@@ -101,20 +101,25 @@ def apply_definitions(settings: Settings) -> list[str]:
     return list(views)
 
 
-def materialize(settings: Settings, end: datetime | None = None) -> None:
-    """Load the latest snapshot of every registered view into the online store.
+def materialize(
+    settings: Settings, start: datetime | None = None, end: datetime | None = None
+) -> None:
+    """Load the newest snapshot of every registered view into the online store.
 
     Args:
         settings: the active settings.
-        end: load values up to this moment (default: just after the newest built snapshot, so
-            the result does not depend on the wall clock).
+        start: load rows from this moment (default: the newest built snapshot, which holds
+            every customer still open; older rows would only be overwritten).
+        end: load rows up to this moment (default: just after the newest snapshot, so the
+            result does not depend on the wall clock).
     """
     store = open_store(settings)
     feature_views = store.list_feature_views()
     if not feature_views:
         raise NotReadyError("no feature views registered: run `loyal features apply` first")
-    end = end or latest_snapshot_time(settings) + timedelta(seconds=1)
-    start = end - timedelta(days=max(fv.ttl.days for fv in feature_views if fv.ttl))
+    newest = latest_snapshot_time(settings)
+    start = start or newest - timedelta(seconds=1)
+    end = end or newest + timedelta(seconds=1)
     log.info("Materializing %d views from %s to %s", len(feature_views), start, end)
     store.materialize(
         start_date=start, end_date=end, feature_views=[fv.name for fv in feature_views]
