@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 Tables = Mapping[str, pd.DataFrame]
 
 DAY = 86_400
-"""Seconds per day: event streams keep time in whole seconds since the epoch."""
+"""Seconds per day: event streams keep time in whole seconds (since a UTC midnight)."""
 
 MONTH_DAYS = 30.4375
 NEVER = np.int64(np.iinfo(np.int64).min)
@@ -59,7 +59,8 @@ MAX_HOLDING_COLUMNS = 50
 """Products with a holdings column when the products table is larger: the most held ones."""
 
 DENSE_PAIR_LIMIT = 2**25
-"""Largest customers x items grid kept dense; sparser data is factorized into present pairs."""
+"""Largest customers x items grid kept dense (if also at most 4 slots per event); sparser data
+is factorized into the pairs present."""
 
 CHUNK = 2**22
 """Events per step where a step would otherwise allocate an event-sized temporary."""
@@ -244,6 +245,9 @@ def build_feature_tables(
         View name -> frame with `customer_id`, `event_timestamp` (UTC) and the view's features
         in catalog order and types; one row per customer alive at each snapshot (signed up
         before it, not closed before it), ordered by snapshot then customer.
+
+    Every row stays in memory (about 0.5 KB per customer and snapshot over all views); for
+    millions of customers write snapshot by snapshot with `iter_feature_tables` instead.
     """
     chosen = holding_products(tables) if products is None else list(products)
     views = views_for(chosen)
@@ -563,15 +567,15 @@ def _pair_ids(
     """Pair id of every event (`pairs.size` where item < 0) and the pair table."""
     valid = item >= 0
     key = customer.astype(np.int64) * n_items + item
-    if n_customers * n_items <= DENSE_PAIR_LIMIT:
-        n = n_customers * n_items
+    n = n_customers * n_items
+    if n <= min(DENSE_PAIR_LIMIT, 4 * customer.size + 1024):
         grid = np.arange(n, dtype=np.int64)
-        pairs = _Pairs(grid // max(n_items, 1), grid % max(n_items, 1), width=n_items)
+        pairs = _Pairs(_narrow(grid // max(n_items, 1)), _narrow(grid % max(n_items, 1)), n_items)
         return _narrow(np.where(valid, key, n)), pairs
     codes, uniques = pd.factorize(key[valid], sort=True)
     ids = np.full(key.size, uniques.size, dtype=np.int64)
     ids[valid] = codes
-    pairs = _Pairs(customer=uniques // n_items, item=uniques % n_items)
+    pairs = _Pairs(_narrow(uniques // n_items), _narrow(uniques % n_items))
     return _narrow(ids), pairs
 
 
@@ -658,7 +662,7 @@ class _Builder:
         self._prepare_customers(tables["customers"])
         self._prepare_clock(tables)
         self._prepare_items(tables["products"], tables.get("balances"))
-        self._prepare_transactions(tables["transactions"], tables["products"])
+        self._prepare_transactions(tables["transactions"])
         self._prepare_interactions(tables.get("interactions"))
         self._prepare_balances(tables.get("balances"))
 
@@ -738,7 +742,7 @@ class _Builder:
         self.item_balance_type = self.balance_types.get_indexer(self.items).astype(np.int64)
         self.holding_codes = self.items.get_indexer(pd.Index(self.holding_products))
 
-    def _prepare_transactions(self, tx: pd.DataFrame, products: pd.DataFrame) -> None:
+    def _prepare_transactions(self, tx: pd.DataFrame) -> None:
         """Transactions as time-sorted arrays; each column is gathered once, then freed."""
         n = self.n
         codes = _narrow(codes_in(tx[ENTITY_KEY], self.index))
@@ -919,15 +923,13 @@ class _Builder:
         freq_30 = _counts(days, p[30], p[0], n)
         freq_90 = freq_30 + _counts(days, p[90], p[30], n)
         freq_365 = freq_90 + _counts(days, p[365], p[90], n)
-        seen = self.latest_category.times(t)
+        seen = self.latest_category.times(t)  # latest purchase per (customer, category)
         last = _per_customer_max(seen, self.category_pairs, n)
         recency = np.where(last == NEVER, np.nan, (t - last) / DAY)
         with np.errstate(divide="ignore", invalid="ignore"):
             basket = np.where(freq_365 > 0, spend_365 / freq_365, np.nan)
-        seen = self.latest_category.times(t) >= t - 365 * DAY
-        categories = np.bincount(self.category_pairs.customer, weights=seen, minlength=n).astype(
-            np.int64
-        )
+        in_year = seen >= t - 365 * DAY
+        categories = np.bincount(self.category_pairs.customer, weights=in_year, minlength=n)
         return {
             "recency_days": recency,
             "frequency_30d": freq_30,
@@ -939,7 +941,7 @@ class _Builder:
             "avg_basket_365d": basket,
             "margin_365d": _sums(customer, self.tx_margin, p[365], p[0], n),
             "spend_trend": spend_trend(spend_90, spend_before),
-            "distinct_categories_365d": categories,
+            "distinct_categories_365d": categories.astype(np.int64),
         }
 
     def _holdings(
