@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -33,11 +35,21 @@ def read_contract(settings: Settings) -> dict[str, pd.DataFrame]:
 def replace_folder(
     target: Path, frames: dict[str, pd.DataFrame], extra_files: dict[str, str] | None = None
 ) -> None:
-    """Write frames (and small text files) into a sibling staging folder, then swap it in.
+    """Write frames (and small text files) into a staging folder, then swap it in.
 
     Readers see either the old folder or the new one, never a half-written mix; on any error
     the old folder is left untouched (or restored, if the process died between the two renames).
     """
+    with staged_folder(target) as staging:
+        for name, frame in frames.items():
+            frame.to_parquet(staging / name, index=False)
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
+
+
+@contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A staging folder beside `target` that replaces it only if the block completes."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.staging")
     previous = target.with_name(f".{target.name}.previous")
@@ -45,13 +57,13 @@ def replace_folder(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        for name, frame in frames.items():
-            frame.to_parquet(staging / name, index=False)
-        for name, text in (extra_files or {}).items():
-            (staging / name).write_text(text)
-    except Exception as exc:
+        yield staging
+    except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise LoyalError(f"could not write tables to {target}: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     shutil.rmtree(previous, ignore_errors=True)
     if target.exists():
         target.rename(previous)

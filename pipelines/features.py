@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.progress import track
 from rich.table import Table
 
-from features.catalog import ENTITY_KEY, VIEWS
-from features.engineering import build_feature_tables, holding_products, snapshot_times
+from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD, VIEWS, View, views_for
+from features.engineering import holding_products, iter_feature_tables, snapshot_times
 from features.labels import churn_labels
 from features.store import (
     VIEWS_FILE,
@@ -19,7 +23,7 @@ from features.store import (
     open_store,
     views_manifest,
 )
-from features.tables_io import read_contract, replace_folder
+from features.tables_io import read_contract, staged_folder
 from loyal.errors import NotReadyError
 from loyal.logs import console
 from loyal.settings import Settings
@@ -31,39 +35,82 @@ log = logging.getLogger(__name__)
 def build_features(settings: Settings, last_n: int | None = None) -> dict[str, int]:
     """Build every view's snapshot table and the churn labels, replacing the old ones atomically.
 
+    Snapshots are computed and appended one at a time (a Parquet row group each), so memory
+    holds the inputs and one snapshot, not the whole history.
+
     Args:
         settings: where to read the contract tables and write the feature tables.
         last_n: keep only the last `n` snapshots (default: every snapshot in the history).
 
     Returns:
-        Rows written per table.
+        Rows written per table file.
     """
     tables = read_contract(settings)
     snapshots = snapshot_times(tables, frequency=settings.snapshots.frequency, last_n=last_n)
+    products = holding_products(tables)
+    schemas = {f"{name}.parquet": arrow_schema(view) for name, view in views_for(products).items()}
+    started = time.perf_counter()
+    rows: dict[str, int] = {}
+    with staged_folder(settings.paths.features_dir) as staging:
+        writers: dict[str, pq.ParquetWriter] = {}
+        try:
+            for frames in track(
+                iter_feature_tables(tables, snapshots, products=products),
+                total=len(snapshots),
+                description=f"Building {len(snapshots)} monthly snapshots",
+                console=console,
+            ):
+                _append(staging, frames, schemas, writers, rows)
+        finally:
+            for writer in writers.values():
+                writer.close()
+        labels = churn_labels(
+            tables,
+            snapshots,
+            horizon_days=settings.snapshots.horizon_days,
+            definition=settings.snapshots.churn_definition,
+        )
+        labels.to_parquet(staging / LABELS_FILE, index=False)
+        rows[LABELS_FILE] = len(labels)
+        (staging / VIEWS_FILE).write_text(views_manifest(products))
     log.info(
-        "Building features for %d snapshots (%s .. %s)",
+        "Feature tables for %d snapshots (%s .. %s) written in %.1f s: %s",
         len(snapshots),
         snapshots[0].date(),
         snapshots[-1].date(),
+        time.perf_counter() - started,
+        rows,
     )
-    started = time.perf_counter()
-    products = holding_products(tables)
-    frames = build_feature_tables(tables, snapshots, products=products)
-    frames_to_write = {f"{name}.parquet": frame for name, frame in frames.items()}
-    labels = churn_labels(
-        tables,
-        snapshots,
-        horizon_days=settings.snapshots.horizon_days,
-        definition=settings.snapshots.churn_definition,
-    )
-    frames_to_write[LABELS_FILE] = labels
-    replace_folder(
-        settings.paths.features_dir,
-        frames_to_write,
-        extra_files={VIEWS_FILE: views_manifest(products)},
-    )
-    log.info("Feature tables written in %.1f s", time.perf_counter() - started)
-    return {name: len(frame) for name, frame in frames_to_write.items()}
+    return rows
+
+
+ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}
+
+
+def arrow_schema(view: View) -> pa.Schema:
+    """The fixed Parquet schema of a view table, so every snapshot's row group matches."""
+    keys = [
+        pa.field(ENTITY_KEY, pa.string()),
+        pa.field(TIMESTAMP_FIELD, pa.timestamp("ns", tz="UTC")),
+    ]
+    return pa.schema(keys + [pa.field(f.name, ARROW_TYPES[f.type]) for f in view.features])
+
+
+def _append(
+    folder: Path,
+    frames: dict[str, pd.DataFrame],
+    schemas: dict[str, pa.Schema],
+    writers: dict[str, pq.ParquetWriter],
+    rows: dict[str, int],
+) -> None:
+    """Append one snapshot of every view to its Parquet file as a row group."""
+    for name, frame in frames.items():
+        file = f"{name}.parquet"
+        batch = pa.Table.from_pandas(frame, schema=schemas[file], preserve_index=False)
+        if file not in writers:
+            writers[file] = pq.ParquetWriter(folder / file, schemas[file])
+        writers[file].write_table(batch)
+        rows[file] = rows.get(file, 0) + len(frame)
 
 
 def apply_features(settings: Settings) -> list[str]:
