@@ -18,10 +18,14 @@ from training.clv_data import (
     retail_split,
 )
 
-pytestmark = pytest.mark.pipeline
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CDNOW = DATA / "cdnow"
+
+pytestmark = [
+    pytest.mark.pipeline,
+    pytest.mark.skipif(not CDNOW.is_dir(), reason=f"CDNOW data not found at {CDNOW}"),
+]
 
 # Fader, Hardie & Lee (2005), BG/NBD on the 2,357-customer CDNOW sample (weeks); Gamma-Gamma on
 # its repeat buyers (as reproduced in the lifetimes documentation).
