@@ -18,7 +18,6 @@ from training.clv_data import (
     retail_split,
 )
 
-
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CDNOW = DATA / "cdnow"
 
