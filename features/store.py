@@ -95,7 +95,8 @@ def apply_definitions(settings: Settings) -> list[str]:
     if not views:
         raise NotReadyError("no feature tables found: run `loyal features build` first")
     store = open_store(settings)
-    store.apply(definitions(settings.paths.features_dir, views), partial=False)
+    objects: list[Any] = definitions(settings.paths.features_dir, views)
+    store.apply(objects, partial=False)
     _render_feature_store_yaml(settings)
     log.info("Registered %d feature views and their services in Feast: %s", len(views), list(views))
     return list(views)

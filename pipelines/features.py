@@ -135,7 +135,7 @@ def show_customer(
             f"could not read online features ({exc.__class__.__name__}): "
             "run `loyal features apply` and `loyal features materialize` first"
         ) from exc
-    values = frame.iloc[0].to_dict()
+    values = {str(k): v for k, v in frame.iloc[0].to_dict().items()}
     known = any(pd.notna(v) for k, v in values.items() if k != ENTITY_KEY)
     table = Table(title=f"Online features of customer {customer_id}")
     table.add_column("feature")
