@@ -383,6 +383,64 @@ LIFECYCLE = View(
 )
 
 
+SCORES = View(
+    name="scores",
+    description=(
+        "Batch scores written back by `loyal score` at the latest snapshot: lifetime value, "
+        "P(alive), value tier, need segment and churn probability of the champion models. Not "
+        "built from the contract tables (so not in `VIEWS`): its table lives apart from the "
+        "feature tables and is registered once it exists."
+    ),
+    features=(
+        Feature(
+            "clv",
+            "float",
+            "customer lifetime value: discounted expected margin over the CLV horizon (default "
+            "12 months) minus the cost to serve (NaN without a purchase to learn from)",
+            reason="expected to bring {value:,.0f} of margin over the next year",
+        ),
+        Feature(
+            "p_alive",
+            "float",
+            "probability the customer is still an active buyer (BG/NBD; NaN without a purchase)",
+            reason="{value:.0%} likely to still be an active customer",
+        ),
+        Feature(
+            "expected_purchases_12m",
+            "float",
+            "expected purchase days in the next 12 months (BG/NBD; NaN without a purchase)",
+            reason="expected to buy on {value:.0f} days in the next 12 months",
+        ),
+        Feature(
+            "tier",
+            "str",
+            "value tier of the customer pyramid: platinum (top 1% by CLV), gold (next 4%), iron "
+            "(next 15%), lead (the rest); trailing 12-month margin where CLV is unknown",
+            reason="{value} tier customer",
+        ),
+        Feature(
+            "segment_id",
+            "int",
+            "need segment id, kept stable across retrains (-1 when no segment model exists)",
+            reason="in need segment {value}",
+        ),
+        Feature(
+            "segment_name",
+            "str",
+            "generated name of the need segment ('' when no segment model exists)",
+            reason="belongs to the '{value}' segment",
+        ),
+        Feature(
+            "churn_probability",
+            "float",
+            "calibrated churn probability of the churn champion (NaN without a champion)",
+            reason="churn risk of {value:.0%}",
+        ),
+    ),
+)
+"""The batch scores view (`pipelines.scores` writes it; the API reads tier, segment and CLV)."""
+
+
 def views_for(product_ids: Iterable[str] = SAMPLE_BANK_PRODUCTS) -> dict[str, View]:
     """The catalog with the holdings view built for a product list.
 

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from feast import FeatureService, FeatureStore, RepoConfig
+from feast import FeatureService, FeatureStore, FeatureView, RepoConfig
 from feast.data_source import PushMode
 
-from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD, VIEWS, View, views_for
+from features.catalog import ENTITY_KEY, SCORES, TIMESTAMP_FIELD, VIEWS, View, views_for
 from features.feature_repo import definitions
-from features.feature_repo.sources import view_table_path
+from features.feature_repo.sources import batch_source, view_table_path
+from features.feature_repo.views import feature_view
 from loyal.errors import NotReadyError
 from loyal.settings import Settings
 
@@ -64,20 +65,32 @@ def open_store(settings: Settings) -> FeatureStore:
 
 VIEWS_FILE = "_views.json"
 """Written by the feature build: which products got a holdings column (the data decides)."""
+SCORES_DIR = "scores"
+"""Folder under the data folder holding the scores table: apart from the feature tables, which
+`loyal features build` replaces wholesale, so a rebuild never deletes the published scores."""
+
+
+def scores_table_path(settings: Settings) -> Path:
+    """Where batch scoring writes the scores view table."""
+    return settings.paths.data_dir / SCORES_DIR / f"{SCORES.name}.parquet"
+
+
+def table_path(settings: Settings, view: View) -> Path:
+    """The Parquet table of a view: the scores table, or the view's feature table."""
+    if view.name == SCORES.name:
+        return scores_table_path(settings)
+    return view_table_path(settings.paths.features_dir, view)
 
 
 def built_views(settings: Settings) -> dict[str, View]:
-    """The views whose snapshot tables have been built, with the holdings columns they have."""
+    """The views whose tables exist, with the holdings columns they have; scores once written."""
     offline = settings.paths.features_dir
     recorded = offline / VIEWS_FILE
     products = json.loads(recorded.read_text())["holding_products"] if recorded.is_file() else None
     views = views_for(products) if products is not None else dict(VIEWS)
     extra = {name: view for name, view in VIEWS.items() if name not in views}
-    return {
-        name: view
-        for name, view in {**views, **extra}.items()
-        if view_table_path(offline, view).is_file()
-    }
+    candidates = {**views, **extra, SCORES.name: SCORES}
+    return {name: view for name, view in candidates.items() if table_path(settings, view).is_file()}
 
 
 def views_manifest(holding_products: list[str]) -> str:
@@ -95,11 +108,20 @@ def apply_definitions(settings: Settings) -> list[str]:
     if not views:
         raise NotReadyError("no feature tables found: run `loyal features build` first")
     store = open_store(settings)
-    objects: list[Any] = definitions(settings.paths.features_dir, views)
+    objects: list[Any] = _definitions(settings, views)
     store.apply(objects, partial=False)
     _render_feature_store_yaml(settings)
     log.info("Registered %d feature views and their services in Feast: %s", len(views), list(views))
     return list(views)
+
+
+def _definitions(settings: Settings, views: dict[str, View]) -> list[Any]:
+    """The Feast objects, with the scores view reading its own folder (see `SCORES_DIR`)."""
+    objects: list[Any] = definitions(settings.paths.features_dir, views)
+    if SCORES.name not in views:
+        return objects
+    scores = feature_view(SCORES, batch_source(SCORES, scores_table_path(settings).parent))
+    return [scores if isinstance(o, FeatureView) and o.name == SCORES.name else o for o in objects]
 
 
 def materialize(
@@ -130,9 +152,9 @@ def materialize(
 def latest_snapshot_time(settings: Settings) -> datetime:
     """The newest `event_timestamp` across the built view tables."""
     newest = [
-        pd.read_parquet(
-            view_table_path(settings.paths.features_dir, view), columns=[TIMESTAMP_FIELD]
-        )[TIMESTAMP_FIELD].max()
+        pd.read_parquet(table_path(settings, view), columns=[TIMESTAMP_FIELD])[
+            TIMESTAMP_FIELD
+        ].max()
         for view in built_views(settings).values()
     ]
     if not newest:

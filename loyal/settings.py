@@ -93,6 +93,68 @@ class TierSettings(BaseModel):
         return self
 
 
+class ClvSettings(BaseModel):
+    """CLV economics and protocol.
+
+    Attributes:
+        horizon_months: months of future margin counted in CLV.
+        monthly_discount: discount rate per month (0.01 is about 12.7% a year).
+        cost_per_month: cost to serve an active customer for a month (P(alive) weighted).
+        cost_per_purchase: cost of serving one purchase day.
+        holdout_weeks: length of the time holdout at the end of the history.
+        period: purchase occasion: "D" (a customer-day) or "W" (a customer-week).
+        time_unit_days: days per BG/NBD time unit (7: weeks, which keeps the fit stable).
+        monetary_cap_quantile: quantile of mean spend at which Gamma-Gamma's fitting data are
+            capped (None: no cap).
+        penalizer: BG/NBD L2 penalty; None tries maximum likelihood first, then small penalties.
+    """
+
+    horizon_months: int = Field(default=12, ge=1, le=120)
+    monthly_discount: float = Field(default=0.01, ge=0.0, lt=1.0)
+    cost_per_month: float = Field(default=0.0, ge=0.0)
+    cost_per_purchase: float = Field(default=0.0, ge=0.0)
+    holdout_weeks: int = Field(default=26, ge=1)
+    period: Literal["D", "W"] = "D"
+    time_unit_days: float = Field(default=7.0, gt=0.0)
+    monetary_cap_quantile: float | None = Field(default=0.99, gt=0.5, le=1.0)
+    penalizer: float | None = Field(default=None, ge=0.0)
+
+
+class SegmentSettings(BaseModel):
+    """How need segments are fitted.
+
+    Attributes:
+        k_min: smallest number of segments tried.
+        k_max: largest number of segments tried (a marketing team acts on a handful).
+        n_init: k-means restarts per fit.
+        stability_runs: bootstrap refits per k for the stability measure.
+        min_stability: mean ARI a k needs to count as stable.
+        sample_size: rows on which silhouette and stability are computed (and logged for
+            promotion).
+        selection_size: rows on which the candidate k are fitted.
+        channel_window_days: days of transactions behind the channel mix.
+        random_state: seed of sampling and k-means.
+        columns: explicit model columns (default: holdings, channel mix and age).
+    """
+
+    k_min: int = Field(default=3, ge=2)
+    k_max: int = Field(default=8, ge=2)
+    n_init: int = Field(default=10, ge=1)
+    stability_runs: int = Field(default=2, ge=0)
+    min_stability: float = Field(default=0.8, ge=0.0, le=1.0)
+    sample_size: int = Field(default=5_000, ge=100)
+    selection_size: int = Field(default=50_000, ge=100)
+    channel_window_days: int = Field(default=365, ge=1)
+    random_state: int = 0
+    columns: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SegmentSettings:
+        if self.k_max < self.k_min:
+            raise ValueError("segments k_max must be at least k_min")
+        return self
+
+
 class GenerateSettings(BaseModel):
     """Defaults for the sample bank generator."""
 
@@ -117,6 +179,8 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     snapshots: SnapshotSettings = SnapshotSettings()
     tiers: TierSettings = TierSettings()
+    clv: ClvSettings = ClvSettings()
+    segments: SegmentSettings = SegmentSettings()
     generate: GenerateSettings = GenerateSettings()
 
     @field_validator("log_level")

@@ -117,11 +117,16 @@ def features_show(
 
 def _register_model_commands() -> None:
     """Model groups: `loyal churn ...`, `loyal train MODEL`, `loyal promote MODEL`."""
-    from pipelines.commands import churn
+    from pipelines.commands import churn, value
 
     app.add_typer(churn.app, name="churn")
     train_app.command("churn")(churn.train_command)
     promote_app.command("churn")(churn.promote_command)
+    train_app.command("clv")(value.train_clv_command)
+    promote_app.command("clv")(value.promote_clv_command)
+    train_app.command("segments")(value.train_segments_command)
+    promote_app.command("segments")(value.promote_segments_command)
+    app.command("score")(value.score_command)
 
 
 train_app = typer.Typer(

@@ -1,0 +1,171 @@
+"""`loyal train clv|segments`, `loyal promote clv|segments` and `loyal score`: thin shells.
+
+Only typer and the settings are imported at module level, so the CLI starts fast; each
+command imports its heavy machinery when it runs. Every command has a plain function with
+the same parameters (tests and `make run` call those).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from loyal.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from training.clv import ClvTrainResult
+    from training.registry import PromotionDecision
+    from training.segments import SegmentsTrainResult
+
+SUMMARY_METRICS = ("mae", "rmse", "naive_mae", "naive_rmse", "predicted_total", "actual_total")
+
+
+# ------------------------------------------------------------------------ plain functions
+def train_clv(settings: Settings, register: bool = True) -> ClvTrainResult:
+    """Plain function behind `loyal train clv` (see `training.clv.train_clv`)."""
+    from training.clv import train_clv as train
+
+    return train(settings, register=register)
+
+
+def train_segments(
+    settings: Settings, register: bool = True, match_champion: bool = True
+) -> SegmentsTrainResult:
+    """Plain function behind `loyal train segments` (see `training.segments.train_segments`)."""
+    from training.segments import train_segments as train
+
+    return train(settings, register=register, match_champion=match_champion)
+
+
+def promote_clv(
+    settings: Settings, version: str | None = None, force: bool = False, reason: str = ""
+) -> PromotionDecision:
+    """Plain function behind `loyal promote clv`: lower holdout MAE wins."""
+    from training.clv import promote_clv as promote
+
+    return promote(settings, version=version, force=force, reason=reason)
+
+
+def promote_segments(
+    settings: Settings, version: str | None = None, force: bool = False, reason: str = ""
+) -> PromotionDecision:
+    """Plain function behind `loyal promote segments`: higher silhouette on one sample wins."""
+    from training.segments import promote_segments as promote
+
+    return promote(settings, version=version, force=force, reason=reason)
+
+
+def score(settings: Settings, publish: bool = True) -> pd.DataFrame:
+    """Plain function behind `loyal score`: write the scores table, then put it online."""
+    from pipelines.scores import publish_scores, score_customers
+
+    return publish_scores(settings) if publish else score_customers(settings)
+
+
+def train_and_promote_value(settings: Settings) -> dict[str, Any]:
+    """`make run`'s value step: train and promote `clv`, then `segments` (tiers need CLV)."""
+    clv = train_clv(settings)
+    clv_decision = promote_clv(settings, clv.model_version)
+    segments = train_segments(settings)
+    segments_decision = promote_segments(settings, segments.model_version)
+    return {
+        "clv": clv_summary(clv),
+        "clv_promotion": clv_decision.outcome,
+        "segments": segments_summary(segments),
+        "segments_promotion": segments_decision.outcome,
+    }
+
+
+def clv_summary(result: ClvTrainResult) -> dict[str, Any]:
+    """The headline of a CLV run as plain data."""
+    return {
+        "run_id": result.run_id,
+        "model_version": result.model_version,
+        "calibration_end": str(result.calibration_end.date()),
+        "observation_end": str(result.observation_end.date()),
+        **{f"holdout_{k}": round(result.metrics[k], 4) for k in SUMMARY_METRICS},
+        "fit_seconds": round(result.seconds, 1),
+    }
+
+
+def segments_summary(result: SegmentsTrainResult) -> dict[str, Any]:
+    """The headline of a segments run as plain data."""
+    sizes = result.labels.value_counts().sort_index()
+    sizes.index = sizes.index.astype(int)
+    names = result.model.segment_names_
+    return {
+        "run_id": result.run_id,
+        "model_version": result.model_version,
+        "k": int(result.model.k_),
+        "silhouette": round(result.metrics["silhouette"], 4),
+        "ari_true_segment": None if result.ari is None else round(result.ari, 4),
+        "segments": {f"{s}: {names[s]}": int(n) for s, n in zip(sizes.index, sizes, strict=True)},
+        "tier_value_shares": {
+            key: round(result.metrics[f"tier_{key}_value_share"], 4)
+            for key in ("top1", "top5", "top20")
+        },
+        "fit_seconds": round(result.seconds, 1),
+    }
+
+
+# ------------------------------------------------------------------------------ commands
+def train_clv_command(
+    register: Annotated[bool, typer.Option(help="Register the model version.")] = True,
+) -> None:
+    """Train the CLV model (BG/NBD + Gamma-Gamma), log it to MLflow and register it as `clv`."""
+    typer.echo(json.dumps(clv_summary(train_clv(get_settings(), register))))
+
+
+def train_segments_command(
+    register: Annotated[bool, typer.Option(help="Register the model version.")] = True,
+    match_champion: Annotated[
+        bool, typer.Option(help="Keep the champion's segment ids (match centroids).")
+    ] = True,
+) -> None:
+    """Train the need segments and value tiers, log them to MLflow and register `segments`."""
+    result = train_segments(get_settings(), register, match_champion)
+    typer.echo(json.dumps(segments_summary(result)))
+
+
+def promote_clv_command(
+    version: Annotated[
+        str | None, typer.Option(help="Challenger version (default: the latest).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
+    reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
+) -> None:
+    """Make the latest CLV model the champion if its holdout MAE beats the champion's."""
+    typer.echo(promote_clv(get_settings(), version, force, reason).summary())
+
+
+def promote_segments_command(
+    version: Annotated[
+        str | None, typer.Option(help="Challenger version (default: the latest).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
+    reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
+) -> None:
+    """Make the latest segments model the champion if it separates customers better."""
+    typer.echo(promote_segments(get_settings(), version, force, reason).summary())
+
+
+def score_command(
+    publish: Annotated[
+        bool, typer.Option(help="Register the scores view in Feast and put it online.")
+    ] = True,
+) -> None:
+    """Score every customer (CLV, P(alive), tier, need segment, churn) into the scores view."""
+    scores = score(get_settings(), publish)
+    summary = {
+        "customers": len(scores),
+        "snapshot": str(scores["event_timestamp"].max()) if len(scores) else None,
+        "tiers": scores["tier"].value_counts().to_dict(),
+        "segments": scores["segment_name"].value_counts().to_dict(),
+        "with_clv": int(scores["clv"].notna().sum()),
+        "with_churn_probability": int(scores["churn_probability"].notna().sum()),
+    }
+    typer.echo(json.dumps(summary))
