@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from rich.progress import track
 from rich.table import Table
 
-from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD, VIEWS, View, views_for
+from features.catalog import ENTITY_KEY, SCORES, TIMESTAMP_FIELD, VIEWS, View, views_for
 from features.engineering import holding_products, iter_feature_tables, snapshot_times
 from features.labels import churn_labels
 from features.store import (
@@ -141,7 +141,7 @@ def show_customer(
     table.add_column("feature")
     table.add_column("value", justify="right")
     table.add_column("meaning")
-    descriptions = {f.name: f.description for v in VIEWS.values() for f in v.features}
+    descriptions = {f.name: f.description for v in (*VIEWS.values(), SCORES) for f in v.features}
     for name, value in values.items():
         if name != ENTITY_KEY:
             table.add_row(name, _format(value), descriptions.get(name, ""))
