@@ -15,8 +15,9 @@ T = TypeVar("T")
 
 
 def run_all(settings: Settings, customers: int | None = None, seed: int | None = None) -> None:
-    """Generate the sample bank, load it, build features, put them online and show a customer."""
+    """Generate, load, build features, train, promote, score, put it all online, show a customer."""
     from features.tables_io import read_contract
+    from pipelines.commands.value import train_and_promote_value
     from pipelines.features import (
         apply_features,
         build_features,
@@ -25,6 +26,7 @@ def run_all(settings: Settings, customers: int | None = None, seed: int | None =
     )
     from pipelines.generate import generate_sample_bank
     from pipelines.ingest import ingest_folder, print_summary
+    from pipelines.scores import publish_scores
 
     raw = _stage(
         "Generate the sample bank", lambda: generate_sample_bank(settings, customers, seed)
@@ -34,6 +36,8 @@ def run_all(settings: Settings, customers: int | None = None, seed: int | None =
     _stage("Build point-in-time features and labels", lambda: build_features(settings))
     _stage("Register features in Feast", lambda: apply_features(settings))
     _stage("Materialize the online store", lambda: materialize_features(settings))
+    _stage("Train and promote CLV and need segments", lambda: train_and_promote_value(settings))
+    _stage("Score customers into the online scores view", lambda: publish_scores(settings))
     example = str(read_contract(settings)["customers"]["customer_id"].iloc[0])
     _stage(f"Online features of customer {example}", lambda: show_customer(settings, example))
     console.rule("[bold green]Done")
