@@ -1,1 +1,1 @@
-"""serving layer."""
+"""Serving: the BentoML service answering next best actions from champions and online features."""

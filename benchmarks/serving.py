@@ -1,0 +1,385 @@
+"""Benchmark the next-best-action service over HTTP at fixed request rates; print one JSON line.
+
+Open-loop load (requests leave on a fixed schedule whatever the server does, so a slow answer
+cannot hide the queue behind it): latency runs from the moment the client sets off to send a
+request, so waiting for a free connection counts; how late the client's own timer fired
+(uvloop timers have millisecond resolution) is reported apart as `client_late_p99_ms`.
+The client is a minimal asyncio HTTP/1.1 keep-alive client (no httpx), light enough to share
+two cores with the server.
+
+Phases: `/next_best_action` at 200 requests/s for `--duration` seconds (p50, p95, p99,
+errors); the same rate on `/status`, a trivial endpoint of the same service (floor); then
+rates stepped up until p99 reaches 50 ms, an error occurs or the server falls behind
+(`max_rps` = the highest rate that held).
+
+    .venv/bin/python benchmarks/serving.py [--home PATH | --url URL] [--workers 2]
+        [--duration 10] [--step-duration 5] [--api-key KEY]
+
+Without `--url` it starts `bentoml serve` for the trained project at `--home` (default: the
+configured home) and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)  # run as a script, this file would shadow the `serving` package
+
+CHANNELS = ("atm", "web", "mobile", "call_center", "branch", "email")
+P99_LIMIT_MS = 50.0
+IDLE_SECONDS = 2.0
+"""Connections idle longer are dropped (uvicorn closes keep-alive connections after 5 s)."""
+STEP_RATES = (300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1400, 1600, 1800, 2000)
+
+
+@dataclass
+class Result:
+    """Latencies (seconds, from setting off to send) and failures of one phase."""
+
+    rate: float
+    duration: float
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    late: list[float] = field(default_factory=list)
+
+    def fail(self, kind: str) -> None:
+        """Count one failed request and what failed."""
+        self.errors += 1
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+
+    def quantile_ms(self, q: float) -> float | None:
+        """A latency quantile in milliseconds (nearest rank)."""
+        return _quantile_ms(self.latencies, q)
+
+    @property
+    def achieved_rps(self) -> float:
+        """Answers per second actually completed."""
+        return (len(self.latencies) + self.errors) / self.duration
+
+    def summary(self) -> dict[str, Any]:
+        """The phase in numbers."""
+        return {
+            "rate": self.rate,
+            "achieved_rps": round(self.achieved_rps, 1),
+            "p50_ms": self.quantile_ms(0.50),
+            "p95_ms": self.quantile_ms(0.95),
+            "p99_ms": self.quantile_ms(0.99),
+            "errors": self.errors,
+            "error_kinds": self.error_kinds,
+            "client_late_p99_ms": _quantile_ms(self.late, 0.99),
+            "requests": len(self.latencies) + self.errors,
+        }
+
+
+def _quantile_ms(values: list[float], q: float) -> float | None:
+    """A quantile of seconds, in milliseconds (nearest rank)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))
+    return round(ordered[index] * 1000.0, 3)
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection sending pre-built POST requests."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.last_used = time.monotonic()
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        """Connect to the server."""
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer)
+
+    async def post(self, request: bytes) -> int:
+        """Send one request, read the whole answer, return the status code."""
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+                break
+        if length:
+            await self.reader.readexactly(length)
+        self.last_used = time.monotonic()
+        return status
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.writer.close()
+
+
+class Client:
+    """Fires pre-built requests on a fixed schedule over a pool of keep-alive connections."""
+
+    def __init__(self, url: str, max_connections: int = 64) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.max_connections = max_connections
+        self._idle: list[Connection] = []
+        self._open = 0
+        self._freed = asyncio.Condition()
+
+    def build(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> bytes:
+        """One raw HTTP request."""
+        payload = json.dumps(body).encode()
+        lines = [
+            f"POST {path} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(payload)}",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+    async def _acquire(self) -> Connection:
+        while True:
+            while self._idle:
+                connection = self._idle.pop()
+                if time.monotonic() - connection.last_used < IDLE_SECONDS:
+                    return connection
+                connection.close()
+                self._open -= 1
+            if self._open < self.max_connections:
+                self._open += 1
+                try:
+                    return await Connection.open(self.host, self.port)
+                except OSError:
+                    self._open -= 1
+                    raise
+            async with self._freed:
+                await self._freed.wait()
+
+    async def _release(self, connection: Connection | None) -> None:
+        if connection is None:
+            self._open -= 1
+        else:
+            self._idle.append(connection)
+        async with self._freed:
+            self._freed.notify()
+
+    async def _one(self, request: bytes, scheduled: float, result: Result) -> None:
+        started = time.perf_counter()
+        result.late.append(max(0.0, started - scheduled))
+        connection: Connection | None = None
+        try:
+            connection = await self._acquire()
+            status = await connection.post(request)
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+            if connection is not None:
+                connection.close()
+            await self._release(None)
+            result.fail(type(exc).__name__)
+            return
+        await self._release(connection)
+        if status == 200:
+            result.latencies.append(time.perf_counter() - started)
+        else:
+            result.fail(f"http_{status}")
+
+    async def run(self, requests: list[bytes], rate: float, duration: float) -> Result:
+        """Send `rate` requests a second for `duration` seconds, cycling through `requests`."""
+        result = Result(rate, duration)
+        interval = 1.0 / rate
+        total = int(rate * duration)
+        tasks: set[asyncio.Task[None]] = set()
+        start = time.perf_counter() + 0.01
+        for i in range(total):
+            scheduled = start + i * interval
+            delay = scheduled - time.perf_counter()
+            if delay > 0.0005:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(self._one(requests[i % len(requests)], scheduled, result))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
+        result.duration = max(duration, time.perf_counter() - start)
+        return result
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        for connection in self._idle:
+            connection.close()
+        self._idle.clear()
+
+
+def nba_requests(client: Client, customer_ids: list[str], headers: dict[str, str]) -> list[bytes]:
+    """Next-best-action requests over the customers and channels, shuffled (seeded)."""
+    rng = random.Random(7)
+    bodies = [
+        {"customer_id": cid, "channel": rng.choice(CHANNELS), "k": rng.choice((1, 3))}
+        for cid in customer_ids
+    ]
+    rng.shuffle(bodies)
+    return [client.build("/next_best_action", body, headers) for body in bodies]
+
+
+def sample_customers(home: Path | None, n: int = 1000) -> list[str]:
+    """Customer ids from the loaded contract tables (plus 2% unknown ids for cold starts)."""
+    ids: list[str] = []
+    if home is not None:
+        with contextlib.suppress(Exception):
+            import pandas as pd
+
+            from loyal.settings import load_settings
+
+            settings = load_settings(home=home)
+            table = pd.read_parquet(settings.paths.contract_dir / "customers.parquet")
+            ids = (
+                table["customer_id"].astype(str).sample(min(n, len(table)), random_state=0).tolist()
+            )
+    if not ids:
+        ids = [f"C{i:07d}" for i in range(1, n + 1)]
+    return ids + [f"UNKNOWN-{i}" for i in range(max(1, len(ids) // 50))]
+
+
+def holds(result: Result) -> bool:
+    """Whether a step held its rate: p99 under the limit, no errors, nothing fell behind."""
+    p99 = result.quantile_ms(0.99)
+    return (
+        result.errors == 0
+        and p99 is not None
+        and p99 < P99_LIMIT_MS
+        and result.achieved_rps >= 0.97 * result.rate
+    )
+
+
+class CpuMeter:
+    """CPU seconds used by a process tree (the server and its workers) and by this client."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+
+    def read(self) -> tuple[float, float]:
+        """(server CPU seconds, client CPU seconds) so far."""
+        client = time.process_time()
+        if self.pid is None:
+            return math.nan, client
+        import psutil
+
+        server = 0.0
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(self.pid)
+            for process in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    server += times.user + times.system
+        return server, client
+
+
+async def metered(
+    client: Client, meter: CpuMeter, requests: list[bytes], rate: float, duration: float
+) -> tuple[Result, dict[str, float | None]]:
+    """A phase and the CPU milliseconds each request cost the server and the client."""
+    server_before, client_before = meter.read()
+    result = await client.run(requests, rate, duration)
+    server_after, client_after = meter.read()
+    done = max(1, len(result.latencies) + result.errors)
+    server_ms = (server_after - server_before) * 1000 / done
+    return result, {
+        "server_cpu_ms": None if math.isnan(server_ms) else round(server_ms, 3),
+        "client_cpu_ms": round((client_after - client_before) * 1000 / done, 3),
+    }
+
+
+async def measure(
+    args: argparse.Namespace, url: str, home: Path | None, server_pid: int | None = None
+) -> dict[str, Any]:
+    """All phases against a ready server at `url`."""
+    headers = {"X-API-Key": args.api_key} if args.api_key else {}
+    client = Client(url)
+    meter = CpuMeter(server_pid)
+    requests = nba_requests(client, sample_customers(home), headers)
+    trivial = [client.build("/status", {}, headers)]
+    # warm-up: every request once (connections, key and page caches, first allocations)
+    await client.run(requests, args.rate, min(10.0, len(requests) / args.rate))
+    await client.run(trivial, args.rate, 1.0)
+    fixed, fixed_cpu = await metered(client, meter, requests, args.rate, args.duration)
+    floor, floor_cpu = await metered(client, meter, trivial, args.rate, args.duration)
+    steps: list[dict[str, Any]] = []
+    max_rps = args.rate if holds(fixed) else 0
+    for rate in (r for r in STEP_RATES if r > args.rate):
+        result = await client.run(requests, rate, args.step_duration)
+        steps.append(result.summary())
+        if not holds(result):
+            break
+        max_rps = rate
+        await asyncio.sleep(1.0)
+    client.close()
+    return {
+        "endpoint": "/next_best_action",
+        "rate": args.rate,
+        "duration_s": args.duration,
+        "p50_ms": fixed.quantile_ms(0.50),
+        "p95_ms": fixed.quantile_ms(0.95),
+        "p99_ms": fixed.quantile_ms(0.99),
+        "errors": fixed.errors,
+        "max_rps": max_rps,
+        "floor_endpoint": "/status",
+        "floor_p50_ms": floor.quantile_ms(0.50),
+        "floor_p99_ms": floor.quantile_ms(0.99),
+        "client_late_p99_ms": _quantile_ms(fixed.late, 0.99),
+        "server_cpu_ms_per_request": fixed_cpu["server_cpu_ms"],
+        "floor_server_cpu_ms_per_request": floor_cpu["server_cpu_ms"],
+        "client_cpu_ms_per_request": fixed_cpu["client_cpu_ms"],
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "steps": steps,
+    }
+
+
+def main() -> None:
+    """Parse arguments, start the server unless given one, run the phases, print one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="benchmark this running server instead of starting one")
+    parser.add_argument("--home", type=Path, help="Loyal home with trained champions")
+    parser.add_argument("--workers", type=int, default=2, help="server workers (started server)")
+    parser.add_argument("--rate", type=float, default=200.0, help="fixed rate, requests/s")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds at the fixed rate")
+    parser.add_argument("--step-duration", type=float, default=5.0, help="seconds per step")
+    parser.add_argument("--api-key", default=os.environ.get("LOYAL_SERVING__API_KEY"))
+    args = parser.parse_args()
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    home = args.home
+    if args.url:
+        report = asyncio.run(measure(args, args.url.rstrip("/"), home))
+    else:
+        from loyal.settings import load_settings
+        from serving.process import running_server
+
+        home = (home or load_settings().home).resolve()
+        env = {"LOYAL_SERVING__WORKERS": str(args.workers)}
+        log_path = home / ".loyal" / "serving" / "benchmark-server.log"
+        with running_server(home, env=env, log_path=log_path) as server:
+            report = asyncio.run(measure(args, server.url, home, server.process.pid))
+        report["workers"] = args.workers
+    report["cpus"] = os.cpu_count()
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

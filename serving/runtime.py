@@ -1,0 +1,600 @@
+"""The serving runtime: champions, online features, the NBA policy and feedback, without BentoML.
+
+`Runtime` answers every endpoint as a plain method taking and returning the pydantic schemas,
+so it is tested without a server. Nothing here raises for a missing part: a feature store that
+cannot be read, a champion that is missing or a feedback store that fails make the answer
+`degraded` (with the reasons, and a metric), never an error. Business rules stay in
+`models.nba`; this module only gathers the inputs and shapes the answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from loyal.errors import LoyalError
+from loyal.settings import Settings
+from models.nba import ContactEvent, CustomerScores, Decision, decide
+from models.offers import DEFAULT_FEATURE_NAMES, FUNCTIONS, Catalog, load_catalog
+from serving.champions import ChampionSource, LoadedModel, MlflowChampions, load_champions
+from serving.feedback import FeedbackStore, FeedbackStoreError
+from serving.online import FeatureStoreError, OnlineReader, open_reader
+from serving.schemas import (
+    ActionOut,
+    ChurnScore,
+    ChurnScoreRequest,
+    ChurnScoreResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    NextBestActionRequest,
+    NextBestActionResponse,
+    ProductScore,
+    RecommendRequest,
+    RecommendResponse,
+    RejectedOut,
+    SegmentRequest,
+    SegmentResponse,
+    StatusResponse,
+)
+from serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+SCORES_VIEW = "scores"
+"""The feature view batch scoring writes back (tier, segment, CLV, P(alive), churn)."""
+SCORE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "tier": ("tier",),
+    "segment_id": ("segment_id",),
+    "segment_name": ("segment_name", "segment"),
+    "clv": ("clv",),
+    "p_alive": ("p_alive",),
+    "churn_probability": ("churn_probability",),
+}
+"""Score -> the column names batch scoring may give it in the scores view (first found wins)."""
+REOPEN_SECONDS = 10.0
+"""How often a feature store that could not be opened is tried again."""
+PROBE_SECONDS = 1.0
+"""How long a feature store probe result is reused (readiness and status calls)."""
+
+
+class RequestError(LoyalError):
+    """A well-formed request the runtime cannot accept; `field` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why an answer is degraded: a short kind (a metric label) and a sentence."""
+
+    kind: str
+    message: str
+
+
+class Recorder(Protocol):
+    """Where the runtime reports degraded answers, cold starts and feedback (metrics)."""
+
+    def degraded(self, endpoint: str, kinds: Sequence[str]) -> None:
+        """One degraded answer and the kinds of its problems."""
+        ...
+
+    def cold_start(self, endpoint: str) -> None:
+        """One answer for an unknown customer."""
+        ...
+
+    def feedback(self, outcome: str) -> None:
+        """One recorded feedback."""
+        ...
+
+
+class NullRecorder:
+    """Records nothing (tests, scripts)."""
+
+    def degraded(self, endpoint: str, kinds: Sequence[str]) -> None:
+        """Ignore."""
+
+    def cold_start(self, endpoint: str) -> None:
+        """Ignore."""
+
+    def feedback(self, outcome: str) -> None:
+        """Ignore."""
+
+
+ReaderFactory = Callable[[], OnlineReader]
+
+
+@dataclass
+class _Customer:
+    """What the runtime knows about one customer for one answer."""
+
+    customer_id: str
+    features: Row | None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def known(self) -> bool:
+        return self.features is not None
+
+
+class Runtime:
+    """Everything an answer needs, loaded once; one method per endpoint.
+
+    Args:
+        catalog: the validated offer catalog.
+        models: loaded champions by registered name (`serving.champions.load_champions`).
+        reader_factory: opens the online feature reader (retried while it fails).
+        feedback: the feedback store.
+        options: serving settings (reasons, recommendations, readiness rule).
+        recorder: metrics sink.
+        clock: the current time (UTC).
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        models: Mapping[str, LoadedModel],
+        reader_factory: ReaderFactory,
+        feedback: FeedbackStore,
+        options: ServingSettings | None = None,
+        recorder: Recorder | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.models = dict(models)
+        self.options = options or ServingSettings()
+        self.feedback_store = feedback
+        self.recorder = recorder or NullRecorder()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._reader_factory = reader_factory
+        self._reader: OnlineReader | None = None
+        self._reader_error: str | None = None
+        self._reader_tried_at = -1e9
+        self._probed: tuple[float, str] | None = None
+        self._history_days = history_days(catalog)
+        self._open_reader()
+
+    # ----------------------------------------------------------------------------- start-up
+    @classmethod
+    def start(
+        cls,
+        settings: Settings,
+        options: ServingSettings | None = None,
+        source: ChampionSource | None = None,
+        recorder: Recorder | None = None,
+    ) -> Runtime:
+        """Load the catalog, the champions, the feature reader and the feedback store.
+
+        Args:
+            settings: the Loyal settings (MLflow, Feast, runtime folder).
+            options: serving settings (default: from the environment).
+            source: where champions are found (default: the MLflow registry).
+            recorder: metrics sink.
+        """
+        options = options or ServingSettings()
+        source = source or MlflowChampions(
+            settings.mlflow.tracking_uri, settings.paths.runtime_dir / "serving" / "models"
+        )
+        started = time.perf_counter()
+        models = load_champions(source, options.models)
+        catalog = load_catalog(options.catalog_path)
+        feedback = FeedbackStore(feedback_path(settings, options))
+        runtime = cls(
+            catalog,
+            models,
+            lambda: open_reader(settings, options.feature_service, options.feature_reader),
+            feedback,
+            options,
+            recorder,
+        )
+        log.info(
+            "serving runtime ready in %.1f s: models %s, features %s",
+            time.perf_counter() - started,
+            runtime.model_versions,
+            runtime._reader.name if runtime._reader else runtime._reader_error,
+        )
+        return runtime
+
+    def _open_reader(self) -> OnlineReader | None:
+        """The feature reader, opened now if it failed before (at most every REOPEN_SECONDS)."""
+        if self._reader is not None:
+            return self._reader
+        now = time.monotonic()
+        if now - self._reader_tried_at < REOPEN_SECONDS:
+            return None
+        self._reader_tried_at = now
+        try:
+            self._reader = self._reader_factory()
+            self._reader_error = None
+            _check_catalog_names(self.catalog, self._reader.feature_names)
+        except FeatureStoreError as exc:
+            self._reader_error = str(exc)
+            log.warning("feature store unavailable: %s", exc)
+        return self._reader
+
+    # ------------------------------------------------------------------------------ status
+    @property
+    def model_versions(self) -> dict[str, str | None]:
+        """Registered version of each configured champion (None: missing)."""
+        return {name: loaded.version for name, loaded in self.models.items()}
+
+    def _model(self, name: str) -> Any | None:
+        loaded = self.models.get(name)
+        return None if loaded is None else loaded.obj
+
+    def _model_problems(self, *names: str) -> list[Problem]:
+        problems = []
+        for name in names:
+            loaded = self.models.get(name)
+            if loaded is None or loaded.obj is None:
+                why = loaded.problem if loaded is not None else f"{name} is not configured"
+                problems.append(Problem(f"model:{name}", why or f"{name} is missing"))
+        return problems
+
+    def feature_store_status(self) -> str:
+        """'ok', or why the online store cannot be read now (probed at most once a second)."""
+        now = time.monotonic()
+        if self._probed is not None and now - self._probed[0] < PROBE_SECONDS:
+            return self._probed[1]
+        reader = self._open_reader()
+        if reader is None:
+            state = self._reader_error or "feature store not opened"
+        else:
+            try:
+                reader.probe()
+                state = "ok"
+            except FeatureStoreError as exc:
+                state = str(exc)
+        self._probed = (now, state)
+        return state
+
+    def ready(self) -> bool:
+        """Readiness: the feature store answers and (unless relaxed) every champion is loaded."""
+        if self.feature_store_status() != "ok":
+            return False
+        return not self.options.require_models or all(
+            loaded.obj is not None for loaded in self.models.values()
+        )
+
+    def status(self) -> StatusResponse:
+        """What is loaded and what is missing."""
+        store = self.feature_store_status()
+        problems = self._model_problems(*self.models)
+        if store != "ok":
+            problems.append(Problem("feature_store", store))
+        reader = self._reader
+        if reader is not None and SCORES_VIEW not in reader.views:
+            problems.append(_no_scores_view())
+        return StatusResponse(
+            ready=self.ready(),
+            model_versions=self.model_versions,
+            model_sources={name: m.source for name, m in self.models.items()},
+            feature_service=self.options.feature_service,
+            feature_reader=reader.name if reader is not None else "none",
+            feature_store=store,
+            offers=len(self.catalog.offers),
+            auth=self.options.auth_enabled,
+            degraded_reasons=[p.message for p in problems],
+        )
+
+    # ---------------------------------------------------------------------------- features
+    def _customers(self, customer_ids: Sequence[str]) -> list[_Customer]:
+        """Online features of each customer; a store failure leaves them unknown, flagged."""
+        reader = self._open_reader()
+        if reader is None:
+            problem = Problem("feature_store", f"feature store unavailable: {self._reader_error}")
+            return [_Customer(cid, None, [problem]) for cid in customer_ids]
+        try:
+            rows = reader.read(customer_ids)
+        except FeatureStoreError as exc:
+            problem = Problem("feature_store", f"feature store unavailable: {exc}")
+            return [_Customer(cid, None, [problem]) for cid in customer_ids]
+        customers = [_Customer(cid, row) for cid, row in zip(customer_ids, rows, strict=True)]
+        if SCORES_VIEW not in reader.views:
+            for customer in customers:
+                if customer.known:
+                    customer.problems.append(_no_scores_view())
+        return customers
+
+    def _churn(
+        self, customer: _Customer, top: int
+    ) -> tuple[float | None, list[str], Literal["model", "batch"] | None]:
+        """Churn probability, reasons and their source ('model' or 'batch') of a known customer."""
+        if customer.features is None:
+            return None, [], None
+        model = self._model("churn")
+        if model is not None:
+            probability, reasons = model.score(customer.features, top)
+            return probability, reasons, "model"
+        customer.problems.extend(self._model_problems("churn"))
+        batch = _score(customer.features, "churn_probability")
+        return (None, [], None) if batch is None else (float(batch), [], "batch")
+
+    def _scores(self, customer: _Customer) -> CustomerScores:
+        """The customer's scores: live churn (champion) plus the batch scores view."""
+        probability, reasons, _ = self._churn(customer, self.options.reasons)
+        row = customer.features or {}
+        clv = _score(row, "clv")
+        return CustomerScores(
+            churn_probability=probability,
+            churn_reasons=tuple(reasons),
+            tier=_score(row, "tier"),
+            segment_id=_score(row, "segment_id"),
+            segment_name=_score(row, "segment_name"),
+            clv=None if clv is None else float(clv),
+        )
+
+    def _recommendations(self, customer: _Customer, k: int) -> list[tuple[str, float]]:
+        model = self._model("cross_sell")
+        if model is None:
+            customer.problems.extend(self._model_problems("cross_sell"))
+            return []
+        return list(model.recommend(customer.customer_id, k))
+
+    def _history(self, customer: _Customer, now: datetime) -> list[ContactEvent]:
+        try:
+            return self.feedback_store.history(
+                customer.customer_id, now - timedelta(days=self._history_days)
+            )
+        except FeedbackStoreError as exc:
+            customer.problems.append(
+                Problem("feedback_store", f"contact history unavailable: {exc}")
+            )
+            return []
+
+    def _report(self, endpoint: str, problems: Iterable[Problem], cold: bool) -> list[str]:
+        """Record the answer's metrics; return its degraded reasons (unique, in order)."""
+        unique = list(dict.fromkeys(problems))
+        if unique:
+            self.recorder.degraded(endpoint, sorted({p.kind for p in unique}))
+        if cold:
+            self.recorder.cold_start(endpoint)
+        return [p.message for p in unique]
+
+    # --------------------------------------------------------------------------- endpoints
+    def next_best_action(self, request: NextBestActionRequest) -> NextBestActionResponse:
+        """The best actions for one customer on one channel."""
+        now = self.clock()
+        customer = self._customers([request.customer_id])[0]
+        customer.features = self._with_context(customer.features, request.context)
+        scores = self._scores(customer)
+        decision = decide(
+            customer.features,
+            scores,
+            request.channel,
+            self.catalog,
+            self._history(customer, now),
+            now,
+            k=request.k,
+            recommendations=self._recommendations(customer, self.options.recommendations),
+        )
+        reasons = self._report("next_best_action", customer.problems, decision.cold_start)
+        return _nba_answer(request, customer, scores, decision, self.model_versions, reasons)
+
+    def _with_context(self, features: Row | None, context: Mapping[str, Any] | None) -> Row | None:
+        """The online features overridden by fresher values the channel sent (known names only).
+
+        The override feeds the models and the policy alike, for this answer only.
+        """
+        if not context:
+            return features
+        reader = self._reader
+        known = set(reader.feature_names) if reader is not None else set(DEFAULT_FEATURE_NAMES)
+        for name in context:
+            if name not in known:
+                raise RequestError(f"context.{name}", "not an online feature name")
+        return None if features is None else {**features, **context}
+
+    def recommend(self, request: RecommendRequest) -> RecommendResponse:
+        """Cross-sell products the customer does not hold yet."""
+        model = self._model("cross_sell")
+        problems = self._model_problems("cross_sell")
+        products: list[ProductScore] = []
+        cold = False
+        if model is not None:
+            ranking = model.recommend(request.customer_id, request.k)
+            cold = bool(ranking.cold_start)
+            products = [
+                ProductScore(rank=i, product_id=p, score=s) for i, (p, s) in enumerate(ranking, 1)
+            ]
+        reasons = self._report("recommend", problems, cold)
+        return RecommendResponse(
+            customer_id=request.customer_id,
+            products=products,
+            cold_start=cold,
+            model_versions={"cross_sell": self.model_versions.get("cross_sell")},
+            degraded=bool(reasons),
+            degraded_reasons=reasons,
+        )
+
+    def churn_score(self, request: ChurnScoreRequest) -> ChurnScoreResponse:
+        """Churn probability and top reasons of each customer, in the order asked."""
+        customers = self._customers(request.customer_ids)
+        scores: list[ChurnScore] = []
+        problems: list[Problem] = []
+        for customer in customers:
+            probability, reasons, source = self._churn(customer, self.options.reasons)
+            problems.extend(p for p in customer.problems if p.kind != "scores")
+            scores.append(
+                ChurnScore(
+                    customer_id=customer.customer_id,
+                    churn_probability=probability,
+                    reasons=reasons,
+                    cold_start=not customer.known,
+                    source=source,
+                )
+            )
+        cold = any(not c.known for c in customers)
+        reasons = self._report("churn_score", problems, cold)
+        return ChurnScoreResponse(
+            scores=scores,
+            model_versions={"churn": self.model_versions.get("churn")},
+            degraded=bool(reasons),
+            degraded_reasons=reasons,
+        )
+
+    def segment(self, request: SegmentRequest) -> SegmentResponse:
+        """Tier, need segment and CLV from the batch scores view."""
+        customer = self._customers([request.customer_id])[0]
+        row = customer.features or {}
+        reasons = self._report("segment", customer.problems, not customer.known)
+        p_alive = _score(row, "p_alive")
+        clv = _score(row, "clv")
+        return SegmentResponse(
+            customer_id=request.customer_id,
+            tier=_score(row, "tier"),
+            segment_id=_score(row, "segment_id"),
+            segment=_score(row, "segment_name"),
+            clv=None if clv is None else float(clv),
+            p_alive=None if p_alive is None else float(p_alive),
+            cold_start=not customer.known,
+            model_versions={},
+            degraded=bool(reasons),
+            degraded_reasons=reasons,
+        )
+
+    def feedback(self, request: FeedbackRequest) -> FeedbackResponse:
+        """Record how the customer answered an action (the contact policy reads it back).
+
+        Raises:
+            RequestError: the action is not in the offer catalog.
+            FeedbackStoreError: the store cannot be written (the caller answers 503).
+        """
+        if self.catalog.offer(request.action_id) is None:
+            raise RequestError(
+                "action_id", f"unknown action {request.action_id!r} (not in the offer catalog)"
+            )
+        ts = request.ts or self.clock()
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        feedback_id = self.feedback_store.record(
+            request.customer_id, request.action_id, request.channel, request.outcome, ts
+        )
+        self.recorder.feedback(request.outcome)
+        return FeedbackResponse(
+            recorded=True,
+            feedback_id=feedback_id,
+            customer_id=request.customer_id,
+            action_id=request.action_id,
+            channel=request.channel,
+            outcome=request.outcome,
+            ts=ts,
+        )
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def feedback_path(settings: Settings, options: ServingSettings) -> Path:
+    """Where the feedback store lives (default: `<runtime_dir>/serving/feedback.db`)."""
+    if options.feedback_db is not None:
+        return settings.resolve(options.feedback_db)
+    return settings.paths.runtime_dir / "serving" / "feedback.db"
+
+
+def history_days(catalog: Catalog) -> float:
+    """How far back the contact policy looks: the longest cooldown, suppression or period."""
+    spans = [catalog.contact.period_days]
+    for offer in catalog.offers:
+        policy = offer.contact
+        spans.extend([policy.cooldown_days, policy.decline_days])
+        if policy.max_per_period is not None:
+            spans.append(policy.period_days)
+    return max(spans)
+
+
+def _score(row: Mapping[str, Any], name: str) -> Any:
+    """A batch score from the scores view, under any of its accepted column names.
+
+    Missing reads as None: null, NaN, an empty name, or a negative segment id (the view's
+    "no segment model" markers).
+    """
+    for column in SCORE_COLUMNS[name]:
+        value = row.get(column)
+        if value is None or value != value or value == "":
+            continue
+        if name == "segment_id" and isinstance(value, int | float) and value < 0:
+            continue
+        return value
+    return None
+
+
+def _no_scores_view() -> Problem:
+    return Problem(
+        "scores",
+        f"no '{SCORES_VIEW}' view in the feature store yet: tier, segment and CLV unknown",
+    )
+
+
+def _check_catalog_names(catalog: Catalog, feature_names: Sequence[str]) -> None:
+    """Warn about catalog conditions on features the store does not serve (they never hold)."""
+    served = set(feature_names) | set(SCORE_COLUMNS) | set(FUNCTIONS) | {"segment", "churn_reasons"}
+    missing = sorted(
+        {
+            name
+            for offer in catalog.offers
+            for condition in offer.eligibility
+            for name in condition.names
+            if name not in served and name not in catalog.constants
+        }
+    )
+    if missing:
+        log.warning("catalog conditions name features the store does not serve: %s", missing)
+
+
+def _nba_answer(
+    request: NextBestActionRequest,
+    customer: _Customer,
+    scores: CustomerScores,
+    decision: Decision,
+    versions: dict[str, str | None],
+    reasons: list[str],
+) -> NextBestActionResponse:
+    actions = [
+        ActionOut(
+            action_id=a.action_id,
+            kind=a.kind,
+            product_id=a.product_id,
+            message=a.message,
+            score=a.score,
+            expected_value=a.expected_value,
+            p_accept=a.p_accept,
+            value=a.value,
+            cost=a.cost,
+            segment_weight=a.segment_weight,
+            als_rank=a.als_rank,
+            reasons=a.reasons,
+        )
+        for a in decision.actions
+    ]
+    filtered = None
+    if request.explain:
+        filtered = [
+            RejectedOut(
+                action_id=r.action_id, product_id=r.product_id, stage=r.stage, reason=r.reason
+            )
+            for r in decision.filtered
+        ]
+    return NextBestActionResponse(
+        customer_id=request.customer_id,
+        channel=request.channel,
+        actions=actions,
+        churn_probability=scores.churn_probability,
+        tier=scores.tier,
+        segment=scores.segment_name,
+        clv=scores.clv,
+        model_versions=versions,
+        degraded=bool(reasons),
+        degraded_reasons=reasons,
+        cold_start=decision.cold_start,
+        decided_at=decision.decided_at,
+        filtered=filtered,
+    )

@@ -1,0 +1,291 @@
+"""Request and response schemas of the HTTP API, with the examples shown on the OpenAPI page."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.offers import Channel
+
+CustomerId = str
+Outcome = Literal["accepted", "declined", "ignored"]
+MAX_BATCH = 1000
+"""Most customer ids in one `/churn_score` call."""
+
+_ID = Field(min_length=1, max_length=128, description="The customer's id in the data contract.")
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Answer(BaseModel):
+    """Fields every answer carries: which models answered and whether anything was missing."""
+
+    model_versions: dict[str, str | None] = Field(
+        description="Registered model versions used (None: that model is missing)."
+    )
+    degraded: bool = Field(
+        description="Part of the answer could not be computed as designed (see degraded_reasons)."
+    )
+    degraded_reasons: list[str] = Field(default_factory=list)
+
+
+# --- next best action ----------------------------------------------------------------------------
+
+
+class NextBestActionRequest(_Request):
+    """Which actions to take now with one customer on one channel."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "example": {
+                "customer_id": "C0000042",
+                "channel": "atm",
+                "k": 1,
+                "context": {"balance_checking": 5200.0, "idle_cash": 4200.0},
+            }
+        },
+    )
+
+    customer_id: CustomerId = _ID
+    channel: Channel = Field(description="Where the answer is shown.")
+    context: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Fresher feature values the channel knows (e.g. the balance an ATM just read), "
+            "by online feature name; they override the feature store for this answer only."
+        ),
+    )
+    k: int = Field(default=1, ge=1, le=10, description="How many actions at most.")
+    explain: bool = Field(
+        default=False,
+        description="Also list every candidate left out and the stage that dropped it.",
+    )
+
+
+class ActionOut(BaseModel):
+    """One action to take, its message, why, and the numbers that ranked it."""
+
+    action_id: str = Field(description="The offer id; send it back to /feedback.")
+    kind: str
+    product_id: str | None
+    message: str
+    score: float = Field(description="Ranking key: the expected value rounded to 6 decimals.")
+    expected_value: float = Field(description="p_accept x value x segment_weight - cost.")
+    p_accept: float
+    value: float
+    cost: float
+    segment_weight: float
+    als_rank: int | None = Field(description="Rank in the cross-sell recommendations, if any.")
+    reasons: list[str]
+
+
+class RejectedOut(BaseModel):
+    """A candidate the policy left out, and why."""
+
+    action_id: str
+    product_id: str | None
+    stage: str
+    reason: str
+
+
+class NextBestActionResponse(_Answer):
+    """The actions for one customer on one channel, best first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "customer_id": "C0000042",
+                "channel": "atm",
+                "actions": [
+                    {
+                        "action_id": "hys_move_idle_cash",
+                        "kind": "cross_sell",
+                        "product_id": "high_yield_savings",
+                        "message": (
+                            "You keep $5,000 in checking. Move it to High-Yield Savings at "
+                            "4.1% and earn about $205 a year?"
+                        ),
+                        "score": 10.48,
+                        "expected_value": 10.48,
+                        "p_accept": 0.12,
+                        "value": 104.0,
+                        "cost": 2.0,
+                        "segment_weight": 1.0,
+                        "als_rank": None,
+                        "reasons": ["keeps $5,000 idle in checking"],
+                    }
+                ],
+                "churn_probability": 0.04,
+                "tier": "iron",
+                "segment": "affluent savers",
+                "clv": 1830.0,
+                "model_versions": {"churn": "3", "cross_sell": "2"},
+                "degraded": False,
+                "degraded_reasons": [],
+                "cold_start": False,
+                "decided_at": "2026-11-02T10:15:00Z",
+            }
+        }
+    )
+
+    customer_id: CustomerId
+    channel: Channel
+    actions: list[ActionOut]
+    churn_probability: float | None
+    tier: str | None
+    segment: str | None
+    clv: float | None
+    cold_start: bool = Field(description="The customer is unknown: generic cold-start offers.")
+    decided_at: datetime
+    filtered: list[RejectedOut] | None = Field(
+        default=None, description="With explain: every candidate left out and why."
+    )
+
+
+# --- recommend -----------------------------------------------------------------------------------
+
+
+class RecommendRequest(_Request):
+    """Cross-sell products for one customer."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra={"example": {"customer_id": "C0000042"}}
+    )
+
+    customer_id: CustomerId = _ID
+    k: int = Field(default=5, ge=1, le=20, description="How many products at most.")
+
+
+class ProductScore(BaseModel):
+    """One recommended product."""
+
+    rank: int
+    product_id: str
+    score: float
+
+
+class RecommendResponse(_Answer):
+    """Products the customer does not hold yet, best first (popular ones when unknown)."""
+
+    customer_id: CustomerId
+    products: list[ProductScore]
+    cold_start: bool
+
+
+# --- churn score ---------------------------------------------------------------------------------
+
+
+class ChurnScoreRequest(_Request):
+    """Churn probabilities of a batch of customers."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"example": {"customer_ids": ["C0000042", "C0000043"]}},
+    )
+
+    customer_ids: list[CustomerId] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ChurnScore(BaseModel):
+    """One customer's churn probability and the reasons behind it."""
+
+    customer_id: CustomerId
+    churn_probability: float | None = Field(description="None for an unknown customer.")
+    reasons: list[str]
+    cold_start: bool
+    source: Literal["model", "batch"] | None = Field(
+        description="model: scored now by the champion; batch: the last batch score."
+    )
+
+
+class ChurnScoreResponse(_Answer):
+    """One score per requested customer, in the order asked."""
+
+    scores: list[ChurnScore]
+
+
+# --- segment -------------------------------------------------------------------------------------
+
+
+class SegmentRequest(_Request):
+    """Value tier, need segment and lifetime value of one customer."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra={"example": {"customer_id": "C0000042"}}
+    )
+
+    customer_id: CustomerId = _ID
+
+
+class SegmentResponse(_Answer):
+    """Tier, need segment and CLV from the last batch scoring."""
+
+    customer_id: CustomerId
+    tier: str | None
+    segment_id: int | str | None
+    segment: str | None
+    clv: float | None
+    p_alive: float | None
+    cold_start: bool
+
+
+# --- feedback ------------------------------------------------------------------------------------
+
+
+class FeedbackRequest(_Request):
+    """How a customer answered an action; the contact policy reads it (cooldowns, caps)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "example": {
+                "customer_id": "C0000042",
+                "action_id": "hys_move_idle_cash",
+                "channel": "atm",
+                "outcome": "declined",
+            }
+        },
+    )
+
+    customer_id: CustomerId = _ID
+    action_id: str = Field(min_length=1, max_length=128, description="The action's offer id.")
+    channel: Channel
+    outcome: Outcome
+    ts: datetime | None = Field(default=None, description="When it happened (default: now, UTC).")
+
+
+class FeedbackResponse(BaseModel):
+    """The recorded feedback."""
+
+    recorded: bool
+    feedback_id: int
+    customer_id: CustomerId
+    action_id: str
+    channel: Channel
+    outcome: Outcome
+    ts: datetime
+
+
+# --- status --------------------------------------------------------------------------------------
+
+
+class StatusResponse(BaseModel):
+    """What the service loaded and whether it can answer fully (also the trivial benchmark call)."""
+
+    ready: bool
+    model_versions: dict[str, str | None]
+    model_sources: dict[str, str | None]
+    feature_service: str
+    feature_reader: str
+    feature_store: str = Field(description="'ok' or the error met reading it.")
+    offers: int
+    auth: bool
+    degraded_reasons: list[str]
