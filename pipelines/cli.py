@@ -30,11 +30,14 @@ def _configure() -> None:
 def run(
     customers: Annotated[int | None, typer.Option(help="Sample bank size.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed for the sample bank.")] = None,
+    serve: Annotated[
+        bool, typer.Option(help="End by serving the API on port 3000 until interrupted.")
+    ] = True,
 ) -> None:
     """Run the main job end to end on the embedded defaults."""
     from pipelines.run import run_all
 
-    run_all(get_settings(), customers=customers, seed=seed)
+    run_all(get_settings(), customers=customers, seed=seed, serve_api=serve)
 
 
 @app.command()
@@ -117,7 +120,7 @@ def features_show(
 
 def _register_model_commands() -> None:
     """Model groups: `loyal churn ...`, `loyal train MODEL`, `loyal promote MODEL`."""
-    from pipelines.commands import churn, value
+    from pipelines.commands import churn, serve, value
 
     app.add_typer(churn.app, name="churn")
     train_app.command("churn")(churn.train_command)
@@ -127,6 +130,8 @@ def _register_model_commands() -> None:
     train_app.command("segments")(value.train_segments_command)
     promote_app.command("segments")(value.promote_segments_command)
     app.command("score")(value.score_command)
+    app.command("serve")(serve.serve_command)
+    app.add_typer(serve.bento_app, name="bento")
 
 
 train_app = typer.Typer(

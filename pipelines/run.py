@@ -14,7 +14,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def run_all(settings: Settings, customers: int | None = None, seed: int | None = None) -> None:
+def run_all(
+    settings: Settings,
+    customers: int | None = None,
+    seed: int | None = None,
+    serve_api: bool = True,
+) -> None:
     """Generate, load, build features, train, promote, score, put it all online, show a customer."""
     from features.tables_io import read_contract
     from pipelines.commands.value import train_and_promote_value
@@ -41,6 +46,10 @@ def run_all(settings: Settings, customers: int | None = None, seed: int | None =
     example = str(read_contract(settings)["customers"]["customer_id"].iloc[0])
     _stage(f"Online features of customer {example}", lambda: show_customer(settings, example))
     console.rule("[bold green]Done")
+    if serve_api:
+        from pipelines.commands.serve import serve
+
+        serve(settings)
 
 
 def _stage(title: str, step: Callable[[], T]) -> T:
