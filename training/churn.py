@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
 from loyal.errors import DataContractError, LoyalError, NotReadyError
 from loyal.settings import Settings
 from models.churn import (
@@ -51,6 +52,12 @@ SEARCH_TRIALS = 20
 """Search budget of `train_from_frame`: Optuna trials (each one cross-fit, median-pruned)..."""
 SEARCH_TIMEOUT = 600.0
 """...and seconds after which no new trial starts."""
+CHURN_SERVICE = "churn_v1"
+"""The feature service the churn model trains on (and serving reads)."""
+MAX_TRAIN_SNAPSHOTS = 12
+"""Training snapshots fetched from the feature store for `train_churn_bank`: the latest twelve.
+Feast's file offline store joins about 2-3 thousand rows a second here (20k-customer bank: 65 s
+for 12 training snapshots, 74 s for all 15); the test ROC-AUC was the same within noise."""
 REQUIREMENTS = ("mlflow", "xgboost-cpu", "xgboost", "scikit-learn", "pandas", "numpy", "pyarrow")
 _MODEL_CODE = '''"""MLflow models-from-code entry point of the churn pyfunc (no pickle)."""
 
@@ -279,6 +286,7 @@ class TrainResult:
         model: the fitted model.
         split: the protocol used.
         seconds: wall time of fitting (search included).
+        frame_seconds: wall time of fetching the training frame (0 when it was given).
     """
 
     run_id: str
@@ -288,6 +296,7 @@ class TrainResult:
     model: ChurnModel
     split: Split
     seconds: float
+    frame_seconds: float = 0.0
 
 
 def feature_columns(frame: pd.DataFrame, exclude: Sequence[str]) -> list[str]:
@@ -440,6 +449,185 @@ def train_from_table(
         seed=seed,
         register=register,
     )
+
+
+# ---------------------------------------------------------------- from the feature store
+def split_snapshots(
+    times: pd.Series, horizon_days: int, max_train_snapshots: int | None = MAX_TRAIN_SNAPSHOTS
+) -> list[pd.Timestamp]:
+    """The snapshots a time split of these rows uses: the latest training ones, validation, test.
+
+    Snapshots that fall in the gaps `time_split` keeps between its parts are never learned from
+    nor scored, so they are not fetched at all; older training snapshots beyond
+    `max_train_snapshots` are dropped too (the point-in-time join is the slow part).
+
+    Args:
+        times: snapshot timestamp of every labelled row.
+        horizon_days: the label horizon (the gap between the parts).
+        max_train_snapshots: keep at most this many training snapshots (None: all).
+
+    Returns:
+        The snapshot timestamps to fetch, oldest first.
+    """
+    snapshots = pd.Series(np.sort(pd.to_datetime(times).unique()))
+    split = time_split(snapshots, horizon_days)
+    train = snapshots.iloc[split.train]
+    if max_train_snapshots is not None:
+        if max_train_snapshots < 1:
+            raise LoyalError(f"max_train_snapshots must be at least 1, got {max_train_snapshots}")
+        train = train.iloc[-max_train_snapshots:]
+    parts = [train, snapshots.iloc[split.valid if split.valid is not None else []]]
+    parts.append(snapshots.iloc[split.test])
+    return [pd.Timestamp(t) for t in pd.concat(parts).sort_values()]
+
+
+def bank_frame(
+    settings: Settings, max_train_snapshots: int | None = MAX_TRAIN_SNAPSHOTS
+) -> tuple[pd.DataFrame, str | None]:
+    """The point-in-time `churn_v1` frame of the time split's snapshots, with the oracle.
+
+    Every complete label of the chosen snapshots gets its features through Feast
+    (`training.frames.training_frame`); `label_complete` is dropped (all rows are complete).
+    When the data carries generator ground truth (the sample bank), the true probability of
+    closing within the horizon is added beside the label for evaluation (`training.truth`).
+
+    Returns:
+        The frame and the oracle column (None for data without ground truth).
+    """
+    from training.frames import read_labels, training_frame
+    from training.truth import with_oracle
+
+    horizon = settings.snapshots.horizon_days
+    labels = read_labels(settings, complete_only=True)
+    if labels.empty:
+        raise NotReadyError(
+            "no complete churn labels: the data must cover at least three label horizons "
+            "(train, validation and test snapshots); generate or ingest a longer history"
+        )
+    keep = split_snapshots(labels[TIMESTAMP_FIELD], horizon, max_train_snapshots)
+    entities = labels[labels[TIMESTAMP_FIELD].isin(keep)]
+    log.info(
+        "churn frame: %d of %d snapshots (%s .. %s), %d rows",
+        len(keep),
+        labels[TIMESTAMP_FIELD].nunique(),
+        keep[0].date(),
+        keep[-1].date(),
+        len(entities),
+    )
+    _require_service(settings, CHURN_SERVICE)
+    frame = training_frame(settings, CHURN_SERVICE, entities=entities)
+    frame = frame.drop(columns=["label_complete"])
+    return with_oracle(frame, settings, horizon)
+
+
+def _require_service(settings: Settings, service: str) -> None:
+    """Fail in one line when the feature service is not registered in Feast yet."""
+    from features.store import open_store
+
+    try:
+        open_store(settings).get_feature_service(service)
+    except Exception as exc:  # Feast raises its own types for a missing service or registry
+        raise NotReadyError(
+            f"feature service '{service}' is not registered ({exc.__class__.__name__}): "
+            "run `loyal features apply` first"
+        ) from exc
+
+
+def ceiling_metrics(
+    holdout: pd.DataFrame, label_col: str, settings: Settings, horizon_days: int
+) -> dict[str, float]:
+    """ROC-AUC of the ground-truth ceilings on the holdout rows (empty without ground truth).
+
+    Keys: `oracle_without_frailty_roc_auc` and `snapshot_hazard_without_frailty_roc_auc`
+    (see `training.truth.ceilings`).
+    """
+    from models.metrics import roc_auc
+    from training.truth import SNAPSHOT_HAZARD_COLUMN, WITHOUT_FRAILTY_COLUMN, ceilings
+
+    truth = ceilings(holdout, settings, horizon_days)
+    if truth is None:
+        return {}
+    y = holdout[label_col].to_numpy(int)
+    names = {
+        WITHOUT_FRAILTY_COLUMN: "oracle_without_frailty_roc_auc",
+        SNAPSHOT_HAZARD_COLUMN: "snapshot_hazard_without_frailty_roc_auc",
+    }
+    result = {}
+    for column, name in names.items():
+        values = truth[column].to_numpy(float)
+        known = np.isfinite(values)
+        if known.any() and len(np.unique(y[known])) == 2:
+            result[name] = float(roc_auc(y[known], values[known]))
+    return result
+
+
+def train_churn_bank(
+    settings: Settings,
+    *,
+    search_trials: int = SEARCH_TRIALS,
+    search_timeout: float | None = SEARCH_TIMEOUT,
+    max_train_snapshots: int | None = MAX_TRAIN_SNAPSHOTS,
+    seed: int = 42,
+    n_jobs: int = 1,
+    register: bool = True,
+    params: Mapping[str, Any] | None = None,
+    plots: bool = True,
+) -> TrainResult:
+    """Train, log and register `churn` from the feature store (`loyal train churn`).
+
+    Features come from the `churn_v1` feature service through Feast's point-in-time join for
+    every complete churn label of the snapshots a time split uses (see `split_snapshots`); the
+    split trains on the earlier snapshots, early-stops, searches and calibrates on a later one
+    and tests on the last, one label horizon apart. On the sample bank the test metrics include
+    the oracle's (`oracle_*`, from the generator's true churn probabilities on the same rows)
+    and two tighter ceilings (`ceiling_metrics`), also logged to the run.
+
+    Args:
+        settings: the feature store, labels, ground truth (if any) and MLflow.
+        search_trials: Optuna trials (the search budget, with `search_timeout` seconds).
+        search_timeout: seconds after which the search starts no new trial.
+        max_train_snapshots: training snapshots fetched (the latest ones; None: all).
+        seed: seed of the boosters and the search.
+        n_jobs: XGBoost threads.
+        register: register the logged model as `churn`.
+        params: fixed `ChurnModel` parameters (the search starts from them).
+        plots: log the PNG plots.
+
+    Returns:
+        The training result, with the frame's fetch time.
+    """
+    import dataclasses
+
+    from training import tracking
+
+    started = time.perf_counter()
+    frame, oracle = bank_frame(settings, max_train_snapshots)
+    frame_seconds = time.perf_counter() - started
+    log.info("churn frame: %d rows x %d columns in %.1f s", *frame.shape, frame_seconds)
+    horizon = settings.snapshots.horizon_days
+    result = train_from_frame(
+        frame,
+        "churned",
+        TIMESTAMP_FIELD,
+        settings=settings,
+        id_col=ENTITY_KEY,
+        oracle_col=oracle,
+        horizon_days=horizon,
+        search_trials=search_trials,
+        search_timeout=search_timeout,
+        seed=seed,
+        n_jobs=n_jobs,
+        register=register,
+        params=params,
+        plots=plots,
+    )
+    extra = ceiling_metrics(result.holdout, "churned", settings, horizon) if oracle else {}
+    registry = tracking.client(settings)
+    logged = {**{f"test_{k}": v for k, v in extra.items()}, "frame_seconds": frame_seconds}
+    for key, value in logged.items():
+        registry.log_metric(result.run_id, key, value)
+    metrics = {**result.metrics, **extra}
+    return dataclasses.replace(result, metrics=metrics, frame_seconds=frame_seconds)
 
 
 # ---------------------------------------------------------------------------- logging

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
 import logging
+import re
 import subprocess
 import tempfile
 import time
@@ -19,7 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.contract import TRANSACTIONS
-from loyal.errors import DataContractError
+from loyal.errors import DataContractError, LoyalError, NotReadyError
 from models.ranking_metrics import mean_ranking_metrics
 from models.recommender import (
     AlsRecommender,
@@ -30,6 +32,7 @@ from models.recommender import (
 
 if TYPE_CHECKING:
     from loyal.settings import Settings
+    from training.registry import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +347,8 @@ class CrossSellConfig:
         seed: search seed.
         space: the candidate settings the search samples from.
         als: AlsRecommender settings used as-is (no search) or as the base the search overrides.
+        extra_k: more ranking cut-offs reported beside ``k`` (e.g. 10 on a small catalog where
+            ``k`` is 3); the search and promotion still use ``k``.
     """
 
     cutoff: str | None = None
@@ -356,6 +361,7 @@ class CrossSellConfig:
     seed: int = 42
     space: SearchSpace = field(default_factory=SearchSpace)
     als: dict[str, Any] = field(default_factory=lambda: {"weighting": "log1p"})
+    extra_k: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -370,6 +376,7 @@ class CrossSellEvaluation:
         search: the search result, when a search ran.
         cutoff: the test cut-off used.
         seconds: wall time of the whole evaluation.
+        targets: the test targets (customer -> products first bought in the window).
     """
 
     als: AlsRecommender
@@ -379,6 +386,7 @@ class CrossSellEvaluation:
     search: SearchResult | None
     cutoff: pd.Timestamp
     seconds: float
+    targets: Mapping[str, set[str]] = field(default_factory=dict)
 
 
 def evaluate_cross_sell(
@@ -422,11 +430,16 @@ def evaluate_cross_sell(
     _warn_if_k_covers_the_catalog(config.k, len(interactions.product_ids))
     als = fit_als(interactions, params, segments)
     popularity = fit_popularity(interactions, segments)
-    metrics = evaluate(als, split.targets, config.k)
-    baseline = evaluate(popularity, split.targets, config.k)
-    metrics.update({f"popularity_{name}": v for name, v in baseline.items()})
+    metrics: dict[str, float] = {}
+    for k in (config.k, *[k for k in config.extra_k if k != config.k]):
+        at_k = evaluate(als, split.targets, k)
+        baseline = evaluate(popularity, split.targets, k)
+        metrics.update(at_k)
+        metrics.update({f"popularity_{name}": v for name, v in baseline.items()})
     seconds = time.perf_counter() - started
-    return CrossSellEvaluation(als, popularity, metrics, als.get_params(), search, cutoff, seconds)
+    return CrossSellEvaluation(
+        als, popularity, metrics, als.get_params(), search, cutoff, seconds, split.targets
+    )
 
 
 def _warn_if_k_covers_the_catalog(k: int, n_products: int) -> None:
@@ -455,12 +468,16 @@ class CrossSellResult:
         evaluation: the holdout evaluation behind the logged metrics.
         run_id: the MLflow run.
         model_version: the registered ``cross_sell`` version (None when not registered).
+        recommendations: batch top-k of every customer (`train_cross_sell_bank` only).
+        seconds: wall time of the whole training (evaluation, refit, logging).
     """
 
     model: AlsRecommender
     evaluation: CrossSellEvaluation
     run_id: str
     model_version: str | None
+    recommendations: pd.DataFrame | None = None
+    seconds: float = 0.0
 
 
 def train_cross_sell(
@@ -482,6 +499,7 @@ def train_cross_sell(
     Returns:
         The refitted model, the evaluation, the run id and the registered version.
     """
+    started = time.perf_counter()
     config = config or CrossSellConfig()
     evaluation = evaluate_cross_sell(transactions, config, segments)
     everything = build_interactions(transactions, config.value, config.half_life_days)
@@ -489,7 +507,8 @@ def train_cross_sell(
     run_id, version = log_cross_sell_run(
         settings, model, evaluation, config, transactions, register
     )
-    return CrossSellResult(model, evaluation, run_id, version)
+    seconds = time.perf_counter() - started
+    return CrossSellResult(model, evaluation, run_id, version, seconds=seconds)
 
 
 # ----------------------------------------------------------------------------- batch scoring
@@ -504,6 +523,252 @@ def batch_recommendations(recommender: Recommender, k: int = 10) -> pd.DataFrame
     top = recommender.recommend_all(k=k)
     frame = top_k_frame(top, recommender.user_ids_.tolist(), recommender.item_ids_)
     return frame.drop(columns="cold_start")
+
+
+# --------------------------------------------------------------------- promotion holdout
+HOLDOUT_CALIBRATION = "calibration"
+HOLDOUT_TARGET = "target"
+_METRIC_NAME = re.compile(r"(precision|recall|ndcg|map)_at_(\d+)")
+
+
+def holdout_frame(evaluation: CrossSellEvaluation) -> pd.DataFrame:
+    """The test split as one long frame, logged with the run for promotion to re-score on.
+
+    Rows with ``role`` "calibration" are the entries of the customer x product matrix the
+    evaluated models learned from (``value`` as built: count or amount, decayed if asked);
+    rows with ``role`` "target" are the products each customer first bought in the target
+    window (``value`` NaN).
+    """
+    matrix = evaluation.als.user_items_.tocoo()
+    users, items = evaluation.als.user_ids_, evaluation.als.item_ids_
+    calibration = pd.DataFrame(
+        {
+            "customer_id": users[matrix.row].astype(object),
+            "product_id": items[matrix.col].astype(object),
+            "value": matrix.data.astype(np.float64),
+            "role": HOLDOUT_CALIBRATION,
+        }
+    )
+    pairs = [(c, p) for c, products in evaluation.targets.items() for p in sorted(products)]
+    targets = pd.DataFrame(pairs, columns=["customer_id", "product_id"], dtype=object)
+    targets["value"] = np.nan
+    targets["role"] = HOLDOUT_TARGET
+    return pd.concat([calibration, targets], ignore_index=True)
+
+
+def holdout_split(frame: pd.DataFrame) -> tuple[Interactions, dict[str, set[str]]]:
+    """The calibration matrix and the targets back from a `holdout_frame`.
+
+    Raises:
+        DataContractError: the frame lacks a column or holds no calibration rows.
+    """
+    for column in ("customer_id", "product_id", "value", "role"):
+        if column not in frame.columns:
+            raise DataContractError("cross_sell holdout", "column missing", column=column)
+    calibration = frame[frame["role"] == HOLDOUT_CALIBRATION]
+    if calibration.empty:
+        raise DataContractError("cross_sell holdout", "no calibration rows to refit on")
+    customers = _sorted_categorical(calibration["customer_id"].astype(str))
+    products = _sorted_categorical(calibration["product_id"].astype(str))
+    matrix = sp.csr_matrix(
+        (calibration["value"].to_numpy(np.float32), (customers.codes, products.codes)),
+        shape=(len(customers.categories), len(products.categories)),
+    )
+    target_rows = frame[frame["role"] == HOLDOUT_TARGET]
+    targets: dict[str, set[str]] = {}
+    for customer, product in zip(
+        target_rows["customer_id"].astype(str), target_rows["product_id"].astype(str), strict=True
+    ):
+        targets.setdefault(customer, set()).add(product)
+    interactions = Interactions(
+        matrix, [str(c) for c in customers.categories], [str(p) for p in products.categories]
+    )
+    return interactions, targets
+
+
+def log_holdout(evaluation: CrossSellEvaluation, config: CrossSellConfig) -> None:
+    """Log the test split in the active run (`training.tracking.log_holdout`)."""
+    from training import tracking
+
+    tracking.log_holdout(
+        holdout_frame(evaluation),
+        label="role",
+        prediction="product_id",
+        extra={
+            "kind": "ranking",
+            "k": config.k,
+            "metric": f"ndcg_at_{config.k}",
+            "cutoff": str(evaluation.cutoff.date()),
+            "window_days": config.window_days,
+            "value": config.value,
+            "half_life_days": config.half_life_days,
+        },
+    )
+
+
+def parse_metric(metric: str) -> int:
+    """The cut-off k of a ranking metric name such as ``ndcg_at_3``.
+
+    Raises:
+        LoyalError: the name is not ``precision|recall|ndcg|map`` + ``_at_`` + k.
+    """
+    match = _METRIC_NAME.fullmatch(metric)
+    if match is None or int(match.group(2)) < 1:
+        raise LoyalError(
+            f"unknown cross-sell metric '{metric}'; use precision, recall, ndcg or map "
+            "followed by _at_K, e.g. ndcg_at_3"
+        )
+    return int(match.group(2))
+
+
+def load_recommender(model_uri: str) -> Recommender:
+    """The `Recommender` inside a logged ``cross_sell`` pyfunc."""
+    import mlflow.pyfunc
+
+    wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    return wrapper.recommender_
+
+
+def refit_on(recommender: Recommender, interactions: Interactions) -> Recommender:
+    """A new recommender of the same class and settings fitted on ``interactions``.
+
+    ALS runs on one thread here, so the same recipe on the same matrix gives the same score.
+    """
+    params = recommender.get_params()
+    if "num_threads" in params:
+        params["num_threads"] = 1
+    return type(recommender)(**params).fit(
+        interactions.matrix, interactions.customer_ids, interactions.product_ids
+    )
+
+
+def ranking_scorer(metric: str = "ndcg_at_3") -> Scorer:
+    """A `training.registry` scorer: refit a version's recipe on the holdout's split, rank, score.
+
+    A registered ``cross_sell`` model is refitted on every purchase up to its training day, the
+    test window included, so its factors cannot be scored on that window as they are. Promotion
+    therefore compares recipes on one split: each version's class and settings (read from its
+    artifact) are fitted on the challenger's logged calibration matrix and scored on the
+    challenger's targets, champion and challenger alike.
+
+    Args:
+        metric: a ranking metric at k, e.g. ``ndcg_at_3`` (the bank) or ``ndcg_at_10``.
+    """
+    k = parse_metric(metric)
+
+    def score(model_uri: str, holdout: pd.DataFrame, meta: Mapping[str, Any]) -> float:
+        interactions, targets = holdout_split(holdout)
+        if not any(targets.values()):
+            raise NotReadyError("the cross_sell holdout has no targets to score on")
+        refitted = refit_on(load_recommender(model_uri), interactions)
+        return float(evaluate(refitted, targets, k)[metric])
+
+    return score
+
+
+# --------------------------------------------------------------------------- sample bank
+BANK_K = 3
+"""Ranking cut-off on a 10-product catalog: at 10 every product not yet held is recommended,
+so precision and recall at 10 are the same for every model (reported beside it anyway)."""
+RECOMMENDATIONS_FILE = "recommendations.parquet"
+
+
+def bank_config(n_trials: int = 12, seed: int = 42) -> CrossSellConfig:
+    """The sample bank's protocol: targets in the last 13 weeks, k=3 (10 reported too).
+
+    Interaction values are purchase counts (log1p confidence); ALS runs on one thread.
+    """
+    return CrossSellConfig(
+        cutoff=None,
+        window_days=91,
+        k=BANK_K,
+        value="count",
+        search=n_trials > 0,
+        n_trials=max(n_trials, 1),
+        seed=seed,
+        als={"weighting": "log1p", "num_threads": 1},
+        extra_k=(10,),
+    )
+
+
+def open_customers(customers: pd.DataFrame) -> list[str] | None:
+    """Ids of customers who have not closed (None when the table records no closures)."""
+    if "closed_at" not in customers.columns:
+        return None
+    return customers.loc[customers["closed_at"].isna(), "customer_id"].astype(str).tolist()
+
+
+def train_cross_sell_bank(
+    settings: Settings,
+    config: CrossSellConfig | None = None,
+    register: bool = True,
+    top_k: int | None = None,
+) -> CrossSellResult:
+    """Train, log and register ``cross_sell`` on the loaded contract data.
+
+    Reads the validated transactions, evaluates ALS beside popularity on a time split (new
+    products bought in the last 13 weeks are the targets), picks ALS settings by a seeded
+    search on the 13 weeks before, refits on every purchase, logs the run with its holdout and
+    registers it; then ranks the top-k products of every open customer. Behind
+    `loyal train cross-sell`.
+
+    Args:
+        settings: where the contract tables and MLflow live.
+        config: the protocol (default `bank_config()`).
+        register: register the logged model as ``cross_sell``.
+        top_k: products per customer in the batch (default: the config's k).
+
+    Returns:
+        The training result with ``recommendations`` (customer_id, rank, product_id, score).
+    """
+    from features.tables_io import read_contract
+
+    started = time.perf_counter()
+    config = config or bank_config()
+    tables = read_contract(settings)
+    result = train_cross_sell(settings, tables["transactions"], config, register=register)
+    recommendations = batch_recommendations(result.model, top_k or config.k)
+    keep = open_customers(tables["customers"])
+    if keep is not None:
+        recommendations = recommendations[recommendations["customer_id"].isin(keep)]
+    recommendations = recommendations.reset_index(drop=True)
+    seconds = time.perf_counter() - started
+    log.info(
+        "cross_sell: %s, top-%d for %d customers in %.1f s",
+        {k: round(v, 4) for k, v in result.evaluation.metrics.items()},
+        top_k or config.k,
+        recommendations["customer_id"].nunique(),
+        seconds,
+    )
+    return dataclasses.replace(result, recommendations=recommendations, seconds=seconds)
+
+
+def write_recommendations(settings: Settings, frame: pd.DataFrame) -> Path:
+    """Write batch recommendations to ``<data_dir>/scores/recommendations.parquet`` atomically.
+
+    The file is written beside its target and renamed over it, so a reader sees the old file
+    or the new one, never half of one; other files in the folder are left alone.
+
+    Raises:
+        DataContractError: a column of customer_id, rank, product_id, score is missing.
+        LoyalError: the file could not be written.
+    """
+    columns = ["customer_id", "rank", "product_id", "score"]
+    for column in columns:
+        if column not in frame.columns:
+            raise DataContractError("recommendations", "column missing", column=column)
+    folder = settings.paths.data_dir / "scores"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / RECOMMENDATIONS_FILE
+    staging = folder / f".{RECOMMENDATIONS_FILE}.staging"
+    try:
+        frame[columns].to_parquet(staging, index=False)
+        staging.replace(target)
+    except OSError as exc:
+        staging.unlink(missing_ok=True)
+        raise LoyalError(f"could not write recommendations to {target}: {exc}") from exc
+    log.info("wrote %d recommendations to %s", len(frame), target)
+    return target
 
 
 # ------------------------------------------------------------------------------ data readers
@@ -564,6 +829,7 @@ def log_cross_sell_run(
         mlflow.log_metrics(_run_metrics(evaluation))
         if evaluation.search is not None:
             mlflow.log_text(evaluation.search.trials.to_csv(index=False), "search_trials.csv")
+        log_holdout(evaluation, config)
         version = _log_model(model, REGISTERED_MODEL if register else None)
     return run.info.run_id, version
 

@@ -69,31 +69,39 @@ def train_churn(
     search_trials: int = 20,
     search_timeout: float = 600.0,
     register: bool = True,
+    max_train_snapshots: int | None = 12,
 ) -> TrainResult:
     """Plain function behind `loyal train churn`: train, log to MLflow and register `churn`.
 
     Args:
-        settings: where MLflow lives.
-        table: a bring-your-own table; training from the feature store is the default once
-            the `churn_v1` feature service exists.
+        settings: the feature store, labels and MLflow.
+        table: a bring-your-own table; without one, the model trains on the loaded data
+            through the `churn_v1` feature service (`training.churn.train_churn_bank`).
         id_col: the table's customer id column.
         label_col: the table's churn label column.
         search_trials: Optuna trials (search budget).
         search_timeout: seconds after which the search starts no new trial.
         register: register the model version.
+        max_train_snapshots: feature-store training only: the latest training snapshots
+            fetched (None: all).
 
     Raises:
-        NotReadyError: without a table, until the feature-store path is wired in.
+        NotReadyError: a table without its id and label columns, or no features built yet.
     """
-    from training.churn import train_from_table
-
     if table is None:
-        raise NotReadyError(
-            "training churn from the feature store is not wired in yet; "
-            "pass --table PATH --id COL --label COL"
+        from training.churn import train_churn_bank
+
+        return train_churn_bank(
+            settings,
+            search_trials=search_trials,
+            search_timeout=search_timeout,
+            max_train_snapshots=max_train_snapshots,
+            register=register,
         )
     if not id_col or not label_col:
         raise NotReadyError("--table needs --id and --label (the id and churn label columns)")
+    from training.churn import train_from_table
+
     return train_from_table(
         settings,
         table,
@@ -107,21 +115,28 @@ def train_churn(
 
 def train_command(
     table: Annotated[
-        Path | None, typer.Option("--table", help="Train from a bring-your-own table.")
+        Path | None,
+        typer.Option("--table", help="Train from a bring-your-own table (default: features)."),
     ] = None,
     id_col: Annotated[str | None, typer.Option("--id", help="Customer id column.")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Churn label column.")] = None,
     trials: Annotated[int, typer.Option(help="Optuna trials (search budget).")] = 20,
     timeout: Annotated[float, typer.Option(help="Search time budget in seconds.")] = 600.0,
     register: Annotated[bool, typer.Option(help="Register the model version.")] = True,
+    snapshots: Annotated[
+        int, typer.Option(help="Latest training snapshots fetched from features (0: all).")
+    ] = 12,
 ) -> None:
     """Train the churn model, log it to MLflow and register it as `churn`."""
-    result = train_churn(get_settings(), table, id_col, label, trials, timeout, register)
+    result = train_churn(
+        get_settings(), table, id_col, label, trials, timeout, register, snapshots or None
+    )
     summary = {
         "run_id": result.run_id,
         "model_version": result.model_version,
         **{f"test_{k}": round(v, 6) for k, v in result.metrics.items()},
         "fit_seconds": round(result.seconds, 1),
+        "frame_seconds": round(result.frame_seconds, 1),
     }
     typer.echo(json.dumps(summary))
 

@@ -1,0 +1,109 @@
+"""`loyal train cross-sell` and `loyal promote cross-sell`: thin shells over training.
+
+Only typer and the settings are imported at module level, so the CLI starts fast; each
+command imports its heavy machinery when it runs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from loyal.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from training.cross_sell import CrossSellResult
+    from training.registry import PromotionDecision
+
+PROMOTION_METRIC = "ndcg_at_3"
+"""Compared on the challenger's holdout: NDCG@3, the bank's cut-off (graded by rank, unlike
+precision@3, so it separates rankings that hit the same products in a different order)."""
+SEARCH_TRIALS = 12
+
+
+def train_cross_sell_command(
+    settings: Settings,
+    trials: int = SEARCH_TRIALS,
+    register: bool = True,
+    write: bool = True,
+) -> CrossSellResult:
+    """Plain function behind `loyal train cross-sell`: train, log, register, write the top-k.
+
+    Args:
+        settings: the loaded contract data, MLflow and the scores folder.
+        trials: ALS settings tried by the seeded search (0: the defaults, no search).
+        register: register the model version as `cross_sell`.
+        write: write the batch recommendations to `<data_dir>/scores/recommendations.parquet`.
+
+    Returns:
+        The training result, with the batch recommendations.
+    """
+    from training.cross_sell import bank_config, train_cross_sell_bank, write_recommendations
+
+    result = train_cross_sell_bank(settings, bank_config(n_trials=trials), register=register)
+    if write and result.recommendations is not None:
+        write_recommendations(settings, result.recommendations)
+    return result
+
+
+def train_command(
+    trials: Annotated[int, typer.Option(help="ALS settings tried by the search (0: none).")] = (
+        SEARCH_TRIALS
+    ),
+    register: Annotated[bool, typer.Option(help="Register the model version.")] = True,
+    write: Annotated[bool, typer.Option(help="Write the batch recommendations.")] = True,
+) -> None:
+    """Train the cross-sell model, log it to MLflow and register it as `cross_sell`."""
+    result = train_cross_sell_command(get_settings(), trials, register, write)
+    summary = {
+        "run_id": result.run_id,
+        "model_version": result.model_version,
+        **{k: round(v, 6) for k, v in result.evaluation.metrics.items()},
+        "params": {k: result.evaluation.params[k] for k in ("factors", "regularization", "alpha")},
+        "seconds": round(result.seconds, 1),
+    }
+    typer.echo(json.dumps(summary))
+
+
+def promote_cross_sell(
+    settings: Settings,
+    version: str | None = None,
+    force: bool = False,
+    reason: str = "",
+    metric: str = PROMOTION_METRIC,
+) -> PromotionDecision:
+    """Plain function behind `loyal promote cross-sell`: challenger vs champion on one split.
+
+    Both versions' recipes are refitted on the challenger's logged calibration matrix and
+    scored on its targets (see `training.cross_sell.ranking_scorer`).
+    """
+    from training.cross_sell import REGISTERED_MODEL, ranking_scorer
+    from training.registry import promote
+
+    return promote(
+        settings,
+        REGISTERED_MODEL,
+        metric,
+        higher_is_better=True,
+        version=version,
+        force=force,
+        reason=reason,
+        scorer=ranking_scorer(metric),
+    )
+
+
+def promote_command(
+    version: Annotated[
+        str | None, typer.Option(help="Challenger version (default: the latest).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
+    reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
+    metric: Annotated[str, typer.Option(help="Ranking metric compared, e.g. map_at_3.")] = (
+        PROMOTION_METRIC
+    ),
+) -> None:
+    """Make the latest cross-sell model the champion if it wins on the same holdout."""
+    decision = promote_cross_sell(get_settings(), version, force, reason, metric)
+    typer.echo(decision.summary())
