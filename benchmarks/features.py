@@ -145,6 +145,9 @@ def main() -> None:
     parser.add_argument("--stage")
     parser.add_argument("--home", type=Path)
     parser.add_argument("--redis", action="store_true")
+    parser.add_argument(
+        "--build-only", action="store_true", help="skip materialize and online latency"
+    )
     args = parser.parse_args()
     if args.stage:
         stages = {
@@ -156,10 +159,10 @@ def main() -> None:
         figures = stages[args.stage]()
         print(json.dumps({**figures, "peak_rss_mb": peak_rss_mb()}))
         return
-    print(json.dumps(benchmark(args.customers, args.requests)))
+    print(json.dumps(benchmark(args.customers, args.requests, args.build_only)))
 
 
-def benchmark(customers: int, requests: int) -> dict[str, object]:
+def benchmark(customers: int, requests: int, build_only: bool = False) -> dict[str, object]:
     """Every stage for one bank size; the figures keyed by what they measure."""
     home = Path(tempfile.mkdtemp(prefix="loyal-features-bench-"))
     try:
@@ -171,7 +174,7 @@ def benchmark(customers: int, requests: int) -> dict[str, object]:
             "build_peak_rss_mb": round(build["peak_rss_mb"]),
             "feature_rows_per_view": int(build["feature_rows"]),
         }
-        backends = ["sqlite", *(["redis"] if redis_reachable() else [])]
+        backends = [] if build_only else ["sqlite", *(["redis"] if redis_reachable() else [])]
         for backend in backends:
             flag = ["--redis"] if backend == "redis" else []
             loaded = run_stage("materialize", home, *flag)

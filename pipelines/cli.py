@@ -120,11 +120,13 @@ def features_show(
 
 def _register_model_commands() -> None:
     """Model groups: `loyal churn ...`, `loyal train MODEL`, `loyal promote MODEL`."""
-    from pipelines.commands import churn, serve, value
+    from pipelines.commands import churn, cross_sell, serve, value
 
     app.add_typer(churn.app, name="churn")
     train_app.command("churn")(churn.train_command)
     promote_app.command("churn")(churn.promote_command)
+    train_app.command("cross-sell")(cross_sell.train_command)
+    promote_app.command("cross-sell")(cross_sell.promote_command)
     train_app.command("clv")(value.train_clv_command)
     promote_app.command("clv")(value.promote_clv_command)
     train_app.command("segments")(value.train_segments_command)

@@ -22,6 +22,8 @@ def run_all(
 ) -> None:
     """Generate, load, build features, train, promote, score, put it all online, show a customer."""
     from features.tables_io import read_contract
+    from pipelines.commands.churn import promote_churn, train_churn
+    from pipelines.commands.cross_sell import promote_cross_sell, train_cross_sell_command
     from pipelines.commands.value import train_and_promote_value
     from pipelines.features import (
         apply_features,
@@ -41,6 +43,10 @@ def run_all(
     _stage("Build point-in-time features and labels", lambda: build_features(settings))
     _stage("Register features in Feast", lambda: apply_features(settings))
     _stage("Materialize the online store", lambda: materialize_features(settings))
+    _stage("Train churn through the feature store", lambda: train_churn(settings))
+    _stage("Promote churn", lambda: console.print(promote_churn(settings).summary()))
+    _stage("Train cross-sell and write recommendations", lambda: train_cross_sell_command(settings))
+    _stage("Promote cross-sell", lambda: console.print(promote_cross_sell(settings).summary()))
     _stage("Train and promote CLV and need segments", lambda: train_and_promote_value(settings))
     _stage("Score customers into the online scores view", lambda: publish_scores(settings))
     example = str(read_contract(settings)["customers"]["customer_id"].iloc[0])
