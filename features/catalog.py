@@ -436,6 +436,16 @@ SCORES = View(
             "calibrated churn probability of the churn champion (NaN without a champion)",
             reason="churn risk of {value:.0%}",
         ),
+        *(
+            Feature(
+                f"recommendation_{rank}",
+                "str",
+                f"cross-sell product ranked {rank} by the cross-sell champion among products the "
+                "customer does not hold ('' when none)",
+                reason=f"recommended product {rank}: {{value}}",
+            )
+            for rank in (1, 2, 3)
+        ),
     ),
 )
 """The batch scores view (`pipelines.scores` writes it; the API reads tier, segment and CLV)."""

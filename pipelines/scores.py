@@ -60,7 +60,7 @@ def score_customers(settings: Settings, write: bool = True) -> pd.DataFrame:
             "`loyal train segments` first"
         )
     scores = assemble(frame.index, snapshot, values, tiers_for(settings, values["tier_value"]),
-                      segments, churn)  # fmt: skip
+                      segments, churn, top_recommendations(settings))  # fmt: skip
     if write:
         write_scores(scores, scores_table_path(settings))
     log.info(
@@ -78,6 +78,7 @@ def assemble(
     tiers: pd.Series,
     segments: pd.DataFrame,
     churn: pd.Series,
+    recommendations: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The scores table in the `scores` view's column order and types."""
     ids = pd.Index(customers.astype(str), name=ENTITY_KEY)
@@ -94,10 +95,31 @@ def assemble(
             "churn_probability": churn.reindex(ids).astype(float).to_numpy(),
         }
     )
+    for column in RECOMMENDATION_COLUMNS:
+        known = recommendations[column] if recommendations is not None else pd.Series(dtype=str)
+        table[column] = known.reindex(ids).fillna("").astype(str).to_numpy()
     table[TIMESTAMP_FIELD] = table[TIMESTAMP_FIELD].astype("datetime64[ns, UTC]")
     table["expected_purchases_12m"] = table["expected_purchases_12m"].astype(float)
     table = table[[ENTITY_KEY, TIMESTAMP_FIELD, *SCORES.feature_names]]
     return table.sort_values(ENTITY_KEY, kind="stable").reset_index(drop=True)
+
+
+RECOMMENDATION_COLUMNS = [f"recommendation_{rank}" for rank in (1, 2, 3)]
+
+
+def top_recommendations(settings: Settings) -> pd.DataFrame | None:
+    """The batch cross-sell top 3 per customer, one column per rank (None before any run)."""
+    from training.cross_sell import RECOMMENDATIONS_FILE
+
+    path = settings.paths.data_dir / "scores" / RECOMMENDATIONS_FILE
+    if not path.is_file():
+        log.warning("no batch recommendations yet: run `loyal train cross-sell` to fill them")
+        return None
+    batch = pd.read_parquet(path, columns=[ENTITY_KEY, "rank", "product_id"])
+    batch = batch[batch["rank"] <= len(RECOMMENDATION_COLUMNS)]
+    wide = batch.pivot(index=ENTITY_KEY, columns="rank", values="product_id")
+    wide.columns = [f"recommendation_{int(rank)}" for rank in wide.columns]
+    return wide.reindex(columns=RECOMMENDATION_COLUMNS).fillna("")
 
 
 def write_scores(scores: pd.DataFrame, path: Path) -> Path:

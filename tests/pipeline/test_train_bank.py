@@ -159,3 +159,18 @@ def test_cross_sell_promotion_refuses_a_worse_recipe(trained_bank: TrainedBank) 
     assert decision.outcome == "rejected"
     champion = trained_bank.cross_sell_promotion
     assert decision.champion_score == pytest.approx(champion.challenger_score)
+
+
+def test_scores_carry_each_customers_top_recommendations(trained_bank_home: Settings) -> None:
+    from pipelines.scores import score_customers
+    from training.cross_sell import RECOMMENDATIONS_FILE
+
+    scores = score_customers(trained_bank_home, write=False).set_index("customer_id")
+    batch = pd.read_parquet(trained_bank_home.paths.data_dir / "scores" / RECOMMENDATIONS_FILE)
+    best = batch[batch["rank"] == 1].set_index("customer_id")["product_id"]
+    shared = best.index.intersection(scores.index)
+    assert len(shared) > 100
+    assert (scores.loc[shared, "recommendation_1"] == best.loc[shared]).all()
+    third = batch[batch["rank"] == 3].set_index("customer_id")["product_id"]
+    shared3 = third.index.intersection(scores.index)
+    assert (scores.loc[shared3, "recommendation_3"] == third.loc[shared3]).all()
