@@ -6,6 +6,7 @@ import logging
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True)
 
@@ -21,3 +22,15 @@ def setup_logging(level: str = "INFO") -> None:
     )
     for noisy in ("feast", "mlflow", "alembic", "urllib3", "bentoml", "numexpr"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def progress_bar(transient: bool = False) -> Progress:
+    """A progress bar with counts and elapsed time, on the shared console."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=transient,
+    )

@@ -14,16 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from loyal.errors import LoyalError
-from loyal.logs import console
+from loyal.logs import progress_bar
 from loyal.settings import Settings
 from pipelines.sample_bank import SampleBank, generate_bank
 
@@ -87,18 +80,8 @@ def generate_sample_bank(
     return raw_folder
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
-
-
 def _generate_with_progress(customers: int, seed: int, months: int, end_date: str) -> SampleBank:
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task("Simulating months", total=months)
         return generate_bank(
             customers,
@@ -112,7 +95,7 @@ def _generate_with_progress(customers: int, seed: int, months: int, end_date: st
 def _write_tables(bank: SampleBank, raw_folder: Path, truth_folder: Path) -> None:
     jobs = [(raw_folder, name, frame) for name, frame in bank.tables.items()]
     jobs += [(truth_folder, name, frame) for name, frame in bank.truth.items()]
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task("Writing Parquet", total=sum(len(f) for _, _, f in jobs))
         for folder, name, frame in jobs:
             progress.update(task, description=f"Writing {name}")

@@ -15,7 +15,6 @@ from typing import Any
 import pandas as pd
 from pyarrow import ArrowException
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from features.contract import TABLES
@@ -23,7 +22,7 @@ from features.presets import Preset, apply_preset, get_preset
 from features.tables_io import read_contract, replace_folder
 from features.validation import validate_tables
 from loyal.errors import DataContractError, LoyalError, NotReadyError
-from loyal.logs import console
+from loyal.logs import console, progress_bar
 from loyal.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -132,7 +131,7 @@ def read_table_files(folder: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
             "(online-retail, cdnow)"
         )
     tables = {}
-    with _progress() as progress:
+    with progress_bar(transient=True) as progress:
         task = progress.add_task("Reading tables", total=len(files))
         for name, file in files.items():
             tables[name] = read_table_file(file, name)
@@ -445,17 +444,6 @@ def _existing_folder(path: Path) -> Path:
     if not path.is_dir():
         raise LoyalError(f"{path} is a file; pass the folder that holds the table files")
     return path
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def _count_rows(tables: Mapping[str, pd.DataFrame]) -> str:

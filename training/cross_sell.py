@@ -836,22 +836,9 @@ def log_cross_sell_run(
 
 def _mlflow_experiment(settings: Settings) -> str:
     """Point mlflow at the configured store and return the experiment id (created if needed)."""
-    import mlflow
+    from training.tracking import configure
 
-    uri = settings.mlflow.tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    settings.mlflow.artifact_root.mkdir(parents=True, exist_ok=True)
-    return str(
-        mlflow.create_experiment(
-            settings.mlflow.experiment, artifact_location=settings.mlflow.artifact_root.as_uri()
-        )
-    )
+    return configure(settings)
 
 
 def _run_params(evaluation: CrossSellEvaluation, config: CrossSellConfig) -> dict[str, Any]:
