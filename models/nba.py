@@ -419,6 +419,14 @@ def _contact(cand: _Candidate, ctx: _Context) -> Verdict:
             f"declined {_ago(min(declined))}; suppressed for {policy.decline_days:g} days "
             "after a decline"
         )
+    product_declined = [
+        age for age in _product_decline_ages(cand, ctx) if age < policy.decline_days
+    ]
+    if product_declined:
+        return "contact", (
+            f"another offer of {cand.offer.product_id} was declined "
+            f"{_ago(min(product_declined))}; suppressed for {policy.decline_days:g} days"
+        )
     recent = [age for _, age in ages if age < policy.cooldown_days]
     if recent:
         return "contact", (
@@ -432,6 +440,22 @@ def _contact(cand: _Candidate, ctx: _Context) -> Verdict:
                 f"(max {policy.max_per_period})"
             )
     return None
+
+
+def _product_decline_ages(cand: _Candidate, ctx: _Context) -> list[float]:
+    """Days since declines of other offers selling the same product (a no to the product)."""
+    product = cand.offer.product_id
+    if product is None:
+        return []
+    sellers = {
+        o.id for o in ctx.catalog.offers if o.product_id == product and o.id != cand.offer.id
+    }
+    return [
+        _days(ctx.now - event.timestamp)
+        for offer_id in sellers
+        for event in ctx.history.get(offer_id, ())
+        if event.outcome == "declined"
+    ]
 
 
 def _economics(cand: _Candidate, ctx: _Context) -> Verdict:

@@ -294,6 +294,23 @@ def test_declined_offer_is_suppressed_for_the_decline_cooldown(catalog: Catalog)
     assert ids(run(catalog, hys_customer(), "atm", history=long_ago)) == ["hys_move_idle_cash"]
 
 
+def test_a_declined_product_is_not_offered_again_through_another_offer(catalog: Catalog) -> None:
+    declined = [contacted("hys_move_idle_cash", 20, "declined")]
+    decision = run(
+        catalog,
+        hys_customer(),
+        "web",
+        history=declined,
+        k=3,
+        recommendations=[("high_yield_savings", 0.9)],
+    )
+    assert all(a.product_id != "high_yield_savings" for a in decision.actions)
+    assert why(decision, "als_high_yield_savings") == (
+        "contact: another offer of high_yield_savings was declined 20 days ago; "
+        "suppressed for 30 days"
+    )
+
+
 def test_max_contacts_per_period_for_one_offer(catalog: Catalog) -> None:
     history = [contacted("hys_move_idle_cash", days) for days in (20, 40, 60)]
     decision = run(catalog, hys_customer(), "atm", history=history)
