@@ -706,7 +706,6 @@ def _log_run(
         if register:
             tags = {
                 tracking.TAG_SNAPSHOT: snapshot_id,
-                tracking.TAG_GIT_COMMIT: tracking.git_commit(),
                 "test_roc_auc": f"{metrics['roc_auc']:.4f}",
             }
             version = tracking.register(settings, model_uri, MODEL_NAME, run.info.run_id, tags)

@@ -496,7 +496,6 @@ def _log_run(
         if register:
             tags = {
                 tracking.TAG_SNAPSHOT: snapshot,
-                tracking.TAG_GIT_COMMIT: tracking.git_commit(),
                 "holdout_mae": f"{metrics['mae']:.4f}",
             }
             version = tracking.register(settings, model_uri, MODEL_NAME, run.info.run_id, tags)

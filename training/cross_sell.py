@@ -8,7 +8,6 @@ import importlib.metadata
 import json
 import logging
 import re
-import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
@@ -861,11 +860,13 @@ def _run_metrics(evaluation: CrossSellEvaluation) -> dict[str, float]:
 
 
 def _run_tags(transactions: pd.DataFrame) -> dict[str, str]:
-    tags = {"model": REGISTERED_MODEL, "data_snapshot_id": data_snapshot_id(transactions)}
-    commit = _git_commit()
-    if commit:
-        tags["git_commit"] = commit
-    return tags
+    from training.tracking import TAG_GIT_COMMIT, git_commit
+
+    return {
+        "model": REGISTERED_MODEL,
+        "data_snapshot_id": data_snapshot_id(transactions),
+        TAG_GIT_COMMIT: git_commit(),
+    }
 
 
 def data_snapshot_id(transactions: pd.DataFrame) -> str:
@@ -873,20 +874,6 @@ def data_snapshot_id(transactions: pd.DataFrame) -> str:
     frame = transactions[_REQUIRED]
     digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def _git_commit() -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return result.stdout.strip() or None
 
 
 def _log_model(model: Recommender, registered_name: str | None) -> str | None:

@@ -529,7 +529,6 @@ def _log_run(
         if register:
             tags = {
                 tracking.TAG_SNAPSHOT: snapshot_id,
-                tracking.TAG_GIT_COMMIT: tracking.git_commit(),
                 "k": str(model.k_),
                 "holdout_silhouette": f"{evaluation.metrics['holdout_silhouette']:.4f}",
             }

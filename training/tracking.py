@@ -246,13 +246,17 @@ def register(
     run_id: str,
     tags: Mapping[str, str] | None = None,
 ) -> ModelVersion:
-    """Register a logged model as a new version of `model_name`, tagged with its lineage."""
+    """Register a logged model as a new version of `model_name`, tagged with its lineage.
+
+    The run id and the git commit are always tagged; `tags` adds the caller's own (data
+    snapshot, headline metric).
+    """
     import mlflow
 
     configure(settings)
     version = mlflow.register_model(model_uri, model_name)
     registry = client(settings)
-    lineage = {"run_id": run_id, **(tags or {})}
+    lineage = {"run_id": run_id, TAG_GIT_COMMIT: git_commit(), **(tags or {})}
     for key, value in lineage.items():
         registry.set_model_version_tag(model_name, version.version, key, str(value))
     log.info("registered %s version %s (run %s)", model_name, version.version, run_id)

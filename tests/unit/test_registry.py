@@ -80,6 +80,13 @@ def test_store_lives_under_the_temporary_home(store: Settings) -> None:
     assert str(store.home) in store.mlflow.tracking_uri
 
 
+def test_every_version_records_its_run_commit_and_data(store: Settings) -> None:
+    version = tracking.client(store).get_model_version("churn", "1")
+    assert version.tags["run_id"] == version.run_id
+    assert version.tags[tracking.TAG_GIT_COMMIT] == tracking.git_commit()
+    assert version.tags[tracking.TAG_SNAPSHOT]
+
+
 def test_first_version_becomes_champion(store: Settings) -> None:
     if _champion(store) is not None:
         _crown(store, None)
