@@ -120,7 +120,7 @@ def features_show(
 
 def _register_model_commands() -> None:
     """Model groups: `loyal churn ...`, `loyal train MODEL`, `loyal promote MODEL`."""
-    from pipelines.commands import churn, cross_sell, serve, value
+    from pipelines.commands import admin, churn, cross_sell, lists, report, scoring, serve, value
 
     app.add_typer(churn.app, name="churn")
     train_app.command("churn")(churn.train_command)
@@ -131,7 +131,12 @@ def _register_model_commands() -> None:
     promote_app.command("clv")(value.promote_clv_command)
     train_app.command("segments")(value.train_segments_command)
     promote_app.command("segments")(value.promote_segments_command)
-    app.command("score")(value.score_command)
+    app.command("score")(scoring.score_command)
+    app.command("churn-list")(lists.churn_list_command)
+    app.command("report")(report.report_command)
+    app.command("models")(admin.models_command)
+    app.command("rollback")(admin.rollback_command)
+    app.add_typer(admin.pipeline_app, name="pipeline")
     app.command("serve")(serve.serve_command)
     app.add_typer(serve.bento_app, name="bento")
 

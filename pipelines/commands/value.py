@@ -1,4 +1,4 @@
-"""`loyal train clv|segments`, `loyal promote clv|segments` and `loyal score`: thin shells.
+"""`loyal train clv|segments` and `loyal promote clv|segments`: thin shells.
 
 Only typer and the settings are imported at module level, so the CLI starts fast; each
 command imports its heavy machinery when it runs. Every command has a plain function with
@@ -15,8 +15,6 @@ import typer
 from loyal.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from training.clv import ClvTrainResult
     from training.registry import PromotionDecision
     from training.segments import SegmentsTrainResult
@@ -57,13 +55,6 @@ def promote_segments(
     from training.segments import promote_segments as promote
 
     return promote(settings, version=version, force=force, reason=reason)
-
-
-def score(settings: Settings, publish: bool = True) -> pd.DataFrame:
-    """Plain function behind `loyal score`: write the scores table, then put it online."""
-    from pipelines.scores import publish_scores, score_customers
-
-    return publish_scores(settings) if publish else score_customers(settings)
 
 
 def train_and_promote_value(settings: Settings) -> dict[str, Any]:
@@ -151,21 +142,3 @@ def promote_segments_command(
 ) -> None:
     """Make the latest segments model the champion if it separates customers better."""
     typer.echo(promote_segments(get_settings(), version, force, reason).summary())
-
-
-def score_command(
-    publish: Annotated[
-        bool, typer.Option(help="Register the scores view in Feast and put it online.")
-    ] = True,
-) -> None:
-    """Score every customer (CLV, P(alive), tier, need segment, churn) into the scores view."""
-    scores = score(get_settings(), publish)
-    summary = {
-        "customers": len(scores),
-        "snapshot": str(scores["event_timestamp"].max()) if len(scores) else None,
-        "tiers": scores["tier"].value_counts().to_dict(),
-        "segments": scores["segment_name"].value_counts().to_dict(),
-        "with_clv": int(scores["clv"].notna().sum()),
-        "with_churn_probability": int(scores["churn_probability"].notna().sum()),
-    }
-    typer.echo(json.dumps(summary))
