@@ -92,3 +92,19 @@ def trained_bank(bank_home: Settings) -> TrainedBank:
 def trained_bank_home(trained_bank: TrainedBank) -> Settings:
     """Settings of a small sample bank whose churn and cross_sell have champions."""
     return trained_bank.settings
+
+
+@pytest.fixture(scope="session")
+def scored_bank_home(trained_bank: TrainedBank) -> Settings:
+    """The trained bank with CLV and segments promoted too and every customer scored.
+
+    `data/scores/scores.parquet` holds tier, segment, CLV and churn probability for every
+    customer of the latest snapshot, and the scores view is online. Read-only for tests.
+    """
+    from pipelines.commands.value import train_and_promote_value
+    from pipelines.scores import publish_scores
+
+    settings = trained_bank.settings
+    train_and_promote_value(settings)
+    publish_scores(settings)
+    return settings
