@@ -10,11 +10,19 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -164,6 +172,58 @@ class GenerateSettings(BaseModel):
     end_date: str = "2026-10-31"
 
 
+DEFAULT_MODELS: tuple[str, ...] = ("churn", "cross_sell")
+"""Registered models the service loads at start-up (their `champion` versions)."""
+
+
+class ServingSettings(BaseModel):
+    """How the next-best-action service runs.
+
+    Attributes:
+        api_key: when set, every API call must send it in `api_key_header` (401 otherwise).
+        api_key_header: the header carrying the key.
+        models: registered models to load (`champion` alias); a missing one degrades answers.
+        feature_service: the Feast feature service the service reads online.
+        feature_reader: `sqlite` reads Feast's SQLite online tables directly (the fast path,
+            kept equal to Feast by a test), `feast` calls `get_online_features`, `auto` picks
+            `sqlite` for the embedded profile and `feast` otherwise.
+        catalog_path: the offer catalog (default: the one shipped for the sample bank).
+        recommendations: cross-sell products handed to the policy as candidates.
+        reasons: churn reasons per customer.
+        feedback_db: the feedback store (default: `<runtime_dir>/serving/feedback.db`);
+            relative paths (here and in `catalog_path`) are under ``home``.
+        workers: BentoML worker processes.
+        tracing: keep BentoML's OpenTelemetry tracing on every request (costs ~0.5 ms each).
+        require_models: readiness (`/readyz`) fails while a configured model is missing.
+    """
+
+    api_key: SecretStr | None = None
+    api_key_header: str = "X-API-Key"
+    models: Annotated[tuple[str, ...], NoDecode] = DEFAULT_MODELS
+    feature_service: str = "nba_v1"
+    feature_reader: Literal["auto", "sqlite", "feast"] = "auto"
+    catalog_path: Path | None = None
+    recommendations: int = Field(default=5, ge=1, le=50)
+    reasons: int = Field(default=3, ge=0, le=10)
+    feedback_db: Path | None = None
+    workers: int = Field(default=1, ge=1, le=64)
+    tracing: bool = False
+    require_models: bool = True
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """`LOYAL_SERVING__MODELS=churn,cross_sell` (an empty string loads no model)."""
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether API calls need the key."""
+        return self.api_key is not None and bool(self.api_key.get_secret_value())
+
+
 class Settings(BaseSettings):
     """Everything configurable in Loyal."""
 
@@ -182,6 +242,7 @@ class Settings(BaseSettings):
     clv: ClvSettings = ClvSettings()
     segments: SegmentSettings = SegmentSettings()
     generate: GenerateSettings = GenerateSettings()
+    serving: ServingSettings = ServingSettings()
 
     @field_validator("log_level")
     @classmethod
@@ -196,6 +257,10 @@ class Settings(BaseSettings):
         self.paths.data_dir = self.resolve(self.paths.data_dir)
         self.paths.runtime_dir = self.resolve(self.paths.runtime_dir)
         self.mlflow.artifact_root = self.resolve(self.mlflow.artifact_root)
+        if self.serving.feedback_db is not None:
+            self.serving.feedback_db = self.resolve(self.serving.feedback_db)
+        if self.serving.catalog_path is not None:
+            self.serving.catalog_path = self.resolve(self.serving.catalog_path)
         prefix = "sqlite:///"
         if self.mlflow.tracking_uri.startswith(prefix) and not self.mlflow.tracking_uri.startswith(
             prefix + "/"

@@ -31,7 +31,7 @@ from serving.schemas import (
     RecommendRequest,
     SegmentRequest,
 )
-from serving.settings import ServingSettings
+from serving.settings import ServingSettings, load_serving_settings
 
 pytestmark = pytest.mark.unit
 
@@ -531,7 +531,7 @@ def test_middleware_rejects_missing_or_wrong_keys_on_protected_paths_only() -> N
 def test_serving_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOYAL_SERVING__MODELS", "churn")
     monkeypatch.setenv("LOYAL_SERVING__API_KEY", "key-7f3a")
-    options = ServingSettings()
+    options = load_serving_settings()
     assert options.models == ("churn",) and options.auth_enabled
     assert "key-7f3a" not in repr(options)
 
