@@ -282,6 +282,20 @@ ENGAGEMENT = View(
             "latest satisfaction score (1-5) given in the last 365 days (NaN if none)",
             reason="last satisfaction score {value:.0f} of 5",
         ),
+        Feature(
+            "low_satisfaction_90d",
+            "int",
+            "satisfaction scores of 2 or less (of 5) given in the last 90 days",
+            reason="{value:.0f} low satisfaction scores in the last 90 days",
+        ),
+        Feature(
+            "activity_trend",
+            "float",
+            "relative change of activity, (a + 1) / (b + 1) - 1, where a counts logins, ATM "
+            "and branch visits, e-mails opened and transactions in the last 90 days and b the "
+            "same in the 90 days before; NaN for customers who signed up less than 180 days ago",
+            reason="activity (logins, visits, transactions) {value:+.0%} on the quarter before",
+        ),
         *_counts("atm_visits", "ATM visits", (90,)),
         *_counts("branch_visits", "branch visits", (90,)),
         *_counts("email_opens", "e-mails opened", (90,)),

@@ -70,6 +70,12 @@ ACTIVE_DAYS = 90
 AT_RISK_DAYS = 180
 LAPSED_DAYS = 365
 SATISFACTION_DAYS = 365
+LOW_SATISFACTION = 2.0
+"""Satisfaction scores at or below this (of 5) count as low."""
+TREND_DAYS = 90
+"""Activity trend: the last TREND_DAYS against the TREND_DAYS before them."""
+ENGAGED_KINDS = ("login", "atm_visit", "branch_visit", "email_open")
+"""Interaction kinds a customer starts (service calls and complaints are not engagement)."""
 REGULARITY_MONTHS = 12
 
 INTERACTION_KINDS: dict[str, str] = {
@@ -823,6 +829,7 @@ class _Builder:
         self.in_seconds, self.in_group = empty, empty.astype(np.int32)
         self.rating_value = np.zeros(0)
         self.latest_rating = _Latest(empty, empty, n)
+        self.low_seconds, self.low_customer = empty, empty.astype(np.int32)
         if interactions is None or interactions.empty:
             return
         customer = codes_in(interactions[ENTITY_KEY], self.index)
@@ -840,6 +847,9 @@ class _Builder:
             self.latest_rating = _Latest(
                 self.in_seconds[rated], customer[rated].astype(np.int32), n
             )
+            low = rated[self.rating_value <= LOW_SATISFACTION]
+            self.low_seconds = self.in_seconds[low]
+            self.low_customer = customer[low].astype(np.int32)
 
     def _prepare_balances(self, balances: pd.DataFrame | None) -> None:
         n, b = self.n, len(self.balance_types)
@@ -986,8 +996,32 @@ class _Builder:
         if self.rating_value.size:
             rating = np.where(fresh, self.rating_value[np.maximum(position, 0)], np.nan)
         columns["last_satisfaction"] = rating
+        low = self._positions(self.low_seconds, t, (0, 90))
+        columns["low_satisfaction_90d"] = _counts(self.low_customer, low[90], low[0], n)
+        columns["activity_trend"] = self._activity_trend(t)
         columns["digital_share"] = self._digital_share(t)
         return columns
+
+    def _activity_trend(self, t: int) -> np.ndarray:
+        """(recent + 1) / (earlier + 1) - 1 of engaged interactions plus transactions.
+
+        Recent is [t - 90d, t), earlier the 90 days before; NaN for customers who signed up
+        inside those 180 days, whose "earlier" window is partly before they existed.
+        """
+        n, k = self.n, len(self.kinds)
+        engaged = [j for j, kind in enumerate(self.kinds) if kind in ENGAGED_KINDS]
+        windows = (0, TREND_DAYS, 2 * TREND_DAYS)
+        p = self._positions(self.in_seconds, t, windows)
+        q = self._positions(self.tx_seconds, t, windows)
+        recent = _counts(self.in_group, p[TREND_DAYS], p[0], n * k).reshape(n, k)[:, engaged]
+        earlier = _counts(self.in_group, p[2 * TREND_DAYS], p[TREND_DAYS], n * k)
+        earlier = earlier.reshape(n, k)[:, engaged]
+        active_recent = recent.sum(axis=1) + _counts(self.tx_customer, q[TREND_DAYS], q[0], n)
+        active_earlier = earlier.sum(axis=1) + _counts(
+            self.tx_customer, q[2 * TREND_DAYS], q[TREND_DAYS], n
+        )
+        trend = (active_recent + 1.0) / (active_earlier + 1.0) - 1.0
+        return np.where(self.signup <= t - 2 * TREND_DAYS * DAY, trend, np.nan)
 
     def _digital_share(self, t: int) -> np.ndarray:
         if not self.has_channel:

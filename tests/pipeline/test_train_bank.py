@@ -73,6 +73,9 @@ def test_churn_test_auc_is_near_the_oracle_and_calibrated(trained_bank: TrainedB
     assert metrics["roc_auc_gap"] < 0.2
     assert metrics["ece"] < 0.05
     assert metrics["snapshot_hazard_without_frailty_roc_auc"] < metrics["oracle_roc_auc"]
+    assert metrics["achievable_roc_auc_gap"] == pytest.approx(
+        metrics["snapshot_hazard_without_frailty_roc_auc"] - metrics["roc_auc"]
+    )
 
 
 def test_the_oracle_is_calibrated_on_the_test_rows(trained_bank: TrainedBank) -> None:

@@ -248,6 +248,45 @@ def test_engagement_counts_kinds_in_their_windows() -> None:
     assert np.isnan(b["last_satisfaction"])  # older than 365 days
 
 
+def test_low_satisfaction_counts_scores_of_two_or_less_in_90_days() -> None:
+    frames = _build(
+        _tables(
+            interactions=[
+                ("A", T - 1 * DAY, "call", 2.0),
+                ("A", T - 89 * DAY, "complaint", 1.0),
+                ("A", T - 91 * DAY, "complaint", 1.0),  # outside the window
+                ("A", T - 2 * DAY, "call", 3.0),  # not low
+                ("A", T, "call", 1.0),  # at the snapshot: not yet seen
+            ]
+        )
+    )
+    assert _at(frames, "engagement", "A")["low_satisfaction_90d"] == 2
+    assert _at(frames, "engagement", "B")["low_satisfaction_90d"] == 0
+
+
+def test_activity_trend_compares_the_last_quarter_with_the_one_before() -> None:
+    frames = _build(
+        _tables(
+            transactions=[
+                ("A", T - 10 * DAY, "checking", 100.0),
+                ("A", T - 100 * DAY, "checking", 100.0),
+                ("A", T - 120 * DAY, "checking", 100.0),
+                ("C", T - 3 * DAY, "checking", 100.0),
+            ],
+            interactions=[
+                ("A", T - 20 * DAY, "login", np.nan),
+                ("A", T - 95 * DAY, "login", np.nan),
+                ("A", T - 96 * DAY, "email_open", np.nan),
+                ("A", T - 97 * DAY, "complaint", 1.0),  # not engagement
+            ],
+        )
+    )
+    a = _at(frames, "engagement", "A")
+    assert a["activity_trend"] == pytest.approx((2 + 1) / (4 + 1) - 1)  # 2 recent, 4 before
+    assert _at(frames, "engagement", "B")["activity_trend"] == 0.0  # nothing in either window
+    assert np.isnan(_at(frames, "engagement", "C")["activity_trend"])  # signed up 28 days ago
+
+
 def test_digital_share_is_the_share_of_digital_transactions_in_90_days() -> None:
     tables = _tables(
         [
