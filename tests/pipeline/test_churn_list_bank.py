@@ -1,0 +1,153 @@
+"""`loyal churn-list` end to end on the scored sample bank: csv, parquet and xlsx.
+
+The expected list is recomputed here from the scores table and the contract's customers, on
+its own, and compared with what the command wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.store import scores_table_path
+from loyal.errors import LoyalError
+from loyal.settings import Settings, get_settings
+from models.offers import load_catalog
+from pipelines.churn_list import COLUMNS, REASON_COLUMNS, sidecar_path
+from pipelines.cli import app
+
+pytestmark = pytest.mark.pipeline
+
+TOP = 40
+TEXT_COLUMNS = [
+    "customer_id",
+    "tier",
+    "segment_name",
+    "region",
+    *REASON_COLUMNS,
+    "action_id",
+    "action_title",
+    "action_message",
+    "action_note",
+]
+
+
+@pytest.fixture
+def cli_home(scored_bank_home: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """The scored bank as the CLI's home (LOYAL_HOME), settings cache cleared around the test."""
+    monkeypatch.setenv("LOYAL_HOME", str(scored_bank_home.home))
+    monkeypatch.chdir(scored_bank_home.home)
+    get_settings.cache_clear()
+    yield scored_bank_home
+    get_settings.cache_clear()
+
+
+def run_cli(*args: str) -> str:
+    result = CliRunner().invoke(app, ["churn-list", *args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def read_list(path: Path) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    read = pd.read_csv if path.suffix == ".csv" else pd.read_excel
+    frame = read(path, dtype={c: str for c in TEXT_COLUMNS})
+    frame[TEXT_COLUMNS] = frame[TEXT_COLUMNS].fillna("")
+    return frame
+
+
+def expected_ids(settings: Settings, top: int, tiers: set[str] | None = None) -> list[str]:
+    """The list recomputed by hand: open, consenting, ranked by expected loss then id."""
+    scores = pd.read_parquet(scores_table_path(settings))
+    customers = pd.read_parquet(settings.paths.contract_dir / "customers.parquet")
+    consenting = customers[
+        customers["consent_marketing"].fillna(False).astype(bool) & customers["closed_at"].isna()
+    ]["customer_id"].astype(str)
+    rows = scores[scores["customer_id"].astype(str).isin(set(consenting))].copy()
+    if tiers is not None:
+        rows = rows[rows["tier"].isin(tiers)]
+    rows["loss"] = (rows["churn_probability"] * rows["clv"].clip(lower=0)).round(2)
+    rows = rows.dropna(subset=["loss"])
+    rows = rows.sort_values(["loss", "customer_id"], ascending=[False, True])
+    return rows["customer_id"].astype(str).head(top).tolist()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".xlsx"])
+def test_churn_list_file_and_sidecar(cli_home: Settings, tmp_path: Path, suffix: str) -> None:
+    out = tmp_path / f"calls{suffix}"
+    printed = run_cli("--out", str(out), "--top", str(TOP))
+    listed = read_list(out)
+
+    assert f"Wrote {TOP} customers to {out}" in printed
+    assert list(listed.columns) == COLUMNS
+    assert listed["customer_id"].tolist() == expected_ids(cli_home, TOP)
+    assert listed["rank"].tolist() == list(range(1, TOP + 1))
+    assert listed["expected_loss"].is_monotonic_decreasing
+    assert (listed["reason_1"] != "").any()
+
+    sidecar = json.loads(sidecar_path(out).read_text())
+    scores = pd.read_parquet(scores_table_path(cli_home))
+    assert pd.Timestamp(sidecar["snapshot"]) == scores["event_timestamp"].max()
+    assert sidecar["output"]["rows"] == TOP
+    assert sidecar["output"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    models = sidecar["models"]
+    assert models["churn_reasons"]["alias"] == "champion"
+    assert models["churn_reasons"]["version"] == models["champions"]["churn"]
+    assert {"clv", "segments", "cross_sell"} <= set(models["champions"])
+    assert models["champions"]["clv"] is not None
+    assert sidecar["counts"]["listed"] == TOP
+    assert sidecar["counts"]["no_consent"] > 0
+    assert sidecar["filters"]["top"] == TOP
+    assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_actions_are_retention_offers_within_the_tier_cap(
+    cli_home: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "calls.parquet"
+    run_cli("--out", str(out), "--top", "200")
+    listed = pd.read_parquet(out)
+    catalog = load_catalog()
+    with_action = listed[listed["action_id"] != ""]
+    without = listed[listed["action_id"] == ""]
+
+    assert len(with_action) > 0
+    for row in with_action.to_dict("records"):
+        offer = catalog.offer(str(row["action_id"]))
+        assert offer is not None and offer.kind == "retention"
+        assert "call_center" in offer.channels
+        assert float(row["action_cost"]) == offer.cost <= catalog.spend.cap(str(row["tier"]))
+        assert row["action_message"] and float(row["action_expected_value"]) > 0
+    assert (without["action_cost"] == 0).all()
+    assert (without["action_note"].str.startswith("no retention offer allowed")).all()
+
+
+def test_min_tier_and_probability_filters(cli_home: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "gold.csv"
+    run_cli("--out", str(out), "--top", "500", "--min-tier", "gold", "--min-prob", "0.01")
+    listed = read_list(out)
+    expected = [
+        cid
+        for cid in expected_ids(cli_home, 10_000, tiers={"platinum", "gold"})
+        if cid in set(listed["customer_id"])
+    ]
+
+    assert len(listed) > 0
+    assert set(listed["tier"]) <= {"platinum", "gold"}
+    assert (listed["churn_probability"] >= 0.01 - 5e-5).all()
+    assert listed["customer_id"].tolist() == expected
+
+
+def test_unknown_segment_is_named(cli_home: Settings, tmp_path: Path) -> None:
+    with pytest.raises(LoyalError, match="--segment: unknown segment 'nobody'"):
+        run_cli("--out", str(tmp_path / "calls.csv"), "--segment", "nobody")
+    assert not (tmp_path / "calls.csv").exists()

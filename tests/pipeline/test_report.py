@@ -1,0 +1,174 @@
+"""`loyal report` on the scored sample bank: every section, and an early-warning list that names
+the customers whose churn risk was raised since a (hand-made) previous scoring.
+
+The session's scored bank is read-only: each test copies its contract and scores tables into
+a fresh home and points that home at the bank's MLflow store (read only: champion aliases).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.store import scores_table_path
+from loyal.settings import Settings, get_settings, load_settings
+from pipelines.report import MODEL_NAMES, build_report, previous_scores_path
+
+pytestmark = pytest.mark.pipeline
+
+RAISED = 5
+
+
+class PageParser(HTMLParser):
+    """Section titles, image sources and the rows of every table of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.titles: list[str] = []
+        self.images: list[str] = []
+        self.tables: list[list[list[str]]] = []
+        self._tag: str | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.images.append(dict(attrs).get("src") or "")
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in {"td", "th"}:
+            self._cell = []
+        self._tag = tag
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in {"td", "th"} and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell))
+            self._cell = None
+        self._tag = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+        elif self._tag == "h2":
+            self.titles.append(data)
+
+
+def parse(page: str) -> PageParser:
+    parser = PageParser()
+    parser.feed(page)
+    return parser
+
+
+@pytest.fixture
+def report_home(scored_bank_home: Settings, tmp_path: Path) -> Settings:
+    """A fresh home with the bank's contract and scores tables, reading the bank's MLflow."""
+    source = scored_bank_home.paths.data_dir
+    for folder in ("contract", "scores"):
+        shutil.copytree(source / folder, tmp_path / "data" / folder)
+    return load_settings(
+        home=tmp_path, mlflow={"tracking_uri": scored_bank_home.mlflow.tracking_uri}
+    )
+
+
+def champions(settings: Settings) -> dict[str, str | None]:
+    from training import tracking
+    from training.registry import champion_version
+
+    registry = tracking.client(settings)
+    found = {name: champion_version(registry, name) for name in MODEL_NAMES}
+    return {name: None if v is None else str(v.version) for name, v in found.items()}
+
+
+def test_report_without_previous_scores_has_every_section(report_home: Settings) -> None:
+    scores = pd.read_parquet(scores_table_path(report_home))
+    assert not previous_scores_path(report_home).exists()
+    path = build_report(report_home)
+    snapshot = f"{pd.Timestamp(scores['event_timestamp'].max()):%Y-%m-%d}"
+    assert path == report_home.home / "reports" / f"loyal-report-{snapshot}.html"
+    page = path.read_text(encoding="utf-8")
+    parsed = parse(page)
+    assert parsed.titles == [
+        "Customer composition",
+        "Value contribution",
+        "Churn risk and expected loss",
+        "Early warning: churn risk rising",
+    ]
+    assert "No previous scoring to compare with" in page
+    assert "model is missing" not in page
+    facts = dict(parsed.tables[0])
+    assert facts["snapshot"] == snapshot
+    assert facts["customers scored"] == f"{len(scores):,}"
+    for name, version in champions(report_home).items():
+        assert version is not None
+        assert facts[f"{name} model"] == f"v{version}"
+    tiers = {row[0]: int(row[1].replace(",", "")) for row in parsed.tables[1][1:]}
+    assert tiers == scores["tier"].value_counts().to_dict()
+    top = f"({round(len(scores) * 0.2):,} of {len(scores):,})"
+    assert re.search(rf"The top 20% of customers {re.escape(top)} bring \d+\.\d%", page)
+    assert len(parsed.images) == 3
+    for source in parsed.images:
+        assert source.startswith("data:image/png;base64,")
+        assert base64.b64decode(source.split(",", 1)[1])[:4] == b"\x89PNG"
+    assert not re.search(r"(src|href)=\"?(https?:)?//", page)
+
+
+def test_cli_report_lists_the_customers_whose_risk_rose(
+    report_home: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+
+    from pipelines.commands.report import report_command
+
+    scores = pd.read_parquet(scores_table_path(report_home))
+    riskiest = scores.sort_values(["churn_probability", "customer_id"], ascending=[False, True])
+    dropped = riskiest["customer_id"].iloc[0]  # absent from the previous scoring: left out
+    raised = riskiest["customer_id"].iloc[1 : 1 + RAISED].tolist()
+    # each was at 10%, 20%, ... of its current probability: rises strictly decreasing
+    factors = dict(zip(raised, [0.1 * (i + 1) for i in range(RAISED)], strict=True))
+    current = scores.set_index("customer_id")["churn_probability"]
+    rises = [current[c] * (1 - factors[c]) for c in raised]
+    previous = scores[scores["customer_id"] != dropped].copy()
+    lowered = previous["customer_id"].map(factors).fillna(1.0)
+    previous["churn_probability"] = previous["churn_probability"] * lowered
+    ghost = previous.iloc[[0]].assign(customer_id="only-in-previous", churn_probability=0.0)
+    pd.concat([previous, ghost]).to_parquet(previous_scores_path(report_home), index=False)
+
+    app = typer.Typer()
+    app.command()(report_command)
+    out = tmp_path / "out" / "page.html"
+    monkeypatch.setenv("LOYAL_HOME", str(report_home.home))
+    monkeypatch.setenv("LOYAL_MLFLOW__TRACKING_URI", report_home.mlflow.tracking_uri)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["--out", str(out), "--top", str(RAISED + 3)])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert str(out) in result.output
+    assert [p.name for p in out.parent.iterdir()] == ["page.html"]
+
+    parsed = parse(out.read_text(encoding="utf-8"))
+    warning = parsed.tables[-1]
+    assert warning[0] == [
+        "customer",
+        "tier",
+        "segment",
+        "previous probability",
+        "current probability",
+        "rise",
+    ]
+    rows = warning[1:]
+    assert [row[0] for row in rows] == raised  # only they rose, largest rise first
+    assert [float(row[5]) for row in rows] == pytest.approx(rises, abs=1e-3)
+    by_id = scores.set_index("customer_id")
+    for row in rows:
+        assert row[1] == by_id.loc[row[0], "tier"]
+        assert float(row[4]) == pytest.approx(by_id.loc[row[0], "churn_probability"], abs=1e-3)
