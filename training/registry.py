@@ -84,7 +84,8 @@ class PromotionDecision:
             "unchanged": "already champion",
         }[self.outcome]
         rows = f"on {self.holdout_rows} holdout rows of run {self.holdout_run_id}"
-        return f"{self.model_name}: {challenger} vs {champion} {rows}: {verdict}"
+        note = f" (reason: {self.reason})" if self.reason.strip() else ""
+        return f"{self.model_name}: {challenger} vs {champion} {rows}: {verdict}{note}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, e.g. for a JSON line."""
@@ -200,18 +201,44 @@ def promote(
 ) -> PromotionDecision:
     """Make the challenger the `champion` if it beats the champion on the challenger's holdout.
 
+    `decide`, then `apply_decision`: see both for the arguments and the errors.
+
+    Returns:
+        The decision, also tagged on the challenger version.
+    """
+    decision = decide(
+        settings, model_name, metric, higher_is_better, version, force, reason, scorer
+    )
+    apply_decision(settings, decision)
+    return decision
+
+
+def decide(
+    settings: Settings,
+    model_name: str,
+    metric: str,
+    higher_is_better: bool = True,
+    version: str | int | None = None,
+    force: bool = False,
+    reason: str = "",
+    scorer: Scorer | None = None,
+) -> PromotionDecision:
+    """Score the challenger and the champion on the challenger's holdout; write nothing.
+
+    The retrain pipeline decides for every model before it moves any alias.
+
     Args:
         settings: where MLflow lives.
         model_name: registered model, e.g. "churn".
         metric: the metric compared, e.g. "roc_auc".
         higher_is_better: direction of the metric (False for brier, ece, errors).
         version: the challenger; the latest version when None.
-        force: move the alias even without a win (the decision is tagged "forced").
+        force: promote even without a win (the decision is "forced").
         reason: why; required with force, recorded as a tag either way.
         scorer: custom (model URI, holdout, metadata) -> score; default `metric_scorer(metric)`.
 
     Returns:
-        The decision, also tagged on the challenger version.
+        The decision: apply it with `apply_decision`.
 
     Raises:
         LoyalError: forcing without a reason, an unknown metric, or a champion that cannot be
@@ -222,16 +249,11 @@ def promote(
         raise LoyalError("--force needs a --reason, which is recorded with the decision")
     score = scorer or metric_scorer(metric)
     registry = tracking.client(settings)
-    challenger = (
-        latest_version(registry, model_name)
-        if version is None
-        else registry.get_model_version(model_name, str(version))
-    )
+    challenger = _challenger(registry, model_name, version)
     champion = champion_version(registry, model_name)
     holdout_run = tracking.version_run_id(challenger)
     holdout, meta = tracking.load_holdout(holdout_run)
-    challenger_uri = f"models:/{model_name}/{challenger.version}"
-    challenger_score = score(challenger_uri, holdout, meta)
+    challenger_score = score(f"models:/{model_name}/{challenger.version}", holdout, meta)
     if champion is not None and champion.version == challenger.version:
         champion_score: float | None = challenger_score
         outcome = "unchanged"
@@ -243,7 +265,7 @@ def promote(
         outcome = _decide(
             challenger_score, champion_score, champion is not None, higher_is_better, force
         )
-    decision = PromotionDecision(
+    return PromotionDecision(
         model_name=model_name,
         metric=metric,
         higher_is_better=higher_is_better,
@@ -258,23 +280,65 @@ def promote(
         holdout_run_id=holdout_run,
         holdout_rows=len(holdout),
     )
+
+
+def _challenger(registry: MlflowClient, model_name: str, version: str | int | None) -> ModelVersion:
+    """The version asked for, or the latest; a readable error for a version that is not there."""
+    from mlflow.exceptions import MlflowException
+
+    if version is None:
+        return latest_version(registry, model_name)
+    try:
+        return registry.get_model_version(model_name, str(version))
+    except MlflowException as exc:
+        raise NotReadyError(f"'{model_name}' has no version {version}") from exc
+
+
+def apply_decision(settings: Settings, decision: PromotionDecision) -> None:
+    """Carry out a decision: move the `champion` alias (one write) if promoted, then tag it.
+
+    Raises:
+        LoyalError: the champion changed since the decision (someone promoted meanwhile);
+            nothing is written, decide again.
+    """
+    registry = tracking.client(settings)
     if decision.promoted:
-        registry.set_registered_model_alias(model_name, CHAMPION, decision.challenger_version)
-    if outcome != "unchanged":
+        current = champion_version(registry, decision.model_name)
+        now = None if current is None else str(current.version)
+        if now != decision.champion_version:
+            raise LoyalError(
+                f"'{decision.model_name}' champion changed from v{decision.champion_version} "
+                f"to v{now} since the decision; promote v{decision.challenger_version} again"
+            )
+        registry.set_registered_model_alias(
+            decision.model_name, CHAMPION, decision.challenger_version
+        )
+    if decision.outcome != "unchanged":
         _tag(registry, decision)
     log.info(decision.summary())
-    return decision
 
 
-def rollback(settings: Settings, model_name: str, reason: str = "") -> str:
+def rollback(settings: Settings, model_name: str, reason: str) -> str:
     """Give the `champion` alias back to the version the current champion replaced.
+
+    The demoted version is tagged with when, why and to which version it was rolled back,
+    and the reason is logged.
+
+    Args:
+        settings: where MLflow lives.
+        model_name: registered model, e.g. "churn".
+        reason: why; required, recorded as a tag and in the log.
 
     Returns:
         The version that is champion again.
 
     Raises:
-        NotReadyError: no champion, or the champion replaced nothing.
+        LoyalError: no reason given.
+        NotReadyError: no champion, the champion replaced nothing, or that earlier version
+            is gone from the registry.
     """
+    if not reason.strip():
+        raise LoyalError("a rollback needs a --reason, which is recorded with it")
     registry = tracking.client(settings)
     current = champion_version(registry, model_name)
     if current is None:
@@ -284,9 +348,17 @@ def rollback(settings: Settings, model_name: str, reason: str = "") -> str:
         raise NotReadyError(
             f"'{model_name}' champion v{current.version} replaced no earlier champion"
         )
+    _challenger(registry, model_name, previous)  # still registered?
     registry.set_registered_model_alias(model_name, CHAMPION, previous)
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    registry.set_model_version_tag(model_name, current.version, "promotion.rolled_back_at", stamp)
-    registry.set_model_version_tag(model_name, current.version, "promotion.rollback_reason", reason)
-    log.info("%s: champion rolled back from v%s to v%s", model_name, current.version, previous)
+    tags = {
+        "promotion.rolled_back_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "promotion.rolled_back_to": previous,
+        "promotion.rollback_reason": reason,
+    }
+    for key, value in tags.items():
+        registry.set_model_version_tag(model_name, current.version, key, value)
+    log.info(
+        "%s: champion rolled back from v%s to v%s (reason: %s)",
+        model_name, current.version, previous, reason,
+    )  # fmt: skip
     return previous

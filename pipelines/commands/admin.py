@@ -1,25 +1,110 @@
-"""`loyal models`, `loyal rollback MODEL` and `loyal pipeline retrain` (being built; issue #8)."""
+"""`loyal models`, `loyal rollback MODEL` and `loyal pipeline retrain`: thin shells.
+
+Only typer and the settings are imported at module level, so the CLI starts fast; each
+command imports its heavy machinery when it runs. The plain functions live in
+`training.models_admin`, `training.registry` and `pipelines.retrain`.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
-from loyal.errors import NotReadyError
+from loyal.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from pipelines.retrain import RetrainReport
+    from training.models_admin import VersionRow
 
 pipeline_app = typer.Typer(help="Multi-stage pipelines.", no_args_is_help=True)
 
 
-def models_command() -> None:
-    """List registered model versions and champions."""
-    raise NotReadyError("`loyal models` is not built yet")
+@pipeline_app.callback()
+def _group() -> None:
+    """Multi-stage pipelines (a group even while it holds one command)."""
 
 
-def rollback_command() -> None:
-    """Give the champion alias back to the previous champion."""
-    raise NotReadyError("`loyal rollback` is not built yet")
+def list_models(
+    settings: Settings, model: str | None = None, limit: int | None = 10
+) -> list[VersionRow]:
+    """Plain function behind `loyal models`: print and return the registered versions."""
+    from loyal.logs import console
+    from training.models_admin import list_versions, versions_table
+
+    rows = list_versions(settings, None if model is None else [model], limit)
+    if rows:
+        console.print(versions_table(rows))
+    else:
+        console.print("no model is registered yet: run `make run` or `loyal train MODEL`")
+    return rows
+
+
+def models_command(
+    model: Annotated[
+        str | None, typer.Argument(help="One model: churn, cross-sell, clv or segments.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(help="Newest versions shown per model, besides the champion (0: all).")
+    ] = 10,
+) -> None:
+    """List registered model versions, their holdout metric, the champions and why."""
+    list_models(get_settings(), model, limit or None)
+
+
+def rollback_model(settings: Settings, model: str, reason: str) -> str:
+    """Plain function behind `loyal rollback`: the previous champion takes the alias back."""
+    from training.models_admin import model_spec
+    from training.registry import rollback
+
+    return rollback(settings, model_spec(model).name, reason)
+
+
+def rollback_command(
+    model: Annotated[str, typer.Argument(help="churn, cross-sell, clv or segments.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded on the version rolled back.")],
+) -> None:
+    """Give the champion alias back to the version the current champion replaced."""
+    restored = rollback_model(get_settings(), model, reason)
+    typer.echo(
+        f"{model}: v{restored} is champion again; run `loyal score` to republish the scores "
+        "and restart the service (or `loyal bento build`) to serve it"
+    )
+
+
+def retrain_pipeline(
+    settings: Settings,
+    churn_trials: int = 20,
+    churn_timeout: float = 600.0,
+    cross_sell_trials: int = 12,
+    bento: bool = True,
+) -> RetrainReport:
+    """Plain function behind `loyal pipeline retrain` (see `pipelines.retrain.retrain`)."""
+    from pipelines.retrain import RetrainOptions, retrain
+
+    options = RetrainOptions(
+        churn_trials=churn_trials,
+        churn_timeout=churn_timeout,
+        cross_sell_trials=cross_sell_trials,
+        bento=bento,
+    )
+    return retrain(settings, options)
 
 
 @pipeline_app.command("retrain")
-def retrain_command() -> None:
-    """Rebuild features, retrain, evaluate, promote winners and rebuild the Bento."""
-    raise NotReadyError("`loyal pipeline retrain` is not built yet")
+def retrain_command(
+    churn_trials: Annotated[int, typer.Option(help="Optuna trials of the churn search.")] = 20,
+    churn_timeout: Annotated[
+        float, typer.Option(help="Churn search time budget in seconds.")
+    ] = 600.0,
+    cross_sell_trials: Annotated[
+        int, typer.Option(help="ALS settings tried by the cross-sell search (0: none).")
+    ] = 12,
+    bento: Annotated[bool, typer.Option(help="Rebuild the Bento on the new champions.")] = True,
+) -> None:
+    """Rebuild features, retrain every model, promote the winners, rescore, rebuild the Bento.
+
+    No champion moves until every model is trained and compared, so an interrupted run
+    leaves the champions, scores and features as they were.
+    """
+    retrain_pipeline(get_settings(), churn_trials, churn_timeout, cross_sell_trials, bento)

@@ -9,12 +9,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner, Result
 
-from loyal.errors import LoyalError
+from loyal.errors import LoyalError, NotReadyError
 from loyal.settings import Settings, get_settings, load_settings
 from training import tracking
 from training.churn import train_from_frame
-from training.registry import CHAMPION, champion_version, promote, rollback
+from training.registry import (
+    CHAMPION,
+    apply_decision,
+    champion_version,
+    decide,
+    promote,
+    rollback,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -164,3 +172,116 @@ def test_time_split_training_reports_the_ground_truth_ceiling(store: Settings) -
     assert {"oracle_roc_auc", "roc_auc_gap"} <= set(result.metrics)
     assert "p_true" not in result.model.feature_names_in_
     assert result.metrics["roc_auc"] > 0.85
+
+
+# --- promotion by hand, rollback and the model list, through the `loyal` CLI ------------------
+
+
+def _loyal(settings: Settings, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
+    """Run `loyal ARGS` (the real app) on the store's home."""
+    from pipelines.cli import app
+
+    monkeypatch.setenv("LOYAL_HOME", str(settings.home))
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.chdir(settings.home)
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(app, list(args))
+    finally:
+        get_settings.cache_clear()
+
+
+def test_cli_promote_by_hand_needs_a_reason_with_force_and_records_it(
+    store: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _crown(store, "2")
+    refused = _loyal(store, monkeypatch, "promote", "churn", "--version", "3", "--force")
+    assert isinstance(refused.exception, LoyalError) and "--reason" in str(refused.exception)
+    assert _champion(store) == "2"
+    result = _loyal(
+        store, monkeypatch, "promote", "churn", "--version", "3", "--force", "--reason", "audit"
+    )
+    assert result.exit_code == 0, result.output
+    assert "promoted by force (reason: audit)" in result.output
+    assert _champion(store) == "3"
+    tags = tracking.client(store).get_model_version("churn", "3").tags
+    assert tags["promotion.outcome"] == "forced" and tags["promotion.reason"] == "audit"
+    assert tags["promotion.previous_champion"] == "2"
+
+
+def test_cli_promote_a_version_that_does_not_exist(
+    store: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = _loyal(store, monkeypatch, "promote", "churn", "--version", "99")
+    assert isinstance(result.exception, NotReadyError)
+    assert "no version 99" in str(result.exception)
+
+
+def test_cli_rollback_needs_a_reason_and_tags_the_demoted_version(
+    store: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _crown(store, "2")
+    promote(store, "churn", "roc_auc", version=3, force=True, reason="drill")
+    missing = _loyal(store, monkeypatch, "rollback", "churn")
+    assert missing.exit_code == 2 and "--reason" in missing.output
+    assert _champion(store) == "3"
+    with pytest.raises(LoyalError, match="reason"):
+        rollback(store, "churn", reason="  ")
+    result = _loyal(store, monkeypatch, "rollback", "churn", "--reason", "bad lift in week 1")
+    assert result.exit_code == 0, result.output
+    assert "v2 is champion again" in result.output
+    assert _champion(store) == "2"
+    tags = tracking.client(store).get_model_version("churn", "3").tags
+    assert tags["promotion.rolled_back_to"] == "2"
+    assert tags["promotion.rollback_reason"] == "bad lift in week 1"
+    assert tags["promotion.rolled_back_at"]
+
+
+def test_rollback_of_a_first_champion_is_refused(store: Settings) -> None:
+    _crown(store, "1")
+    assert (
+        "promotion.previous_champion"
+        not in tracking.client(store).get_model_version("churn", "1").tags
+    )  # v1 was the first champion
+    with pytest.raises(NotReadyError, match="replaced no earlier champion"):
+        rollback(store, "churn", reason="nothing to go back to")
+    assert _champion(store) == "1"
+
+
+def test_cli_models_lists_versions_metrics_champion_and_reasons(
+    store: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _crown(store, "2")
+    promote(store, "churn", "roc_auc", version=3, force=True, reason="canary")
+    rollback(store, "churn", reason="canary failed")
+    result = _loyal(store, monkeypatch, "models")
+    assert result.exit_code == 0, result.output
+    lines = {line.split("│")[2].strip(): line for line in result.output.splitlines() if "│" in line}
+    assert set(lines) == {"v1", "v2", "v3"}
+    assert "*" in lines["v2"] and "*" not in lines["v1"] + lines["v3"]
+    run_v2 = tracking.client(store).get_model_version("churn", "2").run_id
+    assert str(run_v2)[:8] in lines["v2"]
+    assert "test_roc_auc=0." in lines["v2"]
+    assert "forced; reason: canary; rolled back: canary failed" in lines["v3"]
+    newest = _loyal(store, monkeypatch, "models", "churn", "--limit", "1")
+    shown = [line for line in newest.output.splitlines() if "│ churn" in line]
+    assert [line.split("│")[2].strip() for line in shown] == ["v3", "v2"]  # + the champion
+
+
+def test_cli_models_rejects_an_unknown_model(
+    store: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = _loyal(store, monkeypatch, "models", "uplift")
+    assert isinstance(result.exception, LoyalError)
+    assert "cross-sell" in str(result.exception)
+
+
+def test_a_decision_is_not_applied_when_the_champion_moved_meanwhile(store: Settings) -> None:
+    _crown(store, "2")
+    decision = decide(store, "churn", "roc_auc", version=3, force=True, reason="late")
+    assert decision.promoted and decision.champion_version == "2"
+    assert _champion(store) == "2"  # deciding writes nothing
+    _crown(store, "1")
+    with pytest.raises(LoyalError, match="changed from v2 to v1"):
+        apply_decision(store, decision)
+    assert _champion(store) == "1"

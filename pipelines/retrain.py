@@ -1,0 +1,263 @@
+"""`loyal pipeline retrain`: rebuild features, retrain every model, promote the winners.
+
+The order makes an interruption safe. Features are rebuilt in a staging folder and swapped in
+whole. Every model is trained and registered as a new version, and every promotion decided
+(challenger vs champion on the challenger's holdout), before any `champion` alias moves: an
+interrupted run leaves new, unpromoted versions behind and the champions, scores and batch
+recommendations exactly as they were. Only then are the winners promoted (one alias write
+per model), the scores republished (written to a temporary file, then renamed) and the Bento
+rebuilt. Data generation and ingestion are not part of it: it retrains on the loaded data.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from loyal.logs import console
+from loyal.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from training.cross_sell import CrossSellResult
+    from training.registry import PromotionDecision
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetrainOptions:
+    """Budgets and switches of a retrain.
+
+    Attributes:
+        churn_trials: Optuna trials of the churn search.
+        churn_timeout: seconds after which the churn search starts no new trial.
+        cross_sell_trials: ALS settings tried by the cross-sell search.
+        churn_params: fixed `ChurnModel` parameters the churn search starts from (e.g. a
+            deliberately small model, to see a worse challenger refused).
+        bento: rebuild the Bento after promotion.
+    """
+
+    churn_trials: int = 20
+    churn_timeout: float = 600.0
+    cross_sell_trials: int = 12
+    churn_params: Mapping[str, Any] | None = None
+    bento: bool = True
+
+
+@dataclass(frozen=True)
+class RetrainReport:
+    """What a retrain did.
+
+    Attributes:
+        decisions: promotion decision per registered model, in training order.
+        seconds: wall time per stage title.
+        scored_customers: rows of the republished scores table.
+        bento: the built Bento's tag (None when skipped or failed).
+        bento_error: why the Bento was not built, when it failed.
+    """
+
+    decisions: dict[str, PromotionDecision]
+    seconds: dict[str, float] = field(default_factory=dict)
+    scored_customers: int = 0
+    bento: str | None = None
+    bento_error: str | None = None
+
+
+class Stages:
+    """Numbered stages on the console, each with its elapsed seconds."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.seconds: dict[str, float] = {}
+
+    def run(self, title: str, step: Callable[[], T]) -> T:
+        """Run one stage, announcing it and its wall time."""
+        self.done += 1
+        label = f"[{self.done}/{self.total}] {title}"
+        console.print(f"{label} ...", markup=False, highlight=False)
+        started = time.perf_counter()
+        result = step()
+        self.seconds[title] = time.perf_counter() - started
+        console.print(f"{label}: {self.seconds[title]:.1f} s", markup=False, highlight=False)
+        return result
+
+
+def retrain(settings: Settings, options: RetrainOptions | None = None) -> RetrainReport:
+    """Rebuild features, train every model, decide, promote the winners, rescore, rebuild.
+
+    Args:
+        settings: the loaded data, feature store, MLflow and scores folder.
+        options: budgets and switches (default `RetrainOptions()`).
+
+    Returns:
+        The decisions, stage times, scored customers and the Bento tag; the old-vs-new table
+        is printed too.
+
+    Raises:
+        NotReadyError: nothing loaded yet (run `loyal ingest` or `make run` first).
+    """
+    options = options or RetrainOptions()
+    stages = Stages(total=11 if options.bento else 10)
+    started = time.perf_counter()
+    _refresh_features(settings, stages)
+    versions, cross_sell = _train_all(settings, options, stages)
+    decisions = stages.run("Compare every challenger with its champion",
+                           lambda: decide_all(settings, versions))  # fmt: skip
+    stages.run("Promote the winners", lambda: promote_winners(settings, decisions, cross_sell))
+    scores = stages.run("Republish the scores", lambda: _rescore(settings))
+    tag, error = None, None
+    if options.bento:
+        tag, error = stages.run("Rebuild the Bento", lambda: rebuild_bento(settings))
+    console.print(decisions_table(decisions))
+    console.print(f"Retrained in {time.perf_counter() - started:.1f} s", highlight=False)
+    return RetrainReport(decisions, stages.seconds, scores, tag, error)
+
+
+def _refresh_features(settings: Settings, stages: Stages) -> None:
+    from features.tables_io import recover_folder
+    from pipelines.features import apply_features, build_features, materialize_features
+
+    recover_folder(settings.paths.features_dir)  # a swap cut short by an earlier kill
+    stages.run("Rebuild point-in-time features and labels", lambda: build_features(settings))
+    stages.run("Register features in Feast", lambda: apply_features(settings))
+    stages.run("Materialize the online store", lambda: materialize_features(settings))
+
+
+def _train_all(
+    settings: Settings, options: RetrainOptions, stages: Stages
+) -> tuple[dict[str, str], CrossSellResult]:
+    """Train and register a new version of every model; no alias moves, nothing is written.
+
+    Returns:
+        The new version per registered model, and the cross-sell result (its batch
+        recommendations are written only if it is promoted).
+    """
+    from pipelines.commands.cross_sell import train_cross_sell_command
+    from pipelines.commands.value import train_clv, train_segments
+    from training.churn import train_churn_bank
+
+    churn = stages.run("Train churn", lambda: train_churn_bank(
+        settings, search_trials=options.churn_trials, search_timeout=options.churn_timeout,
+        params=options.churn_params,
+    ))  # fmt: skip
+    cross_sell = stages.run(
+        "Train cross-sell",
+        lambda: train_cross_sell_command(settings, options.cross_sell_trials, write=False),
+    )
+    clv = stages.run("Train CLV", lambda: train_clv(settings))
+    segments = stages.run("Train need segments", lambda: train_segments(settings))
+    versions = {
+        "churn": str(churn.model_version),
+        "cross_sell": str(cross_sell.model_version),
+        "clv": str(clv.model_version),
+        "segments": str(segments.model_version),
+    }
+    log.info("new versions: %s", versions)
+    return versions, cross_sell
+
+
+def decide_all(settings: Settings, versions: Mapping[str, str]) -> dict[str, PromotionDecision]:
+    """Each new version against its champion, on its own holdout; nothing is written."""
+    from training.models_admin import model_spec
+    from training.registry import decide
+
+    decisions = {}
+    for name, version in versions.items():
+        spec = model_spec(name)
+        decisions[name] = decide(
+            settings, spec.name, spec.promotion_metric, spec.higher_is_better, version,
+            scorer=spec.scorer(),
+        )  # fmt: skip
+    return decisions
+
+
+def promote_winners(
+    settings: Settings,
+    decisions: Mapping[str, PromotionDecision],
+    cross_sell: CrossSellResult | None = None,
+) -> list[str]:
+    """Apply every decision (aliases move for the winners only); write the cross-sell batch.
+
+    Args:
+        settings: where MLflow and the scores folder live.
+        decisions: from `decide_all`.
+        cross_sell: the cross-sell training result: its recommendations replace the batch
+            file if its version was promoted.
+
+    Returns:
+        The models whose champion changed.
+    """
+    from training.cross_sell import write_recommendations
+    from training.registry import apply_decision
+
+    promoted = []
+    for name, decision in decisions.items():
+        apply_decision(settings, decision)
+        console.print(decision.summary(), highlight=False, soft_wrap=True)
+        if decision.promoted:
+            promoted.append(name)
+    chosen = decisions.get("cross_sell")
+    batch = None if cross_sell is None else cross_sell.recommendations
+    if chosen is not None and chosen.promoted and batch is not None:
+        write_recommendations(settings, batch)
+    return promoted
+
+
+def _rescore(settings: Settings) -> int:
+    from pipelines.commands.scoring import score
+
+    return len(score(settings, publish=True))
+
+
+def rebuild_bento(settings: Settings) -> tuple[str | None, str | None]:
+    """Build the Bento on the champions; a failure is reported, not raised.
+
+    Returns:
+        (the Bento tag, None) or (None, why it failed).
+    """
+    from pipelines.commands.serve import build_bento
+
+    try:
+        bento = build_bento(settings)
+    except Exception as exc:  # BentoML raises many types; the champions are already in place
+        message = f"{exc.__class__.__name__}: {exc}"
+        console.print(
+            f"[yellow]Bento not rebuilt[/] ({message}). Champions and scores are in place; "
+            "fix the cause and run `loyal bento build`.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        log.debug("bento build failed", exc_info=True)
+        return None, message
+    return str(bento.tag), None
+
+
+def decisions_table(decisions: Mapping[str, PromotionDecision]) -> Table:
+    """Old champion vs new version per model, scored on the same holdout, and the verdict."""
+    from rich.table import Table
+
+    table = Table(title="Retrain: champion before vs new version, on the same holdout")
+    for header in ("model", "metric", "before", "new", "decision", "now"):
+        table.add_column(header)
+    for name, d in decisions.items():
+        before = "none" if d.champion_version is None else f"v{d.champion_version}"
+        if d.champion_version is not None:
+            before += " n/a" if d.champion_score is None else f" {d.champion_score:.4f}"
+        now = d.challenger_version if d.promoted else d.champion_version
+        table.add_row(
+            name,
+            f"{d.metric} {'↑' if d.higher_is_better else '↓'}",
+            before,
+            f"v{d.challenger_version} {d.challenger_score:.4f}",
+            d.outcome,
+            "none" if now is None else f"v{now}",
+        )
+    table.caption = "↑ higher is better, ↓ lower is better; n/a: the champion could not be scored"
+    return table
