@@ -270,6 +270,8 @@ def _facts(features: Mapping[str, Any], scores: CustomerScores) -> dict[str, Any
         "clv": scores.clv,
     }
     facts.update({name: value for name, value in passed.items() if value is not None})
+    if scores.churn_probability is not None and scores.clv is not None:
+        facts["expected_loss"] = scores.churn_probability * max(scores.clv, 0.0)
     return facts
 
 

@@ -48,9 +48,10 @@ SELLING_KINDS = frozenset({"cross_sell", "up_sell"})
 """Kinds that sell a product: never offered to a customer who already holds it."""
 
 SCORE_FIELDS = frozenset(
-    {"churn_probability", "churn_reasons", "clv", "tier", "segment", "segment_id"}
+    {"churn_probability", "churn_reasons", "clv", "expected_loss", "tier", "segment", "segment_id"}
 )
-"""Model scores the policy adds to a customer's features under these names."""
+"""Model scores the policy adds to a customer's features under these names; `expected_loss` is
+churn_probability x max(clv, 0), the value at stake (the churn list ranks by it too)."""
 
 SAMPLE_BANK_PRODUCTS: tuple[str, ...] = (
     "checking",

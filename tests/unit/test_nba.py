@@ -169,9 +169,10 @@ def test_call_center_high_churn_gold_gets_the_fee_waiver_with_churn_reasons(
     assert action.action_id == "retention_fee_waiver"
     assert action.kind == "retention"
     assert action.message == (
-        "High churn risk (3 complaints in the last 90 days), gold tier: offer the fee waiver."
+        "At risk (3 complaints in the last 90 days), gold tier, $4,320 of expected loss: "
+        "offer the fee waiver."
     )
-    assert action.reasons[0] == "high churn risk: 72%"
+    assert action.reasons[:2] == ["churn risk 72%, above the base rate", "expected loss $4,320"]
     assert all(reason in action.reasons for reason in CHURN_REASONS)
     assert action.value == pytest.approx(0.72 * 6000.0 * 0.5)
     assert action.expected_value == pytest.approx(0.4 * 0.72 * 6000.0 * 0.5 - 120)
@@ -182,7 +183,7 @@ def test_platinum_at_risk_gets_the_expensive_rate_bonus(catalog: Catalog) -> Non
     decision = run(catalog, customer(), "call_center", at_risk("platinum", clv=20_000.0))
     assert decision.actions[0].action_id == "retention_rate_bonus"
     assert decision.actions[0].cost == 350
-    assert decision.actions[0].message.startswith("High churn risk (3 complaints")
+    assert decision.actions[0].message.startswith("At risk (3 complaints")
 
 
 @pytest.mark.parametrize("clv", [300.0, 6000.0, 1_000_000.0])
@@ -193,23 +194,57 @@ def test_lead_customer_never_gets_an_expensive_retention_offer(
     assert all(a.cost <= catalog.spend.caps["lead"] for a in decision.actions)
     assert "retention_fee_waiver" not in ids(decision)
     assert "retention_rate_bonus" not in ids(decision)
-    assert why(decision, "retention_fee_waiver").startswith(
-        "spend: cost $120 exceeds the spend cap of $25 for tier lead"
-    )
+    stopped_by = why(decision, "retention_fee_waiver")
+    if 0.72 * clv >= 500:  # enough at stake to be eligible: the tier's cap stops it
+        assert stopped_by.startswith("spend: cost $120 exceeds the spend cap of $25 for tier lead")
+    else:
+        assert stopped_by.startswith("eligibility: condition 2 not met: expected_loss")
     if clv >= 6000.0:  # cheap retention is still worth it for a lead customer
         assert ids(decision)[0] == "retention_check_in"
 
 
-def test_no_retention_offer_at_low_churn_risk(catalog: Catalog) -> None:
-    scores = at_risk("platinum", clv=20_000.0, p=0.1)
+def test_no_retention_offer_below_the_base_rate_whatever_the_value(catalog: Catalog) -> None:
+    scores = at_risk("platinum", clv=100_000.0, p=0.04)  # 4,000 at stake, but a usual risk
     decision = run(catalog, customer(), "call_center", scores, k=5)
     assert not any(a.kind == "retention" for a in decision.actions)
 
 
-def test_fee_waiver_limited_to_a_share_of_clv(catalog: Catalog) -> None:
-    decision = run(catalog, customer(), "call_center", at_risk("gold", clv=400.0))
-    assert "retention_fee_waiver" not in ids(decision)
-    assert why(decision, "retention_fee_waiver") == "spend: cost $120 exceeds 25% of CLV $400"
+def test_a_key_customer_at_modest_risk_is_kept_when_the_loss_pays_for_it(
+    catalog: Catalog,
+) -> None:
+    scores = at_risk("platinum", clv=25_000.0, p=0.06)
+    worth = run(catalog, customer(), "call_center", scores, k=3)
+    bonus = next(a for a in worth.actions if a.action_id == "retention_rate_bonus")
+    assert bonus.expected_value == pytest.approx(0.55 * 0.06 * 25_000 * 0.6 - 350)
+    assert "expected loss $1,500" in bonus.reasons
+    small = run(catalog, customer(), "call_center", at_risk("platinum", clv=10_000.0, p=0.06))
+    assert "retention_rate_bonus" not in ids(small)
+    assert why(small, "retention_rate_bonus").startswith("eligibility: condition 2 not met")
+
+
+def test_an_offer_can_be_limited_to_a_share_of_clv() -> None:
+    capped = catalog_from_dict(
+        {
+            "offers": [
+                {
+                    "id": "fee_waiver",
+                    "kind": "retention",
+                    "channels": ["call_center"],
+                    "cost": 120,
+                    "max_clv_share": 0.25,
+                    "value": {"model": "retention", "save_rate": 0.5},
+                    "p_accept": 0.9,
+                    "message": "Waive the fees ({tier}).",
+                }
+            ]
+        }
+    )
+    small = run(capped, customer(), "call_center", at_risk("gold", clv=400.0, p=1.0))
+    assert ids(small) == []
+    assert why(small, "fee_waiver") == "spend: cost $120 exceeds 25% of CLV $400"
+    assert ids(run(capped, customer(), "call_center", at_risk("gold", clv=480.0, p=1.0))) == [
+        "fee_waiver"
+    ]
 
 
 def test_web_shows_the_top_eligible_cross_sell_recommendation(catalog: Catalog) -> None:
