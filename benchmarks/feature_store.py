@@ -6,7 +6,7 @@ generate the sample bank into a temporary home (skipping ingest validation, whic
 `get_online_features` for one customer and for a batch of 100 on SQLite (and Redis when
 a server answers on 127.0.0.1:6379).
 
-    python benchmarks/features.py --customers 100000
+    python benchmarks/feature_store.py --customers 100000
 """
 
 from __future__ import annotations
@@ -135,10 +135,6 @@ def redis_reachable() -> bool:
 
 def main() -> None:
     """Parse arguments; either run one stage (child) or the whole benchmark (parent)."""
-    # Run as a script, this folder comes first on sys.path and this file would shadow the
-    # `features` package it measures.
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=500)
