@@ -44,11 +44,10 @@ from features.store import scores_table_path
 from loyal.errors import LoyalError, NotReadyError
 from loyal.settings import Settings
 from models.tiers import TIERS
+from pipelines.scores import PREVIOUS_SCORES_FILE
 
 log = logging.getLogger(__name__)
 
-PREVIOUS_SCORES_FILE = "scores.previous.parquet"
-"""The scores before the latest `loyal score`, kept beside `scores.parquet` by scoring."""
 REPORTS_DIR = "reports"
 """Folder under the home where reports go by default."""
 MODEL_NAMES = ("churn", "clv", "segments", "cross_sell")

@@ -3,6 +3,10 @@
 Nothing here writes files: `pipelines.scores` assembles these scores into the `scores` view.
 Each model is read the way its training module logs it (an MLflow pyfunc, JSON state inside):
 the `champion` alias when set, else the latest version with a warning (`registered_model`).
+
+These functions work on in-memory frames (Feast's point-in-time join, the whole transaction log
+in pandas): segments training uses them, and `pipelines.scores.reference_scores` checks the
+fast chunked path of `loyal score` (`training.batch`) against them.
 """
 
 from __future__ import annotations

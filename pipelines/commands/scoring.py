@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,27 +12,48 @@ from loyal.settings import Settings, get_settings
 if TYPE_CHECKING:
     import pandas as pd
 
+CHUNK_ROWS = 100_000
+"""Default customers per chunk (`pipelines.scores.CHUNK_ROWS`, repeated to keep imports light)."""
+
 
 def score(settings: Settings, publish: bool = True) -> pd.DataFrame:
-    """Plain function behind `loyal score`: write the scores table, then put it online."""
+    """Write the scores table, then put it online; the scores as a DataFrame.
+
+    For callers that want the scores in memory; `loyal score` itself runs `score_batch`,
+    which never holds them all.
+    """
     from pipelines.scores import publish_scores, score_customers
 
     return publish_scores(settings) if publish else score_customers(settings)
+
+
+def score_batch(
+    settings: Settings, publish: bool = True, chunk_rows: int = CHUNK_ROWS
+) -> dict[str, Any]:
+    """Plain function behind `loyal score`: score in chunks, write, put online; the summary.
+
+    Args:
+        settings: the active settings.
+        publish: register the scores view in Feast and materialize it.
+        chunk_rows: customers per chunk (memory grows with it).
+
+    Returns:
+        Customers, snapshot, customers per tier and segment, how many got a CLV and a churn
+        probability, the models used and the seconds per stage.
+    """
+    from pipelines.scores import publish_batch_scores, write_batch_scores
+
+    run = (publish_batch_scores if publish else write_batch_scores)(settings, chunk_rows)
+    return run.summary()
 
 
 def score_command(
     publish: Annotated[
         bool, typer.Option(help="Register the scores view in Feast and put it online.")
     ] = True,
+    chunk_rows: Annotated[
+        int, typer.Option(min=1, help="Customers per chunk (memory grows with it).")
+    ] = CHUNK_ROWS,
 ) -> None:
     """Score every customer (CLV, P(alive), tier, need segment, churn) into the scores view."""
-    scores = score(get_settings(), publish)
-    summary = {
-        "customers": len(scores),
-        "snapshot": str(scores["event_timestamp"].max()) if len(scores) else None,
-        "tiers": scores["tier"].value_counts().to_dict(),
-        "segments": scores["segment_name"].value_counts().to_dict(),
-        "with_clv": int(scores["clv"].notna().sum()),
-        "with_churn_probability": int(scores["churn_probability"].notna().sum()),
-    }
-    typer.echo(json.dumps(summary))
+    typer.echo(json.dumps(score_batch(get_settings(), publish, chunk_rows)))
