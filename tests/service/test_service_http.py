@@ -431,7 +431,9 @@ def test_feature_store_outage_degrades_answers_and_readiness(
     assert not recovered["cold_start"]
 
 
-def test_missing_models_degrade_answers_without_errors(bank: Bank, tmp_path: Path) -> None:
+def test_missing_models_degrade_answers_without_errors(
+    bank: Bank, online: pd.DataFrame, tmp_path: Path
+) -> None:
     empty_registry = f"sqlite:///{tmp_path / 'empty' / 'mlflow.db'}"
     (tmp_path / "empty").mkdir()
     env = {"LOYAL_MLFLOW__TRACKING_URI": empty_registry}
@@ -439,7 +441,7 @@ def test_missing_models_degrade_answers_without_errors(bank: Bank, tmp_path: Pat
         bank.settings.home, env=env, log_path=tmp_path / "server.log", ready_path="/livez"
     ) as bare:
         assert httpx.get(bare.url + "/readyz").status_code == 503, "no champions: not ready"
-        customer_id = "C0000001"
+        customer_id = str(online[ENTITY_KEY].iloc[0])  # a customer the feature store knows
         answer = httpx.post(
             bare.url + "/next_best_action", json={"customer_id": customer_id, "channel": "web"}
         )
