@@ -87,15 +87,20 @@ class Feature:
         description: what it measures, for people (docs, `loyal features show`).
         reason: sentence template used when this feature drives a prediction; `{value}` is the
             customer's value, e.g. "{value:.0f} complaints in the last 90 days".
+        missing: the sentence when the value is missing (NaN) and that drives a prediction,
+            e.g. "no purchase yet"; without it, "<description>: missing".
     """
 
     name: str
     type: FeatureType
     description: str
     reason: str = ""
+    missing: str = ""
 
     def sentence(self, value: object) -> str:
         """Render the reason sentence for a value, falling back to the description."""
+        if value is None or (isinstance(value, float) and value != value):
+            return self.missing or f"{self.description}: missing"
         template = self.reason or f"{self.description}: {{value}}"
         try:
             return template.format(value=value)
@@ -147,7 +152,13 @@ PROFILE = View(
             "days since signup",
             reason="customer for {value:,.0f} days",
         ),
-        Feature("age", "float", "age in years (NaN when unknown)", reason="aged {value:.0f}"),
+        Feature(
+            "age",
+            "float",
+            "age in years (NaN when unknown)",
+            reason="aged {value:.0f}",
+            missing="age unknown",
+        ),
         Feature(
             "age_band",
             "str",
@@ -182,6 +193,7 @@ RFM = View(
             "float",
             "days since the last purchase (NaN if none yet)",
             reason="last purchase {value:.0f} days ago",
+            missing="no purchase yet",
         ),
         *(
             Feature(
@@ -206,6 +218,7 @@ RFM = View(
             "float",
             "net revenue per purchase day over the last 365 days (NaN if no purchase)",
             reason="average purchase of {value:,.2f} over the last year",
+            missing="no purchase in the last year",
         ),
         Feature(
             "margin_365d",
@@ -281,6 +294,7 @@ ENGAGEMENT = View(
             "float",
             "latest satisfaction score (1-5) given in the last 365 days (NaN if none)",
             reason="last satisfaction score {value:.0f} of 5",
+            missing="no satisfaction score in the last year",
         ),
         Feature(
             "low_satisfaction_90d",
@@ -295,6 +309,7 @@ ENGAGEMENT = View(
             "and branch visits, e-mails opened and transactions in the last 90 days and b the "
             "same in the 90 days before; NaN for customers who signed up less than 180 days ago",
             reason="activity (logins, visits, transactions) {value:+.0%} on the quarter before",
+            missing="a new customer (under 180 days): no activity trend yet",
         ),
         *_counts("atm_visits", "ATM visits", (90,)),
         *_counts("branch_visits", "branch visits", (90,)),
@@ -305,6 +320,7 @@ ENGAGEMENT = View(
             "share of transactions in the last 90 days on digital channels (online, mobile, "
             "web, app); NaN without transactions or without a channel column",
             reason="{value:.0%} of transactions in the last 90 days were digital",
+            missing="no transactions in the last 90 days",
         ),
     ),
 )
@@ -321,6 +337,7 @@ def _balance_features() -> tuple[Feature, ...]:
                 "float",
                 f"{label} balance in the latest balance row (NaN without that account)",
                 reason=f"keeps {{value:,.0f}} in {label}",
+                missing=f"no {label} account",
             )
         )
         features.append(
@@ -329,6 +346,7 @@ def _balance_features() -> tuple[Feature, ...]:
                 "float",
                 f"{label} annual rate in the latest balance row (NaN if unknown)",
                 reason=f"{label} rate of {{value:.2%}}",
+                missing=f"no {label} rate on record",
             )
         )
     return tuple(features)
@@ -349,6 +367,7 @@ BALANCES = View(
             "sum of the latest checking, savings and high-yield savings balances (NaN without "
             "any balance row)",
             reason="keeps {value:,.0f} in deposits",
+            missing="no deposit accounts",
         ),
         Feature(
             "idle_cash",
@@ -356,6 +375,7 @@ BALANCES = View(
             f"checking balance above a {IDLE_CASH_BUFFER:,.0f} buffer, at least 0 (NaN without "
             "a checking balance)",
             reason="keeps {value:,.0f} of idle cash in checking",
+            missing="no checking account",
         ),
     ),
 )
@@ -392,6 +412,7 @@ LIFECYCLE = View(
             "months (of 30.44 days) since the customer first used a product they had not used "
             "before, by transaction or balance (NaN if none)",
             reason="last new product {value:.0f} months ago",
+            missing="never added a product",
         ),
     ),
 )

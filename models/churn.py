@@ -108,7 +108,7 @@ def format_value(value: object) -> str:
 
 
 def template_sentence(templates: Mapping[str, Mapping[str, str]]) -> Sentence:
-    """Sentence renderer from stored catalog entries: name -> {"reason", "description"}.
+    """Sentence renderer from stored catalog entries: name -> {"reason", "description", "missing"}.
 
     Mirrors `features.catalog.Feature.sentence` so a saved model words its reasons the same
     way without importing the feature layer; unknown features fall back to "<column> = <value>".
@@ -121,7 +121,7 @@ def template_sentence(templates: Mapping[str, Mapping[str, str]]) -> Sentence:
         description = entry.get("description", name)
         template = entry.get("reason") or f"{description}: {{value}}"
         if is_missing(value):
-            return f"{description}: missing"
+            return entry.get("missing") or f"{description}: missing"
         try:
             return template.format(value=value)
         except (ValueError, TypeError, KeyError, IndexError):

@@ -97,7 +97,11 @@ def catalog_templates(columns: Sequence[str]) -> dict[str, dict[str, str]]:
             entry = feature(name)
         except KeyError:
             continue
-        templates[name] = {"reason": entry.reason, "description": entry.description}
+        templates[name] = {
+            "reason": entry.reason,
+            "description": entry.description,
+            "missing": entry.missing,
+        }
     return templates
 
 

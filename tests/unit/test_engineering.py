@@ -530,3 +530,14 @@ def test_sparse_pairs_and_wide_time_spans_give_the_same_features(
     for name, frame in dense.items():
         if name != "lifecycle":
             pd.testing.assert_frame_equal(sparse[name], frame, obj=name)
+
+
+def test_a_missing_value_reads_as_plain_words_in_reasons() -> None:
+    from models.churn import template_sentence
+    from training.churn import catalog_templates
+
+    assert feature("recency_days").sentence(float("nan")) == "no purchase yet"
+    assert feature("recency_days").sentence(12.0) == "last purchase 12 days ago"
+    render = template_sentence(catalog_templates(["activity_trend", "spend_trend"]))
+    assert render("activity_trend", float("nan")).startswith("a new customer (under 180 days)")
+    assert render("spend_trend", None).endswith(": missing")  # no wording given: the description
