@@ -20,7 +20,13 @@ from typing import Any, Literal, Protocol
 from loyal.errors import LoyalError
 from loyal.settings import Settings
 from models.nba import ContactEvent, CustomerScores, Decision, decide
-from models.offers import DEFAULT_FEATURE_NAMES, FUNCTIONS, Catalog, load_catalog
+from models.offers import (
+    DEFAULT_FEATURE_NAMES,
+    FUNCTIONS,
+    SCORE_FIELDS,
+    Catalog,
+    load_catalog,
+)
 from serving.champions import ChampionSource, LoadedModel, MlflowChampions, load_champions
 from serving.feedback import FeedbackStore, FeedbackStoreError
 from serving.online import FeatureStoreError, OnlineReader, open_reader
@@ -176,11 +182,11 @@ class Runtime:
 
         Args:
             settings: the Loyal settings (MLflow, Feast, runtime folder).
-            options: serving settings (default: from the environment).
+            options: serving settings (default: the `serving` section of `settings`).
             source: where champions are found (default: the MLflow registry).
             recorder: metrics sink.
         """
-        options = options or ServingSettings()
+        options = options or settings.serving
         source = source or MlflowChampions(
             settings.mlflow.tracking_uri, settings.paths.runtime_dir / "serving" / "models"
         )
@@ -536,7 +542,7 @@ def _no_scores_view() -> Problem:
 
 def _check_catalog_names(catalog: Catalog, feature_names: Sequence[str]) -> None:
     """Warn about catalog conditions on features the store does not serve (they never hold)."""
-    served = set(feature_names) | set(SCORE_COLUMNS) | set(FUNCTIONS) | {"segment", "churn_reasons"}
+    served = set(feature_names) | set(SCORE_COLUMNS) | set(FUNCTIONS) | SCORE_FIELDS
     missing = sorted(
         {
             name
