@@ -60,6 +60,8 @@ BALANCE_TYPES: tuple[str, ...] = (
 
 DEPOSIT_TYPES: tuple[str, ...] = ("checking", "savings", "high_yield_savings")
 """Account types summed into `total_deposits`."""
+LOAN_TYPES: tuple[str, ...] = ("mortgage", "personal_loan")
+"""Account types whose balance the customer owes."""
 
 IDLE_CASH_BUFFER = 1_000.0
 """Checking balance a customer keeps for day-to-day spending; what lies above it is idle cash."""
@@ -336,7 +338,11 @@ def _balance_features() -> tuple[Feature, ...]:
                 f"balance_{kind}",
                 "float",
                 f"{label} balance in the latest balance row (NaN without that account)",
-                reason=f"keeps {{value:,.0f}} in {label}",
+                reason=(
+                    f"owes {{value:,.0f}} on the {label}"
+                    if kind in LOAN_TYPES
+                    else f"keeps {{value:,.0f}} in {label}"
+                ),
                 missing=f"no {label} account",
             )
         )
