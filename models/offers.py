@@ -845,6 +845,29 @@ class Catalog(_Strict):
         """Cross-sell and up-sell offers of a product."""
         return self._by_product.get(product_id, ())
 
+    def reads_churn_reasons(self, channel: str) -> bool:
+        """Whether an offer of this channel could show the churn model's reasons.
+
+        Retention offers carry them in their reasons; any offer may name them in a condition,
+        a `says` or its message. Other channels' offers never reach those stages, so a caller
+        may skip computing reasons (the costly part of churn scoring) when this is False.
+        """
+        return any(_reads_churn_reasons(o) for o in self.offers if channel in o.channels)
+
+
+_CHURN_REASON_NAMES = frozenset({"churn_reasons", "top_churn_reason"})
+
+
+def _reads_churn_reasons(offer: Offer) -> bool:
+    if isinstance(offer.value, RetentionValue):
+        return True
+    names = set(offer.template.fields)
+    for condition in offer.eligibility:
+        names.update(condition.names)
+        if condition.says is not None:
+            names.update(parse_template(condition.says).fields)
+    return bool(names & _CHURN_REASON_NAMES)
+
 
 # --- loading and validation ----------------------------------------------------------------------
 

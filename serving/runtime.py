@@ -325,9 +325,13 @@ class Runtime:
         batch = _score(customer.features, "churn_probability")
         return (None, [], None) if batch is None else (float(batch), [], "batch")
 
-    def _scores(self, customer: _Customer) -> CustomerScores:
-        """The customer's scores: live churn (champion) plus the batch scores view."""
-        probability, reasons, _ = self._churn(customer, self.options.reasons)
+    def _scores(self, customer: _Customer, reasons_needed: bool = True) -> CustomerScores:
+        """The customer's scores: live churn (champion) plus the batch scores view.
+
+        Without `reasons_needed` the churn reasons are left out (nothing will show them).
+        """
+        top = self.options.reasons if reasons_needed else 0
+        probability, reasons, _ = self._churn(customer, top)
         row = customer.features or {}
         clv = _score(row, "clv")
         return CustomerScores(
@@ -372,7 +376,7 @@ class Runtime:
         now = self.clock()
         customer = self._customers([request.customer_id])[0]
         customer.features = self._with_context(customer.features, request.context)
-        scores = self._scores(customer)
+        scores = self._scores(customer, self.catalog.reads_churn_reasons(request.channel))
         decision = decide(
             customer.features,
             scores,

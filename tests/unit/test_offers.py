@@ -444,3 +444,35 @@ def test_segment_weight_matches_id_name_or_words() -> None:
     assert o.segment_weight(1, "low-balance savers") == 2.0
     assert o.segment_weight(1, "digital card users") == 1.0
     assert o.segment_weight(None, None) == 1.0
+
+
+def test_a_channel_reads_churn_reasons_only_if_one_of_its_offers_can_show_them() -> None:
+    def offer(
+        offer_id: str, channel: str, message: str, says: str | None = None
+    ) -> dict[str, object]:
+        condition: dict[str, object] = {"field": "churn_probability", "op": ">=", "value": 0.1}
+        if says is not None:
+            condition["says"] = says
+        return {
+            "id": offer_id,
+            "kind": "service",
+            "channels": [channel],
+            "cost": 1,
+            "p_accept": 0.5,
+            "value": {"model": "fixed", "amount": 10},
+            "eligibility": [condition],
+            "message": message,
+        }
+
+    catalog = catalog_from_dict(
+        {
+            "offers": [
+                offer("plain", "atm", "Hello."),
+                offer("in_message", "web", "Because {top_churn_reason}."),
+                offer("in_says", "email", "Hi.", says="risk: {top_churn_reason}"),
+            ]
+        }
+    )
+    assert not catalog.reads_churn_reasons("atm")
+    assert catalog.reads_churn_reasons("web") and catalog.reads_churn_reasons("email")
+    assert not catalog.reads_churn_reasons("branch")  # no offer there at all

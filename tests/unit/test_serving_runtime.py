@@ -245,6 +245,35 @@ def test_high_churn_gold_customer_gets_a_retention_offer_with_reasons(
     assert REASONS[0] in top.reasons
 
 
+class CountingChurn(FakeChurn):
+    """A fixed churn answer that counts the reasons it was asked for."""
+
+    def __init__(self, probability: float) -> None:
+        super().__init__(probability)
+        self.reason_requests: list[int] = []
+
+    def score(self, row: dict[str, Any], top: int = 3) -> tuple[float, list[str]]:
+        self.reason_requests.append(top)
+        return super().score(row, top)
+
+
+def test_reasons_are_computed_only_where_an_offer_can_show_them(
+    tmp_path: Path, recommender: PopularityRecommender
+) -> None:
+    catalog = load_catalog()
+    assert catalog.reads_churn_reasons("call_center") and not catalog.reads_churn_reasons("atm")
+    churn = CountingChurn(0.72)
+    reader = FakeReader({"C1": customer(complaints_90d=3)})
+    runtime = make_runtime(tmp_path, reader, recommender, churn)
+    atm = runtime.next_best_action(NextBestActionRequest(customer_id="C1", channel="atm", k=3))
+    call = runtime.next_best_action(
+        NextBestActionRequest(customer_id="C1", channel="call_center", k=3)
+    )
+    assert churn.reason_requests == [0, 3]
+    assert atm.actions and all(r not in a.reasons for a in atm.actions for r in REASONS)
+    assert REASONS[0] in call.actions[0].reasons
+
+
 def test_declined_feedback_suppresses_the_offer_and_the_next_one_comes_up(
     tmp_path: Path, recommender: PopularityRecommender
 ) -> None:
