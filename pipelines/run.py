@@ -49,6 +49,7 @@ def run_all(
     _stage("Promote cross-sell", lambda: console.print(promote_cross_sell(settings).summary()))
     _stage("Train and promote CLV and need segments", lambda: train_and_promote_value(settings))
     _stage("Score customers into the online scores view", lambda: publish_scores(settings))
+    _stage("Write the churn list and the management report", lambda: write_outputs(settings))
     example = str(read_contract(settings)["customers"]["customer_id"].iloc[0])
     _stage(f"Online features of customer {example}", lambda: show_customer(settings, example))
     console.rule("[bold green]Done")
@@ -56,6 +57,16 @@ def run_all(
         from pipelines.commands.serve import serve
 
         serve(settings)
+
+
+def write_outputs(settings: Settings) -> None:
+    """Marketing's call list and management's report under `reports/`, from the new scores."""
+    from pipelines.commands.lists import churn_list
+    from pipelines.commands.report import report
+
+    calls = churn_list(settings, settings.home / "reports" / "churn-list.csv")
+    console.print(calls.summary(), highlight=False, soft_wrap=True)
+    console.print(f"Management report: {report(settings)}", highlight=False, soft_wrap=True)
 
 
 def _stage(title: str, step: Callable[[], T]) -> T:
