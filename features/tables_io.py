@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from os import getpid
 from pathlib import Path
 
 import pandas as pd
@@ -80,3 +81,20 @@ def recover_folder(target: Path) -> None:
     previous = target.with_name(f".{target.name}.previous")
     if previous.is_dir() and not target.exists():
         previous.rename(target)
+
+
+@contextmanager
+def staged_file(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` that is renamed over it when the block ends cleanly.
+
+    Readers see the old file or the new one, never half of one; on any error (or interrupt)
+    the temporary file is removed and `path` is left as it was. The temporary name keeps the
+    suffix, for writers that choose their format by it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp-{getpid()}{path.suffix}")
+    try:
+        yield staging
+        staging.replace(path)
+    finally:
+        staging.unlink(missing_ok=True)

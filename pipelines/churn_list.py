@@ -23,7 +23,6 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from os import getpid
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,12 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
+from features.tables_io import staged_file
 from loyal.errors import DataContractError, LoyalError, NotReadyError
 from loyal.settings import Settings
 from models.nba import ContactEvent, CustomerScores, Decision, decide
 from models.offers import DEFAULT_CATALOG_PATH, TIERS, Catalog, load_catalog
+from training.registry import champion_versions
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ COLUMNS = [
     "action_note",
 ]
 """Columns of the list, in order (documented in the README's "Churn list" section)."""
-MODELS = ("churn", "clv", "segments", "cross_sell")
-"""Registered models whose champion versions the sidecar records."""
 RANKING = (
     "expected_loss = churn_probability x max(clv, 0), rounded to cents; descending, "
     "ties by customer_id ascending"
@@ -510,28 +509,22 @@ def write_list(frame: pd.DataFrame, meta: Mapping[str, Any], path: Path) -> dict
     """
     kind = check_output(path)
     sidecar = sidecar_path(path)
-    staging = path.with_name(f".{path.name}.tmp-{getpid()}{path.suffix}")
-    sidecar_staging = sidecar.with_name(f".{sidecar.name}.tmp-{getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_frame(frame, staging, kind)
-        written = {
-            **meta,
-            "output": {
-                "file": path.name,
-                "format": kind,
-                "rows": len(frame),
-                "sha256": _sha256(staging),
-            },
-        }
-        sidecar_staging.write_text(json.dumps(written, indent=2, default=str) + "\n")
-        staging.replace(path)
-        sidecar_staging.replace(sidecar)
+        # The list is renamed into place first (inner block), then its sidecar.
+        with staged_file(sidecar) as sidecar_staging, staged_file(path) as staging:
+            _write_frame(frame, staging, kind)
+            written = {
+                **meta,
+                "output": {
+                    "file": path.name,
+                    "format": kind,
+                    "rows": len(frame),
+                    "sha256": _sha256(staging),
+                },
+            }
+            sidecar_staging.write_text(json.dumps(written, indent=2, default=str) + "\n")
     except OSError as exc:
         raise LoyalError(f"--out: could not write {path}: {exc.strerror or exc}") from exc
-    finally:
-        staging.unlink(missing_ok=True)
-        sidecar_staging.unlink(missing_ok=True)
     return written
 
 
@@ -618,19 +611,6 @@ def explain(
     inputs = schema_inputs(pyfunc, features.reset_index(drop=True))
     output = pd.DataFrame(pyfunc.predict(inputs, params={"top": N_REASONS}))
     return features, output.set_axis(ids)
-
-
-def champion_versions(settings: Settings) -> dict[str, str | None]:
-    """The `champion` version of each model in `MODELS` (None: no champion)."""
-    from training import tracking
-    from training.registry import champion_version
-
-    registry = tracking.client(settings)
-    versions: dict[str, str | None] = {}
-    for name in MODELS:
-        version = champion_version(registry, name)
-        versions[name] = None if version is None else str(version.version)
-    return versions
 
 
 def build_churn_list(

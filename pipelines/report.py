@@ -30,7 +30,6 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from os import getpid
 from pathlib import Path
 from string import Template
 
@@ -41,17 +40,17 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
 from features.store import scores_table_path
+from features.tables_io import staged_file
 from loyal.errors import LoyalError, NotReadyError
 from loyal.settings import Settings
 from models.tiers import TIERS
 from pipelines.scores import PREVIOUS_SCORES_FILE
+from training.registry import REGISTERED_MODELS, champion_versions
 
 log = logging.getLogger(__name__)
 
 REPORTS_DIR = "reports"
 """Folder under the home where reports go by default."""
-MODEL_NAMES = ("churn", "clv", "segments", "cross_sell")
-"""Registered models whose champion version the header names."""
 TOP_SHARES = (0.01, 0.05, 0.20)
 """Top customer shares whose margin share the value section states."""
 DEFAULT_TOP = 20
@@ -509,7 +508,7 @@ def header_section(inputs: ReportInputs) -> str:
     snapshot = snapshot_of(inputs.scores)
     versions = [
         (name, f"v{version}" if version else "no champion")
-        for name, version in ((n, inputs.model_versions.get(n)) for n in MODEL_NAMES)
+        for name, version in ((n, inputs.model_versions.get(n)) for n in REGISTERED_MODELS)
     ]
     facts = [
         ("snapshot", _stamp(snapshot, with_time=False)),
@@ -835,19 +834,6 @@ def trailing_margin(settings: Settings, scores: pd.DataFrame) -> tuple[pd.Series
     return margin.rename("margin"), sentence
 
 
-def champion_versions(settings: Settings) -> dict[str, str | None]:
-    """The `champion` version of each of `MODEL_NAMES` (None when it has none)."""
-    from training import tracking
-    from training.registry import champion_version
-
-    registry = tracking.client(settings)
-    versions: dict[str, str | None] = {}
-    for name in MODEL_NAMES:
-        version = champion_version(registry, name)
-        versions[name] = None if version is None else str(version.version)
-    return versions
-
-
 def default_report_path(settings: Settings, snapshot: pd.Timestamp | None) -> Path:
     """``<home>/reports/loyal-report-<snapshot date>.html``."""
     return settings.home / REPORTS_DIR / f"loyal-report-{_stamp(snapshot, with_time=False)}.html"
@@ -855,13 +841,8 @@ def default_report_path(settings: Settings, snapshot: pd.Timestamp | None) -> Pa
 
 def write_text_atomically(text: str, path: Path) -> Path:
     """Write a text file through a temporary file and a rename: readers never see half a page."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp-{getpid()}")
-    try:
+    with staged_file(path) as staging:
         staging.write_text(text, encoding="utf-8")
-        staging.replace(path)
-    finally:
-        staging.unlink(missing_ok=True)
     return path
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.contract import TRANSACTIONS
+from features.tables_io import staged_file
 from loyal.errors import DataContractError, LoyalError, NotReadyError
 from models.ranking_metrics import mean_ranking_metrics
 from models.recommender import (
@@ -756,15 +757,11 @@ def write_recommendations(settings: Settings, frame: pd.DataFrame) -> Path:
     for column in columns:
         if column not in frame.columns:
             raise DataContractError("recommendations", "column missing", column=column)
-    folder = settings.paths.data_dir / "scores"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / RECOMMENDATIONS_FILE
-    staging = folder / f".{RECOMMENDATIONS_FILE}.staging"
+    target = settings.paths.data_dir / "scores" / RECOMMENDATIONS_FILE
     try:
-        frame[columns].to_parquet(staging, index=False)
-        staging.replace(target)
+        with staged_file(target) as staging:
+            frame[columns].to_parquet(staging, index=False)
     except OSError as exc:
-        staging.unlink(missing_ok=True)
         raise LoyalError(f"could not write recommendations to {target}: {exc}") from exc
     log.info("wrote %d recommendations to %s", len(frame), target)
     return target
