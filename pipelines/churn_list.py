@@ -35,7 +35,7 @@ from loyal.errors import DataContractError, LoyalError, NotReadyError
 from loyal.settings import Settings
 from models.nba import ContactEvent, CustomerScores, Decision, decide
 from models.offers import DEFAULT_CATALOG_PATH, TIERS, Catalog, load_catalog
-from training.registry import champion_versions
+from training.models_admin import champion_versions
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from loyal.errors import LoyalError, NotReadyError
 from loyal.settings import Settings
 from models.tiers import TIERS
 from pipelines.scores import PREVIOUS_SCORES_FILE
-from training.registry import REGISTERED_MODELS, champion_versions
+from training.models_admin import MODELS, champion_versions
 
 log = logging.getLogger(__name__)
 
@@ -508,7 +508,7 @@ def header_section(inputs: ReportInputs) -> str:
     snapshot = snapshot_of(inputs.scores)
     versions = [
         (name, f"v{version}" if version else "no champion")
-        for name, version in ((n, inputs.model_versions.get(n)) for n in REGISTERED_MODELS)
+        for name, version in ((n, inputs.model_versions.get(n)) for n in MODELS)
     ]
     facts = [
         ("snapshot", _stamp(snapshot, with_time=False)),

@@ -83,6 +83,16 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 """Every registered model, in training order (CLV before segments: tiers read CLV)."""
 
 
+def champion_versions(settings: Settings) -> dict[str, str | None]:
+    """The `champion` version of every model in `MODELS` (None when it has none)."""
+    registry = tracking.client(settings)
+    versions: dict[str, str | None] = {}
+    for name in MODELS:
+        version = champion_version(registry, name)
+        versions[name] = None if version is None else str(version.version)
+    return versions
+
+
 def model_spec(name: str) -> ModelSpec:
     """The spec of a model named as registered (`cross_sell`) or as typed (`cross-sell`).
 

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
-REGISTERED_MODELS = ("churn", "clv", "segments", "cross_sell")
-"""Every model Loyal registers, in the order reports and sidecars list them."""
 Scorer = Callable[[str, pd.DataFrame, Mapping[str, Any]], float]
 """(model URI, holdout frame, holdout metadata) -> score."""
 
@@ -131,18 +129,6 @@ def champion_version(registry: MlflowClient, model_name: str) -> ModelVersion | 
         return registry.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
         return None
-
-
-def champion_versions(
-    settings: Settings, names: tuple[str, ...] = REGISTERED_MODELS
-) -> dict[str, str | None]:
-    """The `champion` version of each named model (None when it has none)."""
-    registry = tracking.client(settings)
-    versions: dict[str, str | None] = {}
-    for name in names:
-        version = champion_version(registry, name)
-        versions[name] = None if version is None else str(version.version)
-    return versions
 
 
 def _wins(challenger: float, champion: float, higher_is_better: bool) -> bool:

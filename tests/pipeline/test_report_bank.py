@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from features.store import scores_table_path
 from loyal.settings import Settings, get_settings, load_settings
 from pipelines.report import build_report, previous_scores_path
-from training.registry import REGISTERED_MODELS
+from training.models_admin import MODELS
 
 pytestmark = pytest.mark.pipeline
 
@@ -84,7 +84,7 @@ def champions(settings: Settings) -> dict[str, str | None]:
     from training.registry import champion_version
 
     registry = tracking.client(settings)
-    found = {name: champion_version(registry, name) for name in REGISTERED_MODELS}
+    found = {name: champion_version(registry, name) for name in MODELS}
     return {name: None if v is None else str(v.version) for name, v in found.items()}
 
 
