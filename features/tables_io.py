@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from os import getpid
 from pathlib import Path
@@ -15,16 +15,25 @@ from loyal.errors import LoyalError, NotReadyError
 from loyal.settings import Settings
 
 
-def read_contract(settings: Settings) -> dict[str, pd.DataFrame]:
-    """The validated contract tables written by `loyal ingest`, by table name."""
+def read_contract(settings: Settings, only: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
+    """The validated contract tables written by `loyal ingest`, by table name.
+
+    Args:
+        settings: where the contract folder is.
+        only: read just these tables (e.g. `["customers"]`, not the transactions).
+
+    Raises:
+        NotReadyError: a required table (among those asked for) was never ingested.
+    """
     folder = settings.paths.contract_dir
     recover_folder(folder)
+    wanted = TABLES if only is None else {name: TABLES[name] for name in only}
     tables = {
         name: pd.read_parquet(folder / f"{name}.parquet")
-        for name in TABLES
+        for name in wanted
         if (folder / f"{name}.parquet").is_file()
     }
-    missing = [name for name, spec in TABLES.items() if spec.required_table and name not in tables]
+    missing = [name for name, spec in wanted.items() if spec.required_table and name not in tables]
     if missing:
         raise NotReadyError(
             f"no validated {', '.join(missing)} table in {folder}: "

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
-from features.tables_io import staged_file
+from features.tables_io import read_contract, staged_file
 from loyal.errors import DataContractError, LoyalError, NotReadyError
 from loyal.settings import Settings
 from models.nba import ContactEvent, CustomerScores, Decision, decide
@@ -571,24 +571,6 @@ def read_scores(settings: Settings) -> pd.DataFrame:
     return scores.reset_index(drop=True)
 
 
-def read_customers(settings: Settings) -> pd.DataFrame:
-    """The contract's customers table only (the list needs no transactions).
-
-    Raises:
-        NotReadyError: nothing ingested yet.
-    """
-    from features.tables_io import recover_folder
-
-    folder = settings.paths.contract_dir
-    recover_folder(folder)
-    path = folder / "customers.parquet"
-    if not path.is_file():
-        raise NotReadyError(
-            f"no validated customers table in {folder}: run `loyal ingest PATH` with your data"
-        )
-    return pd.read_parquet(path)
-
-
 def explain(
     settings: Settings, pyfunc: Any, customer_ids: Sequence[str], snapshot: pd.Timestamp
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -643,7 +625,7 @@ def build_churn_list(
     check_filters(filters)
     catalog_file = catalog_path or settings.serving.catalog_path or DEFAULT_CATALOG_PATH
     scores = read_scores(settings)
-    customers = read_customers(settings)
+    customers = read_contract(settings, only=["customers"])["customers"]
     catalog = load_catalog(catalog_file)
     selection = select_customers(scores, customers, filters)
     selected = selection.frame

@@ -815,7 +815,7 @@ def trailing_margin(settings: Settings, scores: pd.DataFrame) -> tuple[pd.Series
     from training.clv import MARGIN_COLUMN, trailing_margins, with_margins
 
     try:
-        tables = read_contract(settings)
+        tables = read_contract(settings, only=["transactions", "products"])
     except LoyalError as exc:
         log.warning("no contract tables (%s): no value-contribution section", exc)
         return None, ""

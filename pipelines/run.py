@@ -50,7 +50,7 @@ def run_all(
     _stage("Train and promote CLV and need segments", lambda: train_and_promote_value(settings))
     _stage("Score customers into the online scores view", lambda: publish_scores(settings))
     _stage("Write the churn list and the management report", lambda: write_outputs(settings))
-    example = str(read_contract(settings)["customers"]["customer_id"].iloc[0])
+    example = str(read_contract(settings, only=["customers"])["customers"]["customer_id"].iloc[0])
     _stage(f"Online features of customer {example}", lambda: show_customer(settings, example))
     console.rule("[bold green]Done")
     if serve_api:
