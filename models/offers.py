@@ -827,10 +827,14 @@ class Catalog(_Strict):
 
     _by_id: dict[str, Offer] = PrivateAttr(default_factory=dict)
     _by_product: dict[str, tuple[Offer, ...]] = PrivateAttr(default_factory=dict)
+    _reason_channels: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     def model_post_init(self, context: Any, /) -> None:
-        """Index the offers by id and by product."""
+        """Index the offers by id and by product, and the channels that show churn reasons."""
         self._by_id = {o.id: o for o in self.offers}
+        self._reason_channels = frozenset(
+            channel for o in self.offers if _reads_churn_reasons(o) for channel in o.channels
+        )
         products: dict[str, list[Offer]] = {}
         for o in self.offers:
             if o.product_id and o.kind in SELLING_KINDS:
@@ -852,7 +856,7 @@ class Catalog(_Strict):
         a `says` or its message. Other channels' offers never reach those stages, so a caller
         may skip computing reasons (the costly part of churn scoring) when this is False.
         """
-        return any(_reads_churn_reasons(o) for o in self.offers if channel in o.channels)
+        return channel in self._reason_channels
 
 
 _CHURN_REASON_NAMES = frozenset({"churn_reasons", "top_churn_reason"})
