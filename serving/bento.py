@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from loyal.errors import NotReadyError
-from loyal.settings import Settings
+from loyal.settings import DEFAULT_MODELS, Settings
 from serving.champions import ChampionSource, MlflowChampions, ModelArtifact
-from serving.settings import DEFAULT_MODELS
 
 if TYPE_CHECKING:
     from bentoml import Bento

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from loyal.errors import LoyalError
-from loyal.settings import Settings
+from loyal.settings import ServingSettings, Settings
 from models.nba import ContactEvent, CustomerScores, Decision, decide
 from models.offers import (
     DEFAULT_FEATURE_NAMES,
@@ -47,7 +47,6 @@ from serving.schemas import (
     SegmentResponse,
     StatusResponse,
 )
-from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from loyal.settings import ServingSettings, get_settings
 from serving.auth import ApiKeyMiddleware
 from serving.schemas import (
     ChurnScoreRequest,
@@ -33,9 +34,8 @@ from serving.schemas import (
     SegmentResponse,
     StatusResponse,
 )
-from serving.settings import ServingSettings, load_serving_settings
 
-OPTIONS = load_serving_settings()
+OPTIONS = get_settings().serving
 """Read once when BentoML imports the service: worker count and tracing shape the server."""
 API_ROUTES = (
     "/next_best_action",
@@ -123,7 +123,6 @@ class Loyal:
     """Next best action, cross-sell, churn and segments for one customer at a time."""
 
     def __init__(self) -> None:
-        from loyal.settings import get_settings
         from serving.bento import BentoChampions
         from serving.champions import ChainedChampions, MlflowChampions
         from serving.runtime import Runtime

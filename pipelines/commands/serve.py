@@ -93,9 +93,8 @@ def serve(
     """
     from loyal.logs import console
     from serving.process import start_server
-    from serving.settings import load_serving_settings
 
-    options = load_serving_settings()
+    options = settings.serving
     env = {} if workers is None else {"LOYAL_SERVING__WORKERS": str(workers)}
     server = start_server(settings.home, port=port, host=host, env=env)
     _stop_on_sigterm()
@@ -165,9 +164,8 @@ def build_bento(
         The built Bento; run it with `bentoml serve <tag>` from the Loyal home.
     """
     from serving.bento import build_bento as build
-    from serving.settings import load_serving_settings
 
-    names = models if models is not None else load_serving_settings().models
+    names = models if models is not None else settings.serving.models
     return build(settings, names, version=version)
 
 

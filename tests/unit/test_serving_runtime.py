@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from loyal.settings import ServingSettings, load_settings
 from models.churn import ChurnModel
 from models.offers import load_catalog
 from models.recommender import PopularityRecommender
@@ -31,7 +32,6 @@ from serving.schemas import (
     RecommendRequest,
     SegmentRequest,
 )
-from serving.settings import ServingSettings, load_serving_settings
 
 pytestmark = pytest.mark.unit
 
@@ -560,7 +560,7 @@ def test_middleware_rejects_missing_or_wrong_keys_on_protected_paths_only() -> N
 def test_serving_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOYAL_SERVING__MODELS", "churn")
     monkeypatch.setenv("LOYAL_SERVING__API_KEY", "key-7f3a")
-    options = load_serving_settings()
+    options = load_settings().serving
     assert options.models == ("churn",) and options.auth_enabled
     assert "key-7f3a" not in repr(options)
 
