@@ -195,6 +195,9 @@ class ServingSettings(BaseModel):
         workers: BentoML worker processes.
         tracing: keep BentoML's OpenTelemetry tracing on every request (costs ~0.5 ms each).
         require_models: readiness (`/readyz`) fails while a configured model is missing.
+        feedback_max_skew_seconds: how far in the future a feedback `ts` may lie (clock skew
+            between the caller and the server).
+        feedback_max_age_days: how old a feedback `ts` may be.
     """
 
     api_key: SecretStr | None = None
@@ -209,6 +212,8 @@ class ServingSettings(BaseModel):
     workers: int = Field(default=1, ge=1, le=64)
     tracing: bool = False
     require_models: bool = True
+    feedback_max_skew_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    feedback_max_age_days: float = Field(default=90.0, gt=0, le=3_650)
 
     @field_validator("models", mode="before")
     @classmethod

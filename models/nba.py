@@ -368,9 +368,15 @@ def _channel(cand: _Candidate, ctx: _Context) -> Verdict:
 
 
 def _consent(cand: _Candidate, ctx: _Context) -> Verdict:
-    """Marketing needs consent; unknown customers only see generic cold-start offers."""
-    if not cand.offer.is_marketing or ctx.cold_start:
+    """Marketing needs consent in every mode: an unknown customer has given none on record.
+
+    Only offers the catalog marks `marketing: false` (service actions by default) reach a
+    customer without consent, cold start and degraded answers included.
+    """
+    if not cand.offer.is_marketing:
         return None
+    if ctx.cold_start:
+        return "consent", "marketing offer and the customer is unknown: no consent on record"
     consent = ctx.values.get("consent_marketing")
     if consent is not None and truthy(consent):
         return None

@@ -53,6 +53,12 @@ SCORE_FIELDS = frozenset(
 """Model scores the policy adds to a customer's features under these names; `expected_loss` is
 churn_probability x max(clv, 0), the value at stake (the churn list ranks by it too)."""
 
+PROTECTED_FIELDS = SCORE_FIELDS | frozenset(
+    {"segment_name", "p_alive", "consent_marketing", "n_products_held"}
+)
+"""Names a request's context may never override: scores, consent and what they derive from.
+Any name starting with `consent` or `holds_` is protected too (see `is_protected`)."""
+
 SAMPLE_BANK_PRODUCTS: tuple[str, ...] = (
     "checking",
     "savings",
@@ -479,6 +485,41 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ContextField(_Strict):
+    """A fresh fact a channel may send with a request, overriding the feature store once.
+
+    Attributes:
+        type: `number` (a finite number) or `bool` (true or false).
+        min: smallest number accepted (numbers only).
+        max: largest number accepted (numbers only).
+        says: what the fact is, for the API documentation.
+    """
+
+    type: Literal["number", "bool"] = "number"
+    min: float | None = None
+    max: float | None = None
+    says: str = ""
+
+    def check(self, value: Any) -> str | None:
+        """None when `value` is acceptable, else what is wrong with it."""
+        if self.type == "bool":
+            return None if isinstance(value, bool) else "must be true or false"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "must be a number"
+        if not math.isfinite(value):
+            return "must be a finite number"
+        if self.min is not None and value < self.min:
+            return f"must be at least {self.min:g}"
+        if self.max is not None and value > self.max:
+            return f"must be at most {self.max:g}"
+        return None
+
+
+def is_protected(name: str) -> bool:
+    """Whether a request's context may never set this name (scores, consent, holdings)."""
+    return name in PROTECTED_FIELDS or name.startswith(("consent", "holds_"))
+
+
 class Condition(_Strict):
     """One eligibility rule: `field op value`, or `field op field_ref + offset`.
 
@@ -815,7 +856,11 @@ class AlsPolicy(_Strict):
 
 
 class Catalog(_Strict):
-    """A validated offer catalog: constants, spend and contact rules, and the offers."""
+    """A validated offer catalog: constants, spend and contact rules, context fields, the offers.
+
+    `context` lists the only facts a request may send fresher than the feature store (say,
+    the balance an ATM just read); scores, tier, CLV, segment, holdings and consent never.
+    """
 
     version: int = 1
     description: str = ""
@@ -823,6 +868,7 @@ class Catalog(_Strict):
     spend: SpendPolicy = SpendPolicy()
     contact: CustomerContactCaps = CustomerContactCaps()
     als: AlsPolicy = AlsPolicy()
+    context: dict[str, ContextField] = Field(default_factory=dict)
     offers: tuple[Offer, ...] = Field(min_length=1)
 
     _by_id: dict[str, Offer] = PrivateAttr(default_factory=dict)
@@ -947,6 +993,7 @@ def catalog_from_dict(
     functions = FUNCTIONS if functions is None else functions
     features = DEFAULT_FEATURE_NAMES if feature_names is None else frozenset(feature_names)
     _check_constants(catalog, features, functions)
+    _check_context(catalog, features)
     for offer in catalog.offers:
         _check_offer(offer, catalog, features, functions)
     return catalog
@@ -1034,6 +1081,17 @@ def _check_constants(
         for names, what in taken:
             if name in names:
                 raise CatalogError(None, f"constants.{name}", f"has the name of {what}")
+
+
+def _check_context(catalog: Catalog, features: frozenset[str]) -> None:
+    """Context fields are online features a caller may know fresher, never scores or consent."""
+    for name in catalog.context:
+        if is_protected(name):
+            raise CatalogError(
+                None, f"context.{name}", "is a score, consent or holding: callers may never set it"
+            )
+        if name not in features:
+            raise CatalogError(None, f"context.{name}", "is not an online feature name")
 
 
 def _check_offer(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,10 +27,27 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_customer_ts ON feedback (customer_id, ts);
 """
+_KEYED = """
+CREATE UNIQUE INDEX IF NOT EXISTS feedback_idempotency_key ON feedback (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+"""
 
 
 class FeedbackStoreError(LoyalError):
     """The feedback store cannot be read or written."""
+
+
+class IdempotencyConflictError(LoyalError):
+    """An idempotency key already recorded a different answer."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One stored answer: its id, its time, and whether this call stored it (False: a retry)."""
+
+    feedback_id: int
+    ts: datetime
+    new: bool
 
 
 def _utc(moment: datetime) -> datetime:
@@ -50,6 +68,10 @@ class FeedbackStore:
         conn = self._connection()
         with conn:
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(feedback)")}
+            if "idempotency_key" not in columns:  # a store made before retries were keyed
+                conn.execute("ALTER TABLE feedback ADD COLUMN idempotency_key TEXT")
+            conn.executescript(_KEYED)
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -65,19 +87,48 @@ class FeedbackStore:
         return conn
 
     def record(
-        self, customer_id: str, action_id: str, channel: str, outcome: str, ts: datetime
-    ) -> int:
-        """Store one answer durably; return its id."""
+        self,
+        customer_id: str,
+        action_id: str,
+        channel: str,
+        outcome: str,
+        ts: datetime,
+        idempotency_key: str | None = None,
+    ) -> Recorded:
+        """Store one answer durably, once per idempotency key.
+
+        A repeat of a key with the same customer, action, channel and outcome stores nothing
+        and returns the first record (`new` False), whatever its `ts`.
+
+        Raises:
+            IdempotencyConflictError: the key already recorded a different answer.
+            FeedbackStoreError: the store cannot be written.
+        """
         now = datetime.now(UTC).timestamp()
+        stamp = _utc(ts).timestamp()
+        conn = self._connection()
         try:
-            cursor = self._connection().execute(
-                "INSERT INTO feedback (customer_id, action_id, channel, outcome, ts, recorded_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (customer_id, action_id, channel, outcome, _utc(ts).timestamp(), now),
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO feedback "
+                "(customer_id, action_id, channel, outcome, ts, recorded_at, idempotency_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (customer_id, action_id, channel, outcome, stamp, now, idempotency_key),
             )
+            if cursor.rowcount == 1 or idempotency_key is None:
+                return Recorded(int(cursor.lastrowid or 0), _utc(ts), True)
+            first = conn.execute(
+                "SELECT id, customer_id, action_id, channel, outcome, ts FROM feedback "
+                "WHERE idempotency_key = ?",
+                (idempotency_key,),
+            ).fetchone()
         except sqlite3.Error as exc:
             raise FeedbackStoreError(f"cannot record feedback: {exc}") from None
-        return int(cursor.lastrowid or 0)
+        if first is None or tuple(first[1:5]) != (customer_id, action_id, channel, outcome):
+            raise IdempotencyConflictError(
+                "idempotency_key: already used for a different answer "
+                f"(feedback {first[0] if first else '?'})"
+            )
+        return Recorded(int(first[0]), datetime.fromtimestamp(first[5], tz=UTC), False)
 
     def history(self, customer_id: str, since: datetime) -> list[ContactEvent]:
         """The customer's answers since `since`, oldest first, as contact events."""

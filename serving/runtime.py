@@ -10,6 +10,7 @@ cannot be read, a champion that is missing or a feedback store that fails make t
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,14 +22,13 @@ from loyal.errors import LoyalError
 from loyal.settings import ServingSettings, Settings
 from models.nba import ContactEvent, CustomerScores, Decision, decide
 from models.offers import (
-    DEFAULT_FEATURE_NAMES,
     FUNCTIONS,
     SCORE_FIELDS,
     Catalog,
     load_catalog,
 )
 from serving.champions import ChampionSource, LoadedModel, MlflowChampions, load_champions
-from serving.feedback import FeedbackStore, FeedbackStoreError
+from serving.feedback import FeedbackStore, FeedbackStoreError, IdempotencyConflictError
 from serving.online import FeatureStoreError, OnlineReader, open_reader
 from serving.schemas import (
     ActionOut,
@@ -67,15 +67,21 @@ REOPEN_SECONDS = 10.0
 """How often a feature store that could not be opened is tried again."""
 PROBE_SECONDS = 1.0
 """How long a feature store probe result is reused (readiness and status calls)."""
+STORE_DOWN = "feature store unavailable"
+"""What callers are told when the online store cannot be read (the cause goes to the log)."""
 
 
 class RequestError(LoyalError):
-    """A well-formed request the runtime cannot accept; `field` names the culprit."""
+    """A well-formed request the runtime cannot accept; `field` names the culprit (a 400)."""
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+class UnavailableError(LoyalError):
+    """A part the answer needs is down and nothing was done (the service answers 503)."""
 
 
 @dataclass(frozen=True)
@@ -241,8 +247,8 @@ class Runtime:
         for name in names:
             loaded = self.models.get(name)
             if loaded is None or loaded.obj is None:
-                why = loaded.problem if loaded is not None else f"{name} is not configured"
-                problems.append(Problem(f"model:{name}", why or f"{name} is missing"))
+                # The loader's own words (paths, exception texts) stay in the service log.
+                problems.append(Problem(f"model:{name}", f"{name} model unavailable"))
         return problems
 
     def feature_store_status(self) -> str:
@@ -275,6 +281,7 @@ class Runtime:
         store = self.feature_store_status()
         problems = self._model_problems(*self.models)
         if store != "ok":
+            store = STORE_DOWN  # the cause (paths, exception texts) is in the service log
             problems.append(Problem("feature_store", store))
         reader = self._reader
         if reader is not None and SCORES_VIEW not in reader.views:
@@ -296,12 +303,13 @@ class Runtime:
         """Online features of each customer; a store failure leaves them unknown, flagged."""
         reader = self._open_reader()
         if reader is None:
-            problem = Problem("feature_store", f"feature store unavailable: {self._reader_error}")
+            problem = Problem("feature_store", STORE_DOWN)
             return [_Customer(cid, None, [problem]) for cid in customer_ids]
         try:
             rows = reader.read(customer_ids)
         except FeatureStoreError as exc:
-            problem = Problem("feature_store", f"feature store unavailable: {exc}")
+            log.warning("feature store read failed: %s", exc)
+            problem = Problem("feature_store", STORE_DOWN)
             return [_Customer(cid, None, [problem]) for cid in customer_ids]
         customers = [_Customer(cid, row) for cid, row in zip(customer_ids, rows, strict=True)]
         if SCORES_VIEW not in reader.views:
@@ -355,9 +363,8 @@ class Runtime:
                 customer.customer_id, now - timedelta(days=self._history_days)
             )
         except FeedbackStoreError as exc:
-            customer.problems.append(
-                Problem("feedback_store", f"contact history unavailable: {exc}")
-            )
+            log.warning("contact history unavailable: %s", exc)
+            customer.problems.append(Problem("feedback_store", "contact history unavailable"))
             return []
 
     def _report(self, endpoint: str, problems: Iterable[Problem], cold: bool) -> list[str]:
@@ -373,8 +380,10 @@ class Runtime:
     def next_best_action(self, request: NextBestActionRequest) -> NextBestActionResponse:
         """The best actions for one customer on one channel."""
         now = self.clock()
+        applied = self._checked_context(request.context)
         customer = self._customers([request.customer_id])[0]
-        customer.features = self._with_context(customer.features, request.context)
+        if customer.features is not None:
+            customer.features = {**customer.features, **applied}
         scores = self._scores(customer, self.catalog.reads_churn_reasons(request.channel))
         decision = decide(
             customer.features,
@@ -387,21 +396,33 @@ class Runtime:
             recommendations=self._recommendations(customer, self.options.recommendations),
         )
         reasons = self._report("next_best_action", customer.problems, decision.cold_start)
-        return _nba_answer(request, customer, scores, decision, self.model_versions, reasons)
+        answer = _nba_answer(request, customer, scores, decision, self.model_versions, reasons)
+        used = sorted(applied) if customer.known else []
+        ignored = [] if customer.known else sorted(applied)
+        return answer.model_copy(update={"context_used": used, "context_ignored": ignored})
 
-    def _with_context(self, features: Row | None, context: Mapping[str, Any] | None) -> Row | None:
-        """The online features overridden by fresher values the channel sent (known names only).
+    def _checked_context(self, context: Mapping[str, Any] | None) -> Row:
+        """The request's context, each name one the catalog declares and each value in range.
 
-        The override feeds the models and the policy alike, for this answer only.
+        Only the catalog's `context` fields (fresh, channel-observed facts) may override the
+        feature store, for this answer only; scores, tier, CLV, segment, holdings and consent
+        never can.
+
+        Raises:
+            RequestError: a name the catalog does not declare, or a value out of its rule.
         """
-        if not context:
-            return features
-        reader = self._reader
-        known = set(reader.feature_names) if reader is not None else set(DEFAULT_FEATURE_NAMES)
-        for name in context:
-            if name not in known:
-                raise RequestError(f"context.{name}", "not an online feature name")
-        return None if features is None else {**features, **context}
+        declared = self.catalog.context
+        for name, value in (context or {}).items():
+            rule = declared.get(name)
+            if rule is None:
+                allowed = ", ".join(sorted(declared)) or "none"
+                raise RequestError(
+                    f"context.{name}", f"not a context field this service accepts ({allowed})"
+                )
+            problem = rule.check(value)
+            if problem is not None:
+                raise RequestError(f"context.{name}", problem)
+        return dict(context or {})
 
     def recommend(self, request: RecommendRequest) -> RecommendResponse:
         """Cross-sell products the customer does not hold yet."""
@@ -474,29 +495,86 @@ class Runtime:
     def feedback(self, request: FeedbackRequest) -> FeedbackResponse:
         """Record how the customer answered an action (the contact policy reads it back).
 
+        The action must be in the catalog and shown on the channel, the customer known to the
+        feature store, and `ts` within the allowed skew and age and not before the decision.
+        A repeated idempotency key (or decision_id + action_id) records nothing new.
+
         Raises:
-            RequestError: the action is not in the offer catalog.
+            RequestError: a field the service cannot accept (400; 409 for a reused key).
+            UnavailableError: the feature store cannot tell whether the customer exists.
             FeedbackStoreError: the store cannot be written (the caller answers 503).
         """
-        if self.catalog.offer(request.action_id) is None:
+        offer = self.catalog.offer(request.action_id)
+        if offer is None:
             raise RequestError(
                 "action_id", f"unknown action {request.action_id!r} (not in the offer catalog)"
             )
-        ts = request.ts or self.clock()
-        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-        feedback_id = self.feedback_store.record(
-            request.customer_id, request.action_id, request.channel, request.outcome, ts
-        )
-        self.recorder.feedback(request.outcome)
+        if request.channel not in offer.channels:
+            raise RequestError(
+                "channel",
+                f"{request.action_id} is not shown on {request.channel} "
+                f"(only {', '.join(offer.channels)})",
+            )
+        now = self.clock()
+        ts = _utc(request.ts or now)
+        self._check_feedback_time(ts, now, request.decision_id)
+        self._check_known(request.customer_id)
+        key = request.idempotency_key
+        if key is None and request.decision_id is not None:
+            key = f"{request.decision_id}:{request.action_id}"
+        try:
+            stored = self.feedback_store.record(
+                request.customer_id, request.action_id, request.channel, request.outcome, ts, key
+            )
+        except IdempotencyConflictError:
+            field = "idempotency_key" if request.idempotency_key else "decision_id"
+            raise RequestError(
+                field, "already used for a different answer; nothing recorded"
+            ) from None
+        if stored.new:
+            self.recorder.feedback(request.outcome)
         return FeedbackResponse(
-            recorded=True,
-            feedback_id=feedback_id,
+            recorded=stored.new,
+            feedback_id=stored.feedback_id,
             customer_id=request.customer_id,
             action_id=request.action_id,
             channel=request.channel,
             outcome=request.outcome,
-            ts=ts,
+            ts=stored.ts,
         )
+
+    def _check_feedback_time(self, ts: datetime, now: datetime, decision: str | None) -> None:
+        """`ts` not in the future beyond the skew, not too old, not before its decision."""
+        skew = timedelta(seconds=self.options.feedback_max_skew_seconds)
+        oldest = now - timedelta(days=self.options.feedback_max_age_days)
+        if ts > now + skew:
+            raise RequestError(
+                "ts", f"{ts:%Y-%m-%dT%H:%M:%SZ} is in the future (server time {now:%H:%M:%SZ})"
+            )
+        if ts < oldest:
+            raise RequestError(
+                "ts",
+                f"{ts:%Y-%m-%dT%H:%M:%SZ} is older than "
+                f"{self.options.feedback_max_age_days:g} days",
+            )
+        if decision is None:
+            return
+        decided = decided_at(decision)
+        if decided is None or decided > now + skew:
+            raise RequestError("decision_id", "not a decision of this service (in the future)")
+        if ts < decided - skew:
+            raise RequestError(
+                "ts",
+                f"{ts:%Y-%m-%dT%H:%M:%SZ} is before the decision ({decided:%Y-%m-%dT%H:%M:%SZ})",
+            )
+
+    def _check_known(self, customer_id: str) -> None:
+        """The customer must be in the feature store (feedback on strangers is refused)."""
+        customer = self._customers([customer_id])[0]
+        if any(p.kind == "feature_store" for p in customer.problems):
+            raise UnavailableError(f"{STORE_DOWN}: cannot check customer_id; nothing recorded")
+        if not customer.known:
+            raise RequestError("customer_id", f"unknown customer {customer_id!r}")
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -507,6 +585,26 @@ def feedback_path(settings: Settings, options: ServingSettings) -> Path:
     if options.feedback_db is not None:
         return settings.resolve(options.feedback_db)
     return settings.paths.runtime_dir / "serving" / "feedback.db"
+
+
+def new_decision_id(decided: datetime) -> str:
+    """A decision id carrying its time: `d-<epoch milliseconds>-<12 random hex digits>`."""
+    return f"d-{int(decided.timestamp() * 1000)}-{secrets.token_hex(6)}"
+
+
+def decided_at(decision_id: str) -> datetime | None:
+    """The time a decision id was issued (None: not an id this service makes)."""
+    parts = decision_id.split("-")
+    if len(parts) != 3 or parts[0] != "d" or not parts[1].isdigit():
+        return None
+    try:
+        return datetime.fromtimestamp(int(parts[1]) / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def history_days(catalog: Catalog) -> float:
@@ -605,5 +703,6 @@ def _nba_answer(
         degraded_reasons=reasons,
         cold_start=decision.cold_start,
         decided_at=decision.decided_at,
+        decision_id=new_decision_id(decision.decided_at),
         filtered=filtered,
     )

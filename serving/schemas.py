@@ -56,9 +56,12 @@ class NextBestActionRequest(_Request):
     channel: Channel = Field(description="Where the answer is shown.")
     context: dict[str, Any] | None = Field(
         default=None,
+        max_length=32,
         description=(
-            "Fresher feature values the channel knows (e.g. the balance an ATM just read), "
-            "by online feature name; they override the feature store for this answer only."
+            "Fresher facts the channel just observed (e.g. the balance an ATM just read), "
+            "only under the names the offer catalog declares in its `context` section; they "
+            "override the feature store for this answer only. Scores, tier, CLV, segment, "
+            "holdings and consent can never be set: any other name is a 400 naming it."
         ),
     )
     k: int = Field(default=1, ge=1, le=10, description="How many actions at most.")
@@ -130,6 +133,9 @@ class NextBestActionResponse(_Answer):
                 "degraded_reasons": [],
                 "cold_start": False,
                 "decided_at": "2026-11-02T10:15:00Z",
+                "decision_id": "d-1793614500000-5f0c2a9b7e41",
+                "context_used": ["idle_cash"],
+                "context_ignored": [],
             }
         }
     )
@@ -141,8 +147,20 @@ class NextBestActionResponse(_Answer):
     tier: str | None
     segment: str | None
     clv: float | None
-    cold_start: bool = Field(description="The customer is unknown: generic cold-start offers.")
+    cold_start: bool = Field(
+        description="The customer is unknown: generic offers that need no marketing consent."
+    )
     decided_at: datetime
+    decision_id: str = Field(
+        description="Send it back with /feedback: retries are then safe and ts is checked."
+    )
+    context_used: list[str] = Field(
+        default_factory=list, description="Request context fields this answer applied."
+    )
+    context_ignored: list[str] = Field(
+        default_factory=list,
+        description="Accepted context fields not applied (the customer is unknown).",
+    )
     filtered: list[RejectedOut] | None = Field(
         default=None, description="With explain: every candidate left out and why."
     )
@@ -257,15 +275,36 @@ class FeedbackRequest(_Request):
 
     customer_id: CustomerId = _ID
     action_id: str = Field(min_length=1, max_length=128, description="The action's offer id.")
-    channel: Channel
+    channel: Channel = Field(description="Where the answer was given: a channel of the offer.")
     outcome: Outcome
-    ts: datetime | None = Field(default=None, description="When it happened (default: now, UTC).")
+    ts: datetime | None = Field(
+        default=None,
+        description=(
+            "When it happened (default: now, UTC): not in the future beyond the allowed clock "
+            "skew, not older than the allowed age, not before the decision."
+        ),
+    )
+    decision_id: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^d-[0-9]{13}-[0-9a-f]{12}$",
+        description="The decision_id of the /next_best_action answer this feedback is about.",
+    )
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description=(
+            "Makes retries safe: a repeat with the same key records nothing new and returns "
+            "the first record (default with a decision_id: decision_id + action_id)."
+        ),
+    )
 
 
 class FeedbackResponse(BaseModel):
     """The recorded feedback."""
 
-    recorded: bool
+    recorded: bool = Field(description="False: a retry of a feedback already recorded.")
     feedback_id: int
     customer_id: CustomerId
     action_id: str

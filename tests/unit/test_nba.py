@@ -498,12 +498,33 @@ def test_unknown_customer_gets_a_flagged_cold_start_offer(catalog: Catalog, feat
     assert decision.cold_start
     (action,) = decision.actions
     assert action.cold_start
-    assert action.action_id == "hys_open"
-    assert action.message == "Open High-Yield Savings at 4.1%, no fees and no minimum."
+    assert action.action_id == "service_app_tour"
+    assert action.message == "Check balances and move money in seconds with the Loyal app."
     assert action.reasons == ["unknown customer: a popular offer on atm"]
     assert why(decision, "hys_move_idle_cash") == (
         "cold_start: unknown customer; not a cold-start offer"
     )
+    assert why(decision, "hys_open") == (
+        "consent: marketing offer and the customer is unknown: no consent on record"
+    )
+
+
+@pytest.mark.parametrize("channel", ["atm", "web", "branch", "mobile", "email", "call_center"])
+def test_unknown_customers_never_get_marketing_offers(catalog: Catalog, channel: str) -> None:
+    """Issue 16, point 2: no consent on record means no marketing, in every mode."""
+    decision = decide(None, None, channel, catalog, None, NOW, k=10)
+    assert all(not catalog.offer(a.action_id).is_marketing for a in decision.actions)  # type: ignore[union-attr]
+
+
+def test_an_offer_marked_not_marketing_reaches_unknown_customers(catalog: Catalog) -> None:
+    """Only the catalog's explicit `marketing: false` lets a selling offer skip consent."""
+    offers = [
+        o.model_copy(update={"marketing": False}) if o.id == "hys_open" else o
+        for o in catalog.offers
+    ]
+    relaxed = Catalog.model_validate({**catalog.model_dump(), "offers": offers})
+    decision = decide(None, None, "atm", relaxed, None, NOW, k=2)
+    assert "hys_open" in [a.action_id for a in decision.actions]
 
 
 def test_cold_start_uses_only_cold_start_offers(

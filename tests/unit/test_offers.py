@@ -476,3 +476,24 @@ def test_a_channel_reads_churn_reasons_only_if_one_of_its_offers_can_show_them()
     assert not catalog.reads_churn_reasons("atm")
     assert catalog.reads_churn_reasons("web") and catalog.reads_churn_reasons("email")
     assert not catalog.reads_churn_reasons("branch")  # no offer there at all
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("tier", "callers may never set it"),
+        ("clv", "callers may never set it"),
+        ("segment_name", "callers may never set it"),
+        ("consent_marketing", "callers may never set it"),
+        ("holds_mortgage", "callers may never set it"),
+        ("shoe_size", "not an online feature name"),
+    ],
+)
+def test_catalog_context_fields_exclude_scores_consent_and_unknown_names(
+    name: str, problem: str
+) -> None:
+    with pytest.raises(CatalogError, match=f"catalog context.{name}: .*{problem}"):
+        catalog_from_dict(catalog(offer(), context={name: {"type": "number"}}))
+    fine = catalog_from_dict(catalog(offer(), context={"idle_cash": {"type": "number", "min": 0}}))
+    assert fine.context["idle_cash"].check(-1) == "must be at least 0"
+    assert fine.context["idle_cash"].check(10) is None

@@ -584,3 +584,199 @@ def test_build_spec_pins_models_by_alias_and_packages(tmp_path: Path) -> None:
     assert all("==" in p for p in spec["python"]["packages"])
     assert spec["python"]["lock_packages"] is False
     assert not any(":latest" in m["tag"] for m in spec["models"])
+
+
+# --- issue 16: trust boundaries ------------------------------------------------------------------
+
+
+def lead_customer() -> dict[str, Any]:
+    """A lead-tier customer at high churn risk: only the cheap check-in fits on call_center."""
+    return customer(tier="lead", clv=150.0, idle_cash=0.0, complaints_90d=0)
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"tier": "platinum", "clv": 100000},
+        {"clv": 100000},
+        {"churn_probability": 0.9},
+        {"segment_name": "affluent savers"},
+        {"consent_marketing": True},
+        {"holds_mortgage": False},
+        {"shoe_size": 44},
+    ],
+)
+def test_context_can_never_set_scores_tier_clv_segment_or_consent(
+    tmp_path: Path, recommender: PopularityRecommender, context: dict[str, Any]
+) -> None:
+    """Issue 16, point 1: the attack `"context": {"tier": "platinum", "clv": 100000}`."""
+    reader = FakeReader({"C1": lead_customer()})
+    runtime = make_runtime(tmp_path, reader, recommender, FakeChurn(0.72))
+    plain = runtime.next_best_action(NextBestActionRequest(customer_id="C1", channel="call_center"))
+    assert plain.tier == "lead"
+    assert all(a.cost <= 25 for a in plain.actions)
+    with pytest.raises(RequestError) as error:
+        runtime.next_best_action(
+            NextBestActionRequest(customer_id="C1", channel="call_center", context=context)
+        )
+    assert error.value.field == f"context.{next(iter(context))}"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [(-5.0, "at least 0"), ("5000", "a number"), (True, "a number"), (math.inf, "finite")],
+)
+def test_context_values_are_checked_against_the_catalog(
+    tmp_path: Path, recommender: PopularityRecommender, value: Any, problem: str
+) -> None:
+    runtime = make_runtime(tmp_path, FakeReader({"C1": customer()}), recommender)
+    with pytest.raises(RequestError) as error:
+        runtime.next_best_action(
+            NextBestActionRequest(customer_id="C1", channel="atm", context={"idle_cash": value})
+        )
+    assert error.value.field == "context.idle_cash" and problem in error.value.message
+
+
+def test_every_answer_states_the_context_it_used(
+    tmp_path: Path, recommender: PopularityRecommender
+) -> None:
+    runtime = make_runtime(tmp_path, FakeReader({"C1": customer()}), recommender)
+    context = {"idle_cash": 3000.0, "balance_checking": 4000.0}
+    known = runtime.next_best_action(
+        NextBestActionRequest(customer_id="C1", channel="atm", context=context)
+    )
+    assert known.context_used == ["balance_checking", "idle_cash"] and not known.context_ignored
+    assert (
+        runtime.next_best_action(
+            NextBestActionRequest(customer_id="C1", channel="atm")
+        ).context_used
+        == []
+    )
+    unknown = runtime.next_best_action(
+        NextBestActionRequest(customer_id="NEW-1", channel="atm", context=context)
+    )
+    assert unknown.context_used == [] and unknown.context_ignored == [
+        "balance_checking",
+        "idle_cash",
+    ]
+
+
+@pytest.mark.parametrize("channel", ["web", "atm", "branch", "mobile"])
+def test_refusals_hold_when_the_store_is_down_or_the_id_is_unknown(
+    tmp_path: Path, recommender: PopularityRecommender, channel: str
+) -> None:
+    """Issue 16, point 2: no marketing offer without consent on record, in every mode."""
+    reader = FakeReader({"C1": customer(consent_marketing=False)})
+    runtime = make_runtime(tmp_path, reader, recommender, FakeChurn(0.05))
+    catalog = runtime.catalog
+    for customer_id in ("C1", "C1-typo", "NEW-9"):
+        answer = runtime.next_best_action(
+            NextBestActionRequest(customer_id=customer_id, channel=channel, k=5)
+        )
+        assert all(not catalog.offer(a.action_id).is_marketing for a in answer.actions)  # type: ignore[union-attr]
+    reader.broken = True
+    down = runtime.next_best_action(NextBestActionRequest(customer_id="C1", channel=channel, k=5))
+    assert down.degraded and down.cold_start
+    assert all(not catalog.offer(a.action_id).is_marketing for a in down.actions)  # type: ignore[union-attr]
+    assert "hys_open" not in [a.action_id for a in down.actions]
+
+
+def test_answers_show_no_paths_or_exception_texts(tmp_path: Path) -> None:
+    reader = FakeReader({"C1": customer()})
+    broken = LoadedModel("churn", None, None, None, "churn not loaded: [Errno 2] /srv/m/model.pkl")
+    runtime = Runtime(
+        load_catalog(),
+        {"churn": broken},
+        lambda: reader,
+        FeedbackStore(tmp_path / "feedback.db"),
+        ServingSettings(models=("churn",)),
+        clock=lambda: NOW,
+    )
+    reader.broken = True
+    texts = [
+        runtime.next_best_action(NextBestActionRequest(customer_id="C1", channel="atm")),
+        runtime.churn_score(ChurnScoreRequest(customer_ids=["C1"])),
+        runtime.segment(SegmentRequest(customer_id="C1")),
+        runtime.status(),
+    ]
+    for answer in texts:
+        dumped = answer.model_dump_json()
+        assert "/x/online.db" not in dumped and "/srv/m" not in dumped and "Errno" not in dumped
+    assert runtime.status().feature_store == "feature store unavailable"
+
+
+def feedback_request(**overrides: Any) -> FeedbackRequest:
+    fields: dict[str, Any] = {
+        "customer_id": "C1",
+        "action_id": "hys_move_idle_cash",
+        "channel": "atm",
+        "outcome": "declined",
+    }
+    fields.update(overrides)
+    return FeedbackRequest(**fields)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"ts": datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)}, "ts"),
+        ({"ts": datetime(1, 1, 1, tzinfo=UTC)}, "ts"),
+        ({"ts": NOW + timedelta(hours=1)}, "ts"),
+        ({"ts": NOW - timedelta(days=400)}, "ts"),
+        ({"channel": "call_center"}, "channel"),
+        ({"customer_id": "C404"}, "customer_id"),
+        ({"action_id": "buy_everything"}, "action_id"),
+    ],
+)
+def test_feedback_that_could_suppress_a_customer_for_ever_is_refused(
+    tmp_path: Path, overrides: dict[str, Any], field: str
+) -> None:
+    """Issue 16, point 4: far-future and year-1 ts, a channel the offer is never shown on."""
+    runtime = make_runtime(tmp_path, FakeReader({"C1": customer()}), None)
+    with pytest.raises(RequestError) as error:
+        runtime.feedback(feedback_request(**overrides))
+    assert error.value.field == field
+    assert runtime.feedback_store.history("C1", datetime(1, 1, 2, tzinfo=UTC)) == []
+
+
+def test_feedback_within_the_skew_is_recorded(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path, FakeReader({"C1": customer()}), None)
+    recorded = runtime.feedback(feedback_request(ts=NOW + timedelta(seconds=30)))
+    assert recorded.recorded and recorded.ts == NOW + timedelta(seconds=30)
+
+
+def test_a_retried_feedback_is_stored_once(tmp_path: Path) -> None:
+    """Issue 16, point 4: a client retry after a timeout must not store the answer twice."""
+    runtime = make_runtime(tmp_path, FakeReader({"C1": customer()}), None)
+    first = runtime.feedback(feedback_request(idempotency_key="retry-1"))
+    again = runtime.feedback(feedback_request(idempotency_key="retry-1"))
+    assert first.recorded and not again.recorded and again.feedback_id == first.feedback_id
+    assert len(runtime.feedback_store.history("C1", NOW - timedelta(days=1))) == 1
+    with pytest.raises(RequestError) as error:
+        runtime.feedback(feedback_request(idempotency_key="retry-1", outcome="accepted"))
+    assert error.value.field == "idempotency_key"
+
+
+def test_a_decision_id_keys_retries_and_bounds_ts(
+    tmp_path: Path, recommender: PopularityRecommender
+) -> None:
+    runtime = make_runtime(tmp_path, FakeReader({"C1": customer()}), recommender)
+    answer = runtime.next_best_action(NextBestActionRequest(customer_id="C1", channel="atm"))
+    decision = answer.decision_id
+    with pytest.raises(RequestError) as error:
+        runtime.feedback(feedback_request(decision_id=decision, ts=NOW - timedelta(days=1)))
+    assert error.value.field == "ts" and "before the decision" in error.value.message
+    first = runtime.feedback(feedback_request(decision_id=decision))
+    again = runtime.feedback(feedback_request(decision_id=decision))
+    assert first.recorded and not again.recorded
+    assert len(runtime.feedback_store.history("C1", NOW - timedelta(days=1))) == 1
+
+
+def test_feedback_is_refused_when_the_customer_cannot_be_checked(tmp_path: Path) -> None:
+    from serving.runtime import UnavailableError
+
+    reader = FakeReader({"C1": customer()})
+    runtime = make_runtime(tmp_path, reader, None)
+    reader.broken = True
+    with pytest.raises(UnavailableError):
+        runtime.feedback(feedback_request())
