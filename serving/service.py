@@ -10,6 +10,7 @@ every API call needs the key in the `X-API-Key` header (401 otherwise).
 from __future__ import annotations
 
 import gc
+import logging
 from functools import cache
 from http import HTTPStatus
 from typing import Any
@@ -21,6 +22,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from loyal.settings import ServingSettings, get_settings
 from serving.auth import ApiKeyMiddleware
+from serving.guard import QuietRejections, RequestGuard, loyal_spec
 from serving.schemas import (
     ChurnScoreRequest,
     ChurnScoreResponse,
@@ -137,6 +139,8 @@ class Loyal:
                 ),
             ]
         )
+        # BentoML logs each rejected request with a traceback holding its values: one line instead.
+        logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietRejections())
         self.runtime = Runtime.start(settings, OPTIONS, source, PrometheusRecorder())
         # Everything loaded so far (mlflow, feast, pandas, the models) lives as long as the
         # worker: keep it out of the cyclic GC, whose full passes over it cost long pauses.
@@ -155,7 +159,7 @@ class Loyal:
         try:
             return self.runtime.next_best_action(request)
         except RequestError as exc:
-            raise _invalid(NextBestActionRequest, exc.field, exc.message, request.context) from None
+            raise _invalid(NextBestActionRequest, exc.field, exc.message, None) from None
 
     @bentoml.api(route="/recommend")
     async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
@@ -176,13 +180,13 @@ class Loyal:
     async def feedback(self, request: FeedbackRequest, /) -> FeedbackResponse:
         """Record accepted, declined or ignored; the contact policy reads it back."""
         from serving.feedback import FeedbackStoreError
-        from serving.runtime import RequestError
+        from serving.runtime import RequestError, UnavailableError
 
         try:
             return self.runtime.feedback(request)
         except RequestError as exc:
-            raise _invalid(FeedbackRequest, exc.field, exc.message, request.action_id) from None
-        except FeedbackStoreError as exc:
+            raise _invalid(FeedbackRequest, exc.field, exc.message, None) from None
+        except (FeedbackStoreError, UnavailableError) as exc:
             raise BentoMLException(
                 f"feedback not recorded: {exc}", error_code=HTTPStatus.SERVICE_UNAVAILABLE
             ) from None
@@ -193,6 +197,12 @@ class Loyal:
         return self.runtime.status()
 
 
+def _spec() -> dict[str, Any]:
+    spec: dict[str, Any] = Loyal.openapi_spec.asdict()  # type: ignore[attr-defined]
+    return loyal_spec(spec, API_ROUTES, OPTIONS.auth_enabled)
+
+
+Loyal.add_asgi_middleware(RequestGuard, routes=API_ROUTES, spec=_spec)  # type: ignore[attr-defined]
 if OPTIONS.auth_enabled:
     Loyal.add_asgi_middleware(  # type: ignore[attr-defined]  # @bentoml.service made a Service
         ApiKeyMiddleware,
