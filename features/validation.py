@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -55,7 +55,9 @@ class ValidatedTables:
 
 
 def validate_tables(
-    tables: Mapping[str, pd.DataFrame], now: pd.Timestamp | None = None
+    tables: Mapping[str, pd.DataFrame],
+    now: pd.Timestamp | None = None,
+    date_format: str | None = None,
 ) -> ValidatedTables:
     """Check raw tables against the data contract and normalize them.
 
@@ -68,6 +70,9 @@ def validate_tables(
         tables: raw frames by contract table name; unknown names are ignored with a warning.
         now: the moment after which dates count as "in the future" (default: the current UTC
             time); tz-aware values are converted to UTC.
+        date_format: the `strptime` format of every date and timestamp written as text (say
+            `%d/%m/%Y`); None reads ISO 8601 only, and a column in another format is rejected
+            (one whose day/month order cannot be decided says so), never guessed.
 
     Returns:
         The normalized tables and the warnings.
@@ -83,7 +88,7 @@ def validate_tables(
     normalized: dict[str, pd.DataFrame] = {}
     for name, spec in TABLES.items():
         if name in tables:
-            normalized[name], table_notes = validate_table(spec, tables[name], cutoff)
+            normalized[name], table_notes = validate_table(spec, tables[name], cutoff, date_format)
             notes.extend(table_notes)
     _check_references(normalized)
     return ValidatedTables(
@@ -93,7 +98,7 @@ def validate_tables(
 
 
 def validate_table(
-    spec: TableSpec, frame: pd.DataFrame, now: pd.Timestamp
+    spec: TableSpec, frame: pd.DataFrame, now: pd.Timestamp, date_format: str | None = None
 ) -> tuple[pd.DataFrame, list[str]]:
     """Check and normalize one table on its own; references to other tables are checked apart.
 
@@ -101,6 +106,7 @@ def validate_table(
         spec: the contract table.
         frame: its raw rows.
         now: naive UTC cutoff for dates that may not lie in the future.
+        date_format: `strptime` format of text dates (None: ISO 8601 only).
 
     Returns:
         The normalized frame (source index kept, for row numbers) and warnings.
@@ -123,7 +129,7 @@ def validate_table(
             f"table '{spec.name}': unknown extra columns kept as they are: "
             + ", ".join(str(c) for c in extras)
         )
-    columns = {c.name: _normalized_column(spec.name, c, frame) for c in spec.columns}
+    columns = {c.name: _normalized_column(spec.name, c, frame, date_format) for c in spec.columns}
     out = pd.concat([pd.DataFrame(columns, index=frame.index), frame[extras]], axis=1)
     _check_rules(spec, out, now)
     _check_not_before(spec, out)
@@ -192,11 +198,20 @@ def _check_required_columns(spec: TableSpec, frame: pd.DataFrame) -> None:
 # ---------------------------------------------------------------------------------- conversion
 
 
-def _normalized_column(table: str, column: Column, frame: pd.DataFrame) -> pd.Series:
+def _normalized_column(
+    table: str, column: Column, frame: pd.DataFrame, date_format: str | None = None
+) -> pd.Series:
     if column.name not in frame.columns:
         return pd.Series(None, index=frame.index, dtype=_DTYPES[column.type])
     values = frame[column.name]
-    converted, bad = _CONVERTERS[column.type](values)
+    if column.type in ("date", "timestamp"):
+        converted, bad = parse_datetimes(values, date_format)
+        if column.type == "date":
+            converted = converted.dt.normalize()
+        if bad.any() and date_format is None:
+            _reject_non_iso(table, column, values[bad])
+    else:
+        converted, bad = _CONVERTERS[column.type](values)
     if bad.any():
         raise DataContractError(
             table,
@@ -238,24 +253,63 @@ def _to_bool(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     return truth, words.notna() & truth.isna()
 
 
-def _to_timestamp(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+_DAY_MONTH = re.compile(r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{2}|\d{4})(?:[ T].*)?$")
+"""A date written day and month first, in some order: `01/03/2024`, `13.02.24 10:00`."""
+
+
+def parse_datetimes(
+    values: pd.Series, date_format: str | None = None
+) -> tuple[pd.Series, pd.Series]:
+    """Dates or timestamps as naive UTC, and which values could not be read.
+
+    Text is read as ISO 8601 (`2024-03-01`, `2024-03-01T10:00:00+01:00`), and other values
+    with the `strptime` format `date_format`; nothing is guessed from the first rows.
+
+    Returns:
+        The parsed values (`datetime64[ns]`, NaT where missing or unreadable) and a mask of the
+        values present but unreadable.
+    """
     if pd.api.types.is_datetime64_any_dtype(values):
         stamps = values.dt.tz_convert("UTC").dt.tz_localize(None) if values.dt.tz else values
         return stamps.astype("datetime64[ns]"), pd.Series(False, index=values.index)
     text = _stripped(values.astype("Int64") if _is_whole_number_dtype(values) else values)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "could not infer format": retried below
-        stamps = pd.to_datetime(text, errors="coerce", utc=True)
-        retry = stamps.isna() & text.notna()
-        if retry.any():
-            stamps[retry] = pd.to_datetime(text[retry], errors="coerce", utc=True, format="mixed")
-    stamps = stamps.dt.tz_localize(None).astype("datetime64[ns]")
+    parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    if date_format:  # ISO 8601 is never ambiguous: only the other values need the format
+        other = parsed.isna() & text.notna()
+        parsed[other] = pd.to_datetime(text[other], errors="coerce", utc=True, format=date_format)
+    stamps = parsed.dt.tz_localize(None).astype("datetime64[ns]")
     return stamps, text.notna() & stamps.isna()
 
 
-def _to_date(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    stamps, bad = _to_timestamp(values)
-    return stamps.dt.normalize(), bad
+def _reject_non_iso(table: str, column: Column, bad: pd.Series) -> None:
+    """Non-ISO dates without a format: say whether the day/month order is even decidable.
+
+    Raises:
+        DataContractError: when every unreadable value is written day and month first (the
+            format must be named); other unreadable values fall through to "unparseable".
+    """
+    text = bad.astype("string").str.strip()
+    parts = text.str.extract(_DAY_MONTH)
+    if parts[0].isna().any():
+        return
+    first, second = parts[0].astype(int), parts[1].astype(int)
+    examples = _examples(bad)
+    if (first > 12).any() and (second > 12).any():
+        return  # both orders in one column: unparseable either way
+    if (first > 12).any() or (second > 12).any():
+        order = "%d/%m/%Y" if (first > 12).any() else "%m/%d/%Y"
+        rule = "dates not in ISO 8601 (YYYY-MM-DD)"
+        hint = f"name the format with --date-format or the preset, e.g. {order}"
+    else:
+        rule = "ambiguous dates: day/month order cannot be decided"
+        hint = "name the format with --date-format or the preset: %d/%m/%Y or %m/%d/%Y"
+    raise DataContractError(
+        table,
+        rule,
+        column.name,
+        rows=row_numbers(bad.index),
+        detail=f"found {examples}; {hint}; {ROWS_NOTE}",
+    )
 
 
 _CONVERTERS: dict[ColumnType, Converter] = {
@@ -263,9 +317,8 @@ _CONVERTERS: dict[ColumnType, Converter] = {
     "float": _to_float,
     "int": _to_whole,
     "bool": _to_bool,
-    "date": _to_date,
-    "timestamp": _to_timestamp,
 }
+"""Converters of the non-date types (dates go through `parse_datetimes`)."""
 _DTYPES: dict[ColumnType, str] = {
     "str": "object",
     "float": "float64",

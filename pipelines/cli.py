@@ -58,11 +58,18 @@ def ingest(
     preset: Annotated[
         str | None, typer.Option(help="Map a known public dataset: online-retail, cdnow.")
     ] = None,
+    date_format: Annotated[
+        str | None,
+        typer.Option(
+            help="strptime format of text dates, e.g. %d/%m/%Y (default: ISO 8601 only; "
+            "other formats are rejected, never guessed)."
+        ),
+    ] = None,
 ) -> None:
     """Validate a folder of tables against the data contract and load it atomically."""
     from pipelines.ingest import ingest_folder
 
-    ingest_folder(get_settings(), path, preset=preset)
+    ingest_folder(get_settings(), path, preset=preset, date_format=date_format)
 
 
 @app.command()

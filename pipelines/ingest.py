@@ -64,7 +64,9 @@ class IngestReport:
         return str(self.manifest.get("snapshot_id", ""))
 
 
-def ingest_folder(settings: Settings, path: Path, preset: str | None = None) -> IngestReport:
+def ingest_folder(
+    settings: Settings, path: Path, preset: str | None = None, date_format: str | None = None
+) -> IngestReport:
     """Validate a folder of contract tables and replace the loaded data with it, atomically.
 
     Reads `<table>.csv`, `<table>.csv.gz` or `<table>.parquet` for every contract table (or,
@@ -76,7 +78,10 @@ def ingest_folder(settings: Settings, path: Path, preset: str | None = None) -> 
     Args:
         settings: where the contract folder is.
         path: the folder to read.
-        preset: name of a preset mapping a known public dataset (`online-retail`, `cdnow`).
+        preset: name of a preset mapping a known public dataset (`online-retail`, `cdnow`);
+            a preset names the date format of its source itself.
+        date_format: `strptime` format of the tables' text dates (e.g. `%d/%m/%Y`); None
+            reads ISO 8601 only and rejects any other format (ambiguous ones by name).
 
     Returns:
         Rows per table, warnings and the manifest written.
@@ -93,7 +98,7 @@ def ingest_folder(settings: Settings, path: Path, preset: str | None = None) -> 
     else:
         raw, notes = read_table_files(folder)
     with console.status(f"Validating {_count_rows(raw)} rows against the data contract"):
-        validated = validate_tables(raw)
+        validated = validate_tables(raw, date_format=date_format)
     notes += validated.warnings
     manifest = build_manifest(folder, preset, validated.tables, dropped, notes)
     target = settings.paths.contract_dir

@@ -447,3 +447,111 @@ def test_interrupted_swap_restores_the_last_good_tables(tmp_path: Path) -> None:
     recover_folder(target)
     assert pd.read_parquet(target / "a.parquet")["x"].tolist() == [1]
     assert not (tmp_path / ".contract.previous").exists()
+
+
+# --- dates are read, never guessed (issue 16, point 3) -------------------------------------------
+
+
+def _with_signups(*dates: str) -> dict[str, pd.DataFrame]:
+    tables = good_tables()
+    tables["customers"]["signup_date"] = list(dates)
+    return tables
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        ("01/03/2024", "02/04/2024", "03/05/2024"),  # month-first and day-first both fit
+        ("01.03.2024", "05.06.2024", "12.11.2023"),
+    ],
+)
+def test_ambiguous_day_month_order_is_rejected_naming_table_column_and_examples(
+    settings: Settings, tmp_path: Path, dates: tuple[str, ...]
+) -> None:
+    """The attack: a file starting `01/03/2024` was read month-first for every row."""
+    folder = write_folder(tmp_path / "uk", _with_signups(*dates))
+    with pytest.raises(DataContractError) as error:
+        ingest_folder(settings, folder)
+    message = str(error.value)
+    assert "table 'customers', column 'signup_date'" in message
+    assert "day/month order cannot be decided" in message
+    assert dates[0] in message and "--date-format" in message
+    assert not settings.paths.contract_dir.exists()
+
+
+def test_day_first_dates_need_their_format_named(settings: Settings, tmp_path: Path) -> None:
+    """The attack: a file starting `13/02/2024` was read day-first, `01/03/2024` month-first."""
+    folder = write_folder(tmp_path / "eu", _with_signups("13/02/2024", "01/03/2024", "02/01/2024"))
+    with pytest.raises(DataContractError, match=r"not in ISO 8601.*e\.g\. %d/%m/%Y"):
+        ingest_folder(settings, folder)
+    report = ingest_folder(settings, folder, date_format="%d/%m/%Y")
+    customers = pd.read_parquet(report.contract_dir / "customers.parquet")
+    assert customers["signup_date"].dt.strftime("%Y-%m-%d").tolist() == [
+        "2024-02-13",
+        "2024-03-01",
+        "2024-01-02",
+    ]
+
+
+def test_the_same_file_reads_the_same_whatever_its_first_row(
+    settings: Settings, tmp_path: Path
+) -> None:
+    first = ingest_folder(
+        settings,
+        write_folder(tmp_path / "a", _with_signups("01/03/2024", "13/02/2024", "02/01/2024")),
+        date_format="%d/%m/%Y",
+    )
+    a = pd.read_parquet(first.contract_dir / "customers.parquet")["signup_date"].tolist()
+    second = ingest_folder(
+        settings,
+        write_folder(tmp_path / "b", _with_signups("13/02/2024", "01/03/2024", "02/01/2024")),
+        date_format="%d/%m/%Y",
+    )
+    b = pd.read_parquet(second.contract_dir / "customers.parquet")["signup_date"].tolist()
+    assert a[0] == b[1] and a[1] == b[0] and str(a[0].date()) == "2024-03-01"
+
+
+def test_a_date_not_fitting_the_named_format_is_unparseable(
+    settings: Settings, tmp_path: Path
+) -> None:
+    folder = write_folder(
+        tmp_path / "mixed", _with_signups("13/02/2024", "2024-03-01", "13/13/2024")
+    )
+    with pytest.raises(DataContractError, match=r"signup_date.*unparseable date.*13/13/2024"):
+        ingest_folder(settings, folder, date_format="%d/%m/%Y")
+
+
+def test_iso_dates_with_offsets_are_read_without_a_format(
+    settings: Settings, tmp_path: Path
+) -> None:
+    tables = good_tables()
+    tables["transactions"]["ts"] = [
+        "2024-01-05T10:00:00+02:00",
+        "2024-02-05T11:30:00Z",
+        "2024-04-05 09:15:00",
+    ]
+    report = ingest_folder(settings, write_folder(tmp_path / "iso", tables))
+    ts = pd.read_parquet(report.contract_dir / "transactions.parquet")["ts"]
+    assert ts.dt.strftime("%Y-%m-%d %H:%M").tolist() == [
+        "2024-01-05 08:00",
+        "2024-02-05 11:30",
+        "2024-04-05 09:15",
+    ]
+
+
+def test_cli_takes_the_date_format(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "eu", _with_signups("13/02/2024", "01/03/2024", "02/01/2024"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOYAL_")}
+    env |= {"LOYAL_HOME": str(tmp_path), "COLUMNS": "200"}
+    done = subprocess.run(
+        [str(LOYAL), "ingest", str(folder), "--date-format", "%d/%m/%Y"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    customers = pd.read_parquet(tmp_path / "data" / "contract" / "customers.parquet")
+    assert str(customers["signup_date"].iloc[0].date()) == "2024-02-13"
