@@ -1,16 +1,19 @@
 # Two commands set everything up on a fresh machine with Python 3.11 and make:
 #   make run    install from the lock file, then run the main job end to end
+#               (make run PORT=8080 CUSTOMERS=2000: the API's port, the sample bank's size)
 #   make test   install from the lock file, then run the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 STAMP := $(VENV)/.installed
+PORT ?= 3000
+CUSTOMERS ?=
 
 .PHONY: run test test-unit lint format install clean
 
 run: $(STAMP)
-	$(VENV)/bin/loyal run
+	$(VENV)/bin/loyal run --port $(PORT) $(if $(CUSTOMERS),--customers $(CUSTOMERS))
 
 test: $(STAMP)
 	$(VENV)/bin/pytest

@@ -30,14 +30,16 @@ def _configure() -> None:
 def run(
     customers: Annotated[int | None, typer.Option(help="Sample bank size.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed for the sample bank.")] = None,
-    serve: Annotated[
-        bool, typer.Option(help="End by serving the API on port 3000 until interrupted.")
-    ] = True,
+    serve: Annotated[bool, typer.Option(help="End by serving the API until interrupted.")] = True,
+    port: Annotated[int, typer.Option(help="Port of the API served at the end.")] = 3000,
+    force: Annotated[
+        bool, typer.Option(help="Replace data ingested from another source (refused otherwise).")
+    ] = False,
 ) -> None:
     """Run the main job end to end on the embedded defaults."""
     from pipelines.run import run_all
 
-    run_all(get_settings(), customers=customers, seed=seed, serve_api=serve)
+    run_all(get_settings(), customers=customers, seed=seed, serve_api=serve, port=port, force=force)
 
 
 @app.command()

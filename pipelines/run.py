@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from loyal.errors import LoyalError
 from loyal.logs import console
 from loyal.settings import Settings
 
@@ -19,8 +21,23 @@ def run_all(
     customers: int | None = None,
     seed: int | None = None,
     serve_api: bool = True,
+    port: int = 3000,
+    force: bool = False,
 ) -> None:
-    """Generate, load, build features, train, promote, score, put it all online, show a customer."""
+    """Generate, load, build features, train, promote, score, put it all online, show a customer.
+
+    Args:
+        settings: the Loyal home to fill.
+        customers: sample bank size.
+        seed: sample bank seed.
+        serve_api: end by serving the API until interrupted.
+        port: the API's port.
+        force: replace data ingested from another source (refused otherwise).
+
+    Raises:
+        LoyalError: the home holds ingested data other than the sample bank and not `force`;
+            or the port is taken.
+    """
     from features.tables_io import read_contract
     from pipelines.commands.churn import promote_churn, train_churn
     from pipelines.commands.cross_sell import promote_cross_sell, train_cross_sell_command
@@ -35,6 +52,12 @@ def run_all(
     from pipelines.ingest import ingest_folder, print_summary
     from pipelines.scores import publish_scores
 
+    if not force:
+        check_no_ingested_data(settings)
+    if serve_api:
+        from serving.process import check_port_free
+
+        check_port_free(port)
     raw = _stage(
         "Generate the sample bank", lambda: generate_sample_bank(settings, customers, seed)
     )
@@ -56,7 +79,35 @@ def run_all(
     if serve_api:
         from pipelines.commands.serve import serve
 
-        serve(settings)
+        serve(settings, port=port)
+
+
+def check_no_ingested_data(settings: Settings) -> None:
+    """Refuse to replace data a user ingested (anything but the generated sample bank).
+
+    Raises:
+        LoyalError: the contract folder holds data from another source.
+    """
+    from pipelines.generate import SAMPLE_BANK_FOLDER
+    from pipelines.ingest import MANIFEST_FILE
+
+    manifest_path = settings.paths.contract_dir / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = {}
+    source = str(manifest.get("source", "an unknown source"))
+    sample_bank = str((settings.paths.raw_dir / SAMPLE_BANK_FOLDER).resolve())
+    if source == sample_bank and not manifest.get("preset"):
+        return
+    preset = f" (preset {manifest['preset']})" if manifest.get("preset") else ""
+    raise LoyalError(
+        f"{settings.paths.contract_dir} holds data ingested from {source}{preset}; "
+        "`loyal run` would replace it with a generated sample bank: run it in another folder "
+        "(LOYAL_HOME=...) or pass --force"
+    )
 
 
 def write_outputs(settings: Settings) -> None:

@@ -8,6 +8,7 @@ usage tracking off, MLflow's progress bars off.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -32,6 +33,10 @@ QUIET_ENV = {
 }
 
 
+PR_SET_PDEATHSIG = 1
+"""Linux prctl option: the signal a process gets when its parent dies."""
+
+
 class ServerError(LoyalError):
     """The service did not start or stopped early; the message quotes its log."""
 
@@ -41,6 +46,38 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Fail early, in one line, when something already listens on `host:port`.
+
+    Raises:
+        ServerError: the port is taken (or the interface cannot be bound).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ServerError(
+                f"cannot serve on {host}:{port}: {reason}; stop what holds it or pick "
+                "another port with --port"
+            ) from None
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (no orphan keeps serving).
+
+    Called in the `bentoml serve` child before it starts and in each service worker, so
+    killing `loyal serve` (even with SIGKILL) stops the server, and a killed server stops its
+    workers. Elsewhere than Linux this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def serve_command(port: int, host: str = "127.0.0.1", target: str = SERVICE) -> list[str]:
@@ -141,6 +178,7 @@ def start_server(
             stdout=output,
             stderr=subprocess.STDOUT if output is not None else None,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # only prctl, before exec
         )
     finally:
         if output is not None and not isinstance(output, int):

@@ -127,8 +127,10 @@ class Loyal:
     def __init__(self) -> None:
         from serving.bento import BentoChampions
         from serving.champions import ChainedChampions, MlflowChampions
+        from serving.process import die_with_parent
         from serving.runtime import Runtime
 
+        die_with_parent()  # a killed server must not leave this worker serving
         settings = get_settings()
         source = ChainedChampions(
             [

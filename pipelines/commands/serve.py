@@ -92,10 +92,11 @@ def serve(
         timeout: seconds to wait for the service to answer.
     """
     from loyal.logs import console
-    from serving.process import start_server
+    from serving.process import check_port_free, start_server
 
     options = settings.serving
     env = {} if workers is None else {"LOYAL_SERVING__WORKERS": str(workers)}
+    check_port_free(port, host)
     server = start_server(settings.home, port=port, host=host, env=env)
     _stop_on_sigterm()
     try:
@@ -104,6 +105,7 @@ def serve(
         if options.auth_enabled and options.api_key is not None:
             headers = {options.api_key_header: options.api_key.get_secret_value()}
         _settle(server)
+        _still_running(server)
         status = _status(server.url, headers)
         _print_ready(console, server.url, status, settings, options)
         server.process.wait()
@@ -123,6 +125,16 @@ def _stop_on_sigterm() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, interrupt)
+
+
+def _still_running(server: Any) -> None:
+    """The answers came from our server, not from something that took the port meanwhile."""
+    from serving.process import ServerError
+
+    if server.process.poll() is not None:
+        raise ServerError(
+            f"the service exited with code {server.process.returncode}:\n{server.log_tail()}"
+        )
 
 
 def _settle(server: Any, seconds: float = 10.0) -> None:
