@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.auth import header_value
@@ -106,19 +107,41 @@ def openapi_30(node: Any) -> Any:
     return out
 
 
-def loyal_spec(spec: dict[str, Any], routes: Iterable[str], auth: bool) -> dict[str, Any]:
-    """BentoML's spec with OpenAPI 3.0 nullables and the error answers the routes really give."""
+Schemas = Mapping[str, tuple[type[BaseModel] | None, type[BaseModel]]]
+"""Route -> (request model or None, response model)."""
+
+
+def loyal_spec(spec: dict[str, Any], routes: Schemas, auth: bool) -> dict[str, Any]:
+    """BentoML's spec with Loyal's own request and answer schemas and its real error answers.
+
+    BentoML flattens each `anyOf` to its first member, so `filtered: null` and every other
+    optional answer field lose their null; the schemas are generated here from the pydantic
+    models instead, as OpenAPI 3.0 (`nullable`), with shared parts under components.
+    """
     fixed = openapi_30(spec)
-    for route in routes:
+    components = fixed.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("InvalidArgument", "NotFound", "InternalServerError"):
+        components.pop(name, None)
+    for route, (request, answer) in routes.items():
         post = fixed.get("paths", {}).get(route, {}).get("post")
         if post is None:
             continue
-        ok = post["responses"].get("200") or post["responses"].get(200)
+        ok = dict(post["responses"].get("200") or post["responses"].get(200) or {})
+        ok["content"] = {JSON: {"schema": _component(answer, components)}}
         post["responses"] = {"200": ok, **error_responses(auth)}
-    schemas = fixed.get("components", {}).get("schemas", {})
-    for name in ("InvalidArgument", "NotFound", "InternalServerError"):
-        schemas.pop(name, None)
+        if request is not None:
+            body = {JSON: {"schema": _component(request, components)}}
+            post["requestBody"] = {"required": True, "content": body}
     return fixed
+
+
+def _component(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+    """A model's OpenAPI 3.0 schema under components (with its nested models); its $ref."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, nested in schema.pop("$defs", {}).items():
+        components[name] = openapi_30(nested)
+    components[model.__name__] = openapi_30(schema)
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 class RequestGuard:
@@ -174,7 +197,8 @@ class QuietRejections(logging.Filter):
     """Turn BentoML's ERROR-with-traceback for a rejected request into one INFO line.
 
     The line names the path and the fields at fault, never their values (no personal data,
-    no log flooding); real server errors (5xx) keep their traceback.
+    no log flooding); a 503 (a store down) becomes one WARNING line; other server errors keep
+    their traceback.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -186,13 +210,15 @@ class QuietRejections(logging.Filter):
             return True
         path = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
         record.msg, record.args = "%d %s: %s", (rejection[0], path, rejection[1])
-        record.levelno, record.levelname = logging.INFO, "INFO"
+        level = logging.WARNING if rejection[0] == 503 else logging.INFO
+        record.levelno, record.levelname = level, logging.getLevelName(level)
         record.exc_info, record.exc_text = None, None
         return True
 
 
 def rejection_line(exc: BaseException) -> tuple[int, str] | None:
-    """(400, '2 invalid fields: context.tier (...), k (...)') for a rejected request, else None."""
+    """(400, '2 invalid fields: context.tier (...), k (...)') for a rejected request, a 503's
+    status and message, else None."""
     from bentoml.exceptions import BentoMLException
     from pydantic import ValidationError
 
@@ -204,4 +230,6 @@ def rejection_line(exc: BaseException) -> tuple[int, str] | None:
         return 400, f"{len(fields)} invalid field{'s' if len(fields) != 1 else ''}: {shown}"
     if isinstance(exc, BentoMLException) and exc.error_code.value < 500:
         return exc.error_code.value, type(exc).__name__
+    if isinstance(exc, BentoMLException) and exc.error_code.value == 503:
+        return 503, str(exc)  # Loyal's own words: a store is down, nothing recorded
     return None

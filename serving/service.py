@@ -22,7 +22,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from loyal.settings import ServingSettings, get_settings
 from serving.auth import ApiKeyMiddleware
-from serving.guard import QuietRejections, RequestGuard, loyal_spec
+from serving.guard import QuietRejections, RequestGuard, Schemas, loyal_spec
 from serving.schemas import (
     ChurnScoreRequest,
     ChurnScoreResponse,
@@ -199,9 +199,20 @@ class Loyal:
         return self.runtime.status()
 
 
+SCHEMAS: Schemas = {
+    "/next_best_action": (NextBestActionRequest, NextBestActionResponse),
+    "/recommend": (RecommendRequest, RecommendResponse),
+    "/churn_score": (ChurnScoreRequest, ChurnScoreResponse),
+    "/segment": (SegmentRequest, SegmentResponse),
+    "/feedback": (FeedbackRequest, FeedbackResponse),
+    "/status": (None, StatusResponse),
+}
+"""Route -> (request, answer) schemas, for the OpenAPI spec (BentoML drops their nullables)."""
+
+
 def _spec() -> dict[str, Any]:
     spec: dict[str, Any] = Loyal.openapi_spec.asdict()  # type: ignore[attr-defined]
-    return loyal_spec(spec, API_ROUTES, OPTIONS.auth_enabled)
+    return loyal_spec(spec, SCHEMAS, OPTIONS.auth_enabled)
 
 
 Loyal.add_asgi_middleware(RequestGuard, routes=API_ROUTES, spec=_spec)  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ fit them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -189,6 +190,7 @@ def test_unknown_customer_gets_a_cold_start_answer(client: httpx.Client) -> None
     assert answer["cold_start"] and answer["actions"]
     catalog = load_catalog()
     assert all(catalog.offer(a["action_id"]).cold_start for a in answer["actions"])  # type: ignore[union-attr]
+    assert not any(catalog.offer(a["action_id"]).is_marketing for a in answer["actions"])  # type: ignore[union-attr]
     assert answer["churn_probability"] is None and answer["tier"] is None
     after = metric(client.get("/metrics").text, "loyal_cold_start_answers_total")
     assert after == before + 1
@@ -419,6 +421,9 @@ def test_feature_store_outage_degrades_answers_and_readiness(
         answer = nba(client, customer_id, "atm")
         assert answer["degraded"] and answer["actions"]
         assert any("feature store" in r for r in answer["degraded_reasons"])
+        assert str(online_db.parent) not in json.dumps(answer), "no server paths in answers"
+        catalog = load_catalog()
+        assert not any(catalog.offer(a["action_id"]).is_marketing for a in answer["actions"])  # type: ignore[union-attr]
         scores = client.post("/churn_score", json={"customer_ids": [customer_id]}).json()
         assert scores["degraded"] and scores["scores"][0]["churn_probability"] is None
         assert httpx.get(server.url + "/readyz").status_code == 503
@@ -454,6 +459,181 @@ def test_missing_models_degrade_answers_without_errors(
         metrics = httpx.get(bare.url + "/metrics").text
         assert metric(metrics, "loyal_degraded_answers_total", kind="model:churn") >= 1
         assert not math.isnan(metric(metrics, "loyal_degraded_answers_total"))
+
+
+# --- trust boundaries (issue 16) -----------------------------------------------------------------
+
+
+def test_context_cannot_buy_a_customer_an_offer(client: httpx.Client, online: pd.DataFrame) -> None:
+    """Point 1: `"context": {"tier": "platinum", "clv": 100000}` is a 400 naming the field."""
+    customer_id = str(online[ENTITY_KEY].iloc[0])
+    body = {"customer_id": customer_id, "channel": "call_center"}
+    for context in ({"tier": "platinum", "clv": 100000}, {"consent_marketing": True}):
+        response = client.post("/next_best_action", json={**body, "context": context})
+        assert response.status_code == 400, response.text
+        (error,) = response.json()["detail"]
+        assert error["loc"] == ["context", next(iter(context))]
+    fresh = nba(client, customer_id, "atm", context={"idle_cash": 4200.0})
+    assert fresh["context_used"] == ["idle_cash"] and fresh["decision_id"].startswith("d-")
+
+
+def test_feedback_attacks_are_refused_and_retries_are_safe(
+    client: httpx.Client, online: pd.DataFrame
+) -> None:
+    """Point 4: far-future and year-1 ts, a foreign channel, unknown ids; a retried answer."""
+    customer_id = str(online[ENTITY_KEY].iloc[7])
+    good = {
+        "customer_id": customer_id,
+        "action_id": "hys_move_idle_cash",
+        "channel": "atm",
+        "outcome": "ignored",
+    }
+    for change, field in (
+        ({"ts": "9999-12-31T23:59:59Z"}, "ts"),
+        ({"ts": "0001-01-01T00:00:00Z"}, "ts"),
+        ({"channel": "call_center"}, "channel"),
+        ({"customer_id": "NOBODY-7"}, "customer_id"),
+        ({"action_id": "free_money"}, "action_id"),
+    ):
+        response = client.post("/feedback", json={**good, **change})
+        assert response.status_code == 400, response.text
+        assert response.json()["detail"][0]["loc"] == [field]
+    first = client.post("/feedback", json={**good, "idempotency_key": "retry-after-timeout"})
+    again = client.post("/feedback", json={**good, "idempotency_key": "retry-after-timeout"})
+    assert first.status_code == again.status_code == 200
+    assert first.json()["recorded"] and not again.json()["recorded"]
+    assert again.json()["feedback_id"] == first.json()["feedback_id"]
+
+
+def test_unsupported_content_types_get_415_on_every_endpoint(server: ServerProcess) -> None:
+    """Point 5: multipart/form-data without a boundary gave a 500 on every endpoint."""
+    for path in ("/next_best_action", "/recommend", "/churn_score", "/segment", "/feedback"):
+        response = httpx.post(
+            server.url + path,
+            content=b"customer_id=C1",
+            headers={**HEADERS, "Content-Type": "multipart/form-data"},
+        )
+        assert response.status_code == 415, (path, response.text)
+
+
+def test_a_400_is_one_info_line_without_the_request_values(
+    server: ServerProcess, client: httpx.Client
+) -> None:
+    """Point 5: every 400 logged a traceback with the request's values."""
+    marker = f"PERSONAL-{uuid.uuid4().hex[:8]}"
+    response = client.post("/next_best_action", json={"customer_id": marker, "channel": "fax"})
+    assert response.status_code == 400
+    log = server.log_tail(400)
+    assert marker not in log
+    lines = [line for line in log.splitlines() if "400 /next_best_action" in line]
+    assert lines and "[INFO]" in lines[-1] and "channel (literal_error)" in lines[-1]
+    assert "Traceback" not in log
+
+
+def test_docs_page_and_spec_tell_the_truth(server: ServerProcess) -> None:
+    """Point 5: no tag manager on the docs page; 400 detail is a list; nullables declared."""
+    page = httpx.get(server.url + "/").text
+    assert "swagger-ui" in page and "googletagmanager" not in page and "https://" not in page
+    spec = httpx.get(server.url + "/docs.json").json()
+    post = spec["paths"]["/next_best_action"]["post"]
+    bad = post["responses"]["400"]["content"]["application/json"]["schema"]
+    assert bad["properties"]["detail"]["type"] == "array"
+    answer = post["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["properties"]["filtered"]["nullable"] is True
+    assert '"type": "null"' not in json.dumps(spec)
+
+
+def test_the_api_conforms_to_its_openapi_spec(server: ServerProcess) -> None:
+    """Schemathesis on every operation, valid and invalid bodies, 25 examples each (bounded):
+    no server error, every status, content type and body as the spec declares."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    schema = schemathesis.openapi.from_url(server.url + "/docs.json")
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+    tested = []
+    operations = [r.ok() for r in schema.get_all_operations()]
+    for operation, mode in (
+        (op, mode)
+        for op in operations
+        if op.method.upper() == "POST"
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+    ):
+
+        @settings(
+            max_examples=25,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def call(case: Any) -> None:
+            response = case.call(base_url=server.url, headers=HEADERS, timeout=30)
+            case.validate_response(response, checks=checks)
+
+        call()
+        tested.append(operation.path)
+    assert {"/next_best_action", "/recommend", "/churn_score", "/segment", "/feedback"} <= set(
+        tested
+    )
+
+
+def test_killing_loyal_serve_leaves_no_worker_serving(bank: Bank, tmp_path: Path) -> None:
+    """Point 5: SIGKILL on `loyal serve` left its worker serving on the port."""
+    import signal
+    import time
+
+    from serving.process import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOYAL_")}
+    env |= {"LOYAL_HOME": str(bank.settings.home), "LOYAL_SERVING__WORKERS": "1"}
+    loyal = Path(sys.executable).with_name("loyal")
+    log = (tmp_path / "serve.log").open("wb")
+    main = subprocess.Popen(
+        [str(loyal), "serve", "--port", str(port)],
+        cwd=bank.settings.home,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/livez"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _answers(url):
+            assert main.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.5)
+        assert _answers(url)
+        main.send_signal(signal.SIGKILL)
+        main.wait(10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _answers(url):
+            time.sleep(0.5)
+        assert not _answers(url), "a worker still serves after loyal serve was killed"
+    finally:
+        log.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(main.pid, signal.SIGKILL)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 # --- packaging -----------------------------------------------------------------------------------

@@ -82,12 +82,21 @@ def test_error_answers_in_the_spec_are_the_real_ones() -> None:
         "paths": {"/feedback": {"post": {"responses": {"200": {"description": "ok"}, "404": {}}}}},
         "components": {"schemas": {"InvalidArgument": {}}},
     }
-    fixed = loyal_spec(spec, ["/feedback"], auth=True)
-    responses = fixed["paths"]["/feedback"]["post"]["responses"]
+    fixed = loyal_spec(spec, {"/feedback": (FeedbackRequest, NextBestActionResponse)}, auth=True)
+    post = fixed["paths"]["/feedback"]["post"]
+    responses = post["responses"]
     assert set(responses) == {"200", "400", "401", "415", "500", "503"}
     detail = responses["400"]["content"]["application/json"]["schema"]["properties"]["detail"]
     assert detail["type"] == "array"
-    assert "InvalidArgument" not in fixed["components"]["schemas"]
+    schemas = fixed["components"]["schemas"]
+    assert "InvalidArgument" not in schemas
+    ok = responses["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/NextBestActionResponse"}
+    assert schemas["NextBestActionResponse"]["properties"]["filtered"]["nullable"] is True
+    assert "RejectedOut" in schemas and "ActionOut" in schemas
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/FeedbackRequest"}
+    assert '"type": "null"' not in json.dumps(fixed)
 
 
 def test_a_rejected_request_is_logged_as_one_info_line_without_its_values(
