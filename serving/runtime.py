@@ -396,10 +396,9 @@ class Runtime:
             recommendations=self._recommendations(customer, self.options.recommendations),
         )
         reasons = self._report("next_best_action", customer.problems, decision.cold_start)
-        answer = _nba_answer(request, customer, scores, decision, self.model_versions, reasons)
-        used = sorted(applied) if customer.known else []
-        ignored = [] if customer.known else sorted(applied)
-        return answer.model_copy(update={"context_used": used, "context_ignored": ignored})
+        return _nba_answer(
+            request, customer, scores, decision, self.model_versions, reasons, sorted(applied)
+        )
 
     def _checked_context(self, context: Mapping[str, Any] | None) -> Row:
         """The request's context, each name one the catalog declares and each value in range.
@@ -664,7 +663,10 @@ def _nba_answer(
     decision: Decision,
     versions: dict[str, str | None],
     reasons: list[str],
+    context: list[str],
 ) -> NextBestActionResponse:
+    """The answer; `context` names the request's context fields (applied if the customer is
+    known, else listed as ignored)."""
     actions = [
         ActionOut(
             action_id=a.action_id,
@@ -704,5 +706,7 @@ def _nba_answer(
         cold_start=decision.cold_start,
         decided_at=decision.decided_at,
         decision_id=new_decision_id(decision.decided_at),
+        context_used=context if customer.known else [],
+        context_ignored=[] if customer.known else context,
         filtered=filtered,
     )
