@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import signal
 import socket
@@ -17,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -72,12 +73,20 @@ def die_with_parent() -> None:
     killing `loyal serve` (even with SIGKILL) stops the server, and a killed server stops its
     workers. Elsewhere than Linux this does nothing.
     """
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once (in the parent: a forked child only calls it)."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    return prctl
 
 
 def serve_command(port: int, host: str = "127.0.0.1", target: str = SERVICE) -> list[str]:
@@ -165,6 +174,7 @@ def start_server(
         target: the service import path, or a built Bento tag.
     """
     port = port or free_port(host)
+    _prctl()  # resolved before the fork: the child only calls it
     full_env = {**os.environ, **QUIET_ENV, "LOYAL_HOME": str(home), **(env or {})}
     output: IO[bytes] | int | None = None
     if log_path is not None:
