@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from loyal.errors import LoyalError
+from loyal.errors import LoyalError, StepSkippedError
 from loyal.logs import console, setup_logging
 from loyal.settings import get_settings
 
@@ -33,11 +33,20 @@ def run(
     serve: Annotated[
         bool, typer.Option(help="End by serving the API on port 3000 until interrupted.")
     ] = True,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Load this folder (your tables) instead of generating the sample bank."),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Preset mapping --data: online-retail, cdnow.")
+    ] = None,
 ) -> None:
     """Run the main job end to end on the embedded defaults."""
     from pipelines.run import run_all
 
-    run_all(get_settings(), customers=customers, seed=seed, serve_api=serve)
+    run_all(
+        get_settings(), customers=customers, seed=seed, serve_api=serve, data=data, preset=preset
+    )
 
 
 @app.command()
@@ -156,6 +165,9 @@ def main() -> None:
     """Console-script entry point: domain errors become one readable line and a non-zero exit."""
     try:
         app()
+    except StepSkippedError as exc:
+        console.print(f"[bold yellow]skipped:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
     except LoyalError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

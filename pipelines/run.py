@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
+from loyal.errors import StepSkippedError
 from loyal.logs import console
 from loyal.settings import Settings
 
@@ -19,8 +21,23 @@ def run_all(
     customers: int | None = None,
     seed: int | None = None,
     serve_api: bool = True,
+    data: Path | None = None,
+    preset: str | None = None,
 ) -> None:
-    """Generate, load, build features, train, promote, score, put it all online, show a customer."""
+    """Load data (the sample bank, or `data`), build features, train, promote, score, serve.
+
+    Each model the data cannot support is skipped with its reason (`StepSkippedError`) and the run
+    carries on; the promotion of a skipped model is skipped with it.
+
+    Args:
+        settings: the home.
+        customers: sample bank size (ignored with `data`).
+        seed: sample bank seed (ignored with `data`).
+        serve_api: end by serving the API.
+        data: a folder of contract tables (or a public log with `preset`) to load instead of
+            generating the sample bank.
+        preset: the preset mapping `data` (`loyal ingest --preset`).
+    """
     from features.tables_io import read_contract
     from pipelines.commands.churn import promote_churn, train_churn
     from pipelines.commands.cross_sell import promote_cross_sell, train_cross_sell_command
@@ -35,18 +52,23 @@ def run_all(
     from pipelines.ingest import ingest_folder, print_summary
     from pipelines.scores import publish_scores
 
-    raw = _stage(
-        "Generate the sample bank", lambda: generate_sample_bank(settings, customers, seed)
-    )
-    _stage("Validate and load it", lambda: ingest_folder(settings, raw))
+    if data is None:
+        raw = _stage(
+            "Generate the sample bank", lambda: generate_sample_bank(settings, customers, seed)
+        )
+        _stage("Validate and load it", lambda: ingest_folder(settings, raw))
+    else:
+        _stage(f"Validate and load {data}", lambda: ingest_folder(settings, data, preset=preset))
     _stage("Summarize", lambda: print_summary(settings))
     _stage("Build point-in-time features and labels", lambda: build_features(settings))
     _stage("Register features in Feast", lambda: apply_features(settings))
     _stage("Materialize the online store", lambda: materialize_features(settings))
-    _stage("Train churn through the feature store", lambda: train_churn(settings))
-    _stage("Promote churn", lambda: console.print(promote_churn(settings).summary()))
-    _stage("Train cross-sell and write recommendations", lambda: train_cross_sell_command(settings))
-    _stage("Promote cross-sell", lambda: console.print(promote_cross_sell(settings).summary()))
+    if _stage("Train churn through the feature store", lambda: train_churn(settings)):
+        _stage("Promote churn", lambda: console.print(promote_churn(settings).summary()))
+    if _stage(
+        "Train cross-sell and write recommendations", lambda: train_cross_sell_command(settings)
+    ):
+        _stage("Promote cross-sell", lambda: console.print(promote_cross_sell(settings).summary()))
     _stage("Train and promote CLV and need segments", lambda: train_and_promote_value(settings))
     _stage("Score customers into the online scores view", lambda: publish_scores(settings))
     _stage("Write the churn list and the management report", lambda: write_outputs(settings))
@@ -69,9 +91,14 @@ def write_outputs(settings: Settings) -> None:
     console.print(f"Management report: {report(settings)}", highlight=False, soft_wrap=True)
 
 
-def _stage(title: str, step: Callable[[], T]) -> T:
+def _stage(title: str, step: Callable[[], T]) -> T | None:
+    """Run one stage under a rule; a `StepSkippedError` is printed as one line and gives None."""
     console.rule(f"[bold]{title}")
     started = time.perf_counter()
-    result = step()
+    try:
+        result = step()
+    except StepSkippedError as skipped:
+        console.print(f"[bold yellow]skipped:[/] {skipped}", highlight=False, soft_wrap=True)
+        return None
     log.info("%s: %.1f s", title, time.perf_counter() - started)
     return result

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
-from loyal.errors import DataContractError, LoyalError, NotReadyError
+from loyal.errors import DataContractError, LoyalError, NotReadyError, StepSkippedError
 from loyal.settings import Settings
 from models.churn import (
     PYFUNC_ARTIFACT,
@@ -498,10 +498,13 @@ def bank_frame(
     Returns:
         The frame and the oracle column (None for data without ground truth).
     """
-    from training.frames import read_labels, training_frame
+    from training.frames import read_horizon, read_labels, training_frame
     from training.truth import with_oracle
 
-    horizon = settings.snapshots.horizon_days
+    choice = read_horizon(settings)
+    if choice.chosen is None:
+        raise StepSkippedError(f"churn: {choice.reason}")
+    horizon = choice.chosen
     labels = read_labels(settings, complete_only=True)
     if labels.empty:
         raise NotReadyError(
@@ -604,12 +607,15 @@ def train_churn_bank(
     import dataclasses
 
     from training import tracking
+    from training.frames import read_horizon
 
     started = time.perf_counter()
     frame, oracle = bank_frame(settings, max_train_snapshots)
     frame_seconds = time.perf_counter() - started
     log.info("churn frame: %d rows x %d columns in %.1f s", *frame.shape, frame_seconds)
-    horizon = settings.snapshots.horizon_days
+    choice = read_horizon(settings)
+    horizon = choice.chosen or choice.configured
+    log.info("churn: %s", choice.reason)
     result = train_from_frame(
         frame,
         "churned",
@@ -635,6 +641,9 @@ def train_churn_bank(
     logged = {**{f"test_{k}": v for k, v in extra.items()}, "frame_seconds": frame_seconds}
     for key, value in logged.items():
         registry.log_metric(result.run_id, key, value)
+    registry.log_param(result.run_id, "horizon_days", horizon)
+    registry.log_param(result.run_id, "horizon_days_configured", choice.configured)
+    registry.log_param(result.run_id, "horizon_choice", choice.reason[:500])
     metrics = {**result.metrics, **extra}
     return dataclasses.replace(result, metrics=metrics, frame_seconds=frame_seconds)
 
