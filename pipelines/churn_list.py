@@ -3,10 +3,11 @@
 `build_churn_list` reads the published scores (`loyal score`), keeps the open customers who
 consented to marketing (every open customer when the business records no consent at all,
 stated in the sidecar and the summary), applies the filters, ranks by expected loss and keeps
-the top N. Only for those it then asks the churn champion for the top three reasons (features of the scores'
-snapshot, through Feast's point-in-time join) and the NBA policy for the best retention offer
-on the call-center channel. The list and a `<file>.meta.json` sidecar (snapshot, model
-versions, catalog, filters, counts, the list's own hash) are written atomically.
+the top N. Only for those it then asks the churn champion for the top three reasons
+(features of the scores' snapshot, through Feast's point-in-time join) and the NBA policy for
+the best retention offer on the call-center channel. The list and a `<file>.meta.json` sidecar
+(snapshot, model versions, catalog, filters, counts, the list's own hash) are written
+atomically.
 
 Ranking: expected loss = churn probability x max(CLV, 0) (a customer whose CLV is negative
 costs nothing to lose, as in the policy's retention value), rounded to cents, descending; ties

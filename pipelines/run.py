@@ -56,9 +56,11 @@ def run_all(
         raw = _stage(
             "Generate the sample bank", lambda: generate_sample_bank(settings, customers, seed)
         )
-        _stage("Validate and load it", lambda: ingest_folder(settings, raw))
+        if raw is not None:
+            _stage("Validate and load it", lambda: ingest_folder(settings, raw))
     else:
-        _stage(f"Validate and load {data}", lambda: ingest_folder(settings, data, preset=preset))
+        source = data
+        _stage(f"Validate and load {source}", lambda: ingest_folder(settings, source, preset))
     _stage("Summarize", lambda: print_summary(settings))
     _stage("Build point-in-time features and labels", lambda: build_features(settings))
     _stage("Register features in Feast", lambda: apply_features(settings))
