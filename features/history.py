@@ -8,8 +8,9 @@ which the step is skipped with the reason:
 - **churn horizon**: the longest of the configured horizon and whole weeks below it (down to
   `MIN_CHURN_HORIZON_DAYS`) for which the complete labels of the populated snapshots still
   allow a time split (train, validation and test snapshots, each a horizon apart);
-- **CLV holdout**: the configured weeks, at most a third of the history (the calibration window
-  keeps two thirds), at least `MIN_CLV_HOLDOUT_WEEKS`;
+- **CLV holdout**: the configured weeks, at most half the history (the calibration window is
+  never shorter than the holdout, as in the CDNOW papers' 39 + 39 weeks), at least
+  `MIN_CLV_HOLDOUT_WEEKS`;
 - **cross-sell targets**: the configured days, at most a quarter of the history (the search
   needs a window before the targets and a history before that), whole weeks, at least
   `MIN_CROSS_SELL_WINDOW_DAYS`.
@@ -27,7 +28,7 @@ import pandas as pd
 MIN_CHURN_HORIZON_DAYS = 28
 """Shortest churn horizon: four weeks (monthly snapshots need a horizon of at most a month)."""
 MIN_CLV_HOLDOUT_WEEKS = 4
-"""Shortest CLV holdout; with the one-third rule, CLV needs a history of 12 weeks."""
+"""Shortest CLV holdout; with the one-half rule, CLV needs a history of 8 weeks."""
 MIN_CROSS_SELL_WINDOW_DAYS = 14
 """Shortest cross-sell target window; with the one-quarter rule, 8 weeks of history."""
 
@@ -112,27 +113,27 @@ def churn_horizon(
 
 
 def clv_holdout(days: int, configured_weeks: int) -> WindowChoice:
-    """The CLV holdout the history supports: at most a third of it, at least the minimum.
+    """The CLV holdout the history supports: at most half of it, at least the minimum.
 
     Args:
         days: history length in days (first transaction day to the observation end).
         configured_weeks: the configured holdout in weeks.
     """
-    weeks = min(configured_weeks, days // 7 // 3)
+    weeks = min(configured_weeks, days // 7 // 2)
     if weeks < MIN_CLV_HOLDOUT_WEEKS:
         return WindowChoice(
             "CLV holdout",
             configured_weeks,
             None,
             "weeks",
-            f"CLV needs a holdout of at least {MIN_CLV_HOLDOUT_WEEKS} weeks and twice that for "
-            f"calibration; the history is {days} days (at least "
-            f"{3 * MIN_CLV_HOLDOUT_WEEKS * 7} needed)",
+            f"CLV needs a holdout of at least {MIN_CLV_HOLDOUT_WEEKS} weeks and as long a "
+            f"calibration before it; the history is {days} days (at least "
+            f"{2 * MIN_CLV_HOLDOUT_WEEKS * 7} needed)",
         )
     reason = (
         f"CLV holdout {weeks} weeks (configured)"
         if weeks == configured_weeks
-        else f"CLV holdout {weeks} weeks: a third of the {days}-day history (configured "
+        else f"CLV holdout {weeks} weeks: half the {days}-day history (configured "
         f"{configured_weeks})"
     )
     return WindowChoice("CLV holdout", configured_weeks, weeks, "weeks", reason)

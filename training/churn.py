@@ -87,8 +87,15 @@ def read_table(path: Path) -> pd.DataFrame:
     raise LoyalError(f"table file '{path}' must be .csv (optionally compressed) or .parquet")
 
 
-def catalog_templates(columns: Sequence[str]) -> dict[str, dict[str, str]]:
-    """Reason templates of the catalog features among `columns` (unknown ones are skipped)."""
+def catalog_templates(
+    columns: Sequence[str], wording: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[str, dict[str, str]]:
+    """Reason templates of the catalog features among `columns` (unknown ones are skipped).
+
+    Args:
+        columns: the model's features.
+        wording: per feature, entries that replace the catalog's (`data_wording`).
+    """
     from features.catalog import feature
 
     templates = {}
@@ -101,8 +108,26 @@ def catalog_templates(columns: Sequence[str]) -> dict[str, dict[str, str]]:
             "reason": entry.reason,
             "description": entry.description,
             "missing": entry.missing,
+            **dict((wording or {}).get(name, {})),
         }
     return templates
+
+
+PRODUCT_WORDING: dict[str, dict[str, str]] = {
+    "distinct_categories_365d": {
+        "reason": "bought {value:.0f} different products in the last year",
+        "description": "different products bought in the last 365 days",
+    },
+}
+"""How features read when the products have no categories (each product is its own)."""
+
+
+def data_wording(products: pd.DataFrame | None) -> dict[str, dict[str, str]]:
+    """Reason wording for what this business's data holds: the catalog's, except where the
+    data lacks what a sentence names (no product categories: "different products")."""
+    from features.contract import has_values
+
+    return {} if has_values(products, "category") else dict(PRODUCT_WORDING)
 
 
 def catalog_sentence(name: str, value: object) -> str:
@@ -347,6 +372,7 @@ def train_from_frame(
     params: Mapping[str, Any] | None = None,
     plots: bool = True,
     exclude: Sequence[str] = (),
+    wording: Mapping[str, Mapping[str, str]] | None = None,
 ) -> TrainResult:
     """Fit, evaluate, log and register the churn model from a labelled frame.
 
@@ -371,6 +397,8 @@ def train_from_frame(
         plots: log the PNG plots (ROC, gain/lift, calibration, importance).
         exclude: more columns that are not features (e.g. `label_complete`); kept in the
             holdout, never learned from.
+        wording: reason templates that replace the catalog's for this business's data
+            (see `data_wording`), stored with the model so serving words reasons the same.
 
     Returns:
         Run id, registered version, test metrics, the holdout, the model and the split.
@@ -415,7 +443,7 @@ def train_from_frame(
     snapshot = snapshot_id or tracking.frame_snapshot_id(frame)
     run_id, version = _log_run(
         settings, model, features, holdout, label_col, bookkeeping, metrics, split, snapshot,
-        seconds, probability, register, plots,
+        seconds, probability, register, plots, wording,
     )  # fmt: skip
     return TrainResult(run_id, version, metrics, holdout, model, split, seconds)
 
@@ -606,6 +634,7 @@ def train_churn_bank(
     """
     import dataclasses
 
+    from features.tables_io import read_contract
     from training import tracking
     from training.frames import read_horizon
 
@@ -616,6 +645,7 @@ def train_churn_bank(
     choice = read_horizon(settings)
     horizon = choice.chosen or choice.configured
     log.info("churn: %s", choice.reason)
+    products = read_contract(settings, only=["products"]).get("products")
     result = train_from_frame(
         frame,
         "churned",
@@ -631,6 +661,7 @@ def train_churn_bank(
         register=register,
         params=params,
         plots=plots,
+        wording=data_wording(products),
     )
     extra = ceiling_metrics(result.holdout, "churned", settings, horizon) if oracle else {}
     if "snapshot_hazard_without_frailty_roc_auc" in extra:
@@ -694,12 +725,13 @@ def _log_run(
     probability: np.ndarray,
     register: bool,
     plots: bool = True,
+    wording: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[str, str | None]:
     """One MLflow run: params, metrics, plots, holdout and the pyfunc; maybe registered."""
     import mlflow
     from training import tracking
 
-    templates = catalog_templates(features)
+    templates = catalog_templates(features, wording)
     with tracking.start_run(settings, MODEL_NAME, snapshot_id) as run:
         mlflow.log_params(_run_params(model, split, features))
         mlflow.log_metrics({**{f"test_{k}": v for k, v in metrics.items()}, "fit_seconds": seconds})
