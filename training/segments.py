@@ -325,6 +325,8 @@ def model_columns(frame: pd.DataFrame, config: SegmentSettings) -> list[str]:
     age = ["age"] if "age" in frame.columns and _varies(frame["age"]) else []
     if not needs and not channels:
         behaviour = [c for c in BEHAVIOUR_COLUMNS if c in frame.columns and _varies(frame[c])]
+        if "distinct_categories_365d" in behaviour and frame["distinct_categories_365d"].max() < 2:
+            behaviour.remove("distinct_categories_365d")  # one product: breadth is just activity
         log.info(
             "segments: no product holdings, categories or channels describe needs here; "
             "segmenting on RFM and basket behaviour: %s", ", ".join(behaviour),
