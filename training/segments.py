@@ -291,9 +291,9 @@ def model_columns(frame: pd.DataFrame, config: SegmentSettings) -> list[str]:
     Needs first, from what the business's data holds:
 
     - what the customer holds (`holds_*`) when the catalog is small enough for products to
-      be needs (2 to `MAX_NEED_COLUMNS` holdings columns), else the spend share per product
-      category (`category_*_share`) where categories exist; never raw product codes of a
-      large catalog;
+      be needs (2 to `MAX_NEED_COLUMNS` holdings columns) and product ids are words (a bank's
+      `savings`, `mortgage`), else the spend share per product category (`category_*_share`)
+      where categories exist; never product codes (`22086`, `P01`), which would name segments;
     - which channels they use (`channel_*_share`, when the log records two channels or more);
     - who they are (`age`, when known).
 
@@ -313,7 +313,8 @@ def model_columns(frame: pd.DataFrame, config: SegmentSettings) -> list[str]:
             )
         return list(config.columns)
     holdings = [c for c in frame.columns if c.startswith(HOLDING_PREFIX) and _varies(frame[c])]
-    if not 2 <= len(holdings) <= MAX_NEED_COLUMNS:
+    codes = any(re.search(r"\d", c.removeprefix(HOLDING_PREFIX)) for c in holdings)
+    if codes or not 2 <= len(holdings) <= MAX_NEED_COLUMNS:
         holdings = []
     categories = [
         c for c in frame.columns if c.startswith(CATEGORY_PREFIX) and c.endswith(CHANNEL_SUFFIX)
