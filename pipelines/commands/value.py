@@ -46,9 +46,15 @@ def promote_clv(
     settings: Settings, version: str | None = None, force: bool = False, reason: str = ""
 ) -> PromotionDecision:
     """Plain function behind `loyal promote clv`: lower holdout MAE wins."""
+    from loyal.errors import NotReadyError
     from training.clv import promote_clv as promote
+    from training.models_admin import check_applicable
 
-    return promote(settings, version=version, force=force, reason=reason)
+    try:
+        return promote(settings, version=version, force=force, reason=reason)
+    except NotReadyError:
+        check_applicable(settings, "clv")  # skipped with the reason when CLV cannot apply
+        raise
 
 
 def promote_segments(
