@@ -122,6 +122,23 @@ PRODUCT_WORDING: dict[str, dict[str, str]] = {
 """How features read when the products have no categories (each product is its own)."""
 
 
+PRODUCT_FEATURES = ("distinct_categories_365d", "n_products_held", "months_since_last_new_product")
+"""Features about the breadth and newness of a customer's products: meaningless with one."""
+
+
+def absent_features(frame: pd.DataFrame, products: pd.DataFrame | None) -> list[str]:
+    """Features of `frame` this business's data does not really have, left out of the model.
+
+    With fewer than two products, product breadth, newness and holdings only restate activity
+    ("last new product 17 months ago" is the first purchase): they would word reasons about
+    something the business does not have. Constant features need no rule: they never split a
+    tree, so they are never a reason.
+    """
+    if products is not None and len(products) >= 2:
+        return []
+    return [c for c in frame.columns if c in PRODUCT_FEATURES or c.startswith("holds_")]
+
+
 def data_wording(products: pd.DataFrame | None) -> dict[str, dict[str, str]]:
     """Reason wording for what this business's data holds: the catalog's, except where the
     data lacks what a sentence names (no product categories: "different products")."""
@@ -662,6 +679,7 @@ def train_churn_bank(
         params=params,
         plots=plots,
         wording=data_wording(products),
+        exclude=absent_features(frame, products),
     )
     extra = ceiling_metrics(result.holdout, "churned", settings, horizon) if oracle else {}
     if "snapshot_hazard_without_frailty_roc_auc" in extra:
