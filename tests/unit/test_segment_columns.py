@@ -118,6 +118,7 @@ def _fitted(frame: pd.DataFrame) -> tuple[NeedSegmenter, pd.Series]:
     return model, pd.Series(model.labels_, index=frame.index)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 2 points, k=4
 def test_few_distinct_values_are_refused_as_degenerate() -> None:
     frame = pd.DataFrame({"holds_cd": np.repeat([0.0, 1.0], 50), "x": np.repeat([0.0, 1.0], 50)})
     model, labels = _fitted(frame)
