@@ -130,13 +130,18 @@ def absent_features(frame: pd.DataFrame, products: pd.DataFrame | None) -> list[
     """Features of `frame` this business's data does not really have, left out of the model.
 
     With fewer than two products, product breadth, newness and holdings only restate activity
-    ("last new product 17 months ago" is the first purchase): they would word reasons about
-    something the business does not have. Constant features need no rule: they never split a
-    tree, so they are never a reason.
+    ("last new product 17 months ago" is the first purchase). Holdings of product codes or of a
+    large catalog (a retailer's `holds_22423`) cannot be worded for people
+    (`features.catalog.products_read_as_words`) and are left out too. Constant features need
+    no rule: they never split a tree, so they are never a reason.
     """
-    if products is not None and len(products) >= 2:
-        return []
-    return [c for c in frame.columns if c in PRODUCT_FEATURES or c.startswith("holds_")]
+    from features.catalog import products_read_as_words
+
+    ids = [] if products is None else products["product_id"].astype(str).tolist()
+    holdings = [c for c in frame.columns if c.startswith("holds_")]
+    if len(ids) < 2:
+        return [c for c in frame.columns if c in PRODUCT_FEATURES] + holdings
+    return [] if products_read_as_words(ids) else holdings
 
 
 def data_wording(products: pd.DataFrame | None) -> dict[str, dict[str, str]]:

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from features.catalog import ENTITY_KEY, PROFILE, TIMESTAMP_FIELD
+from features.catalog import ENTITY_KEY, PROFILE, TIMESTAMP_FIELD, products_read_as_words
 from features.contract import has_values
 from features.tables_io import read_contract
 from loyal import settings as settings_module
@@ -66,8 +66,7 @@ CHANNEL_PREFIX = "channel_"
 CATEGORY_PREFIX = "category_"
 CHANNEL_SUFFIX = "_share"
 MAX_NEED_COLUMNS = 20
-"""Most products (holdings columns) or categories that still read as needs; a larger catalog
-(a retailer's thousands of product codes) is described by categories or behaviour instead."""
+"""Most categories whose spend shares still read as needs."""
 BEHAVIOUR_COLUMNS = (
     "recency_days", "frequency_365d", "monetary_365d", "avg_basket_365d",
     "distinct_categories_365d", "spend_trend", "tenure_days",
@@ -291,7 +290,7 @@ def model_columns(frame: pd.DataFrame, config: SegmentSettings) -> list[str]:
     Needs first, from what the business's data holds:
 
     - what the customer holds (`holds_*`) when the catalog is small enough for products to
-      be needs (2 to `MAX_NEED_COLUMNS` holdings columns) and product ids are words (a bank's
+      be needs and product ids are words (`features.catalog.products_read_as_words`: a bank's
       `savings`, `mortgage`), else the spend share per product category (`category_*_share`)
       where categories exist; never product codes (`22086`, `P01`), which would name segments;
     - which channels they use (`channel_*_share`, when the log records two channels or more);
@@ -313,8 +312,7 @@ def model_columns(frame: pd.DataFrame, config: SegmentSettings) -> list[str]:
             )
         return list(config.columns)
     holdings = [c for c in frame.columns if c.startswith(HOLDING_PREFIX) and _varies(frame[c])]
-    codes = any(re.search(r"\d", c.removeprefix(HOLDING_PREFIX)) for c in holdings)
-    if codes or not 2 <= len(holdings) <= MAX_NEED_COLUMNS:
+    if not products_read_as_words(c.removeprefix(HOLDING_PREFIX) for c in holdings):
         holdings = []
     categories = [
         c for c in frame.columns if c.startswith(CATEGORY_PREFIX) and c.endswith(CHANNEL_SUFFIX)

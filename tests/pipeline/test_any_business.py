@@ -74,8 +74,8 @@ def test_retail_segments_and_reasons_speak_in_words(scored_retail_home: Business
     reasons = " ".join(calls[["reason_1", "reason_2", "reason_3"]].to_numpy().ravel())
     assert reasons.strip()
     assert "categor" not in reasons  # the retailer has no product categories
-    for absent in ("complaint", "balance", "login", "margin"):
-        assert absent not in reasons
+    for absent in ("complaint", "balance", "login", "margin", "holds_", " = "):
+        assert absent not in reasons  # nothing the retailer lacks, no raw column names
 
 
 def test_retail_ids_are_typed_as_numbers(scored_retail_home: BusinessHome) -> None:

@@ -29,4 +29,6 @@ def test_one_product_leaves_product_breadth_newness_and_holdings_out() -> None:
     assert absent_features(frame, one) == [
         "distinct_categories_365d", "months_since_last_new_product", "holds_cd",
     ]  # fmt: skip
-    assert absent_features(frame, pd.DataFrame({"product_id": ["a", "b"]})) == []
+    assert absent_features(frame, pd.DataFrame({"product_id": ["savings", "mortgage"]})) == []
+    codes = pd.DataFrame({"product_id": ["22423", "85123A"]})
+    assert absent_features(frame, codes) == ["holds_cd"]  # holdings of codes cannot be worded
