@@ -395,6 +395,7 @@ def train_from_frame(
     plots: bool = True,
     exclude: Sequence[str] = (),
     wording: Mapping[str, Mapping[str, str]] | None = None,
+    unused: Sequence[str] = (),
 ) -> TrainResult:
     """Fit, evaluate, log and register the churn model from a labelled frame.
 
@@ -421,6 +422,8 @@ def train_from_frame(
             holdout, never learned from.
         wording: reason templates that replace the catalog's for this business's data
             (see `data_wording`), stored with the model so serving words reasons the same.
+        unused: feature columns not learned from (`absent_features`) but kept in the logged
+            holdout as inputs, so a champion that used them can still be scored on it.
 
     Returns:
         Run id, registered version, test metrics, the holdout, the model and the split.
@@ -431,7 +434,7 @@ def train_from_frame(
     if label_col not in frame.columns:
         raise DataContractError("training frame", "the label column is missing", label_col)
     bookkeeping = [c for c in (label_col, id_col, time_col, oracle_col, *exclude) if c]
-    features = feature_columns(frame, bookkeeping)
+    features = feature_columns(frame, [*bookkeeping, *unused])
     y = parse_label(frame[label_col], "training frame").to_numpy().astype(int)
     if not time_col and id_col and frame[id_col].duplicated().any():
         log.warning(
@@ -465,7 +468,7 @@ def train_from_frame(
     snapshot = snapshot_id or tracking.frame_snapshot_id(frame)
     run_id, version = _log_run(
         settings, model, features, holdout, label_col, bookkeeping, metrics, split, snapshot,
-        seconds, probability, register, plots, wording,
+        seconds, probability, register, plots, wording, unused,
     )  # fmt: skip
     return TrainResult(run_id, version, metrics, holdout, model, split, seconds)
 
@@ -684,7 +687,7 @@ def train_churn_bank(
         params=params,
         plots=plots,
         wording=data_wording(products),
-        exclude=absent_features(frame, products),
+        unused=absent_features(frame, products),
     )
     extra = ceiling_metrics(result.holdout, "churned", settings, horizon) if oracle else {}
     if "snapshot_hazard_without_frailty_roc_auc" in extra:
@@ -749,6 +752,7 @@ def _log_run(
     register: bool,
     plots: bool = True,
     wording: Mapping[str, Mapping[str, str]] | None = None,
+    unused: Sequence[str] = (),
 ) -> tuple[str, str | None]:
     """One MLflow run: params, metrics, plots, holdout and the pyfunc; maybe registered."""
     import mlflow
@@ -757,6 +761,8 @@ def _log_run(
     templates = catalog_templates(features, wording)
     with tracking.start_run(settings, MODEL_NAME, snapshot_id) as run:
         mlflow.log_params(_run_params(model, split, features))
+        if unused:
+            mlflow.log_param("unused_features", ",".join(unused)[:500])
         mlflow.log_metrics({**{f"test_{k}": v for k, v in metrics.items()}, "fit_seconds": seconds})
         mlflow.log_metric("holdout_logloss", model.holdout_logloss_)
         y = holdout[label_col].to_numpy(int)
@@ -765,7 +771,8 @@ def _log_run(
             importance = model.feature_importance(sample)
             for name, figure in _figures(y, probability, importance).items():
                 tracking.log_figure(figure, name)
-        plain = _plain(holdout[[*features, *[c for c in bookkeeping if c in holdout]]])
+        inputs = [*features, *[c for c in unused if c in holdout]]
+        plain = _plain(holdout[[*inputs, *[c for c in bookkeeping if c in holdout]]])
         tracking.log_holdout(
             plain,
             label=label_col,
