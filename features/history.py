@@ -106,8 +106,8 @@ def churn_horizon(
         configured,
         None,
         "days",
-        f"churn needs train, validation and test snapshots at least {MIN_CHURN_HORIZON_DAYS} "
-        f"days apart with complete labels; the history ({len(stamps)} populated snapshots, "
+        f"churn needs train, validation and test snapshots at least "
+        f"{min(configured, MIN_CHURN_HORIZON_DAYS)} days apart with complete labels; the history ({len(stamps)} populated snapshots, "
         f"{span}) is too short (about 4 months are needed)",
     )
 
