@@ -107,8 +107,9 @@ def churn_horizon(
         None,
         "days",
         f"churn needs train, validation and test snapshots at least "
-        f"{min(configured, MIN_CHURN_HORIZON_DAYS)} days apart with complete labels; the history ({len(stamps)} populated snapshots, "
-        f"{span}) is too short (about 4 months are needed)",
+        f"{min(configured, MIN_CHURN_HORIZON_DAYS)} days apart with complete labels; the "
+        f"history ({len(stamps)} populated snapshots, {span}) is too short (about 4 months are "
+        "needed)",
     )
 
 

@@ -4,14 +4,17 @@ Protocol of `train_clv`, in order:
 
 1. **Money**: CLV is margin-based. Each transaction's margin is its own `margin`, else amount x
    its product's `margin_rate`, else 0 (the rule of the feature catalog's `margin_365d`); only
-   a log with neither falls back to revenue, with a warning.
+   a log with neither (absent or blank on every row) falls back to revenue, said in the output
+   and logged as `value_basis`.
 2. **Observation end**: the last whole day before the latest feature snapshot (scores are
    published at that snapshot), or the last transaction day when no features are built.
 3. **Time holdout**: the last `holdout_weeks` (default 26 weeks, about six months) before the
-   observation end. A model fitted on the calibration window forecasts each customer's repeat
-   purchase days in the holdout; MAE, RMSE and totals are reported beside the naive baseline
-   (calibration rate x holdout length), calibration by decile is plotted, and the share of the
-   holdout margin earned by the top 1/5/20% by CLV shows how well value is ranked.
+   observation end, at most half the history (`features.history.clv_holdout`; a history
+   under 8 weeks skips CLV with the reason). A model fitted on the calibration window
+   forecasts each customer's repeat purchase days in the holdout; MAE, RMSE and totals are
+   reported beside the naive baseline (calibration rate x holdout length), calibration by
+   decile is plotted, and the share of the holdout margin earned by the top 1/5/20% by CLV
+   shows how well value is ranked.
 4. **Refit**: the same recipe on the whole history gives the scoring model.
 
 Both fits travel in one registered pyfunc (`clv`, a JSON state, no pickle): `model="full"`
