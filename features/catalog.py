@@ -247,6 +247,21 @@ RFM = View(
 )
 
 
+MAX_NAMED_PRODUCTS = 20
+"""Largest catalog whose products read as needs and as reasons (a bank's ten products); a
+retailer's thousands of product codes are described by categories or behaviour instead."""
+
+
+def products_read_as_words(product_ids: Iterable[str]) -> bool:
+    """Whether holdings of these products can name segments and word reasons.
+
+    True for a small catalog (2 to `MAX_NAMED_PRODUCTS` products) whose ids are words (the
+    bank's `savings`, `mortgage`); False for product codes (`22086`, `P01`) or a large catalog.
+    """
+    ids = [str(p) for p in product_ids]
+    return 2 <= len(ids) <= MAX_NAMED_PRODUCTS and not any(re.search(r"\d", p) for p in ids)
+
+
 def holding_column(product_id: str) -> str:
     """The holdings column of a product: `holds_` + the id with non-word characters as `_`."""
     return "holds_" + re.sub(r"\W", "_", str(product_id))

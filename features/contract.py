@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import pandas as pd
+
 ColumnType = Literal["str", "date", "timestamp", "float", "int", "bool"]
 
 
@@ -129,3 +131,14 @@ TABLES: dict[str, TableSpec] = {
     t.name: t for t in (CUSTOMERS, TRANSACTIONS, PRODUCTS, INTERACTIONS, BALANCES)
 }
 """Every contract table by name, in load order (referenced tables first)."""
+
+
+def has_values(frame: pd.DataFrame | None, column: str) -> bool:
+    """Whether a table has `column` with at least one value (not all blank).
+
+    Validation keeps every optional contract column, all-null when the business does not have
+    it; steps ask this before relying on one (margins, categories, consent, channels).
+    """
+    if not isinstance(frame, pd.DataFrame) or column not in frame.columns:
+        return False
+    return bool(frame[column].notna().any())

@@ -91,11 +91,17 @@ class _RowGroup:
 
 
 def _row_groups(file: pq.ParquetFile, column: str) -> list[_RowGroup]:
-    """Row groups with the min and max of a timestamp column (ns since the epoch, UTC)."""
+    """Non-empty row groups with the min and max of a timestamp column (ns since the epoch, UTC).
+
+    Empty row groups (a snapshot with no customers, e.g. before the first purchase of a log)
+    hold no timestamps and are left out.
+    """
     position = file.schema_arrow.get_field_index(column)
     groups = []
     for index in range(file.metadata.num_row_groups):
         meta = file.metadata.row_group(index)
+        if meta.num_rows == 0:
+            continue
         stats = meta.column(position).statistics
         low = high = None
         if stats is not None and stats.has_min_max:
@@ -169,9 +175,8 @@ def latest_snapshot(
     if population not in tables or not Path(tables[population]).is_file():
         raise NotReadyError("no feature tables found: run `loyal features build` first")
     file = pq.ParquetFile(tables[population])
-    highs = [g.high for g in _row_groups(file, TIMESTAMP_FIELD)]
-    if any(h is None for h in highs):
-        highs = [int(_stamps(file, i).max()) for i in range(file.metadata.num_row_groups)]
+    groups = _row_groups(file, TIMESTAMP_FIELD)
+    highs = [g.high if g.high is not None else int(_stamps(file, g.index).max()) for g in groups]
     if not highs:
         raise NotReadyError(f"the {population} feature table is empty: rebuild the features")
     moment = int(max(h for h in highs if h is not None))

@@ -29,7 +29,11 @@ def constant(value: object) -> Expr:
 
 
 def integer_id(name: str) -> Expr:
-    """An id stored as a number (`17850.0`) as its integer text (`'17850'`); non-integers blank."""
+    """A numeric id as its integer text: no decimals, no zero padding; non-integers blank.
+
+    The one id rule of every preset, so users type ids as the numbers they are: `17850.0`
+    becomes `'17850'` and CDNOW's zero-padded `00001` becomes `'1'`.
+    """
 
     def expr(rows: pd.DataFrame) -> pd.Series:
         numbers = pd.to_numeric(rows[name], errors="coerce")
@@ -145,7 +149,7 @@ CDNOW = Preset(
     read_options=MappingProxyType({"sep": r"\s+", "dtype": {"customer_id": str, "date": str}}),
     transactions=_frozen(
         {
-            "customer_id": column("customer_id"),
+            "customer_id": integer_id("customer_id"),
             "ts": timestamp("date", "%Y%m%d"),
             "product_id": constant("cd"),
             "amount": column("dollar_value"),
@@ -155,7 +159,23 @@ CDNOW = Preset(
     product_attributes=_frozen({"name": constant("CDs"), "category": constant("music")}),
 )
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (ONLINE_RETAIL, CDNOW)}
+CDNOW_SAMPLE = Preset(
+    name="cdnow-sample",
+    description="CDNOW 1/10 sample of the 1997Q1 cohort (2,357 customers; see its SOURCE.md)",
+    source_file="CDNOW_sample.txt",
+    read_options=MappingProxyType(
+        {
+            "sep": r"\s+",
+            "header": None,
+            "names": ["customer_id", "sample_id", "date", "number_of_cds", "dollar_value"],
+            "dtype": {"customer_id": str, "sample_id": str, "date": str},
+        }
+    ),
+    transactions=CDNOW.transactions,
+    product_attributes=CDNOW.product_attributes,
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (ONLINE_RETAIL, CDNOW, CDNOW_SAMPLE)}
 """Every preset by its `--preset` name."""
 
 

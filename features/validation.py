@@ -224,9 +224,19 @@ def _normalized_column(
 
 
 def _to_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Text, stripped; whole numbers written as floats (17850.0, '17850.0') lose the `.0`.
+
+    The `.0` goes only when every value of the column has it (a numeric column exported as
+    floats): a column of real codes such as '1.0' beside '1.5' is kept exactly as given.
+    Zero padding ('00001') is kept: in a business's own tables it may be part of the id.
+    """
     if pd.api.types.is_float_dtype(values) and _is_whole_number_dtype(values):
         values = values.astype("Int64")  # ids stored as 17850.0 read back as '17850'
-    return _stripped(values), pd.Series(False, index=values.index)
+    text = _stripped(values)
+    present = text.dropna()
+    if len(present) and present.astype(str).str.fullmatch(r"-?\d+\.0+").all():
+        text = text.where(text.isna(), text.astype(str).str.replace(r"\.0+$", "", regex=True))
+    return text, pd.Series(False, index=values.index)
 
 
 def _to_float(values: pd.Series) -> tuple[pd.Series, pd.Series]:

@@ -54,3 +54,13 @@ class DataContractError(LoyalError):
 
 class NotReadyError(LoyalError):
     """A step needs the output of an earlier step that has not run yet."""
+
+
+class StepSkippedError(LoyalError):
+    """A step cannot run on this business's data and is skipped; the message says why.
+
+    Not a failure: the CLI prints it as one `skipped:` line and exits 0, and `loyal run` and
+    `loyal pipeline retrain` carry on with the next step.
+    """
+
+    exit_code = 0

@@ -1,11 +1,13 @@
 """Marketing's weekly churn list: consenting customers ranked by expected loss, with what to do.
 
 `build_churn_list` reads the published scores (`loyal score`), keeps the open customers who
-consented to marketing, applies the filters, ranks by expected loss and keeps the top N. Only
-for those it then asks the churn champion for the top three reasons (features of the scores'
-snapshot, through Feast's point-in-time join) and the NBA policy for the best retention offer
-on the call-center channel. The list and a `<file>.meta.json` sidecar (snapshot, model
-versions, catalog, filters, counts, the list's own hash) are written atomically.
+consented to marketing (every open customer when the business records no consent at all,
+stated in the sidecar and the summary), applies the filters, ranks by expected loss and keeps
+the top N. Only for those it then asks the churn champion for the top three reasons
+(features of the scores' snapshot, through Feast's point-in-time join) and the NBA policy for
+the best retention offer on the call-center channel. The list and a `<file>.meta.json` sidecar
+(snapshot, model versions, catalog, filters, counts, the list's own hash) are written
+atomically.
 
 Ranking: expected loss = churn probability x max(CLV, 0) (a customer whose CLV is negative
 costs nothing to lose, as in the policy's retention value), rounded to cents, descending; ties
@@ -30,8 +32,9 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
+from features.contract import has_values
 from features.tables_io import read_contract, staged_file
-from loyal.errors import DataContractError, LoyalError, NotReadyError
+from loyal.errors import LoyalError, NotReadyError
 from loyal.settings import Settings
 from models.nba import ContactEvent, CustomerScores, Decision, decide
 from models.offers import DEFAULT_CATALOG_PATH, TIERS, Catalog, load_catalog
@@ -113,6 +116,15 @@ class Selection:
     frame: pd.DataFrame
     counts: dict[str, int]
     filters: ChurnListFilters
+    consent_known: bool = True
+
+
+CONSENT_UNKNOWN = (
+    "unknown: the customers table records no consent_marketing, so every open customer is "
+    "listed and no marketing offer is suggested (the policy needs recorded consent); check "
+    "consent before contacting anyone"
+)
+"""The sidecar's consent filter when the business records no consent at all."""
 
 
 @dataclass(frozen=True)
@@ -143,10 +155,12 @@ class ChurnListResult:
             return f"No customer matches: wrote an empty list to {self.path} (see {self.sidecar})"
         top = float(self.frame["expected_loss"].iloc[0])
         actions = int((self.frame["action_id"] != "").sum())
+        consent = self.meta.get("filters", {}).get("consent_marketing", True)
+        unknown = "" if consent is True else "; marketing consent unknown: check before calling"
         return (
             f"Wrote {rows} customer{'s' if rows != 1 else ''} to {self.path} "
             f"(snapshot {self.meta['snapshot'][:10]}; top expected loss ${top:,.2f}; "
-            f"{actions} with a retention action); sidecar {self.sidecar}"
+            f"{actions} with a retention action{unknown}); sidecar {self.sidecar}"
         )
 
 
@@ -231,23 +245,19 @@ def customer_attributes(customers: pd.DataFrame) -> pd.DataFrame:
     """Region, consent and closure per customer (index `customer_id`) from the contract table.
 
     Consent counts only when recorded as true: missing reads as not given, as in the policy.
-
-    Raises:
-        DataContractError: the table has no `consent_marketing` column, so nobody may be called.
+    When the business records no consent for anyone (no column, or all blank), consent is
+    unknown: `consent_marketing` is missing (None) on every row, never False.
     """
-    if "consent_marketing" not in customers.columns:
-        raise DataContractError(
-            "customers",
-            "a churn list needs marketing consent: add the column (true for customers who "
-            "agreed to be contacted)",
-            column="consent_marketing",
-        )
     absent = pd.Series(pd.NA, index=customers.index, dtype=object)
-    consent = customers["consent_marketing"].astype("boolean").fillna(False).astype(bool)
+    if has_values(customers, "consent_marketing"):
+        consent = customers["consent_marketing"].astype("boolean").fillna(False).astype(bool)
+        consent_values = consent.to_numpy(dtype=object)
+    else:
+        consent_values = np.full(len(customers), None, dtype=object)
     return pd.DataFrame(
         {
             "region": customers.get("region", absent).astype(object).to_numpy(),
-            "consent_marketing": consent.to_numpy(),
+            "consent_marketing": consent_values,
             "closed": customers.get("closed_at", absent).notna().to_numpy(),
         },
         index=pd.Index(customers[ENTITY_KEY].astype(str), name=ENTITY_KEY),
@@ -275,37 +285,42 @@ def select_customers(
     Returns:
         The ranked rows (`rank` from 1) and the counts of every rule.
 
+    Without any recorded consent (see `customer_attributes`) the consent rule keeps everyone
+    and `Selection.consent_known` is False.
+
     Raises:
         LoyalError: an option value the data does not know, or one out of range.
-        DataContractError: no consent column.
     """
     filters = resolve_filters(filters, scores, customers)
+    consent_known = has_values(customers, "consent_marketing")
     frame = scores.copy()
     frame[ENTITY_KEY] = frame[ENTITY_KEY].astype(str)
     attributes = customer_attributes(customers).reindex(frame[ENTITY_KEY])
     frame["region"] = attributes["region"].to_numpy()
     # Customers missing from the customers table read as not consenting (NaN is not True).
-    frame["consent_marketing"] = attributes["consent_marketing"].eq(True).to_numpy()
+    if consent_known:
+        frame["consent_marketing"] = attributes["consent_marketing"].eq(True).to_numpy()
+    else:
+        frame["consent_marketing"] = np.full(len(frame), None, dtype=object)
     frame["closed"] = attributes["closed"].eq(True).to_numpy()
     frame["expected_loss"] = expected_loss(frame["churn_probability"], frame["clv"])
     counts = {"scored": len(frame)}
-    for rule, keep in _rules(filters):
+    for rule, keep in _rules(filters, consent_known):
         mask = keep(frame).fillna(False).astype(bool)
         counts[rule] = int((~mask).sum())
         frame = frame[mask]
     counts["eligible"] = len(frame)
     ranked = rank_by_expected_loss(frame).head(filters.top)
     counts["listed"] = len(ranked)
-    return Selection(ranked.drop(columns=["closed"]), counts, filters)
+    return Selection(ranked.drop(columns=["closed"]), counts, filters, consent_known)
 
 
-def _rules(filters: ChurnListFilters) -> list[Rule]:
+def _rules(filters: ChurnListFilters, consent_known: bool = True) -> list[Rule]:
     """The rules in the order applied: (count name, which rows to keep)."""
-    rules: list[Rule] = [
-        ("closed", lambda f: ~f["closed"]),
-        ("no_consent", lambda f: f["consent_marketing"]),
-        ("no_churn_probability_or_clv", lambda f: f["expected_loss"].notna()),
-    ]
+    rules: list[Rule] = [("closed", lambda f: ~f["closed"])]
+    if consent_known:
+        rules.append(("no_consent", lambda f: f["consent_marketing"].astype(bool)))
+    rules.append(("no_churn_probability_or_clv", lambda f: f["expected_loss"].notna()))
     if filters.min_probability > 0:
         rules.append(
             ("below_min_probability", lambda f: f["churn_probability"] >= filters.min_probability)
@@ -616,7 +631,6 @@ def build_churn_list(
     Raises:
         LoyalError: a bad option (named in the message).
         NotReadyError: no scores, no churn or CLV in them, or no churn champion.
-        DataContractError: the customers table records no marketing consent.
     """
     from training.scoring import registered_model
 
@@ -690,7 +704,11 @@ def list_meta(
         "models": dict(models),
         "actions": dict(actions),
         "ranking": RANKING,
-        "filters": {**asdict(selection.filters), "consent_marketing": True, "open": True},
+        "filters": {
+            **asdict(selection.filters),
+            "consent_marketing": True if selection.consent_known else CONSENT_UNKNOWN,
+            "open": True,
+        },
         "counts": selection.counts,
         "columns": COLUMNS,
         "git_commit": git_commit(),

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from loyal.errors import LoyalError
+from loyal.errors import LoyalError, StepSkippedError
 from loyal.logs import console, setup_logging
 from loyal.settings import get_settings
 
@@ -35,11 +35,27 @@ def run(
     force: Annotated[
         bool, typer.Option(help="Replace data ingested from another source (refused otherwise).")
     ] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Load this folder (your tables) instead of generating the sample bank."),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Preset mapping --data: online-retail, cdnow, cdnow-sample.")
+    ] = None,
 ) -> None:
     """Run the main job end to end on the embedded defaults."""
     from pipelines.run import run_all
 
-    run_all(get_settings(), customers=customers, seed=seed, serve_api=serve, port=port, force=force)
+    run_all(
+        get_settings(),
+        customers=customers,
+        seed=seed,
+        serve_api=serve,
+        port=port,
+        force=force,
+        data=data,
+        preset=preset,
+    )
 
 
 @app.command()
@@ -165,6 +181,9 @@ def main() -> None:
     """Console-script entry point: domain errors become one readable line and a non-zero exit."""
     try:
         app()
+    except StepSkippedError as exc:
+        console.print(f"[bold yellow]skipped:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
     except LoyalError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

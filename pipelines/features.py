@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -13,7 +15,13 @@ from rich.progress import track
 from rich.table import Table
 
 from features.catalog import ENTITY_KEY, SCORES, TIMESTAMP_FIELD, VIEWS, View, views_for
-from features.engineering import holding_products, iter_feature_tables, snapshot_times
+from features.engineering import (
+    holding_products,
+    iter_feature_tables,
+    observed_until,
+    snapshot_times,
+)
+from features.history import WindowChoice, churn_horizon
 from features.labels import churn_labels
 from features.store import (
     VIEWS_FILE,
@@ -27,7 +35,7 @@ from features.tables_io import read_contract, staged_folder
 from loyal.errors import NotReadyError
 from loyal.logs import console
 from loyal.settings import Settings
-from training.frames import LABELS_FILE
+from training.frames import HORIZON_FILE, LABELS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +72,16 @@ def build_features(settings: Settings, last_n: int | None = None) -> dict[str, i
         finally:
             for writer in writers.values():
                 writer.close()
+        horizon = label_horizon(tables, snapshots, settings.snapshots.horizon_days)
         labels = churn_labels(
             tables,
             snapshots,
-            horizon_days=settings.snapshots.horizon_days,
+            horizon_days=horizon.chosen or horizon.configured,
             definition=settings.snapshots.churn_definition,
         )
         labels.to_parquet(staging / LABELS_FILE, index=False)
         rows[LABELS_FILE] = len(labels)
+        (staging / HORIZON_FILE).write_text(json.dumps(dataclasses.asdict(horizon), indent=2))
         (staging / VIEWS_FILE).write_text(views_manifest(products))
     log.info(
         "Feature tables for %d snapshots (%s .. %s) written in %.1f s: %s",
@@ -82,6 +92,27 @@ def build_features(settings: Settings, last_n: int | None = None) -> dict[str, i
         rows,
     )
     return rows
+
+
+def label_horizon(
+    tables: dict[str, pd.DataFrame], snapshots: pd.DatetimeIndex, configured: int
+) -> WindowChoice:
+    """The churn horizon of the labels, sized from the history (`features.history`).
+
+    Populated snapshots are those after the first sign-up or purchase day (a snapshot only
+    holds customers who signed up before it). Logged, so the choice shows in the output.
+    """
+    first = pd.to_datetime(tables["transactions"]["ts"]).min()
+    signups = pd.to_datetime(tables["customers"]["signup_date"])
+    if signups.notna().any():
+        first = min(first, signups.min())
+    populated = [t for t in snapshots if t > first.normalize()]
+    choice = churn_horizon(populated, observed_until(tables), configured)
+    if choice.chosen is None:
+        log.warning("churn labels: %s; labels use the configured horizon", choice.reason)
+    else:
+        log.info("churn labels: %s", choice.reason)
+    return choice
 
 
 ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}

@@ -15,8 +15,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from loyal.errors import StepSkippedError
 from loyal.logs import console
 from loyal.settings import Settings
 
@@ -79,11 +80,25 @@ class Stages:
 
     def run(self, title: str, step: Callable[[], T]) -> T:
         """Run one stage, announcing it and its wall time."""
+        return cast(T, self._run(title, step, skippable=False))
+
+    def run_or_skip(self, title: str, step: Callable[[], T]) -> T | None:
+        """Run one stage; a `StepSkippedError` is printed as one line and gives None."""
+        return self._run(title, step, skippable=True)
+
+    def _run(self, title: str, step: Callable[[], T], skippable: bool) -> T | None:
         self.done += 1
         label = f"[{self.done}/{self.total}] {title}"
         console.print(f"{label} ...", markup=False, highlight=False)
         started = time.perf_counter()
-        result = step()
+        try:
+            result = step()
+        except StepSkippedError as skipped:
+            if not skippable:
+                raise
+            self.seconds[title] = time.perf_counter() - started
+            console.print(f"{label}: skipped: {skipped}", markup=False, highlight=False)
+            return None
         self.seconds[title] = time.perf_counter() - started
         console.print(f"{label}: {self.seconds[title]:.1f} s", markup=False, highlight=False)
         return result
@@ -132,32 +147,33 @@ def _refresh_features(settings: Settings, stages: Stages) -> None:
 
 def _train_all(
     settings: Settings, options: RetrainOptions, stages: Stages
-) -> tuple[dict[str, str], CrossSellResult]:
+) -> tuple[dict[str, str], CrossSellResult | None]:
     """Train and register a new version of every model; no alias moves, nothing is written.
+
+    A model the data cannot support is skipped with its reason (`StepSkippedError`): it gets
+    no new version and its champion, if any, stays.
 
     Returns:
         The new version per registered model, and the cross-sell result (its batch
-        recommendations are written only if it is promoted).
+        recommendations are written only if it is promoted; None when skipped).
     """
     from pipelines.commands.cross_sell import train_cross_sell_command
     from pipelines.commands.value import train_clv, train_segments
     from training.churn import train_churn_bank
 
-    churn = stages.run("Train churn", lambda: train_churn_bank(
+    churn = stages.run_or_skip("Train churn", lambda: train_churn_bank(
         settings, search_trials=options.churn_trials, search_timeout=options.churn_timeout,
         params=options.churn_params,
     ))  # fmt: skip
-    cross_sell = stages.run(
+    cross_sell = stages.run_or_skip(
         "Train cross-sell",
         lambda: train_cross_sell_command(settings, options.cross_sell_trials, write=False),
     )
-    clv = stages.run("Train CLV", lambda: train_clv(settings))
-    segments = stages.run("Train need segments", lambda: train_segments(settings))
+    clv = stages.run_or_skip("Train CLV", lambda: train_clv(settings))
+    segments = stages.run_or_skip("Train need segments", lambda: train_segments(settings))
+    trained = {"churn": churn, "cross_sell": cross_sell, "clv": clv, "segments": segments}
     versions = {
-        "churn": str(churn.model_version),
-        "cross_sell": str(cross_sell.model_version),
-        "clv": str(clv.model_version),
-        "segments": str(segments.model_version),
+        name: str(result.model_version) for name, result in trained.items() if result is not None
     }
     log.info("new versions: %s", versions)
     return versions, cross_sell

@@ -6,9 +6,10 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
-from loyal.errors import LoyalError
+from loyal.errors import LoyalError, StepSkippedError
 from loyal.logs import console
 from loyal.settings import Settings
 
@@ -23,20 +24,29 @@ def run_all(
     serve_api: bool = True,
     port: int = 3000,
     force: bool = False,
+    data: Path | None = None,
+    preset: str | None = None,
 ) -> None:
-    """Generate, load, build features, train, promote, score, put it all online, show a customer.
+    """Load data (the sample bank, or `data`), build features, train, promote, score, serve.
+
+    Each model the data cannot support is skipped with its reason (`StepSkippedError`) and the run
+    carries on; the promotion of a skipped model is skipped with it.
 
     Args:
-        settings: the Loyal home to fill.
-        customers: sample bank size.
-        seed: sample bank seed.
-        serve_api: end by serving the API until interrupted.
+        settings: the home.
+        customers: sample bank size (ignored with `data`).
+        seed: sample bank seed (ignored with `data`).
+        serve_api: end by serving the API.
         port: the API's port.
-        force: replace data ingested from another source (refused otherwise).
+        force: replace data ingested from another source with a generated sample bank (refused
+            otherwise; not needed with `data`, which names what to load).
+        data: a folder of contract tables (or a public log with `preset`) to load instead of
+            generating the sample bank.
+        preset: the preset mapping `data` (`loyal ingest --preset`).
 
     Raises:
-        LoyalError: the home holds ingested data other than the sample bank and not `force`;
-            or the port is taken.
+        LoyalError: the home holds ingested data other than the sample bank, no `data` and not
+            `force`; or the port is taken.
     """
     from features.tables_io import read_contract
     from pipelines.commands.churn import promote_churn, train_churn
@@ -52,24 +62,31 @@ def run_all(
     from pipelines.ingest import ingest_folder, print_summary
     from pipelines.scores import publish_scores
 
-    if not force:
+    if data is None and not force:
         check_no_ingested_data(settings)
     if serve_api:
         from serving.process import check_port_free
 
         check_port_free(port)
-    raw = _stage(
-        "Generate the sample bank", lambda: generate_sample_bank(settings, customers, seed)
-    )
-    _stage("Validate and load it", lambda: ingest_folder(settings, raw))
+    if data is None:
+        raw = _stage(
+            "Generate the sample bank", lambda: generate_sample_bank(settings, customers, seed)
+        )
+        if raw is not None:
+            _stage("Validate and load it", lambda: ingest_folder(settings, raw))
+    else:
+        source = data
+        _stage(f"Validate and load {source}", lambda: ingest_folder(settings, source, preset))
     _stage("Summarize", lambda: print_summary(settings))
     _stage("Build point-in-time features and labels", lambda: build_features(settings))
     _stage("Register features in Feast", lambda: apply_features(settings))
     _stage("Materialize the online store", lambda: materialize_features(settings))
-    _stage("Train churn through the feature store", lambda: train_churn(settings))
-    _stage("Promote churn", lambda: console.print(promote_churn(settings).summary()))
-    _stage("Train cross-sell and write recommendations", lambda: train_cross_sell_command(settings))
-    _stage("Promote cross-sell", lambda: console.print(promote_cross_sell(settings).summary()))
+    if _stage("Train churn through the feature store", lambda: train_churn(settings)):
+        _stage("Promote churn", lambda: console.print(promote_churn(settings).summary()))
+    if _stage(
+        "Train cross-sell and write recommendations", lambda: train_cross_sell_command(settings)
+    ):
+        _stage("Promote cross-sell", lambda: console.print(promote_cross_sell(settings).summary()))
     _stage("Train and promote CLV and need segments", lambda: train_and_promote_value(settings))
     _stage("Score customers into the online scores view", lambda: publish_scores(settings))
     _stage("Write the churn list and the management report", lambda: write_outputs(settings))
@@ -120,9 +137,14 @@ def write_outputs(settings: Settings) -> None:
     console.print(f"Management report: {report(settings)}", highlight=False, soft_wrap=True)
 
 
-def _stage(title: str, step: Callable[[], T]) -> T:
+def _stage(title: str, step: Callable[[], T]) -> T | None:
+    """Run one stage under a rule; a `StepSkippedError` is printed as one line and gives None."""
     console.rule(f"[bold]{title}")
     started = time.perf_counter()
-    result = step()
+    try:
+        result = step()
+    except StepSkippedError as skipped:
+        console.print(f"[bold yellow]skipped:[/] {skipped}", highlight=False, soft_wrap=True)
+        return None
     log.info("%s: %.1f s", title, time.perf_counter() - started)
     return result

@@ -6,6 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+from business_flow import (
+    CDNOW_HOLDOUT_WEEKS,
+    BusinessHome,
+    no_loyal_environment,
+    run_business_flow,
+    write_retail_sample,
+)
 
 from loyal.settings import Settings, get_settings, load_settings
 
@@ -48,3 +55,37 @@ def shared_data() -> Path:
     if not folder.is_dir():
         pytest.skip(f"public datasets not found at {folder}")
     return folder
+
+
+# ------------------------------------------------------------------ any business, end to end
+@pytest.fixture(scope="session")
+def scored_retail_home(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> BusinessHome:
+    """A retailer's home: an Online Retail sample through the whole flow, scored.
+
+    About 1,100 customers (every 4th id), 12 months, 2,900 product codes, no categories,
+    margins, consent, channels, balances or interactions. Churn, cross-sell, CLV and segments
+    are trained and promoted, every customer is scored and online, the churn list and the
+    report are written. Read-only for tests (e.g. a serving test asking for a retail NBA).
+    """
+    with no_loyal_environment():
+        sample = write_retail_sample(
+            shared_data / "online_retail" / "online_retail.csv.gz",
+            tmp_path_factory.mktemp("retail_source"),
+        )
+        settings = load_settings(home=tmp_path_factory.mktemp("retail_home"))
+        return run_business_flow(settings, sample, "online-retail")
+
+
+@pytest.fixture(scope="session")
+def scored_cdnow_home(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> BusinessHome:
+    """A music store's home: the CDNOW 2,357-customer sample through the whole flow.
+
+    One product, no categories, margins, consent, channels, balances or interactions; the CLV
+    holdout is the papers' 39 weeks. Cross-sell is skipped (one product), the rest runs.
+    """
+    with no_loyal_environment():
+        settings = load_settings(
+            home=tmp_path_factory.mktemp("cdnow_home"),
+            clv={"holdout_weeks": CDNOW_HOLDOUT_WEEKS},
+        )
+        return run_business_flow(settings, shared_data / "cdnow", "cdnow-sample")

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
-from loyal.errors import DataContractError, LoyalError, NotReadyError
+from loyal.errors import DataContractError, LoyalError, NotReadyError, StepSkippedError
 from loyal.settings import Settings
 from models.churn import (
     PYFUNC_ARTIFACT,
@@ -87,8 +87,15 @@ def read_table(path: Path) -> pd.DataFrame:
     raise LoyalError(f"table file '{path}' must be .csv (optionally compressed) or .parquet")
 
 
-def catalog_templates(columns: Sequence[str]) -> dict[str, dict[str, str]]:
-    """Reason templates of the catalog features among `columns` (unknown ones are skipped)."""
+def catalog_templates(
+    columns: Sequence[str], wording: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[str, dict[str, str]]:
+    """Reason templates of the catalog features among `columns` (unknown ones are skipped).
+
+    Args:
+        columns: the model's features.
+        wording: per feature, entries that replace the catalog's (`data_wording`).
+    """
     from features.catalog import feature
 
     templates = {}
@@ -101,8 +108,48 @@ def catalog_templates(columns: Sequence[str]) -> dict[str, dict[str, str]]:
             "reason": entry.reason,
             "description": entry.description,
             "missing": entry.missing,
+            **dict((wording or {}).get(name, {})),
         }
     return templates
+
+
+PRODUCT_WORDING: dict[str, dict[str, str]] = {
+    "distinct_categories_365d": {
+        "reason": "bought {value:.0f} different products in the last year",
+        "description": "different products bought in the last 365 days",
+    },
+}
+"""How features read when the products have no categories (each product is its own)."""
+
+
+PRODUCT_FEATURES = ("distinct_categories_365d", "n_products_held", "months_since_last_new_product")
+"""Features about the breadth and newness of a customer's products: meaningless with one."""
+
+
+def absent_features(frame: pd.DataFrame, products: pd.DataFrame | None) -> list[str]:
+    """Features of `frame` this business's data does not really have, left out of the model.
+
+    With fewer than two products, product breadth, newness and holdings only restate activity
+    ("last new product 17 months ago" is the first purchase). Holdings of product codes or of a
+    large catalog (a retailer's `holds_22423`) cannot be worded for people
+    (`features.catalog.products_read_as_words`) and are left out too. Constant features need
+    no rule: they never split a tree, so they are never a reason.
+    """
+    from features.catalog import products_read_as_words
+
+    ids = [] if products is None else products["product_id"].astype(str).tolist()
+    holdings = [c for c in frame.columns if c.startswith("holds_")]
+    if len(ids) < 2:
+        return [c for c in frame.columns if c in PRODUCT_FEATURES] + holdings
+    return [] if products_read_as_words(ids) else holdings
+
+
+def data_wording(products: pd.DataFrame | None) -> dict[str, dict[str, str]]:
+    """Reason wording for what this business's data holds: the catalog's, except where the
+    data lacks what a sentence names (no product categories: "different products")."""
+    from features.contract import has_values
+
+    return {} if has_values(products, "category") else dict(PRODUCT_WORDING)
 
 
 def catalog_sentence(name: str, value: object) -> str:
@@ -347,6 +394,8 @@ def train_from_frame(
     params: Mapping[str, Any] | None = None,
     plots: bool = True,
     exclude: Sequence[str] = (),
+    wording: Mapping[str, Mapping[str, str]] | None = None,
+    unused: Sequence[str] = (),
 ) -> TrainResult:
     """Fit, evaluate, log and register the churn model from a labelled frame.
 
@@ -371,6 +420,10 @@ def train_from_frame(
         plots: log the PNG plots (ROC, gain/lift, calibration, importance).
         exclude: more columns that are not features (e.g. `label_complete`); kept in the
             holdout, never learned from.
+        wording: reason templates that replace the catalog's for this business's data
+            (see `data_wording`), stored with the model so serving words reasons the same.
+        unused: feature columns not learned from (`absent_features`) but kept in the logged
+            holdout as inputs, so a champion that used them can still be scored on it.
 
     Returns:
         Run id, registered version, test metrics, the holdout, the model and the split.
@@ -381,7 +434,7 @@ def train_from_frame(
     if label_col not in frame.columns:
         raise DataContractError("training frame", "the label column is missing", label_col)
     bookkeeping = [c for c in (label_col, id_col, time_col, oracle_col, *exclude) if c]
-    features = feature_columns(frame, bookkeeping)
+    features = feature_columns(frame, [*bookkeeping, *unused])
     y = parse_label(frame[label_col], "training frame").to_numpy().astype(int)
     if not time_col and id_col and frame[id_col].duplicated().any():
         log.warning(
@@ -415,7 +468,7 @@ def train_from_frame(
     snapshot = snapshot_id or tracking.frame_snapshot_id(frame)
     run_id, version = _log_run(
         settings, model, features, holdout, label_col, bookkeeping, metrics, split, snapshot,
-        seconds, probability, register, plots,
+        seconds, probability, register, plots, wording, unused,
     )  # fmt: skip
     return TrainResult(run_id, version, metrics, holdout, model, split, seconds)
 
@@ -498,10 +551,13 @@ def bank_frame(
     Returns:
         The frame and the oracle column (None for data without ground truth).
     """
-    from training.frames import read_labels, training_frame
+    from training.frames import read_horizon, read_labels, training_frame
     from training.truth import with_oracle
 
-    horizon = settings.snapshots.horizon_days
+    choice = read_horizon(settings)
+    if choice.chosen is None:
+        raise StepSkippedError(f"churn: {choice.reason}")
+    horizon = choice.chosen
     labels = read_labels(settings, complete_only=True)
     if labels.empty:
         raise NotReadyError(
@@ -603,13 +659,18 @@ def train_churn_bank(
     """
     import dataclasses
 
+    from features.tables_io import read_contract
     from training import tracking
+    from training.frames import read_horizon
 
     started = time.perf_counter()
     frame, oracle = bank_frame(settings, max_train_snapshots)
     frame_seconds = time.perf_counter() - started
     log.info("churn frame: %d rows x %d columns in %.1f s", *frame.shape, frame_seconds)
-    horizon = settings.snapshots.horizon_days
+    choice = read_horizon(settings)
+    horizon = choice.chosen or choice.configured
+    log.info("churn: %s", choice.reason)
+    products = read_contract(settings, only=["products"]).get("products")
     result = train_from_frame(
         frame,
         "churned",
@@ -625,6 +686,8 @@ def train_churn_bank(
         register=register,
         params=params,
         plots=plots,
+        wording=data_wording(products),
+        unused=absent_features(frame, products),
     )
     extra = ceiling_metrics(result.holdout, "churned", settings, horizon) if oracle else {}
     if "snapshot_hazard_without_frailty_roc_auc" in extra:
@@ -635,6 +698,9 @@ def train_churn_bank(
     logged = {**{f"test_{k}": v for k, v in extra.items()}, "frame_seconds": frame_seconds}
     for key, value in logged.items():
         registry.log_metric(result.run_id, key, value)
+    registry.log_param(result.run_id, "horizon_days", horizon)
+    registry.log_param(result.run_id, "horizon_days_configured", choice.configured)
+    registry.log_param(result.run_id, "horizon_choice", choice.reason[:500])
     metrics = {**result.metrics, **extra}
     return dataclasses.replace(result, metrics=metrics, frame_seconds=frame_seconds)
 
@@ -685,14 +751,18 @@ def _log_run(
     probability: np.ndarray,
     register: bool,
     plots: bool = True,
+    wording: Mapping[str, Mapping[str, str]] | None = None,
+    unused: Sequence[str] = (),
 ) -> tuple[str, str | None]:
     """One MLflow run: params, metrics, plots, holdout and the pyfunc; maybe registered."""
     import mlflow
     from training import tracking
 
-    templates = catalog_templates(features)
+    templates = catalog_templates(features, wording)
     with tracking.start_run(settings, MODEL_NAME, snapshot_id) as run:
         mlflow.log_params(_run_params(model, split, features))
+        if unused:
+            mlflow.log_param("unused_features", ",".join(unused)[:500])
         mlflow.log_metrics({**{f"test_{k}": v for k, v in metrics.items()}, "fit_seconds": seconds})
         mlflow.log_metric("holdout_logloss", model.holdout_logloss_)
         y = holdout[label_col].to_numpy(int)
@@ -701,7 +771,8 @@ def _log_run(
             importance = model.feature_importance(sample)
             for name, figure in _figures(y, probability, importance).items():
                 tracking.log_figure(figure, name)
-        plain = _plain(holdout[[*features, *[c for c in bookkeeping if c in holdout]]])
+        inputs = [*features, *[c for c in unused if c in holdout]]
+        plain = _plain(holdout[[*inputs, *[c for c in bookkeeping if c in holdout]]])
         tracking.log_holdout(
             plain,
             label=label_col,

@@ -4,14 +4,17 @@ Protocol of `train_clv`, in order:
 
 1. **Money**: CLV is margin-based. Each transaction's margin is its own `margin`, else amount x
    its product's `margin_rate`, else 0 (the rule of the feature catalog's `margin_365d`); only
-   a log with neither falls back to revenue, with a warning.
+   a log with neither (absent or blank on every row) falls back to revenue, said in the output
+   and logged as `value_basis`.
 2. **Observation end**: the last whole day before the latest feature snapshot (scores are
    published at that snapshot), or the last transaction day when no features are built.
 3. **Time holdout**: the last `holdout_weeks` (default 26 weeks, about six months) before the
-   observation end. A model fitted on the calibration window forecasts each customer's repeat
-   purchase days in the holdout; MAE, RMSE and totals are reported beside the naive baseline
-   (calibration rate x holdout length), calibration by decile is plotted, and the share of the
-   holdout margin earned by the top 1/5/20% by CLV shows how well value is ranked.
+   observation end, at most half the history (`features.history.clv_holdout`; a history
+   under 8 weeks skips CLV with the reason). A model fitted on the calibration window
+   forecasts each customer's repeat purchase days in the holdout; MAE, RMSE and totals are
+   reported beside the naive baseline (calibration rate x holdout length), calibration by
+   decile is plotted, and the share of the holdout margin earned by the top 1/5/20% by CLV
+   shows how well value is ranked.
 4. **Refit**: the same recipe on the whole history gives the scoring model.
 
 Both fits travel in one registered pyfunc (`clv`, a JSON state, no pickle): `model="full"`
@@ -39,9 +42,11 @@ import pandas as pd
 from pydantic import BaseModel
 
 from features.catalog import PROFILE, TIMESTAMP_FIELD
+from features.contract import has_values
+from features.history import WindowChoice, clv_holdout, history_days
 from features.tables_io import read_contract
 from loyal import settings as settings_module
-from loyal.errors import DataContractError, NotReadyError
+from loyal.errors import DataContractError, NotReadyError, StepSkippedError
 from loyal.settings import Settings
 from models.clv import DAYS_PER_MONTH, ClvModel
 from training.clv_data import calibration_holdout, holdout_metrics, naive_forecast, rfm_summary
@@ -142,25 +147,34 @@ def with_margins(
     """A copy of the transactions with a `margin` column, and the summary column to model.
 
     A transaction's margin is its own `margin`, else amount x its product's `margin_rate`,
-    else 0. Without any margin information the model falls back to revenue.
+    else 0. A column that is all blank (the contract keeps absent optional columns as blanks)
+    counts as absent: without any margin information the model falls back to revenue, never
+    to a margin of 0.
 
     Returns:
         The transactions and `monetary_margin` (or `monetary_value` for revenue).
     """
     frame = transactions.copy()
     rates = None
-    if products is not None and "margin_rate" in products.columns:
+    if products is not None and has_values(products, "margin_rate"):
         rates = products.set_index(products["product_id"].astype(str))["margin_rate"]
-    if "margin" not in frame.columns and rates is None:
-        log.warning("no margin and no product margin_rate: CLV is revenue-based")
-        return frame, REVENUE_COLUMN
-    given = frame["margin"].astype(float) if "margin" in frame.columns else None
+    given_known = has_values(frame, "margin")
+    if not given_known and rates is None:
+        log.warning(REVENUE_NOTE)
+        return frame.drop(columns=["margin"], errors="ignore"), REVENUE_COLUMN
+    given = frame["margin"].astype(float) if given_known else None
     derived = pd.Series(0.0, index=frame.index)
     if rates is not None:
         rate = frame["product_id"].astype(str).map(rates).astype(float)
         derived = (frame["amount"].astype(float) * rate).fillna(0.0)
     frame["margin"] = derived if given is None else given.fillna(derived)
     return frame, MARGIN_COLUMN
+
+
+REVENUE_NOTE = (
+    "no margin is known (no transaction margin, no product margin_rate): CLV is revenue-based"
+)
+"""Said in the output and logged in MLflow (`value_basis`) when CLV falls back to revenue."""
 
 
 def snapshot_time(settings: Settings) -> pd.Timestamp | None:
@@ -369,7 +383,10 @@ def train_clv(
     contract = tables if tables is not None else read_contract(settings)
     transactions, value_column = with_margins(contract["transactions"], contract.get("products"))
     end = observation_end(settings, transactions)
+    config, choice = sized_holdout(config, transactions, end)
     calibration_end = end - pd.Timedelta(weeks=config.holdout_weeks)
+    if value_column == REVENUE_COLUMN:
+        log.info("CLV: %s", REVENUE_NOTE)
     started = time.perf_counter()
     split = _split(transactions, calibration_end, end, config)
     holdout_model = new_model(config, value_column).fit(split)
@@ -389,12 +406,30 @@ def train_clv(
     deciles = decile_table(split, predicted)
     run_id, version = _log_run(
         settings, config, model, holdout_model, split, value_column, metrics, deciles,
-        calibration_end, end, seconds, register,
+        calibration_end, end, seconds, register, choice,
     )  # fmt: skip
     return ClvTrainResult(
         run_id, version, metrics, model, holdout_model, deciles, value_column,
         calibration_end, end, seconds,
     )  # fmt: skip
+
+
+def sized_holdout(
+    config: ClvSettings, transactions: pd.DataFrame, end: pd.Timestamp
+) -> tuple[ClvSettings, WindowChoice]:
+    """The settings with the holdout the history supports (`features.history.clv_holdout`).
+
+    Raises:
+        StepSkippedError: the history is too short for the shortest holdout.
+    """
+    if transactions.empty:
+        raise NotReadyError("the transactions table is empty: there is nothing to fit CLV on")
+    first = pd.Timestamp(pd.to_datetime(transactions["ts"]).min())
+    choice = clv_holdout(history_days(first, end + pd.Timedelta(days=1)), config.holdout_weeks)
+    if choice.chosen is None:
+        raise StepSkippedError(f"CLV: {choice.reason}")
+    log.info("CLV: %s", choice.reason)
+    return config.model_copy(update={"holdout_weeks": choice.chosen}), choice
 
 
 def _split(
@@ -453,6 +488,7 @@ def _log_run(
     end: pd.Timestamp,
     seconds: float,
     register: bool,
+    choice: WindowChoice | None = None,
 ) -> tuple[str, str | None]:
     """One MLflow run: params, metrics, decile plot and table, holdout, pyfunc; maybe registered."""
     import mlflow
@@ -465,6 +501,9 @@ def _log_run(
             {
                 **{f"clv_{k}": v for k, v in config.model_dump().items()},
                 "value_column": value_column,
+                "value_basis": "margin" if value_column == MARGIN_COLUMN else REVENUE_NOTE,
+                "holdout_weeks_configured": choice.configured if choice else config.holdout_weeks,
+                "holdout_choice": choice.reason if choice else "configured",
                 "calibration_end": str(calibration_end.date()),
                 "holdout_start": str((calibration_end + pd.Timedelta(days=1)).date()),
                 "observation_end": str(end.date()),

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from features.contract import TRANSACTIONS
 from features.tables_io import staged_file
-from loyal.errors import DataContractError, LoyalError, NotReadyError
+from loyal.errors import DataContractError, LoyalError, NotReadyError, StepSkippedError
 from models.ranking_metrics import mean_ranking_metrics
 from models.recommender import (
     AlsRecommender,
@@ -349,6 +349,7 @@ class CrossSellConfig:
         als: AlsRecommender settings used as-is (no search) or as the base the search overrides.
         extra_k: more ranking cut-offs reported beside ``k`` (e.g. 10 on a small catalog where
             ``k`` is 3); the search and promotion still use ``k``.
+        window_note: how ``window_days`` was chosen (sized from the history), logged.
     """
 
     cutoff: str | None = None
@@ -362,6 +363,7 @@ class CrossSellConfig:
     space: SearchSpace = field(default_factory=SearchSpace)
     als: dict[str, Any] = field(default_factory=lambda: {"weighting": "log1p"})
     extra_k: tuple[int, ...] = ()
+    window_note: str = "configured"
 
 
 @dataclass(frozen=True)
@@ -691,6 +693,34 @@ def bank_config(n_trials: int = 12, seed: int = 42) -> CrossSellConfig:
     )
 
 
+def applicable_config(transactions: pd.DataFrame, config: CrossSellConfig) -> CrossSellConfig:
+    """The config with a target window the history supports (`features.history`).
+
+    Raises:
+        StepSkippedError: fewer than two products are bought (nothing to cross-sell), or the
+            history is too short for the shortest target window.
+    """
+    from features.history import cross_sell_window, history_days
+
+    bought = transactions.loc[transactions["amount"] >= 0, "product_id"]
+    products = bought.astype(str).nunique()
+    if products < 2:
+        only = f" ('{bought.iloc[0]}')" if products == 1 else ""
+        raise StepSkippedError(
+            f"cross-sell: the transactions hold {products} product{only}; recommending "
+            "products a customer does not hold needs at least two"
+        )
+    if config.cutoff is not None:
+        return config
+    stamps = pd.to_datetime(transactions["ts"])
+    days = history_days(stamps.min(), stamps.max() + pd.Timedelta(days=1))
+    choice = cross_sell_window(days, config.window_days)
+    if choice.chosen is None:
+        raise StepSkippedError(f"cross-sell: {choice.reason}")
+    log.info("cross-sell: %s", choice.reason)
+    return dataclasses.replace(config, window_days=choice.chosen, window_note=choice.reason)
+
+
 def open_customers(customers: pd.DataFrame) -> list[str] | None:
     """Ids of customers who have not closed (None when the table records no closures)."""
     if "closed_at" not in customers.columns:
@@ -724,8 +754,8 @@ def train_cross_sell_bank(
     from features.tables_io import read_contract
 
     started = time.perf_counter()
-    config = config or bank_config()
-    tables = read_contract(settings)
+    tables = read_contract(settings, only=["customers", "transactions"])
+    config = applicable_config(tables["transactions"], config or bank_config())
     result = train_cross_sell(settings, tables["transactions"], config, register=register)
     recommendations = batch_recommendations(result.model, top_k or config.k)
     keep = open_customers(tables["customers"])

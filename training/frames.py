@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pandas as pd
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
+from features.history import WindowChoice
 from features.store import historical_features, open_store
 from loyal.errors import NotReadyError
 from loyal.settings import Settings
@@ -14,6 +16,8 @@ from loyal.settings import Settings
 log = logging.getLogger(__name__)
 
 LABELS_FILE = "_labels.parquet"
+HORIZON_FILE = "_horizon.json"
+"""Written beside the labels: the churn horizon they use and why (`features.history`)."""
 
 
 def read_labels(settings: Settings, complete_only: bool = True) -> pd.DataFrame:
@@ -64,3 +68,12 @@ def training_frame(
         label_columns[TIMESTAMP_FIELD] = pd.to_datetime(label_columns[TIMESTAMP_FIELD], utc=True)
         frame = frame.merge(label_columns, on=[ENTITY_KEY, TIMESTAMP_FIELD], how="left")
     return frame.sort_values([TIMESTAMP_FIELD, ENTITY_KEY], kind="stable").reset_index(drop=True)
+
+
+def read_horizon(settings: Settings) -> WindowChoice:
+    """The churn horizon the built labels use (the configured one for an older feature build)."""
+    path = settings.paths.features_dir / HORIZON_FILE
+    configured = settings.snapshots.horizon_days
+    if not path.is_file():
+        return WindowChoice("churn horizon", configured, configured, "days", "configured")
+    return WindowChoice(**json.loads(path.read_text(encoding="utf-8")))

@@ -233,3 +233,34 @@ def promotion_note(row: VersionRow) -> str:
     if row.rolled_back:
         parts.append(f"rolled back: {row.rolled_back}")
     return "; ".join(parts)
+
+
+def check_applicable(settings: Settings, name: str) -> None:
+    """Raise `StepSkippedError` with the reason when the loaded data cannot support a model.
+
+    The same checks its training makes before fitting: promotion calls this when no version is
+    registered, so `loyal promote` after a skipped `loyal train` says why, with exit 0.
+
+    Args:
+        settings: where the contract and feature tables are.
+        name: registered model name (`churn`, `cross_sell`, `clv`, `segments`).
+    """
+    from features.tables_io import read_contract
+    from loyal.errors import StepSkippedError
+
+    if name == "churn":
+        from training.frames import read_horizon
+
+        choice = read_horizon(settings)
+        if choice.chosen is None:
+            raise StepSkippedError(f"churn: {choice.reason}")
+    elif name == "cross_sell":
+        from training.cross_sell import applicable_config, bank_config
+
+        transactions = read_contract(settings, only=["transactions"])["transactions"]
+        applicable_config(transactions, bank_config(n_trials=0))
+    elif name == "clv":
+        from training.clv import clv_settings, observation_end, sized_holdout
+
+        transactions = read_contract(settings, only=["transactions"])["transactions"]
+        sized_holdout(clv_settings(settings), transactions, observation_end(settings, transactions))

@@ -46,8 +46,9 @@ class PromotionDecision:
         champion_score: the champion's score on the same holdout (None if none or unscorable).
         promoted: whether the alias now points at the challenger.
         forced: promoted with `force` although it did not win.
-        outcome: "first" (no champion yet), "won", "forced", "rejected" or "unchanged"
-            (the challenger already is the champion).
+        outcome: "first" (no champion yet), "won", "forced", "rejected", "refused" (its
+            training run marked it unfit to serve, `tracking.TAG_REFUSED`; the reason says
+            why) or "unchanged" (the challenger already is the champion).
         reason: the operator's note (required reading when forced).
         holdout_run_id: the run whose holdout both were scored on.
         holdout_rows: rows in that holdout.
@@ -81,6 +82,7 @@ class PromotionDecision:
             "won": "promoted",
             "forced": "promoted by force",
             "rejected": "rejected: the champion stays",
+            "refused": "refused",
             "unchanged": "already champion",
         }[self.outcome]
         rows = f"on {self.holdout_rows} holdout rows of run {self.holdout_run_id}"
@@ -265,6 +267,9 @@ def decide(
         outcome = _decide(
             challenger_score, champion_score, champion is not None, higher_is_better, force
         )
+    refusal = (challenger.tags or {}).get(tracking.TAG_REFUSED, "")
+    if refusal and not force and outcome != "unchanged":
+        outcome, reason = "refused", refusal
     return PromotionDecision(
         model_name=model_name,
         metric=metric,

@@ -30,6 +30,7 @@ What `train_segments` does, in order:
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 import warnings
@@ -42,7 +43,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from features.catalog import ENTITY_KEY, PROFILE, TIMESTAMP_FIELD
+from features.catalog import ENTITY_KEY, PROFILE, TIMESTAMP_FIELD, products_read_as_words
+from features.contract import has_values
 from features.tables_io import read_contract
 from loyal import settings as settings_module
 from loyal.errors import DataContractError, NotReadyError
@@ -61,7 +63,22 @@ SERVICE = "segments_v1"
 PYFUNC_ARTIFACT = "segments_model"
 HOLDING_PREFIX = "holds_"
 CHANNEL_PREFIX = "channel_"
+CATEGORY_PREFIX = "category_"
 CHANNEL_SUFFIX = "_share"
+MAX_NEED_COLUMNS = 20
+"""Most categories whose spend shares still read as needs."""
+BEHAVIOUR_COLUMNS = (
+    "recency_days", "frequency_365d", "monetary_365d", "avg_basket_365d",
+    "distinct_categories_365d", "spend_trend", "tenure_days",
+)  # fmt: skip
+"""RFM and basket columns segments fall back on when nothing else describes needs."""
+DEGENERATE_SILHOUETTE = 0.99
+"""A silhouette at least this high at every k marks a degenerate segmentation."""
+DEGENERATE_SHARE = 0.95
+"""A segment holding at least this share of customers marks a degenerate segmentation."""
+ID_LIKE_SHARE = 0.95
+"""A whole-number column with distinct values on at least this share of rows is an id."""
+
 TRUTH_FILE = Path("sample_bank") / "customers_truth.parquet"
 TRUTH_COLUMN = "true_segment"
 DESCRIBE_COLUMNS = (
@@ -159,19 +176,73 @@ def channel_mix(transactions: pd.DataFrame, snapshot: pd.Timestamp, days: int) -
 
     Returns:
         One row per customer with a transaction in the window (index `customer_id`), one
-        column `channel_<name>_share` per channel seen (lower-cased); empty without channels.
+        column `channel_<name>_share` per channel seen (lower-cased); empty when the log
+        records no channel, or only one (a share that is 1 for everyone says nothing).
     """
-    if "channel" not in transactions.columns:
-        return pd.DataFrame(index=pd.Index([], name=ENTITY_KEY, dtype=object))
+    empty = pd.DataFrame(index=pd.Index([], name=ENTITY_KEY, dtype=object))
+    if not has_values(transactions, "channel"):
+        return empty
     ts = pd.to_datetime(transactions["ts"])
     window = transactions[(ts < snapshot) & (ts >= snapshot - pd.Timedelta(days=days))]
     channel = window["channel"].astype(str).str.strip().str.lower()
     channel = channel.where(window["channel"].notna(), "unknown")
+    if channel.nunique() < 2:
+        return empty
     counts = pd.crosstab(window["customer_id"].astype(str), channel)
     shares = counts.div(counts.sum(axis=1), axis=0).astype(float)
     shares.columns = [f"{CHANNEL_PREFIX}{c}{CHANNEL_SUFFIX}" for c in shares.columns]
     shares.index.name = ENTITY_KEY
     return shares
+
+
+def product_groups(products: pd.DataFrame | None) -> pd.Series | None:
+    """Each product's group (`category`) when categories describe needs, else None.
+
+    Categories count when at least two are known, they are fewer than the products (else
+    they are the products under another name) and at most `MAX_NEED_COLUMNS`.
+    """
+    if products is None or not has_values(products, "category"):
+        return None
+    groups = products.set_index(products["product_id"].astype(str))["category"]
+    known = groups.dropna().astype(str).str.strip()
+    distinct = known.nunique()
+    if distinct < 2 or distinct >= len(products) or distinct > MAX_NEED_COLUMNS:
+        return None
+    return known
+
+
+def category_mix(
+    transactions: pd.DataFrame, groups: pd.Series, snapshot: pd.Timestamp, days: int
+) -> pd.DataFrame:
+    """Share of each customer's spend per product category in `[snapshot - days, snapshot)`.
+
+    Refunds count against their category; a customer whose net spend is not positive gets no
+    row (the scaler reads a missing share as none).
+
+    Returns:
+        One row per customer (index `customer_id`), one column `category_<name>_share` each.
+    """
+    ts = pd.to_datetime(transactions["ts"])
+    window = transactions[(ts < snapshot) & (ts >= snapshot - pd.Timedelta(days=days))]
+    category = window["product_id"].astype(str).map(groups)
+    window = window.assign(category=category.fillna("other"))
+    spend = window.pivot_table(
+        index=window["customer_id"].astype(str),
+        columns="category",
+        values="amount",
+        aggfunc="sum",
+        fill_value=0.0,
+    ).clip(lower=0.0)
+    total = spend.sum(axis=1)
+    shares = spend[total > 0].div(total[total > 0], axis=0).astype(float)
+    shares.columns = [f"{CATEGORY_PREFIX}{_slug(c)}{CHANNEL_SUFFIX}" for c in shares.columns]
+    shares.index.name = ENTITY_KEY
+    return shares
+
+
+def _slug(text: object) -> str:
+    """A category as a column-name part: lower case, words joined by `_`."""
+    return re.sub(r"\W+", "_", str(text).strip().lower()).strip("_") or "unnamed"
 
 
 def behaviour_frame(
@@ -202,13 +273,32 @@ def behaviour_frame(
         contract["transactions"], snapshot.tz_localize(None), config.channel_window_days
     )
     if mix.empty:
-        log.warning("the transactions have no channel column: segments go without channel mix")
+        log.info("the transactions record fewer than two channels: no channel mix")
     frame = frame.join(mix, how="left")
+    groups = product_groups(contract.get("products"))
+    if groups is not None:
+        shares = category_mix(
+            contract["transactions"], groups, snapshot.tz_localize(None), config.channel_window_days
+        )
+        frame = frame.join(shares, how="left")
     return frame, snapshot
 
 
 def model_columns(frame: pd.DataFrame, config: SegmentSettings) -> list[str]:
-    """The columns segments are fitted on: holdings, channel mix and age (or configured ones).
+    """The columns segments are fitted on (`SegmentSettings.columns` overrides the choice).
+
+    Needs first, from what the business's data holds:
+
+    - what the customer holds (`holds_*`) when the catalog is small enough for products to
+      be needs and product ids are words (`features.catalog.products_read_as_words`: a bank's
+      `savings`, `mortgage`), else the spend share per product category (`category_*_share`)
+      where categories exist; never product codes (`22086`, `P01`), which would name segments;
+    - which channels they use (`channel_*_share`, when the log records two channels or more);
+    - who they are (`age`, when known).
+
+    Without any holdings, category or channel column, customers are segmented on RFM and
+    basket behaviour (`BEHAVIOUR_COLUMNS`: recency, frequency, spend, basket size, breadth of
+    products bought, spend trend, tenure), which every transaction log supports.
 
     Raises:
         DataContractError: a configured column is missing.
@@ -221,15 +311,64 @@ def model_columns(frame: pd.DataFrame, config: SegmentSettings) -> list[str]:
                 "behaviour frame", "configured segment column missing", missing[0]
             )
         return list(config.columns)
-    holdings = [c for c in frame.columns if c.startswith(HOLDING_PREFIX)]
+    holdings = [c for c in frame.columns if c.startswith(HOLDING_PREFIX) and _varies(frame[c])]
+    if not products_read_as_words(c.removeprefix(HOLDING_PREFIX) for c in holdings):
+        holdings = []
+    categories = [
+        c for c in frame.columns if c.startswith(CATEGORY_PREFIX) and c.endswith(CHANNEL_SUFFIX)
+    ]
+    needs = holdings or categories
     channels = [
         c for c in frame.columns if c.startswith(CHANNEL_PREFIX) and c.endswith(CHANNEL_SUFFIX)
     ]
-    age = ["age"] if "age" in frame.columns and frame["age"].notna().any() else []
-    columns = [*holdings, *channels, *age]
+    age = ["age"] if "age" in frame.columns and _varies(frame["age"]) else []
+    if not needs and not channels:
+        behaviour = [c for c in BEHAVIOUR_COLUMNS if c in frame.columns and _varies(frame[c])]
+        if "distinct_categories_365d" in behaviour and frame["distinct_categories_365d"].max() < 2:
+            behaviour.remove("distinct_categories_365d")  # one product: breadth is just activity
+        log.info(
+            "segments: no product holdings, categories or channels describe needs here; "
+            "segmenting on RFM and basket behaviour: %s", ", ".join(behaviour),
+        )  # fmt: skip
+        columns = [*behaviour, *age]
+    else:
+        columns = [*needs, *channels, *age]
     if not columns:
-        raise NotReadyError("no holdings, channel or age column to segment customers on")
+        raise NotReadyError("no holdings, category, channel, behaviour or age column varies")
     return columns
+
+
+def _varies(values: pd.Series) -> bool:
+    """Whether a column takes at least two distinct known values."""
+    return bool(values.dropna().nunique() >= 2)
+
+
+def degenerate_reason(
+    model: NeedSegmenter, frame: pd.DataFrame, columns: list[str], labels: pd.Series
+) -> str | None:
+    """Why a segmentation means nothing (it is then refused promotion), or None.
+
+    Degenerate: a silhouette near 1 at every k tried (the features take a few distinct values,
+    so any k separates them perfectly), one segment holding almost everyone, or a model
+    column that is an id (named like one, or distinct whole numbers for nearly every row).
+    """
+    scores = [v for v in model.scores_.values() if np.isfinite(v)]
+    if scores and min(scores) >= DEGENERATE_SILHOUETTE:
+        return (
+            f"silhouette {min(scores):.2f} or more at every k: the columns "
+            f"({', '.join(columns)}) take a few distinct values, not needs"
+        )
+    largest = float(labels.value_counts(normalize=True).max()) if len(labels) else 1.0
+    if largest >= DEGENERATE_SHARE:
+        return f"one segment holds {largest:.0%} of the customers"
+    for column in columns:
+        values = frame[column].dropna()
+        named = re.search(r"(^|_)(id|code|key|number)($|_)", column.lower()) is not None
+        whole = len(values) > 0 and bool((values == np.round(values)).all())
+        distinct = len(values) > 0 and values.nunique() >= ID_LIKE_SHARE * len(values)
+        if named or (whole and distinct):
+            return f"column '{column}' looks like an id, not a need"
+    return None
 
 
 def numeric_columns(frame: pd.DataFrame) -> list[str]:
@@ -317,6 +456,8 @@ class SegmentsTrainResult:
         ari: adjusted Rand index against the true segments (None without ground truth).
         previous_version: the champion version whose ids were kept (None on a first fit).
         seconds: wall time of the fit.
+        refused: why the segmentation is degenerate (`degenerate_reason`): the version is
+            tagged and promotion refuses it; None when it means something.
     """
 
     run_id: str
@@ -330,6 +471,7 @@ class SegmentsTrainResult:
     ari: float | None
     previous_version: str | None
     seconds: float
+    refused: str | None = None
 
 
 def train_segments(
@@ -386,6 +528,10 @@ def train_segments(
     values = value_scores(settings, frame.index, contract)
     frame = frame.assign(clv=values["clv"])
     evaluation = _evaluate(settings, model, frame, columns, labels, values, config)
+    refused = degenerate_reason(model, frame, columns, labels)
+    evaluation.metrics["degenerate"] = float(refused is not None)
+    if refused is not None:
+        log.warning("segments: degenerate, promotion will refuse it: %s", refused)
     log.info(
         "segments: k=%d (silhouette %s), sizes %s, ARI vs truth %s",
         model.k_, {k: round(v, 3) for k, v in model.scores_.items()},
@@ -394,11 +540,12 @@ def train_segments(
     )  # fmt: skip
     run_id, version = _log_run(
         settings, config, model, frame, columns, evaluation, snapshot, seconds, register,
-        previous_version,
+        previous_version, refused,
     )  # fmt: skip
     return SegmentsTrainResult(
         run_id, version, evaluation.metrics, model, labels, evaluation.profile,
         evaluation.tiers, evaluation.tier_shares, evaluation.ari, previous_version, seconds,
+        refused,
     )  # fmt: skip
 
 
@@ -487,6 +634,7 @@ def _log_run(
     seconds: float,
     register: bool,
     previous_version: str | None,
+    refused: str | None = None,
 ) -> tuple[str, str | None]:
     """One MLflow run: params, metrics, heat maps, tier plot, tables, sample and pyfunc."""
     import mlflow
@@ -503,6 +651,7 @@ def _log_run(
                 "criterion": "highest silhouette among k with bootstrap stability >= "
                 f"{config.min_stability}",
                 "previous_version": previous_version or "",
+                "degenerate": refused or "",
                 "tier_cuts": f"{settings.tiers.platinum},{settings.tiers.gold},"
                 f"{settings.tiers.iron}",
             }
@@ -532,6 +681,8 @@ def _log_run(
                 "k": str(model.k_),
                 "holdout_silhouette": f"{evaluation.metrics['holdout_silhouette']:.4f}",
             }
+            if refused is not None:
+                tags[tracking.TAG_REFUSED] = refused
             version = tracking.register(settings, model_uri, MODEL_NAME, run.info.run_id, tags)
     return run.info.run_id, None if version is None else str(version.version)
 

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 TAG_GIT_COMMIT = "git_commit"
 TAG_SNAPSHOT = "data_snapshot_id"
 TAG_MODEL = "loyal.model"
+TAG_REFUSED = "promotion.refused"
+"""Version tag a training run sets when its model must not become champion (the reason);
+`training.registry.decide` then refuses it unless forced."""
 HOLDOUT_DIR = "holdout"
 HOLDOUT_FILE = "holdout.parquet"
 HOLDOUT_META = "holdout.json"

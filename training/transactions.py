@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from features.contract import has_values
 from features.latest import NANOS_PER_DAY, IdIndex
 from loyal.errors import DataContractError
 
@@ -333,8 +334,8 @@ class _Channels:
 
 # --------------------------------------------------------------------------------- inputs
 def margin_rates(products: pd.DataFrame | None) -> pd.Series | None:
-    """Each product's margin_rate (index product_id as text), None without the column."""
-    if products is None or "margin_rate" not in products.columns:
+    """Each product's margin_rate (index product_id as text), None without a known rate."""
+    if products is None or not has_values(products, "margin_rate"):
         return None
     return products.set_index(products["product_id"].astype(str))["margin_rate"].astype(float)
 
@@ -365,6 +366,17 @@ def _margins(
         rate = np.where(codes >= 0, np.append(table, np.nan)[codes], np.nan)
         derived = np.nan_to_num(amount * rate, nan=0.0)
     return derived if given is None else np.where(np.isnan(given), derived, given)
+
+
+def _has_values(file: pq.ParquetFile, column: str) -> bool:
+    """Whether a Parquet column holds any value (from the row-group statistics when present)."""
+    position = file.schema_arrow.get_field_index(column)
+    for index in range(file.metadata.num_row_groups):
+        meta = file.metadata.row_group(index)
+        stats = meta.column(position).statistics
+        if stats is None or not stats.has_null_count or stats.null_count < meta.num_rows:
+            return True
+    return False
 
 
 def _floors(file: pq.ParquetFile, batch_rows: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -500,11 +512,12 @@ def aggregate_transactions(
     if missing:
         raise DataContractError("transactions", "required column missing", missing[0])
     rates = margin_rates(products)
-    margins = "margin" in names or rates is not None
+    given = "margin" in names and _has_values(file, "margin")
+    margins = given or rates is not None
     if not margins:
         log.warning("no margin and no product margin_rate: CLV is revenue-based")
     channels_on = windows.channel_days is not None and "channel" in names
-    columns = ["customer_id", "ts", "amount", *(["margin"] if "margin" in names else [])]
+    columns = ["customer_id", "ts", "amount", *(["margin"] if given else [])]
     columns += ["product_id"] if rates is not None and "product_id" in names else []
     columns += ["channel"] if channels_on else []
     state = _Pass(index.size, windows, rates, margins, channels_on)

@@ -79,19 +79,25 @@ def promote_cross_sell(
     Both versions' recipes are refitted on the challenger's logged calibration matrix and
     scored on its targets (see `training.cross_sell.ranking_scorer`).
     """
+    from loyal.errors import NotReadyError
     from training.cross_sell import REGISTERED_MODEL, ranking_scorer
+    from training.models_admin import check_applicable
     from training.registry import promote
 
-    return promote(
-        settings,
-        REGISTERED_MODEL,
-        metric,
-        higher_is_better=True,
-        version=version,
-        force=force,
-        reason=reason,
-        scorer=ranking_scorer(metric),
-    )
+    try:
+        return promote(
+            settings,
+            REGISTERED_MODEL,
+            metric,
+            higher_is_better=True,
+            version=version,
+            force=force,
+            reason=reason,
+            scorer=ranking_scorer(metric),
+        )
+    except NotReadyError:
+        check_applicable(settings, REGISTERED_MODEL)  # skipped with the reason if inapplicable
+        raise
 
 
 def promote_command(

@@ -8,6 +8,7 @@ the same parameters (tests and `make run` call those).
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from training.clv import ClvTrainResult
     from training.registry import PromotionDecision
     from training.segments import SegmentsTrainResult
+
+log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = ("mae", "rmse", "naive_mae", "naive_rmse", "predicted_total", "actual_total")
 
@@ -43,9 +46,15 @@ def promote_clv(
     settings: Settings, version: str | None = None, force: bool = False, reason: str = ""
 ) -> PromotionDecision:
     """Plain function behind `loyal promote clv`: lower holdout MAE wins."""
+    from loyal.errors import NotReadyError
     from training.clv import promote_clv as promote
+    from training.models_admin import check_applicable
 
-    return promote(settings, version=version, force=force, reason=reason)
+    try:
+        return promote(settings, version=version, force=force, reason=reason)
+    except NotReadyError:
+        check_applicable(settings, "clv")  # skipped with the reason when CLV cannot apply
+        raise
 
 
 def promote_segments(
@@ -58,17 +67,29 @@ def promote_segments(
 
 
 def train_and_promote_value(settings: Settings) -> dict[str, Any]:
-    """`make run`'s value step: train and promote `clv`, then `segments` (tiers need CLV)."""
-    clv = train_clv(settings)
-    clv_decision = promote_clv(settings, clv.model_version)
-    segments = train_segments(settings)
-    segments_decision = promote_segments(settings, segments.model_version)
-    return {
-        "clv": clv_summary(clv),
-        "clv_promotion": clv_decision.outcome,
-        "segments": segments_summary(segments),
-        "segments_promotion": segments_decision.outcome,
-    }
+    """`make run`'s value step: train and promote `clv`, then `segments` (tiers need CLV).
+
+    A model the data cannot support is skipped with its reason (`StepSkippedError`) and the other
+    one still runs; the summary carries `<model>_skipped` with the reason.
+    """
+    from loyal.errors import StepSkippedError
+
+    summary: dict[str, Any] = {}
+    try:
+        clv = train_clv(settings)
+        summary["clv"] = clv_summary(clv)
+        summary["clv_promotion"] = promote_clv(settings, clv.model_version).outcome
+    except StepSkippedError as skipped:
+        log.warning("skipped: %s", skipped)
+        summary["clv_skipped"] = str(skipped)
+    try:
+        segments = train_segments(settings)
+        summary["segments"] = segments_summary(segments)
+        summary["segments_promotion"] = promote_segments(settings, segments.model_version).outcome
+    except StepSkippedError as skipped:
+        log.warning("skipped: %s", skipped)
+        summary["segments_skipped"] = str(skipped)
+    return summary
 
 
 def clv_summary(result: ClvTrainResult) -> dict[str, Any]:
@@ -78,6 +99,10 @@ def clv_summary(result: ClvTrainResult) -> dict[str, Any]:
         "model_version": result.model_version,
         "calibration_end": str(result.calibration_end.date()),
         "observation_end": str(result.observation_end.date()),
+        "holdout_weeks": round((result.observation_end - result.calibration_end).days / 7, 1),
+        "value_basis": (
+            "margin" if result.value_column == "monetary_margin" else "revenue (no margin known)"
+        ),
         **{f"holdout_{k}": round(result.metrics[k], 4) for k in SUMMARY_METRICS},
         "fit_seconds": round(result.seconds, 1),
     }

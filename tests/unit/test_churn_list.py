@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loyal.errors import DataContractError, LoyalError, NotReadyError
+from loyal.errors import LoyalError, NotReadyError
 from loyal.settings import Settings
 from models.nba import CustomerScores, decide
 from models.offers import Catalog, catalog_from_yaml
@@ -197,10 +197,19 @@ def test_region_filter_without_a_region_column() -> None:
     assert "region" in select_customers(scores_frame(), customers, ChurnListFilters()).frame
 
 
-def test_no_consent_column_is_a_data_contract_error() -> None:
-    customers = customers_frame().drop(columns=["consent_marketing"])
-    with pytest.raises(DataContractError, match="'customers', column 'consent_marketing'"):
-        select_customers(scores_frame(), customers, ChurnListFilters())
+@pytest.mark.parametrize("how", ["dropped", "blank"])
+def test_unknown_consent_lists_everyone_open_and_says_so(how: str) -> None:
+    customers = customers_frame()
+    if how == "dropped":
+        customers = customers.drop(columns=["consent_marketing"])
+    else:
+        customers["consent_marketing"] = pd.array([pd.NA] * len(customers), dtype="boolean")
+    known = select_customers(scores_frame(), customers_frame(), ChurnListFilters())
+    unknown = select_customers(scores_frame(), customers, ChurnListFilters())
+    assert known.consent_known and not unknown.consent_known
+    assert "no_consent" not in unknown.counts
+    assert unknown.counts["eligible"] == known.counts["eligible"] + known.counts["no_consent"]
+    assert unknown.frame["consent_marketing"].isna().all()
 
 
 @pytest.mark.parametrize("name", ["calls.json", "calls", "calls.csv.gz"])

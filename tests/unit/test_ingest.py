@@ -393,12 +393,29 @@ def test_tiny_cdnow_log_through_the_preset(settings: Settings, tmp_path: Path) -
     report = ingest_folder(settings, folder, preset="cdnow")
     customers = pd.read_parquet(settings.paths.contract_dir / "customers.parquet")
     assert report.rows == {"customers": 2, "transactions": 4, "products": 1}
-    assert customers["customer_id"].tolist() == ["00001", "00002"]  # zero padding kept
+    assert customers["customer_id"].tolist() == ["1", "2"]  # ids as numbers: no zero padding
     assert customers["signup_date"].dt.strftime("%Y-%m-%d").tolist() == ["1997-01-01", "1997-01-12"]
 
 
+def test_cdnow_sample_log_through_its_preset(settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "cdnow"
+    folder.mkdir()
+    (folder / "CDNOW_sample.txt").write_bytes(
+        b" 00004 0001 19970101  2   29.33\r\n"
+        b" 00004 0001 19970118  2   29.73\r\n"
+        b" 00018 0002 19970102  2   26.48\r\n"
+    )
+    report = ingest_folder(settings, folder, preset="cdnow-sample")
+    transactions = pd.read_parquet(settings.paths.contract_dir / "transactions.parquet")
+    assert report.rows == {"customers": 2, "transactions": 3, "products": 1}
+    assert transactions["customer_id"].tolist() == ["4", "4", "18"]  # the master ids, unpadded
+    assert transactions["amount"].sum() == pytest.approx(85.54)
+
+
 def test_unknown_preset_and_missing_source_file(settings: Settings, tmp_path: Path) -> None:
-    with pytest.raises(LoyalError, match=r"unknown preset 'nope'.*online-retail, cdnow"):
+    with pytest.raises(
+        LoyalError, match=r"unknown preset 'nope'.*online-retail, cdnow, cdnow-sample"
+    ):
         ingest_folder(settings, tmp_path, preset="nope")
     with pytest.raises(LoyalError, match=r"CDNOW_master\.txt"):
         ingest_folder(settings, tmp_path, preset="cdnow")

@@ -124,6 +124,24 @@ def test_worse_challenger_is_refused_and_the_decision_tagged(store: Settings) ->
     assert "rejected" in decision.summary()
 
 
+def test_a_version_its_training_marked_unfit_is_refused_even_when_it_wins(
+    store: Settings,
+) -> None:
+    _crown(store, "1")
+    registry = tracking.client(store)
+    registry.set_model_version_tag("churn", "2", tracking.TAG_REFUSED, "one segment holds 99%")
+    try:
+        decision = promote(store, "churn", "roc_auc", version=2)
+        assert decision.outcome == "refused" and not decision.promoted
+        assert decision.reason == "one segment holds 99%"
+        assert "refused (reason: one segment holds 99%)" in decision.summary()
+        assert _champion(store) == "1"
+        forced = promote(store, "churn", "roc_auc", version=2, force=True, reason="checked")
+        assert forced.promoted and _champion(store) == "2"
+    finally:
+        registry.delete_model_version_tag("churn", "2", tracking.TAG_REFUSED)
+
+
 def test_lower_is_better_metric_also_refuses_a_worse_challenger(store: Settings) -> None:
     _crown(store, "2")
     decision = promote(store, "churn", "brier", higher_is_better=False, version=3)

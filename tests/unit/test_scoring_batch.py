@@ -248,3 +248,30 @@ def test_chunks_hold_each_customers_newest_row_like_a_point_in_time_join(
         expected = _point_in_time(tables[name], moment, 62)[column].reindex(ids)
         assert got[target].tolist() == expected.tolist(), name
     assert got["balances_x"].isna().all()
+
+
+def test_an_empty_first_snapshot_is_skipped(tmp_path: Path) -> None:
+    # A log's first month start often precedes every sign-up: its row group holds no rows.
+    ids = ["C001", "C002"]
+    profile = _view(tmp_path / "profile.parquet", {"2024-01-01": [], "2024-02-01": ids}, 0.0)
+    rfm = _view(tmp_path / "rfm.parquet", {"2024-01-01": [], "2024-02-01": ids}, 1.0)
+    snapshot = latest_snapshot({"profile": profile, "rfm": rfm}, {"profile": 366, "rfm": 62})
+    assert snapshot.moment == pd.Timestamp("2024-02-01", tz="UTC") and snapshot.customers == 2
+    chunks = list(iter_chunks(snapshot, {"profile": ["x"], "rfm": ["x"]}, chunk_rows=10))
+    assert sum(c.num_rows for c in chunks) == 2
+
+
+def test_all_blank_margins_mean_revenue_not_zero(tmp_path: Path) -> None:
+    # Validation keeps absent optional columns as all-null: that is "unknown", never 0.
+    log = _log().drop(columns=["channel"]).assign(margin=np.nan)
+    products = PRODUCTS.assign(margin_rate=np.nan)
+    transactions, value_column = with_margins(log, products)
+    assert value_column == "monetary_value" and "margin" not in transactions.columns
+    path = _write(log, tmp_path / "transactions.parquet", row_group_size=100)
+    got = aggregate_transactions(
+        path, IdIndex(pa.array(POPULATION)), PassWindows(END, SNAPSHOT), products=products
+    )
+    assert got.value_column == "monetary_value"
+    revenue = trailing_margins(transactions, END, 365, pd.Index(POPULATION))
+    assert revenue.any()  # revenue, not a margin of 0
+    np.testing.assert_allclose(got.trailing, revenue)

@@ -107,6 +107,21 @@ def test_numeric_ids_become_integer_text() -> None:
     assert result.tables["customers"]["customer_id"].tolist() == ["17850", "13047", "12583"]
 
 
+def test_float_text_ids_lose_the_point_zero_but_keep_padding_and_real_codes() -> None:
+    tables = raw_tables()
+    tables["customers"]["customer_id"] = ["17850.0", "13047.0", "12583.0"]  # CSV of floats
+    tables["transactions"]["customer_id"] = ["17850", "13047", "12583"]
+    tables["products"]["name"] = ["1.0", "1.5"]  # real codes: kept as given
+    result = validate_tables(tables, now=NOW)
+    assert result.tables["customers"]["customer_id"].tolist() == ["17850", "13047", "12583"]
+    assert result.tables["products"]["name"].tolist() == ["1.0", "1.5"]
+    padded = raw_tables()
+    padded["customers"]["customer_id"] = ["00001", "00002", "00003"]
+    padded["transactions"]["customer_id"] = ["00001", "00002", "00003"]
+    kept = validate_tables(padded, now=NOW).tables["customers"]["customer_id"]
+    assert kept.tolist() == ["00001", "00002", "00003"]
+
+
 def test_unknown_columns_are_kept_with_a_warning() -> None:
     tables = raw_tables()
     tables["transactions"]["invoice"] = ["i1", "i2", "i3"]
