@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine with Python 3.11 and make:
 #   make run    install from the lock file, then run the main job end to end
-#               (make run PORT=8080 CUSTOMERS=2000: the API's port, the sample bank's size)
+#               (make run PORT=8080 CUSTOMERS=2000: the API's port, the sample bank's size;
+#               the sample bank lives in its own home, SAMPLE_HOME=sample-bank by default)
 #   make test   install from the lock file, then run the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 UV_VERSION := 0.13.8
@@ -9,11 +10,12 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PORT ?= 3000
 CUSTOMERS ?=
+SAMPLE_HOME ?= sample-bank
 
 .PHONY: run test test-unit lint format install clean
 
 run: $(STAMP)
-	$(VENV)/bin/loyal run --port $(PORT) $(if $(CUSTOMERS),--customers $(CUSTOMERS))
+	LOYAL_HOME=$(abspath $(SAMPLE_HOME)) $(VENV)/bin/loyal run --port $(PORT) $(if $(CUSTOMERS),--customers $(CUSTOMERS))
 
 test: $(STAMP)
 	$(VENV)/bin/pytest
@@ -41,4 +43,4 @@ $(STAMP): uv.lock pyproject.toml | $(UV)
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
 clean:
-	rm -rf $(VENV) .tools .loyal data mlflow/mlflow.db mlflow/artifacts
+	rm -rf $(VENV) .tools .loyal data mlflow/mlflow.db mlflow/artifacts $(SAMPLE_HOME)

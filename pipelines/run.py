@@ -93,6 +93,12 @@ def run_all(
     example = str(read_contract(settings, only=["customers"])["customers"]["customer_id"].iloc[0])
     _stage(f"Online features of customer {example}", lambda: show_customer(settings, example))
     console.rule("[bold green]Done")
+    console.print(
+        f"Home: {settings.home} (data, feature store, MLflow, reports). To use the CLI on it "
+        f"from another shell: export LOYAL_HOME={settings.home}",
+        highlight=False,
+        soft_wrap=True,
+    )
     if serve_api:
         from pipelines.commands.serve import serve
 
