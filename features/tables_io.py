@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -11,8 +12,22 @@ from pathlib import Path
 import pandas as pd
 
 from features.contract import TABLES
+from features.presets import catalog_for
 from loyal.errors import LoyalError, NotReadyError
 from loyal.settings import Settings
+
+
+MANIFEST_FILE = "_manifest.json"
+"""Written beside the contract tables: source, preset, rows, date ranges, snapshot id."""
+
+
+def recorded_catalog(settings: Settings) -> str | None:
+    """The shipped offer catalog the loaded data calls for (None: no data loaded yet)."""
+    try:
+        manifest = json.loads((settings.paths.contract_dir / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return catalog_for(manifest) if isinstance(manifest, dict) else None
 
 
 def read_contract(settings: Settings, only: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
