@@ -16,7 +16,6 @@ from features.presets import catalog_for
 from loyal.errors import LoyalError, NotReadyError
 from loyal.settings import Settings
 
-
 MANIFEST_FILE = "_manifest.json"
 """Written beside the contract tables: source, preset, rows, date ranges, snapshot id."""
 

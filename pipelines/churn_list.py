@@ -624,9 +624,10 @@ def build_churn_list(
     check_output(out)
     check_filters(filters)
     serving = settings.serving
-    catalog_file = catalog_path or choose_catalog(
-        serving.catalog_path, serving.catalog, recorded_catalog(settings)
-    )[0]
+    catalog_file = (
+        catalog_path
+        or choose_catalog(serving.catalog_path, serving.catalog, recorded_catalog(settings))[0]
+    )
     scores = read_scores(settings)
     customers = read_contract(settings, only=["customers"])["customers"]
     catalog = load_catalog(catalog_file)

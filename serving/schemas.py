@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.offers import Channel
-
 CustomerId = str
+Channel = Annotated[str, Field(min_length=1, max_length=64)]
+"""A channel name; the offer catalog declares which exist (checked per request, see /status)."""
 Outcome = Literal["accepted", "declined", "ignored"]
 MAX_BATCH = 1000
 """Most customer ids in one `/churn_score` call."""
@@ -53,7 +53,9 @@ class NextBestActionRequest(_Request):
     )
 
     customer_id: CustomerId = _ID
-    channel: Channel = Field(description="Where the answer is shown.")
+    channel: Channel = Field(
+        description="Where the answer is shown: one of the offer catalog's channels (/status)."
+    )
     context: dict[str, Any] | None = Field(
         default=None,
         description=(
@@ -142,6 +144,9 @@ class NextBestActionResponse(_Answer):
     segment: str | None
     clv: float | None
     cold_start: bool = Field(description="The customer is unknown: generic cold-start offers.")
+    cold_start_reason: str | None = Field(
+        default=None, description="Why the answer is a cold start (e.g. 'unknown customer: ...')."
+    )
     decided_at: datetime
     filtered: list[RejectedOut] | None = Field(
         default=None, description="With explain: every candidate left out and why."
@@ -176,6 +181,9 @@ class RecommendResponse(_Answer):
     customer_id: CustomerId
     products: list[ProductScore]
     cold_start: bool
+    cold_start_reason: str | None = Field(
+        default=None, description="Why the answer is a cold start (e.g. 'unknown customer: ...')."
+    )
 
 
 # --- churn score ---------------------------------------------------------------------------------
@@ -200,6 +208,9 @@ class ChurnScore(BaseModel):
     churn_probability: float | None = Field(description="None for an unknown customer.")
     reasons: list[str]
     cold_start: bool
+    cold_start_reason: str | None = Field(
+        default=None, description="Why the answer is a cold start (e.g. 'unknown customer: ...')."
+    )
     source: Literal["model", "batch"] | None = Field(
         description="model: scored now by the champion; batch: the last batch score."
     )
@@ -234,6 +245,9 @@ class SegmentResponse(_Answer):
     clv: float | None
     p_alive: float | None
     cold_start: bool
+    cold_start_reason: str | None = Field(
+        default=None, description="Why the answer is a cold start (e.g. 'unknown customer: ...')."
+    )
 
 
 # --- feedback ------------------------------------------------------------------------------------
@@ -287,5 +301,7 @@ class StatusResponse(BaseModel):
     feature_reader: str
     feature_store: str = Field(description="'ok' or the error met reading it.")
     offers: int
+    catalog: str = Field(default="", description="The offer catalog served, and why it was chosen.")
+    channels: list[str] = Field(default_factory=list, description="The catalog's channels.")
     auth: bool
     degraded_reasons: list[str]

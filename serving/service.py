@@ -118,6 +118,13 @@ def _invalid(model: type[Any], field: str, message: str, value: Any) -> Validati
     return ValidationError.from_exception_data(model.__name__, [error])
 
 
+def _field_value(request: Any, field: str) -> Any:
+    """The value of a request field named as `channel` or `context.<name>`."""
+    head, _, rest = field.partition(".")
+    value = getattr(request, head, None)
+    return value.get(rest) if rest and isinstance(value, dict) else value
+
+
 @bentoml.service(**service_config(OPTIONS))
 class Loyal:
     """Next best action, cross-sell, churn and segments for one customer at a time."""
@@ -155,7 +162,8 @@ class Loyal:
         try:
             return self.runtime.next_best_action(request)
         except RequestError as exc:
-            raise _invalid(NextBestActionRequest, exc.field, exc.message, request.context) from None
+            value = _field_value(request, exc.field)
+            raise _invalid(NextBestActionRequest, exc.field, exc.message, value) from None
 
     @bentoml.api(route="/recommend")
     async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
@@ -181,7 +189,8 @@ class Loyal:
         try:
             return self.runtime.feedback(request)
         except RequestError as exc:
-            raise _invalid(FeedbackRequest, exc.field, exc.message, request.action_id) from None
+            value = _field_value(request, exc.field)
+            raise _invalid(FeedbackRequest, exc.field, exc.message, value) from None
         except FeedbackStoreError as exc:
             raise BentoMLException(
                 f"feedback not recorded: {exc}", error_code=HTTPStatus.SERVICE_UNAVAILABLE
