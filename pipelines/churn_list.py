@@ -342,6 +342,7 @@ def retention_catalog(catalog: Catalog) -> Catalog | None:
     return Catalog(
         version=catalog.version,
         description=catalog.description,
+        channels=catalog.channels,
         constants=catalog.constants,
         spend=catalog.spend,
         contact=catalog.contact,
@@ -382,6 +383,8 @@ def suggest_action(
     """
     if catalog is None:
         return Suggestion(note="the offer catalog has no retention offer")
+    if CHANNEL not in catalog.channels:
+        return Suggestion(note=f"the offer catalog declares no {CHANNEL} channel")
     decision = decide(features, scores, CHANNEL, catalog, history, now, k=1)
     if not decision.actions:
         return Suggestion(note=no_action_note(decision))

@@ -25,6 +25,7 @@ from models.offers import (
     choose_catalog,
     load_catalog,
 )
+from pipelines.churn_list import retention_catalog, suggest_action
 from serving.catalogs import product_names_from, report_missing_features
 from serving.champions import LoadedModel
 from serving.feedback import FeedbackStore
@@ -414,3 +415,24 @@ def test_the_runtime_reports_offers_the_data_cannot_feed(tmp_path: Path, retail:
         NextBestActionRequest(customer_id="C1", channel="call_center", explain=True)
     )
     assert all(a.action_id != "service_complaint_follow_up" for a in answer.actions)
+
+
+# --- the churn list on a retailer's catalog ------------------------------------------------------
+
+
+def test_the_churn_list_suggests_the_retail_call(retail: Catalog) -> None:
+    restricted = retention_catalog(retail)
+    assert restricted is not None and restricted.channels == retail.channels
+    scores = CustomerScores(
+        churn_probability=0.6, clv=800.0, tier="iron", churn_reasons=("no order in 95 days",)
+    )
+    suggestion = suggest_action(shopper(recency_days=95), scores, restricted, NOW)
+    assert suggestion.action_id == "retention_call"
+    shop = catalog_from_dict(
+        {
+            "channels": ["web"],
+            "offers": [offer(kind="retention", value={"model": "retention"})],
+        }
+    )
+    note = suggest_action(shopper(), scores, retention_catalog(shop), NOW).note
+    assert note == "the offer catalog declares no call_center channel"
