@@ -54,7 +54,12 @@ class NextBestActionRequest(_Request):
 
     customer_id: CustomerId = _ID
     channel: Channel = Field(
-        description="Where the answer is shown: one of the offer catalog's channels (/status)."
+        description=(
+            "Where the answer is shown: one of the offer catalog's channels (/status lists "
+            "them; the bank's: atm, web, mobile, call_center, branch, email; the retail "
+            "catalog's: web, mobile, email, store, call_center)."
+        ),
+        examples=["atm", "call_center", "store"],
     )
     context: dict[str, Any] | None = Field(
         default=None,
