@@ -179,6 +179,7 @@ class _Context:
     tier: str | None
     history: dict[str, list[ContactEvent]]
     product_names: Mapping[str, str]
+    unavailable: Mapping[str, Sequence[str]]
 
 
 def decide(
@@ -193,6 +194,7 @@ def decide(
     *,
     functions: Mapping[str, TemplateFunction] | None = None,
     product_names: Mapping[str, str] | None = None,
+    unavailable: Mapping[str, Sequence[str]] | None = None,
 ) -> Decision:
     """Choose the next best actions for one customer on one channel.
 
@@ -207,6 +209,8 @@ def decide(
         recommendations: cross-sell `(product_id, score)` pairs, best first.
         functions: registered template functions (default: `FUNCTIONS`).
         product_names: product id -> name, for `{product_name}` in messages (default: the id).
+        unavailable: offer id -> features it reads that the data does not have
+            (`Catalog.missing_names`); such offers are left out.
 
     Returns:
         Up to `k` actions, best first, plus every candidate left out and why.
@@ -234,6 +238,7 @@ def decide(
         tier=tier,
         history=_by_offer(_events(contact_history or ())),
         product_names=product_names or {},
+        unavailable=unavailable or {},
     )
     rejected: list[Rejected] = []
     candidates = _candidates(ctx, _ranked(recommendations or ()), rejected)
@@ -332,6 +337,11 @@ def _candidates(
         if ctx.cold_start and not offer.cold_start:
             reason = "unknown customer; not a cold-start offer"
             rejected.append(_reject(offer, "cold_start", reason))
+            continue
+        missing = ctx.unavailable.get(offer.id)
+        if missing:
+            reason = f"reads {', '.join(missing)}, which the data does not have"
+            rejected.append(_reject(offer, "eligibility", reason))
             continue
         if offer.is_generic:
             candidates.extend(_generic_candidates(offer, ctx, recs, rejected))

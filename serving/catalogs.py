@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 from pyarrow import ArrowException
 
-from features.tables_io import recorded_catalog
+from features.catalog import BALANCES, ENGAGEMENT
+from features.tables_io import loaded_manifest, recorded_catalog
 from loyal.settings import ServingSettings, Settings
 from models.offers import Catalog, choose_catalog, load_catalog
 
@@ -60,6 +61,29 @@ def product_names_from(file: Path) -> dict[str, str]:
     named = products.loc[products["name"].notna(), ["product_id", "name"]]
     names = named["name"].astype(str).str.strip()
     return {str(p): n for p, n in zip(named["product_id"].astype(str), names, strict=True) if n}
+
+
+TRANSACTION_FEATURES = frozenset({"digital_share"})
+"""Engagement features built from transactions, not interactions."""
+
+
+def features_without_data(settings: Settings) -> frozenset[str]:
+    """Online features the loaded data cannot give: built only from an optional table it lacks.
+
+    The store still serves them (as 0 counts or NaN), but no offer should act on them: without
+    interactions "0 complaints" means "unknown", not "happy". Empty without a manifest.
+    """
+    manifest = loaded_manifest(settings)
+    if manifest is None:
+        return frozenset()
+    rows = manifest.get("rows")
+    tables = {name for name, n in rows.items() if n} if isinstance(rows, dict) else set()
+    absent: set[str] = set()
+    if "balances" not in tables:
+        absent.update(f.name for f in BALANCES.features)
+    if "interactions" not in tables:
+        absent.update(f.name for f in ENGAGEMENT.features if f.name not in TRANSACTION_FEATURES)
+    return frozenset(absent)
 
 
 def report_missing_features(

@@ -24,6 +24,7 @@ from models.offers import DEFAULT_FEATURE_NAMES, Catalog
 from serving.catalogs import (
     channel_problem,
     cold_start_reason,
+    features_without_data,
     load_home_catalog,
     read_product_names,
     report_missing_features,
@@ -152,6 +153,7 @@ class Runtime:
         recorder: metrics sink.
         clock: the current time (UTC).
         product_names: product id -> name, for generic cross-sell messages.
+        absent_features: served features the loaded data has no source for (never acted on).
         catalog_name: which catalog this is, in words (shown by /status).
     """
 
@@ -166,10 +168,12 @@ class Runtime:
         clock: Callable[[], datetime] | None = None,
         product_names: Mapping[str, str] | None = None,
         catalog_name: str = "",
+        absent_features: Iterable[str] = (),
     ) -> None:
         self.catalog = catalog
         self.catalog_name = catalog_name
         self.product_names = dict(product_names or {})
+        self.absent_features = frozenset(absent_features)
         self.unavailable_offers: dict[str, tuple[str, ...]] = {}
         self.models = dict(models)
         self.options = options or ServingSettings()
@@ -218,6 +222,7 @@ class Runtime:
             recorder,
             product_names=read_product_names(settings),
             catalog_name=catalog_name,
+            absent_features=features_without_data(settings),
         )
         log.info(
             "serving runtime ready in %.1f s: models %s, features %s",
@@ -238,9 +243,8 @@ class Runtime:
         try:
             self._reader = self._reader_factory()
             self._reader_error = None
-            self.unavailable_offers = report_missing_features(
-                self.catalog, self._reader.feature_names
-            )
+            served = set(self._reader.feature_names) - self.absent_features
+            self.unavailable_offers = report_missing_features(self.catalog, served)
         except FeatureStoreError as exc:
             self._reader_error = str(exc)
             log.warning("feature store unavailable: %s", exc)
@@ -415,6 +419,7 @@ class Runtime:
             k=request.k,
             recommendations=self._recommendations(customer, self.options.recommendations),
             product_names=self.product_names,
+            unavailable=self.unavailable_offers,
         )
         reasons = self._report("next_best_action", customer.problems, decision.cold_start)
         return _nba_answer(request, customer, scores, decision, self.model_versions, reasons)

@@ -26,7 +26,7 @@ from models.offers import (
     load_catalog,
 )
 from pipelines.churn_list import retention_catalog, suggest_action
-from serving.catalogs import product_names_from, report_missing_features
+from serving.catalogs import features_without_data, product_names_from, report_missing_features
 from serving.champions import LoadedModel
 from serving.feedback import FeedbackStore
 from serving.online import FeatureStoreError
@@ -348,7 +348,9 @@ class Reader:
         """Always fine."""
 
 
-def runtime(tmp_path: Path, catalog: Catalog, reader: Reader) -> Runtime:
+def runtime(
+    tmp_path: Path, catalog: Catalog, reader: Reader, absent: frozenset[str] = frozenset()
+) -> Runtime:
     models = {
         "churn": LoadedModel("churn", None, None, None, "no churn@champion"),
         "cross_sell": LoadedModel("cross_sell", None, None, None, "no cross_sell@champion"),
@@ -361,6 +363,7 @@ def runtime(tmp_path: Path, catalog: Catalog, reader: Reader) -> Runtime:
         ServingSettings(),
         clock=lambda: NOW,
         catalog_name="retail (test)",
+        absent_features=absent,
     )
 
 
@@ -415,6 +418,45 @@ def test_the_runtime_reports_offers_the_data_cannot_feed(tmp_path: Path, retail:
         NextBestActionRequest(customer_id="C1", channel="call_center", explain=True)
     )
     assert all(a.action_id != "service_complaint_follow_up" for a in answer.actions)
+    dropped = [f for f in answer.filtered or [] if f.action_id == "service_complaint_follow_up"]
+    assert [(f.stage, f.reason) for f in dropped] == [
+        ("eligibility", "reads complaints_90d, which the data does not have")
+    ]
+
+
+def test_served_features_without_source_data_count_as_absent(
+    tmp_path: Path, retail: Catalog
+) -> None:
+    # The store serves complaints_90d = 0 for everyone, but the data has no interactions:
+    # "no complaint" is unknown, so the follow-up is never chosen, even where 0 >= 1 could flip.
+    reader = Reader({"C1": shopper(complaints_90d=3)})
+    served = runtime(tmp_path, retail, reader, absent=frozenset({"complaints_90d"}))
+    assert served.unavailable_offers == {"service_complaint_follow_up": ("complaints_90d",)}
+    answer = served.next_best_action(NextBestActionRequest(customer_id="C1", channel="call_center"))
+    assert all(a.action_id != "service_complaint_follow_up" for a in answer.actions)
+    present = runtime(tmp_path / "p", retail, reader)
+    assert present.unavailable_offers == {}
+    answer = present.next_best_action(
+        NextBestActionRequest(customer_id="C1", channel="call_center")
+    )
+    assert answer.actions[0].action_id == "service_complaint_follow_up"
+
+
+def test_features_without_data_follow_the_loaded_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(home=tmp_path)
+    assert features_without_data(settings) == frozenset()
+    settings.paths.contract_dir.mkdir(parents=True)
+    manifest = settings.paths.contract_dir / MANIFEST_FILE
+    manifest.write_text(json.dumps({"rows": {"customers": 3, "transactions": 9}}))
+    absent = features_without_data(settings)
+    assert {"complaints_90d", "logins_30d", "balance_checking", "idle_cash"} <= absent
+    assert "digital_share" not in absent and "recency_days" not in absent
+    rows = {"customers": 3, "transactions": 9, "interactions": 4, "balances": 2}
+    manifest.write_text(json.dumps({"rows": rows}))
+    assert features_without_data(settings) == frozenset()
 
 
 # --- the churn list on a retailer's catalog ------------------------------------------------------
