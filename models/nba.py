@@ -210,7 +210,8 @@ def decide(
         functions: registered template functions (default: `FUNCTIONS`).
         product_names: product id -> name, for `{product_name}` in messages (default: the id).
         unavailable: offer id -> features it reads that the data does not have
-            (`Catalog.missing_names`); such offers are left out.
+            (`Catalog.missing_names`); such offers are left out for known customers (a
+            cold-start answer reads no customer data).
 
     Returns:
         Up to `k` actions, best first, plus every candidate left out and why.
@@ -338,7 +339,7 @@ def _candidates(
             reason = "unknown customer; not a cold-start offer"
             rejected.append(_reject(offer, "cold_start", reason))
             continue
-        missing = ctx.unavailable.get(offer.id)
+        missing = None if ctx.cold_start else ctx.unavailable.get(offer.id)
         if missing:
             reason = f"reads {', '.join(missing)}, which the data does not have"
             rejected.append(_reject(offer, "eligibility", reason))

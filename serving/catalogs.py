@@ -92,10 +92,13 @@ def report_missing_features(
     """Warn once per offer that reads features the store does not serve; return them by offer."""
     missing = catalog.missing_names(feature_names)
     for offer_id, names in missing.items():
+        offer = catalog.offer(offer_id)
+        cold = offer is not None and offer.cold_start
         log.warning(
-            "offer '%s' reads %s, which the data does not have: it will never be chosen",
+            "offer '%s' reads %s, which the data does not have: %s",
             offer_id,
             ", ".join(names),
+            "only unknown customers get it (cold start)" if cold else "it will never be chosen",
         )
     return missing
 

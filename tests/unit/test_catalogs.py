@@ -172,6 +172,24 @@ def test_missing_features_get_one_warning_per_offer(
         "offer 'winback_lapsed' reads recency_days, frequency_365d, monetary_365d, which the "
         "data does not have: it will never be chosen"
     ) in lines
+    assert (
+        "offer 'service_order_help' reads frequency_30d, which the data does not have: only "
+        "unknown customers get it (cold start)"
+    ) in lines
+
+
+def test_offers_without_their_data_are_left_out_but_cold_starts_need_none(
+    retail: Catalog,
+) -> None:
+    unavailable = {"winback_lapsed": ("recency_days",), "service_welcome": ("tenure_days",)}
+    known = decide(
+        shopper(recency_days=200), None, "email", retail, [], NOW, unavailable=unavailable
+    )
+    (dropped,) = [f for f in known.filtered if f.action_id == "winback_lapsed"]
+    assert dropped.reason == "reads recency_days, which the data does not have"
+    assert "winback_lapsed" not in [a.action_id for a in known.actions]
+    cold = decide(None, None, "web", retail, [], NOW, k=3, unavailable=unavailable)
+    assert "service_welcome" in [a.action_id for a in cold.actions]
 
 
 # --- generic cross-sell --------------------------------------------------------------------------
