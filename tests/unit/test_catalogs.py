@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from features.presets import catalog_for
 from features.tables_io import MANIFEST_FILE, recorded_catalog
@@ -25,13 +27,20 @@ from models.offers import (
     choose_catalog,
     load_catalog,
 )
+from models.recommender import PopularityRecommender
 from pipelines.churn_list import retention_catalog, suggest_action
 from serving.catalogs import features_without_data, product_names_from, report_missing_features
 from serving.champions import LoadedModel
 from serving.feedback import FeedbackStore
 from serving.online import FeatureStoreError
 from serving.runtime import RequestError, Runtime
-from serving.schemas import FeedbackRequest, NextBestActionRequest
+from serving.schemas import (
+    ChurnScoreRequest,
+    FeedbackRequest,
+    NextBestActionRequest,
+    RecommendRequest,
+    SegmentRequest,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -496,3 +505,20 @@ def test_the_churn_list_suggests_the_retail_call(retail: Catalog) -> None:
     )
     note = suggest_action(shopper(), scores, retention_catalog(shop), NOW).note
     assert note == "the offer catalog declares no call_center channel"
+
+
+def test_every_endpoint_explains_a_cold_start(tmp_path: Path, retail: Catalog) -> None:
+    users, items = ["00001", "00002"], ["a", "b"]
+    popular = PopularityRecommender().fit(sp.csr_matrix(np.array([[1, 0], [1, 1]])), users, items)
+    served = runtime(tmp_path, retail, Reader({"00001": shopper()}))
+    served.models["cross_sell"] = LoadedModel("cross_sell", popular, "1", "test", None)
+    unknown = "unknown customer: no customer with id '1' (ids are matched exactly)"
+    recommended = served.recommend(RecommendRequest(customer_id="1"))
+    assert recommended.cold_start and recommended.cold_start_reason == (
+        "unknown customer: the cross-sell model has no history for id '1' (ids are matched "
+        "exactly); popular products"
+    )
+    assert served.segment(SegmentRequest(customer_id="1")).cold_start_reason == unknown
+    scores = served.churn_score(ChurnScoreRequest(customer_ids=["1", "00001"])).scores
+    assert [s.cold_start_reason for s in scores] == [unknown, None]
+    assert served.recommend(RecommendRequest(customer_id="00001")).cold_start_reason is None
