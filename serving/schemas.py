@@ -15,6 +15,11 @@ MAX_BATCH = 1000
 """Most customer ids in one `/churn_score` call."""
 
 _ID = Field(min_length=1, max_length=128, description="The customer's id in the data contract.")
+_COLD_START_REASON = Field(
+    default=None,
+    description="Why the answer is a cold start: 'unknown customer: ...' (ids are matched "
+    "exactly) or 'customer data unavailable: ...'.",
+)
 
 
 class _Request(BaseModel):
@@ -149,9 +154,7 @@ class NextBestActionResponse(_Answer):
     segment: str | None
     clv: float | None
     cold_start: bool = Field(description="The customer is unknown: generic cold-start offers.")
-    cold_start_reason: str | None = Field(
-        default=None, description="Why the answer is a cold start (e.g. 'unknown customer: ...')."
-    )
+    cold_start_reason: str | None = _COLD_START_REASON
     decided_at: datetime
     filtered: list[RejectedOut] | None = Field(
         default=None, description="With explain: every candidate left out and why."
@@ -186,9 +189,7 @@ class RecommendResponse(_Answer):
     customer_id: CustomerId
     products: list[ProductScore]
     cold_start: bool
-    cold_start_reason: str | None = Field(
-        default=None, description="Why the answer is a cold start (e.g. 'unknown customer: ...')."
-    )
+    cold_start_reason: str | None = _COLD_START_REASON
 
 
 # --- churn score ---------------------------------------------------------------------------------
@@ -213,9 +214,7 @@ class ChurnScore(BaseModel):
     churn_probability: float | None = Field(description="None for an unknown customer.")
     reasons: list[str]
     cold_start: bool
-    cold_start_reason: str | None = Field(
-        default=None, description="Why the answer is a cold start (e.g. 'unknown customer: ...')."
-    )
+    cold_start_reason: str | None = _COLD_START_REASON
     source: Literal["model", "batch"] | None = Field(
         description="model: scored now by the champion; batch: the last batch score."
     )
@@ -250,9 +249,7 @@ class SegmentResponse(_Answer):
     clv: float | None
     p_alive: float | None
     cold_start: bool
-    cold_start_reason: str | None = Field(
-        default=None, description="Why the answer is a cold start (e.g. 'unknown customer: ...')."
-    )
+    cold_start_reason: str | None = _COLD_START_REASON
 
 
 # --- feedback ------------------------------------------------------------------------------------
