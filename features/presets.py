@@ -103,6 +103,7 @@ class Preset:
             product_id and amount.
         customer_attributes: customers column -> expression, last non-blank value per customer.
         product_attributes: products column -> expression, first non-blank value per product.
+        catalog: the shipped offer catalog a home loaded this way serves (`models.offers`).
     """
 
     name: str
@@ -114,6 +115,7 @@ class Preset:
     transactions: Mapping[str, Expr] = field(default_factory=_frozen)
     customer_attributes: Mapping[str, Expr] = field(default_factory=_frozen)
     product_attributes: Mapping[str, Expr] = field(default_factory=_frozen)
+    catalog: str = "retail"
 
 
 ONLINE_RETAIL = Preset(
@@ -177,6 +179,19 @@ CDNOW_SAMPLE = Preset(
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (ONLINE_RETAIL, CDNOW, CDNOW_SAMPLE)}
 """Every preset by its `--preset` name."""
+
+
+def catalog_for(manifest: Mapping[str, Any]) -> str:
+    """The shipped offer catalog loaded data calls for, from its ingest manifest.
+
+    The preset's catalog when one was applied; otherwise `bank` when the data holds account
+    balances, else `retail` (a business that sells products).
+    """
+    preset = PRESETS.get(str(manifest.get("preset")))
+    if preset is not None:
+        return preset.catalog
+    rows = manifest.get("rows")
+    return "bank" if isinstance(rows, Mapping) and rows.get("balances") else "retail"
 
 
 def get_preset(name: str) -> Preset:

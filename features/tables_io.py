@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from os import getpid
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from features.contract import TABLES
+from features.presets import catalog_for
 from loyal.errors import LoyalError, NotReadyError
 from loyal.settings import Settings
+
+MANIFEST_FILE = "_manifest.json"
+"""Written beside the contract tables: source, preset, rows, date ranges, snapshot id."""
+
+
+def loaded_manifest(settings: Settings) -> dict[str, Any] | None:
+    """The manifest of the loaded contract data (None: nothing loaded, or unreadable)."""
+    try:
+        manifest = json.loads((settings.paths.contract_dir / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def recorded_catalog(settings: Settings) -> str | None:
+    """The shipped offer catalog the loaded data calls for (None: no data loaded yet)."""
+    manifest = loaded_manifest(settings)
+    return None if manifest is None else catalog_for(manifest)
 
 
 def read_contract(settings: Settings, only: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:

@@ -187,7 +187,10 @@ class ServingSettings(BaseModel):
         feature_reader: `sqlite` reads Feast's SQLite online tables directly (the fast path,
             kept equal to Feast by a test), `feast` calls `get_online_features`, `auto` picks
             `sqlite` for the embedded profile and `feast` otherwise.
-        catalog_path: the offer catalog (default: the one shipped for the sample bank).
+        catalog_path: your own offer catalog (YAML); wins over `catalog`.
+        catalog: a shipped offer catalog by name, `bank` or `retail` (default: the one the
+            loaded data calls for: its ingest preset's, else `bank` when it holds balances,
+            else `retail`; `bank` before any data is loaded).
         recommendations: cross-sell products handed to the policy as candidates.
         reasons: churn reasons per customer.
         feedback_db: the feedback store (default: `<runtime_dir>/serving/feedback.db`);
@@ -206,6 +209,7 @@ class ServingSettings(BaseModel):
     feature_service: str = "nba_v1"
     feature_reader: Literal["auto", "sqlite", "feast"] = "auto"
     catalog_path: Path | None = None
+    catalog: str | None = None
     recommendations: int = Field(default=5, ge=1, le=50)
     reasons: int = Field(default=3, ge=0, le=10)
     feedback_db: Path | None = None

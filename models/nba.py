@@ -9,7 +9,7 @@ the features, the scores, the contact history and the clock.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loyal.errors import LoyalError
 from models.offers import (
-    CHANNELS,
     FUNCTIONS,
     TIERS,
     Catalog,
@@ -154,6 +153,7 @@ class _Candidate:
     als_rank: int | None = None
     als_score: float | None = None
     reasons: list[str] = field(default_factory=list)
+    values: Mapping[str, Any] | None = None
     p_accept: float = 0.0
     value: float = 0.0
     weight: float = 1.0
@@ -178,6 +178,8 @@ class _Context:
     scores: CustomerScores
     tier: str | None
     history: dict[str, list[ContactEvent]]
+    product_names: Mapping[str, str]
+    unavailable: Mapping[str, Sequence[str]]
 
 
 def decide(
@@ -191,19 +193,25 @@ def decide(
     recommendations: Sequence[tuple[str, float]] | None = None,
     *,
     functions: Mapping[str, TemplateFunction] | None = None,
+    product_names: Mapping[str, str] | None = None,
+    unavailable: Mapping[str, Sequence[str]] | None = None,
 ) -> Decision:
     """Choose the next best actions for one customer on one channel.
 
     Args:
         features: the customer's online features (None or empty: unknown customer, cold start).
         scores: the customer's model scores (None: no models available).
-        channel: where the answer is shown (one of `CHANNELS`).
+        channel: where the answer is shown (one of the catalog's channels).
         catalog: the validated offer catalog.
         contact_history: the customer's past contacts with offers.
         now: the decision time (naive times are taken as UTC).
         k: how many actions to return at most.
         recommendations: cross-sell `(product_id, score)` pairs, best first.
         functions: registered template functions (default: `FUNCTIONS`).
+        product_names: product id -> name, for `{product_name}` in messages (default: the id).
+        unavailable: offer id -> features it reads that the data does not have
+            (`Catalog.missing_names`); such offers are left out for known customers (a
+            cold-start answer reads no customer data).
 
     Returns:
         Up to `k` actions, best first, plus every candidate left out and why.
@@ -211,8 +219,9 @@ def decide(
     Raises:
         PolicyError: unknown channel, k < 1 or a malformed contact history.
     """
-    if channel not in CHANNELS:
-        raise PolicyError(f"channel: unknown channel {channel!r} (allowed: {', '.join(CHANNELS)})")
+    if channel not in catalog.channels:
+        allowed = ", ".join(catalog.channels)
+        raise PolicyError(f"channel: unknown channel {channel!r} (allowed: {allowed})")
     if k < 1:
         raise PolicyError(f"k: must be at least 1, got {k}")
     scores = scores or CustomerScores()
@@ -229,6 +238,8 @@ def decide(
         scores=scores,
         tier=tier,
         history=_by_offer(_events(contact_history or ())),
+        product_names=product_names or {},
+        unavailable=unavailable or {},
     )
     rejected: list[Rejected] = []
     candidates = _candidates(ctx, _ranked(recommendations or ()), rejected)
@@ -317,20 +328,32 @@ def _ranked(recommendations: Sequence[tuple[str, float]]) -> dict[str, tuple[int
 def _candidates(
     ctx: _Context, recs: dict[str, tuple[int, float | None]], rejected: list[Rejected]
 ) -> list[_Candidate]:
-    """Catalog offers, ALS-only offers of recommended products, and unmapped recommendations."""
+    """Catalog offers, ALS-only offers of recommended products, and unmapped recommendations.
+
+    A generic offer (`product_id: '*'`) becomes one candidate per recommended product that no
+    other offer sells.
+    """
     candidates: list[_Candidate] = []
     for offer in ctx.catalog.offers:
         if ctx.cold_start and not offer.cold_start:
             reason = "unknown customer; not a cold-start offer"
             rejected.append(_reject(offer, "cold_start", reason))
             continue
+        missing = None if ctx.cold_start else ctx.unavailable.get(offer.id)
+        if missing:
+            reason = f"reads {', '.join(missing)}, which the data does not have"
+            rejected.append(_reject(offer, "eligibility", reason))
+            continue
+        if offer.is_generic:
+            candidates.extend(_generic_candidates(offer, ctx, recs, rejected))
+            continue
         rank, score = recs.get(offer.product_id or "", (None, None))
         if offer.trigger == "als" and rank is None:
             reason = f"{offer.product_id} is not among the cross-sell recommendations"
             rejected.append(_reject(offer, "als", reason))
             continue
-        candidates.append(_Candidate(offer, als_rank=rank, als_score=score))
-    if not ctx.cold_start:
+        candidates.append(_candidate(offer, ctx, rank, score))
+    if not ctx.cold_start and not ctx.catalog.generic:
         for product_id, (rank, _) in recs.items():
             if not ctx.catalog.selling(product_id):
                 rejected.append(
@@ -342,6 +365,66 @@ def _candidates(
                     )
                 )
     return candidates
+
+
+def _generic_candidates(
+    offer: Offer,
+    ctx: _Context,
+    recs: dict[str, tuple[int, float | None]],
+    rejected: list[Rejected],
+) -> list[_Candidate]:
+    """One candidate of a generic offer per recommended product no other offer sells."""
+    unsold = [(p, rank, score) for p, (rank, score) in recs.items() if not ctx.catalog.selling(p)]
+    if not unsold:
+        reason = "no cross-sell recommendation left that no other offer sells"
+        rejected.append(_reject(offer, "als", reason))
+        return []
+    return [
+        _candidate(offer.model_copy(update={"product_id": product_id}), ctx, rank, score)
+        for product_id, rank, score in unsold
+    ]
+
+
+def _candidate(offer: Offer, ctx: _Context, rank: int | None, score: float | None) -> _Candidate:
+    """A candidate whose values also name its product (`product_id`, `product_name`)."""
+    values: Mapping[str, Any] | None = None
+    if offer.product_id:
+        name = ctx.product_names.get(offer.product_id) or offer.product_id
+        values = _WithProduct(ctx.values, {"product_id": offer.product_id, "product_name": name})
+    return _Candidate(offer, als_rank=rank, als_score=score, values=values)
+
+
+class _WithProduct(Mapping[str, Any]):
+    """A customer's values plus the fields of the product one candidate sells."""
+
+    def __init__(self, base: Values, product: Mapping[str, Any]) -> None:
+        self._base = base
+        self._product = product
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The product field `name`, else the customer's value."""
+        if name in self._product:
+            return self._product[name]
+        return self._base.get(name, default)
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._product:
+            return self._product[name]
+        return self._base[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(self._base), **dict.fromkeys(self._product)})
+
+    def __len__(self) -> int:
+        return len(set(self._base) | set(self._product))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._product or name in self._base
+
+
+def _values(cand: _Candidate, ctx: _Context) -> Mapping[str, Any]:
+    """What a candidate's conditions, value and message read."""
+    return ctx.values if cand.values is None else cand.values
 
 
 def _reject(offer: Offer, stage: Stage, reason: str) -> Rejected:
@@ -377,7 +460,7 @@ def _consent(cand: _Candidate, ctx: _Context) -> Verdict:
         return None
     if ctx.cold_start:
         return "consent", "marketing offer and the customer is unknown: no consent on record"
-    consent = ctx.values.get("consent_marketing")
+    consent = _values(cand, ctx).get("consent_marketing")
     if consent is not None and truthy(consent):
         return None
     given = "not recorded" if consent is None else "not given"
@@ -396,7 +479,7 @@ def _holding(cand: _Candidate, ctx: _Context) -> Verdict:
     offer = cand.offer
     if offer.kind not in ("cross_sell", "up_sell") or not offer.product_id:
         return None
-    held = ctx.values.get(holding_column(offer.product_id))
+    held = _values(cand, ctx).get(holding_column(offer.product_id))
     if held is not None and truthy(held):
         return "holding", f"already holds {offer.product_id}"
     return None
@@ -409,7 +492,7 @@ def _eligibility(cand: _Candidate, ctx: _Context) -> Verdict:
         return None
     facts: list[str] = []
     for number_, condition in enumerate(cand.offer.eligibility, start=1):
-        held, words = condition.evaluate(ctx.values)
+        held, words = condition.evaluate(_values(cand, ctx))
         if not held:
             return "eligibility", f"condition {number_} not met: {words}"
         facts.append(words)
@@ -484,7 +567,7 @@ def _economics(cand: _Candidate, ctx: _Context) -> Verdict:
                 f"cost {format_money(offer.cost)} exceeds {offer.max_clv_share:.0%} "
                 f"of CLV {format_money(clv)}"
             )
-    value = offer.value.compute(ctx.values)
+    value = offer.value.compute(_values(cand, ctx))
     if value is None:
         return "value", f"value unknown: needs {', '.join(offer.value.names)}"
     cand.value = value
@@ -501,7 +584,7 @@ def _economics(cand: _Candidate, ctx: _Context) -> Verdict:
 
 def _message(cand: _Candidate, ctx: _Context) -> Verdict:
     try:
-        cand.message = cand.offer.template.render(ctx.values)
+        cand.message = cand.offer.template.render(_values(cand, ctx))
     except RenderError as exc:
         return "message", f"message needs {exc.name}, which {exc.problem}"
     return None

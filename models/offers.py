@@ -34,12 +34,12 @@ from pydantic import (
 
 from loyal.errors import LoyalError
 
-Channel = Literal["atm", "web", "mobile", "call_center", "branch", "email"]
 Kind = Literal["cross_sell", "up_sell", "retention", "service"]
 Tier = Literal["platinum", "gold", "iron", "lead"]
 Trigger = Literal["rules", "als"]
 
-CHANNELS: tuple[str, ...] = get_args(Channel)
+DEFAULT_CHANNELS: tuple[str, ...] = ("atm", "web", "mobile", "call_center", "branch", "email")
+"""The channels of a catalog that declares none (the sample bank's)."""
 KINDS: tuple[str, ...] = get_args(Kind)
 TIERS: tuple[str, ...] = get_args(Tier)
 """Value tiers, best first (the customer pyramid)."""
@@ -53,11 +53,22 @@ SCORE_FIELDS = frozenset(
 """Model scores the policy adds to a customer's features under these names; `expected_loss` is
 churn_probability x max(clv, 0), the value at stake (the churn list ranks by it too)."""
 
-PROTECTED_FIELDS = SCORE_FIELDS | frozenset(
-    {"segment_name", "p_alive", "consent_marketing", "n_products_held"}
+PRODUCT_FIELDS = frozenset({"product_id", "product_name"})
+"""Names of the product an offer sells, set per candidate: the id, and its name from the
+products table (the id when the table has no name for it)."""
+
+ANY_PRODUCT = "*"
+"""`product_id` of a generic cross-sell offer: any product the cross-sell model recommends that
+no other offer of the catalog sells."""
+
+PROTECTED_FIELDS = (
+    SCORE_FIELDS
+    | PRODUCT_FIELDS
+    | frozenset({"segment_name", "p_alive", "consent_marketing", "n_products_held"})
 )
-"""Names a request's context may never override: scores, consent and what they derive from.
-Any name starting with `consent` or `holds_` is protected too (see `is_protected`)."""
+"""Names a request's context may never override: scores, consent, the offered product and what
+they derive from. Any name starting with `consent` or `holds_` is protected too (see
+`is_protected`)."""
 
 SAMPLE_BANK_PRODUCTS: tuple[str, ...] = (
     "checking",
@@ -116,10 +127,19 @@ DEFAULT_FEATURE_NAMES: frozenset[str] = frozenset(
 
 DEFAULT_CATALOG_PATH = Path(__file__).with_name("offer_catalog.yaml")
 """The catalog shipped for the sample bank."""
+RETAIL_CATALOG_PATH = Path(__file__).with_name("retail_catalog.yaml")
+"""The catalog shipped for retailers (any business selling products, no bank accounts)."""
+SHIPPED_CATALOGS: dict[str, Path] = {"bank": DEFAULT_CATALOG_PATH, "retail": RETAIL_CATALOG_PATH}
+"""Catalogs shipped with Loyal, by the name `serving.catalog` and the presets use."""
+DEFAULT_CATALOG = "bank"
 
 _VALUE_TAGS = frozenset({"fixed", "margin_rate", "retention"})
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OFFER_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+_CHANNEL = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+
+ChannelName = Annotated[str, Field(pattern=_CHANNEL)]
+"""A channel name: letters, digits, '_', '.', '-' (at most 64); the catalog declares which."""
 
 
 class CatalogError(LoyalError):
@@ -710,9 +730,11 @@ class Offer(_Strict):
     Attributes:
         id: unique id, also the action id in answers and in the contact history.
         kind: cross_sell, up_sell, retention or service.
-        product_id: the product sold or kept (required for cross_sell and up_sell).
+        product_id: the product sold or kept (required for cross_sell and up_sell); `*` with
+            trigger `als` makes a generic cross-sell offer: any recommended product no other
+            offer sells, named in the message by `{product_name}`.
         title: a short label for people.
-        channels: where the offer may be made.
+        channels: where the offer may be made (among the catalog's channels).
         cost: cost to the business of making it (incentives, fees waived, agent time).
         value: how its value to the business is computed when accepted.
         p_accept: base acceptance probability.
@@ -735,7 +757,7 @@ class Offer(_Strict):
     kind: Kind
     product_id: str | None = None
     title: str = ""
-    channels: tuple[Channel, ...] = Field(min_length=1)
+    channels: tuple[ChannelName, ...] = Field(min_length=1)
     cost: float = Field(ge=0)
     value: ValueModel
     p_accept: float = Field(ge=0, le=1)
@@ -777,7 +799,16 @@ class Offer(_Strict):
             raise ValueError(f"a {self.kind} offer needs a product_id")
         if self.trigger == "als" and (self.kind not in SELLING_KINDS or not self.product_id):
             raise ValueError("trigger 'als' needs a cross_sell or up_sell offer with a product_id")
+        if self.product_id == ANY_PRODUCT and self.trigger != "als":
+            raise ValueError(
+                f"product_id {ANY_PRODUCT!r} (any recommended product) needs trigger 'als'"
+            )
         return self
+
+    @property
+    def is_generic(self) -> bool:
+        """Whether the offer sells any recommended product (`product_id: '*'`)."""
+        return self.product_id == ANY_PRODUCT
 
     @property
     def is_marketing(self) -> bool:
@@ -856,14 +887,20 @@ class AlsPolicy(_Strict):
 
 
 class Catalog(_Strict):
-    """A validated offer catalog: constants, spend and contact rules, context fields, the offers.
+    """A validated offer catalog: its channels, constants, spend and contact rules, context
+    fields, the offers.
 
     `context` lists the only facts a request may send fresher than the feature store (say,
     the balance an ATM just read); scores, tier, CLV, segment, holdings and consent never.
+
+    Attributes:
+        channels: where answers may be asked for; every offer's channels are among them
+            (default: `DEFAULT_CHANNELS`, the sample bank's).
     """
 
     version: int = 1
     description: str = ""
+    channels: tuple[ChannelName, ...] = Field(default=DEFAULT_CHANNELS, min_length=1)
     constants: dict[str, float] = Field(default_factory=dict)
     spend: SpendPolicy = SpendPolicy()
     contact: CustomerContactCaps = CustomerContactCaps()
@@ -873,7 +910,16 @@ class Catalog(_Strict):
 
     _by_id: dict[str, Offer] = PrivateAttr(default_factory=dict)
     _by_product: dict[str, tuple[Offer, ...]] = PrivateAttr(default_factory=dict)
+    _generic: tuple[Offer, ...] = PrivateAttr(default=())
     _reason_channels: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_channels(cls, channels: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({c for c in channels if channels.count(c) > 1})
+        if repeated:
+            raise ValueError(f"channel listed twice: {', '.join(repeated)}")
+        return channels
 
     def model_post_init(self, context: Any, /) -> None:
         """Index the offers by id and by product, and the channels that show churn reasons."""
@@ -883,17 +929,45 @@ class Catalog(_Strict):
         )
         products: dict[str, list[Offer]] = {}
         for o in self.offers:
-            if o.product_id and o.kind in SELLING_KINDS:
+            if o.product_id and o.kind in SELLING_KINDS and not o.is_generic:
                 products.setdefault(o.product_id, []).append(o)
         self._by_product = {p: tuple(os) for p, os in products.items()}
+        self._generic = tuple(o for o in self.offers if o.is_generic)
 
     def offer(self, offer_id: str) -> Offer | None:
         """The offer with this id, or None."""
         return self._by_id.get(offer_id)
 
     def selling(self, product_id: str) -> tuple[Offer, ...]:
-        """Cross-sell and up-sell offers of a product."""
+        """Cross-sell and up-sell offers of a product (generic offers left out)."""
         return self._by_product.get(product_id, ())
+
+    @property
+    def generic(self) -> tuple[Offer, ...]:
+        """Generic cross-sell offers: any recommended product that no offer sells."""
+        return self._generic
+
+    def missing_names(self, available: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        """Offers that read features the data does not have, and those features.
+
+        Scores, constants, registered functions and product fields always count as present;
+        a function's own inputs are not declared, so only the names an offer writes are checked.
+        Such offers never hold (a condition on a missing value is false) or cannot be valued or
+        worded, so the policy never chooses them.
+
+        Args:
+            available: the feature names the online store serves.
+
+        Returns:
+            Offer id -> the missing feature names, in the order the offer names them.
+        """
+        have = set(available) | SCORE_FIELDS | PRODUCT_FIELDS | set(self.constants)
+        missing: dict[str, tuple[str, ...]] = {}
+        for offer in self.offers:
+            names = [n for n in _offer_names(offer) if n not in have and n not in FUNCTIONS]
+            if names:
+                missing[offer.id] = tuple(dict.fromkeys(names))
+        return missing
 
     def reads_churn_reasons(self, channel: str) -> bool:
         """Whether an offer of this channel could show the churn model's reasons.
@@ -911,12 +985,19 @@ _CHURN_REASON_NAMES = frozenset({"churn_reasons", "top_churn_reason"})
 def _reads_churn_reasons(offer: Offer) -> bool:
     if isinstance(offer.value, RetentionValue):
         return True
-    names = set(offer.template.fields)
+    return bool(set(_offer_names(offer)) & _CHURN_REASON_NAMES)
+
+
+def _offer_names(offer: Offer) -> list[str]:
+    """Every name an offer reads: conditions (and their `says`), value and message."""
+    names: list[str] = []
     for condition in offer.eligibility:
-        names.update(condition.names)
+        names.extend(condition.names)
         if condition.says is not None:
-            names.update(parse_template(condition.says).fields)
-    return bool(names & _CHURN_REASON_NAMES)
+            names.extend(parse_template(condition.says).fields)
+    names.extend(offer.value.names)
+    names.extend(offer.template.fields)
+    return names
 
 
 # --- loading and validation ----------------------------------------------------------------------
@@ -930,15 +1011,51 @@ def load_catalog(
 ) -> Catalog:
     """Read and validate a YAML catalog (default: the sample bank's, shipped with the package).
 
+    Args:
+        path: the YAML file, or the name of a shipped catalog (`SHIPPED_CATALOGS`).
+        feature_names: see `catalog_from_dict`.
+        functions: see `catalog_from_dict`.
+
     Raises:
         CatalogError: unreadable file, bad YAML, or an invalid catalog.
     """
+    if isinstance(path, str) and path in SHIPPED_CATALOGS:
+        path = SHIPPED_CATALOGS[path]
     source = Path(path) if path is not None else DEFAULT_CATALOG_PATH
     try:
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
         raise CatalogError(None, "file", f"cannot read {source}: {exc.strerror or exc}") from None
     return catalog_from_yaml(text, feature_names=feature_names, functions=functions)
+
+
+def choose_catalog(
+    path: Path | None, name: str | None, recorded: str | None = None
+) -> tuple[Path, str]:
+    """Which catalog a home uses, and why: a path, else a shipped name, else the data's choice.
+
+    Args:
+        path: `serving.catalog_path`, the user's own catalog (wins).
+        name: `serving.catalog`, the name of a shipped catalog.
+        recorded: the shipped catalog the loaded data calls for (its ingest preset, or the
+            kind of data), if known.
+
+    Returns:
+        The catalog file and a few words on why it was chosen.
+
+    Raises:
+        CatalogError: `name` (or `recorded`) is not a shipped catalog.
+    """
+    if path is not None:
+        return Path(path), "serving.catalog_path"
+    for chosen, why in ((name, "serving.catalog"), (recorded, "the loaded data")):
+        if chosen is None:
+            continue
+        if chosen not in SHIPPED_CATALOGS:
+            known = ", ".join(SHIPPED_CATALOGS)
+            raise CatalogError(None, why, f"no shipped catalog {chosen!r} (choose one of {known})")
+        return SHIPPED_CATALOGS[chosen], f"{chosen} ({why})"
+    return SHIPPED_CATALOGS[DEFAULT_CATALOG], f"{DEFAULT_CATALOG} (default)"
 
 
 def catalog_from_yaml(
@@ -1102,7 +1219,15 @@ def _check_offer(
 ) -> None:
     """Every name an offer uses exists, and functions have their constants."""
     names = _Names(features, catalog.constants, functions, offer.id)
-    if offer.kind in SELLING_KINDS and offer.product_id:
+    undeclared = [c for c in offer.channels if c not in catalog.channels]
+    if undeclared:
+        raise CatalogError(
+            offer.id,
+            "channels",
+            f"{', '.join(repr(c) for c in undeclared)} not among the catalog's channels "
+            f"({', '.join(catalog.channels)}); declare it in the catalog's `channels`",
+        )
+    if offer.kind in SELLING_KINDS and offer.product_id and not offer.is_generic:
         column = holding_column(offer.product_id)
         if column not in features:
             raise CatalogError(
@@ -1153,15 +1278,16 @@ class _Names:
 
     def check(self, where: str, name: str) -> None:
         known = name in self.features or name in SCORE_FIELDS or name in self.constants
+        known = known or name in PRODUCT_FIELDS
         if not known and name not in self.functions:
             pool = [*self.features, *SCORE_FIELDS, *self.constants, *self.functions]
-            close = difflib.get_close_matches(name, pool, n=1)
+            close = difflib.get_close_matches(name, [*pool, *PRODUCT_FIELDS], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise CatalogError(
                 self.offer_id,
                 where,
-                f"unknown field {name!r} (not a feature, score, constant or registered "
-                f"function{hint})",
+                f"unknown field {name!r} (not a feature, score, constant, product field or "
+                f"registered function{hint})",
             )
         if name in self.functions and name not in self.features:
             for constant in self.functions[name].constants:

@@ -33,11 +33,11 @@ import pandas as pd
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
 from features.contract import has_values
-from features.tables_io import read_contract, staged_file
+from features.tables_io import read_contract, recorded_catalog, staged_file
 from loyal.errors import LoyalError, NotReadyError
 from loyal.settings import Settings
 from models.nba import ContactEvent, CustomerScores, Decision, decide
-from models.offers import DEFAULT_CATALOG_PATH, TIERS, Catalog, load_catalog
+from models.offers import TIERS, Catalog, choose_catalog, load_catalog
 from training.models_admin import champion_versions
 
 log = logging.getLogger(__name__)
@@ -357,6 +357,7 @@ def retention_catalog(catalog: Catalog) -> Catalog | None:
     return Catalog(
         version=catalog.version,
         description=catalog.description,
+        channels=catalog.channels,
         constants=catalog.constants,
         spend=catalog.spend,
         contact=catalog.contact,
@@ -397,6 +398,8 @@ def suggest_action(
     """
     if catalog is None:
         return Suggestion(note="the offer catalog has no retention offer")
+    if CHANNEL not in catalog.channels:
+        return Suggestion(note=f"the offer catalog declares no {CHANNEL} channel")
     decision = decide(features, scores, CHANNEL, catalog, history, now, k=1)
     if not decision.actions:
         return Suggestion(note=no_action_note(decision))
@@ -622,8 +625,8 @@ def build_churn_list(
         settings: where the scores, contract tables, feature store and MLflow live.
         out: the list file: `.csv`, `.parquet` or `.xlsx`; the sidecar goes beside it.
         filters: top N, minimum tier, segments, regions, minimum churn probability.
-        catalog_path: the offer catalog (default: the service's, `serving.catalog_path`, else
-            the one shipped for the sample bank).
+        catalog_path: the offer catalog (default: the service's: `serving.catalog_path`, else
+            `serving.catalog`, else the one the loaded data calls for).
 
     Returns:
         The paths, the list and the sidecar's contents.
@@ -637,7 +640,11 @@ def build_churn_list(
     filters = filters or ChurnListFilters()
     check_output(out)
     check_filters(filters)
-    catalog_file = catalog_path or settings.serving.catalog_path or DEFAULT_CATALOG_PATH
+    serving = settings.serving
+    catalog_file = (
+        catalog_path
+        or choose_catalog(serving.catalog_path, serving.catalog, recorded_catalog(settings))[0]
+    )
     scores = read_scores(settings)
     customers = read_contract(settings, only=["customers"])["customers"]
     catalog = load_catalog(catalog_file)

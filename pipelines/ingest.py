@@ -19,16 +19,13 @@ from rich.table import Table
 
 from features.contract import TABLES
 from features.presets import Preset, apply_preset, get_preset
-from features.tables_io import read_contract, replace_folder
+from features.tables_io import MANIFEST_FILE, read_contract, replace_folder
 from features.validation import validate_tables
 from loyal.errors import DataContractError, LoyalError, NotReadyError
 from loyal.logs import console, progress_bar
 from loyal.settings import Settings
 
 log = logging.getLogger(__name__)
-
-MANIFEST_FILE = "_manifest.json"
-"""Written beside the contract tables: source, preset, rows, date ranges, snapshot id."""
 
 TABLE_SUFFIXES = (".csv.gz", ".csv", ".parquet")
 """File endings read as tables; the name before the ending is the table name."""

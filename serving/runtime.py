@@ -22,10 +22,15 @@ from loyal.errors import LoyalError
 from loyal.settings import ServingSettings, Settings
 from models.nba import ContactEvent, CustomerScores, Decision, decide
 from models.offers import (
-    FUNCTIONS,
-    SCORE_FIELDS,
     Catalog,
-    load_catalog,
+)
+from serving.catalogs import (
+    channel_problem,
+    cold_start_reason,
+    features_without_data,
+    load_home_catalog,
+    read_product_names,
+    report_missing_features,
 )
 from serving.champions import ChampionSource, LoadedModel, MlflowChampions, load_champions
 from serving.feedback import FeedbackStore, FeedbackStoreError, IdempotencyConflictError
@@ -136,6 +141,14 @@ class _Customer:
     def known(self) -> bool:
         return self.features is not None
 
+    @property
+    def cold_start_reason(self) -> str | None:
+        """Why the answer is a cold start: an unknown id or an unreadable store (None: known)."""
+        if self.known:
+            return None
+        failed = any(p.kind == "feature_store" for p in self.problems)
+        return cold_start_reason(self.customer_id, failed)
+
 
 class Runtime:
     """Everything an answer needs, loaded once; one method per endpoint.
@@ -148,6 +161,9 @@ class Runtime:
         options: serving settings (reasons, recommendations, readiness rule).
         recorder: metrics sink.
         clock: the current time (UTC).
+        product_names: product id -> name, for generic cross-sell messages.
+        absent_features: served features the loaded data has no source for (never acted on).
+        catalog_name: which catalog this is, in words (shown by /status).
     """
 
     def __init__(
@@ -159,8 +175,15 @@ class Runtime:
         options: ServingSettings | None = None,
         recorder: Recorder | None = None,
         clock: Callable[[], datetime] | None = None,
+        product_names: Mapping[str, str] | None = None,
+        catalog_name: str = "",
+        absent_features: Iterable[str] = (),
     ) -> None:
         self.catalog = catalog
+        self.catalog_name = catalog_name
+        self.product_names = dict(product_names or {})
+        self.absent_features = frozenset(absent_features)
+        self.unavailable_offers: dict[str, tuple[str, ...]] = {}
         self.models = dict(models)
         self.options = options or ServingSettings()
         self.feedback_store = feedback
@@ -197,7 +220,7 @@ class Runtime:
         )
         started = time.perf_counter()
         models = load_champions(source, options.models)
-        catalog = load_catalog(options.catalog_path)
+        catalog, catalog_name = load_home_catalog(settings, options)
         feedback = FeedbackStore(feedback_path(settings, options))
         runtime = cls(
             catalog,
@@ -206,6 +229,9 @@ class Runtime:
             feedback,
             options,
             recorder,
+            product_names=read_product_names(settings),
+            catalog_name=catalog_name,
+            absent_features=features_without_data(settings),
         )
         log.info(
             "serving runtime ready in %.1f s: models %s, features %s",
@@ -226,7 +252,8 @@ class Runtime:
         try:
             self._reader = self._reader_factory()
             self._reader_error = None
-            _check_catalog_names(self.catalog, self._reader.feature_names)
+            served = set(self._reader.feature_names) - self.absent_features
+            self.unavailable_offers = report_missing_features(self.catalog, served)
         except FeatureStoreError as exc:
             self._reader_error = str(exc)
             log.warning("feature store unavailable: %s", exc)
@@ -294,6 +321,8 @@ class Runtime:
             feature_reader=reader.name if reader is not None else "none",
             feature_store=store,
             offers=len(self.catalog.offers),
+            catalog=self.catalog_name,
+            channels=list(self.catalog.channels),
             auth=self.options.auth_enabled,
             degraded_reasons=[p.message for p in problems],
         )
@@ -378,7 +407,14 @@ class Runtime:
 
     # --------------------------------------------------------------------------- endpoints
     def next_best_action(self, request: NextBestActionRequest) -> NextBestActionResponse:
-        """The best actions for one customer on one channel."""
+        """The best actions for one customer on one channel.
+
+        Raises:
+            RequestError: the channel is not one of the catalog's, or a bad `context` name.
+        """
+        problem = channel_problem(self.catalog, request.channel)
+        if problem is not None:
+            raise RequestError("channel", problem)
         now = self.clock()
         applied = self._checked_context(request.context)
         customer = self._customers([request.customer_id])[0]
@@ -394,6 +430,8 @@ class Runtime:
             now,
             k=request.k,
             recommendations=self._recommendations(customer, self.options.recommendations),
+            product_names=self.product_names,
+            unavailable=self.unavailable_offers,
         )
         reasons = self._report("next_best_action", customer.problems, decision.cold_start)
         return _nba_answer(
@@ -440,6 +478,12 @@ class Runtime:
             customer_id=request.customer_id,
             products=products,
             cold_start=cold,
+            cold_start_reason=(
+                f"unknown customer: the cross-sell model has no history for id "
+                f"{request.customer_id!r} (ids are matched exactly); popular products"
+                if cold
+                else None
+            ),
             model_versions={"cross_sell": self.model_versions.get("cross_sell")},
             degraded=bool(reasons),
             degraded_reasons=reasons,
@@ -459,6 +503,7 @@ class Runtime:
                     churn_probability=probability,
                     reasons=reasons,
                     cold_start=not customer.known,
+                    cold_start_reason=customer.cold_start_reason,
                     source=source,
                 )
             )
@@ -486,6 +531,7 @@ class Runtime:
             clv=None if clv is None else float(clv),
             p_alive=None if p_alive is None else float(p_alive),
             cold_start=not customer.known,
+            cold_start_reason=customer.cold_start_reason,
             model_versions={},
             degraded=bool(reasons),
             degraded_reasons=reasons,
@@ -499,10 +545,14 @@ class Runtime:
         A repeated idempotency key (or decision_id + action_id) records nothing new.
 
         Raises:
-            RequestError: a field the service cannot accept (400; 409 for a reused key).
+            RequestError: a field the service cannot accept (400; 409 for a reused key), the
+                action or the channel not in the offer catalog among them.
             UnavailableError: the feature store cannot tell whether the customer exists.
             FeedbackStoreError: the store cannot be written (the caller answers 503).
         """
+        problem = channel_problem(self.catalog, request.channel)
+        if problem is not None:
+            raise RequestError("channel", problem)
         offer = self.catalog.offer(request.action_id)
         if offer is None:
             raise RequestError(
@@ -640,22 +690,6 @@ def _no_scores_view() -> Problem:
     )
 
 
-def _check_catalog_names(catalog: Catalog, feature_names: Sequence[str]) -> None:
-    """Warn about catalog conditions on features the store does not serve (they never hold)."""
-    served = set(feature_names) | set(SCORE_COLUMNS) | set(FUNCTIONS) | SCORE_FIELDS
-    missing = sorted(
-        {
-            name
-            for offer in catalog.offers
-            for condition in offer.eligibility
-            for name in condition.names
-            if name not in served and name not in catalog.constants
-        }
-    )
-    if missing:
-        log.warning("catalog conditions name features the store does not serve: %s", missing)
-
-
 def _nba_answer(
     request: NextBestActionRequest,
     customer: _Customer,
@@ -704,6 +738,11 @@ def _nba_answer(
         degraded=bool(reasons),
         degraded_reasons=reasons,
         cold_start=decision.cold_start,
+        cold_start_reason=(
+            (customer.cold_start_reason or "unknown customer: no feature has a value")
+            if decision.cold_start
+            else None
+        ),
         decided_at=decision.decided_at,
         decision_id=new_decision_id(decision.decided_at),
         context_used=context if customer.known else [],

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.offers import Channel
-
 CustomerId = str
+Channel = Annotated[str, Field(min_length=1, max_length=64)]
+"""A channel name; the offer catalog declares which exist (checked per request, see /status)."""
 Outcome = Literal["accepted", "declined", "ignored"]
 MAX_BATCH = 1000
 """Most customer ids in one `/churn_score` call."""
 
 _ID = Field(min_length=1, max_length=128, description="The customer's id in the data contract.")
+_COLD_START_REASON = Field(
+    default=None,
+    description="Why the answer is a cold start: 'unknown customer: ...' (ids are matched "
+    "exactly) or 'customer data unavailable: ...'.",
+)
 
 
 class _Request(BaseModel):
@@ -53,7 +58,14 @@ class NextBestActionRequest(_Request):
     )
 
     customer_id: CustomerId = _ID
-    channel: Channel = Field(description="Where the answer is shown.")
+    channel: Channel = Field(
+        description=(
+            "Where the answer is shown: one of the offer catalog's channels (/status lists "
+            "them; the bank's: atm, web, mobile, call_center, branch, email; the retail "
+            "catalog's: web, mobile, email, store, call_center)."
+        ),
+        examples=["atm", "call_center", "store"],
+    )
     context: dict[str, Any] | None = Field(
         default=None,
         max_length=32,
@@ -150,6 +162,7 @@ class NextBestActionResponse(_Answer):
     cold_start: bool = Field(
         description="The customer is unknown: generic offers that need no marketing consent."
     )
+    cold_start_reason: str | None = _COLD_START_REASON
     decided_at: datetime
     decision_id: str = Field(
         description="Send it back with /feedback: retries are then safe and ts is checked."
@@ -194,6 +207,7 @@ class RecommendResponse(_Answer):
     customer_id: CustomerId
     products: list[ProductScore]
     cold_start: bool
+    cold_start_reason: str | None = _COLD_START_REASON
 
 
 # --- churn score ---------------------------------------------------------------------------------
@@ -218,6 +232,7 @@ class ChurnScore(BaseModel):
     churn_probability: float | None = Field(description="None for an unknown customer.")
     reasons: list[str]
     cold_start: bool
+    cold_start_reason: str | None = _COLD_START_REASON
     source: Literal["model", "batch"] | None = Field(
         description="model: scored now by the champion; batch: the last batch score."
     )
@@ -252,6 +267,7 @@ class SegmentResponse(_Answer):
     clv: float | None
     p_alive: float | None
     cold_start: bool
+    cold_start_reason: str | None = _COLD_START_REASON
 
 
 # --- feedback ------------------------------------------------------------------------------------
@@ -326,5 +342,7 @@ class StatusResponse(BaseModel):
     feature_reader: str
     feature_store: str = Field(description="'ok' or the error met reading it.")
     offers: int
+    catalog: str = Field(default="", description="The offer catalog served, and why it was chosen.")
+    channels: list[str] = Field(default_factory=list, description="The catalog's channels.")
     auth: bool
     degraded_reasons: list[str]

@@ -120,6 +120,13 @@ def _invalid(model: type[Any], field: str, message: str, value: Any) -> Validati
     return ValidationError.from_exception_data(model.__name__, [error])
 
 
+def _field_value(request: Any, field: str) -> Any:
+    """The value of a request field named as `channel` or `context.<name>`."""
+    head, _, rest = field.partition(".")
+    value = getattr(request, head, None)
+    return value.get(rest) if rest and isinstance(value, dict) else value
+
+
 @bentoml.service(**service_config(OPTIONS))
 class Loyal:
     """Next best action, cross-sell, churn and segments for one customer at a time."""

@@ -21,16 +21,31 @@ from loyal.settings import Settings, get_settings
 if TYPE_CHECKING:
     from bentoml import Bento
 
+    from models.offers import Catalog
+
 EXAMPLE_CUSTOMER = "C0000001"
 
 bento_app = typer.Typer(help="Package the service as a Bento.", no_args_is_help=True)
 
 
-def example_requests(customer_id: str) -> list[tuple[str, dict[str, Any]]]:
-    """One example body per endpoint, for the customer given."""
+def example_requests(
+    customer_id: str, catalog: Catalog | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """One example body per endpoint, for the customer given, on the catalog's channels.
+
+    Args:
+        customer_id: the customer the examples ask about.
+        catalog: the home's offer catalog (default: the sample bank's channels and offer).
+    """
+    first, agent, action = "atm", "call_center", "hys_move_idle_cash"
+    if catalog is not None:
+        first = catalog.channels[0]
+        agent = "call_center" if "call_center" in catalog.channels else catalog.channels[-1]
+        offers = [o for o in catalog.offers if first in o.channels] or list(catalog.offers)
+        action = offers[0].id
     return [
-        ("/next_best_action", {"customer_id": customer_id, "channel": "atm"}),
-        ("/next_best_action", {"customer_id": customer_id, "channel": "call_center", "k": 3}),
+        ("/next_best_action", {"customer_id": customer_id, "channel": first}),
+        ("/next_best_action", {"customer_id": customer_id, "channel": agent, "k": 3}),
         ("/recommend", {"customer_id": customer_id, "k": 3}),
         ("/churn_score", {"customer_ids": [customer_id]}),
         ("/segment", {"customer_id": customer_id}),
@@ -38,21 +53,23 @@ def example_requests(customer_id: str) -> list[tuple[str, dict[str, Any]]]:
             "/feedback",
             {
                 "customer_id": customer_id,
-                "action_id": "hys_move_idle_cash",
-                "channel": "atm",
+                "action_id": action,
+                "channel": first,
                 "outcome": "declined",
             },
         ),
     ]
 
 
-def example_curls(url: str, customer_id: str, api_key_header: str | None = None) -> list[str]:
+def example_curls(
+    url: str, customer_id: str, api_key_header: str | None = None, catalog: Catalog | None = None
+) -> list[str]:
     """`curl` command lines calling each endpoint (the key read from the environment)."""
     auth = f' -H "{api_key_header}: $LOYAL_SERVING__API_KEY"' if api_key_header else ""
     return [
         f"curl -s -X POST {url}{path} -H 'Content-Type: application/json'{auth} "
         f"-d {shlex.quote(json.dumps(body))}"
-        for path, body in example_requests(customer_id)
+        for path, body in example_requests(customer_id, catalog)
     ]
 
 
@@ -157,9 +174,22 @@ def _print_ready(
         console.print(f"[yellow]degraded:[/] {reason}")
     console.print(f"OpenAPI page: {url}/   metrics: {url}/metrics   readiness: {url}/readyz")
     header = options.api_key_header if options.auth_enabled else None
-    for line in example_curls(url, a_customer(settings), header):
+    for line in example_curls(url, a_customer(settings), header, _home_catalog(settings)):
         console.print(line, highlight=False, soft_wrap=True)
     console.print("Press Ctrl+C to stop.")
+
+
+def _home_catalog(settings: Settings) -> Catalog | None:
+    """The offer catalog the service loaded (None if it cannot be read: the service said why)."""
+    from features.tables_io import recorded_catalog
+    from models.offers import CatalogError, choose_catalog, load_catalog
+
+    options = settings.serving
+    try:
+        path, _ = choose_catalog(options.catalog_path, options.catalog, recorded_catalog(settings))
+        return load_catalog(path)
+    except CatalogError:
+        return None
 
 
 def build_bento(

@@ -140,6 +140,8 @@ def test_health_readiness_and_status(server: ServerProcess, client: httpx.Client
     assert status["feature_reader"] == "sqlite"
     assert status["model_versions"] == {"churn": "1", "cross_sell": "1"}
     assert all(s.startswith("mlflow:models:/") for s in status["model_sources"].values())
+    assert status["catalog"].startswith("bank (the loaded data)")
+    assert status["channels"] == ["atm", "web", "mobile", "call_center", "branch", "email"]
 
 
 def test_openapi_documents_every_endpoint_with_examples(server: ServerProcess) -> None:
@@ -192,6 +194,7 @@ def test_unknown_customer_gets_a_cold_start_answer(client: httpx.Client) -> None
     assert all(catalog.offer(a["action_id"]).cold_start for a in answer["actions"])  # type: ignore[union-attr]
     assert not any(catalog.offer(a["action_id"]).is_marketing for a in answer["actions"])  # type: ignore[union-attr]
     assert answer["churn_probability"] is None and answer["tier"] is None
+    assert answer["cold_start_reason"].startswith("unknown customer: no customer with id")
     after = metric(client.get("/metrics").text, "loyal_cold_start_answers_total")
     assert after == before + 1
 
@@ -209,6 +212,11 @@ def test_unknown_customer_gets_a_cold_start_answer(client: httpx.Client) -> None
         ("/feedback", {"customer_id": "C1", "action_id": "hys_open", "channel": "atm"}, "outcome"),
         (
             "/feedback",
+            {"customer_id": "C1", "action_id": "hys_open", "channel": "fax", "outcome": "ignored"},
+            "channel",
+        ),
+        (
+            "/feedback",
             {"customer_id": "C1", "action_id": "nope", "channel": "atm", "outcome": "accepted"},
             "action_id",
         ),
@@ -221,6 +229,8 @@ def test_malformed_requests_get_400_naming_the_field(
     assert response.status_code == 400, response.text
     locations = [".".join(map(str, d["loc"])) for d in response.json()["detail"]]
     assert any(loc.split(".")[-1] == field for loc in locations), locations
+    if field == "channel":
+        assert "this catalog's channels: atm, web, mobile" in response.text, response.text
 
 
 def test_recommend_churn_score_and_segment(
@@ -673,3 +683,4 @@ def test_bento_build_packs_the_champions_under_pinned_tags(bank: Bank, tmp_path:
     assert "bentoml==" in requirements and "xgboost-cpu==" in requirements
     assert (bento / "src" / "serving" / "service.py").is_file()
     assert (bento / "src" / "models" / "offer_catalog.yaml").is_file()
+    assert (bento / "src" / "models" / "retail_catalog.yaml").is_file()

@@ -113,7 +113,7 @@ def test_a_rejected_request_is_logged_as_one_info_line_without_its_values(
     (record,) = caplog.records
     assert record.levelno == logging.INFO and record.exc_info is None
     line = record.getMessage()
-    assert line.startswith("400 /feedback: 3 invalid fields: action_id (missing)")
+    assert line.startswith("400 /feedback: 2 invalid fields: action_id (missing), outcome")
     assert "SECRET-NAME" not in caplog.text and "fax" not in caplog.text
     assert "Traceback" not in caplog.text
 

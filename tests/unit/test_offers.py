@@ -274,7 +274,12 @@ def _error(data: Any, **kwargs: Any) -> str:
             "offer 'o1' condition 2 (op): unknown operator '=~' (allowed: ==, !=, <, <=, >, >=, "
             "in, not_in, is_true, is_false)",
         ),
-        ({"channels": ["web", "fax"]}, "offer 'o1' channels #2: Input should be 'atm'"),
+        (
+            {"channels": ["web", "fax"]},
+            "offer 'o1' channels: 'fax' not among the catalog's channels (atm, web, mobile, "
+            "call_center, branch, email)",
+        ),
+        ({"channels": ["web", "f ax"]}, "offer 'o1' channels #2: String should match pattern"),
         ({"cost": -5}, "offer 'o1' cost: Input should be greater than or equal to 0 (got -5)"),
         ({"p_accept": 1.5}, "offer 'o1' p_accept: Input should be less than or equal to 1"),
         ({"kind": "bribe"}, "offer 'o1' kind: Input should be 'cross_sell'"),
@@ -292,8 +297,8 @@ def _error(data: Any, **kwargs: Any) -> str:
         ({"min_tier": "diamond"}, "offer 'o1' min_tier: Input should be 'platinum'"),
         (
             {"message": "You keep {idle_cashh:$}"},
-            "offer 'o1' message: unknown field 'idle_cashh' (not a feature, score, constant or "
-            "registered function; did you mean 'idle_cash'?)",
+            "offer 'o1' message: unknown field 'idle_cashh' (not a feature, score, constant, "
+            "product field or registered function; did you mean 'idle_cash'?)",
         ),
         (
             {"message": "{idle_cash:.2f}"},

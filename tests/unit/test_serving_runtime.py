@@ -574,6 +574,10 @@ def test_example_curls_call_every_endpoint() -> None:
     assert all('"X-API-Key: $LOYAL_SERVING__API_KEY"' in line for line in lines)
     body = json.loads(lines[0].split(" -d ")[1].strip("'"))
     assert body == {"customer_id": "C0000042", "channel": "atm"}
+    retail = example_curls("http://127.0.0.1:3000", "17850", catalog=load_catalog("retail"))
+    bodies = [json.loads(line.split(" -d ")[1].strip("'")) for line in retail]
+    assert [b.get("channel") for b in bodies if "channel" in b] == ["web", "call_center", "web"]
+    assert bodies[-1]["action_id"] == "cross_sell_recommended"
 
 
 def test_build_spec_pins_models_by_alias_and_packages(tmp_path: Path) -> None:
