@@ -36,6 +36,22 @@ def recorded_catalog(settings: Settings) -> str | None:
     return None if manifest is None else catalog_for(manifest)
 
 
+def consent_recorded(settings: Settings) -> bool | None:
+    """Whether the loaded customers table records marketing consent for anyone.
+
+    None when no customers table is loaded. Reads only the one column.
+    """
+    path = settings.paths.contract_dir / "customers.parquet"
+    if not path.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    if "consent_marketing" not in pq.read_schema(path).names:
+        return False
+    column = pq.read_table(path, columns=["consent_marketing"]).column(0)
+    return column.null_count < len(column)
+
+
 def read_contract(settings: Settings, only: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
     """The validated contract tables written by `loyal ingest`, by table name.
 

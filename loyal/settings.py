@@ -201,6 +201,11 @@ class ServingSettings(BaseModel):
         feedback_max_skew_seconds: how far in the future a feedback `ts` may lie (clock skew
             between the caller and the server).
         feedback_max_age_days: how old a feedback `ts` may be.
+        consent_when_unrecorded: what marketing consent is for known customers when the
+            customers table records none at all (no `consent_marketing` column, or all blank):
+            `deny` (default: service actions only) or `allow`, the business's statement that its
+            existing customers may be marketed to (consent collected outside these tables, or
+            a soft opt-in). Unknown customers (cold start, degraded answers) never get it.
     """
 
     api_key: SecretStr | None = None
@@ -218,6 +223,7 @@ class ServingSettings(BaseModel):
     require_models: bool = True
     feedback_max_skew_seconds: float = Field(default=300.0, ge=0, le=86_400)
     feedback_max_age_days: float = Field(default=90.0, gt=0, le=3_650)
+    consent_when_unrecorded: Literal["deny", "allow"] = "deny"
 
     @field_validator("models", mode="before")
     @classmethod

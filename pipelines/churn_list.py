@@ -117,7 +117,15 @@ class Selection:
     counts: dict[str, int]
     filters: ChurnListFilters
     consent_known: bool = True
+    consent_assumed: bool = False
 
+
+CONSENT_ASSUMED = (
+    "not recorded: the customers table records no consent_marketing and "
+    "serving.consent_when_unrecorded is allow, so every open customer is treated as consenting "
+    "(the business's statement)"
+)
+"""The sidecar's consent filter when consent is not recorded and the business allows it."""
 
 CONSENT_UNKNOWN = (
     "unknown: the customers table records no consent_marketing, so every open customer is "
@@ -156,7 +164,12 @@ class ChurnListResult:
         top = float(self.frame["expected_loss"].iloc[0])
         actions = int((self.frame["action_id"] != "").sum())
         consent = self.meta.get("filters", {}).get("consent_marketing", True)
-        unknown = "" if consent is True else "; marketing consent unknown: check before calling"
+        if consent is True:
+            unknown = ""
+        elif consent == CONSENT_ASSUMED:
+            unknown = "; consent not recorded, treated as given (serving.consent_when_unrecorded)"
+        else:
+            unknown = "; marketing consent unknown: check before calling"
         return (
             f"Wrote {rows} customer{'s' if rows != 1 else ''} to {self.path} "
             f"(snapshot {self.meta['snapshot'][:10]}; top expected loss ${top:,.2f}; "
@@ -271,7 +284,10 @@ def expected_loss(churn_probability: pd.Series, clv: pd.Series) -> pd.Series:
 
 
 def select_customers(
-    scores: pd.DataFrame, customers: pd.DataFrame, filters: ChurnListFilters
+    scores: pd.DataFrame,
+    customers: pd.DataFrame,
+    filters: ChurnListFilters,
+    assume_consent: bool = False,
 ) -> Selection:
     """Who to call: open, consenting, scored customers within the filters, ranked, top N.
 
@@ -281,12 +297,15 @@ def select_customers(
         customers: the contract's customers table (`customer_id`, consent_marketing, region,
             closed_at).
         filters: the list's options (checked here against the data).
+        assume_consent: when the table records no consent at all, treat every customer as
+            consenting (`serving.consent_when_unrecorded: allow`).
 
     Returns:
         The ranked rows (`rank` from 1) and the counts of every rule.
 
     Without any recorded consent (see `customer_attributes`) the consent rule keeps everyone
-    and `Selection.consent_known` is False.
+    and `Selection.consent_known` is False; consent is then unknown (None) on every row, or true
+    with `assume_consent` (`Selection.consent_assumed`).
 
     Raises:
         LoyalError: an option value the data does not know, or one out of range.
@@ -301,7 +320,7 @@ def select_customers(
     if consent_known:
         frame["consent_marketing"] = attributes["consent_marketing"].eq(True).to_numpy()
     else:
-        frame["consent_marketing"] = np.full(len(frame), None, dtype=object)
+        frame["consent_marketing"] = np.full(len(frame), True if assume_consent else None)
     frame["closed"] = attributes["closed"].eq(True).to_numpy()
     frame["expected_loss"] = expected_loss(frame["churn_probability"], frame["clv"])
     counts = {"scored": len(frame)}
@@ -312,7 +331,8 @@ def select_customers(
     counts["eligible"] = len(frame)
     ranked = rank_by_expected_loss(frame).head(filters.top)
     counts["listed"] = len(ranked)
-    return Selection(ranked.drop(columns=["closed"]), counts, filters, consent_known)
+    assumed = assume_consent and not consent_known
+    return Selection(ranked.drop(columns=["closed"]), counts, filters, consent_known, assumed)
 
 
 def _rules(filters: ChurnListFilters, consent_known: bool = True) -> list[Rule]:
@@ -648,7 +668,8 @@ def build_churn_list(
     scores = read_scores(settings)
     customers = read_contract(settings, only=["customers"])["customers"]
     catalog = load_catalog(catalog_file)
-    selection = select_customers(scores, customers, filters)
+    assume_consent = serving.consent_when_unrecorded == "allow"
+    selection = select_customers(scores, customers, filters, assume_consent)
     selected = selection.frame
     snapshot = pd.Timestamp(scores[TIMESTAMP_FIELD].max())
     loaded = registered_model(settings, "churn", champion_only=True)
@@ -713,13 +734,20 @@ def list_meta(
         "ranking": RANKING,
         "filters": {
             **asdict(selection.filters),
-            "consent_marketing": True if selection.consent_known else CONSENT_UNKNOWN,
+            "consent_marketing": _consent_filter(selection),
             "open": True,
         },
         "counts": selection.counts,
         "columns": COLUMNS,
         "git_commit": git_commit(),
     }
+
+
+def _consent_filter(selection: Selection) -> bool | str:
+    """The sidecar's consent filter: True when recorded, else how unrecorded consent was read."""
+    if selection.consent_known:
+        return True
+    return CONSENT_ASSUMED if selection.consent_assumed else CONSENT_UNKNOWN
 
 
 def _scores_match(selected: pd.DataFrame, output: pd.DataFrame, label: str) -> bool:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from features.tables_io import consent_recorded
 from loyal.errors import LoyalError
 from loyal.settings import ServingSettings, Settings
 from models.nba import ContactEvent, CustomerScores, Decision, decide
@@ -164,6 +165,8 @@ class Runtime:
         product_names: product id -> name, for generic cross-sell messages.
         absent_features: served features the loaded data has no source for (never acted on).
         catalog_name: which catalog this is, in words (shown by /status).
+        assume_consent: the customers table records no consent at all and the business allows
+            marketing to its known customers (`serving.consent_when_unrecorded: allow`).
     """
 
     def __init__(
@@ -178,8 +181,10 @@ class Runtime:
         product_names: Mapping[str, str] | None = None,
         catalog_name: str = "",
         absent_features: Iterable[str] = (),
+        assume_consent: bool = False,
     ) -> None:
         self.catalog = catalog
+        self.assume_consent = assume_consent
         self.catalog_name = catalog_name
         self.product_names = dict(product_names or {})
         self.absent_features = frozenset(absent_features)
@@ -232,6 +237,7 @@ class Runtime:
             product_names=read_product_names(settings),
             catalog_name=catalog_name,
             absent_features=features_without_data(settings),
+            assume_consent=_assumes_consent(settings, options),
         )
         log.info(
             "serving runtime ready in %.1f s: models %s, features %s",
@@ -419,7 +425,7 @@ class Runtime:
         applied = self._checked_context(request.context)
         customer = self._customers([request.customer_id])[0]
         if customer.features is not None:
-            customer.features = {**customer.features, **applied}
+            customer.features = {**customer.features, **applied, **self._consent_override()}
         scores = self._scores(customer, self.catalog.reads_churn_reasons(request.channel))
         decision = decide(
             customer.features,
@@ -437,6 +443,10 @@ class Runtime:
         return _nba_answer(
             request, customer, scores, decision, self.model_versions, reasons, sorted(applied)
         )
+
+    def _consent_override(self) -> Row:
+        """Consent for a known customer when the business allows it without a record."""
+        return {"consent_marketing": True} if self.assume_consent else {}
 
     def _checked_context(self, context: Mapping[str, Any] | None) -> Row:
         """The request's context, each name one the catalog declares and each value in range.
@@ -688,6 +698,27 @@ def _no_scores_view() -> Problem:
         "scores",
         f"no '{SCORES_VIEW}' view in the feature store yet: tier, segment and CLV unknown",
     )
+
+
+def _assumes_consent(settings: Settings, options: ServingSettings) -> bool:
+    """Whether known customers count as consenting: no consent recorded, and the business allows.
+
+    Said once at start-up either way, so an operator sees how consent is read.
+    """
+    if consent_recorded(settings) is not False:
+        return False
+    if options.consent_when_unrecorded == "allow":
+        log.warning(
+            "the customers table records no marketing consent; serving.consent_when_unrecorded "
+            "is allow, so known customers are treated as consenting (unknown ones never are)"
+        )
+        return True
+    log.warning(
+        "the customers table records no marketing consent: known customers get only actions "
+        "that need none (set serving.consent_when_unrecorded: allow if the business may market "
+        "to them)"
+    )
+    return False
 
 
 def _nba_answer(

@@ -210,6 +210,15 @@ def test_unknown_consent_lists_everyone_open_and_says_so(how: str) -> None:
     assert "no_consent" not in unknown.counts
     assert unknown.counts["eligible"] == known.counts["eligible"] + known.counts["no_consent"]
     assert unknown.frame["consent_marketing"].isna().all()
+    assumed = select_customers(scores_frame(), customers, ChurnListFilters(), assume_consent=True)
+    assert assumed.consent_assumed and not assumed.consent_known
+    assert assumed.counts["eligible"] == unknown.counts["eligible"]
+    assert assumed.frame["consent_marketing"].eq(True).all()
+    # A recorded consent column always rules: the setting never overrides a refusal.
+    recorded = select_customers(
+        scores_frame(), customers_frame(), ChurnListFilters(), assume_consent=True
+    )
+    assert not recorded.consent_assumed and recorded.counts == known.counts
 
 
 @pytest.mark.parametrize("name", ["calls.json", "calls", "calls.csv.gz"])

@@ -784,3 +784,61 @@ def test_feedback_is_refused_when_the_customer_cannot_be_checked(tmp_path: Path)
     reader.broken = True
     with pytest.raises(UnavailableError):
         runtime.feedback(feedback_request())
+
+
+# --- consent the business does not record --------------------------------------------------------
+
+
+def _runtime_without_consent_records(
+    tmp_path: Path, recommender: PopularityRecommender, assume_consent: bool
+) -> tuple[Runtime, FakeReader]:
+    # The feature store reads missing consent as False for everyone.
+    reader = FakeReader({"C1": customer(consent_marketing=False)})
+    runtime = Runtime(
+        load_catalog(),
+        {"churn": LoadedModel("churn", FakeChurn(0.05), "7", "test", None)},
+        lambda: reader,
+        FeedbackStore(tmp_path / "feedback.db"),
+        ServingSettings(),
+        clock=lambda: NOW,
+        assume_consent=assume_consent,
+    )
+    return runtime, reader
+
+
+@pytest.mark.parametrize("assume_consent", [False, True])
+def test_unrecorded_consent_is_what_the_business_says_and_never_for_unknown_customers(
+    tmp_path: Path, recommender: PopularityRecommender, assume_consent: bool
+) -> None:
+    runtime, _ = _runtime_without_consent_records(tmp_path, recommender, assume_consent)
+    known = runtime.next_best_action(NextBestActionRequest(customer_id="C1", channel="atm"))
+    marketing = [a.action_id for a in known.actions if a.action_id == "hys_move_idle_cash"]
+    assert bool(marketing) is assume_consent
+    unknown = runtime.next_best_action(NextBestActionRequest(customer_id="NOPE", channel="atm"))
+    assert unknown.cold_start
+    assert all(
+        not runtime.catalog.offer(a.action_id).is_marketing  # type: ignore[union-attr]
+        for a in unknown.actions
+    )
+
+
+def test_start_up_assumes_consent_only_when_none_is_recorded_and_the_setting_allows(
+    tmp_path: Path,
+) -> None:
+    from loyal.settings import Settings
+    from serving.runtime import _assumes_consent
+
+    settings = Settings(home=tmp_path)
+    contract = settings.paths.contract_dir
+    contract.mkdir(parents=True)
+    allow = ServingSettings(consent_when_unrecorded="allow")
+    assert _assumes_consent(settings, allow) is False  # nothing loaded yet
+    pd.DataFrame({"customer_id": ["a"], "consent_marketing": [None]}).to_parquet(
+        contract / "customers.parquet"
+    )
+    assert _assumes_consent(settings, allow) is True
+    assert _assumes_consent(settings, ServingSettings()) is False
+    pd.DataFrame({"customer_id": ["a"], "consent_marketing": [False]}).to_parquet(
+        contract / "customers.parquet"
+    )
+    assert _assumes_consent(settings, allow) is False  # recorded: the records rule
