@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -31,34 +31,75 @@ def _group() -> None:
 
 @app.command("evaluate")
 def evaluate(
-    table: Annotated[Path, typer.Option("--table", help="CSV or Parquet, one row per customer.")],
-    id_col: Annotated[str, typer.Option("--id", help="Customer identifier column.")],
-    label: Annotated[str, typer.Option("--label", help="Churn label column (yes/no, 1/0...).")],
+    table: Annotated[
+        Path, typer.Option("--table", help="CSV, TSV or Parquet, one row per customer.")
+    ],
+    label: Annotated[
+        str, typer.Option("--label", help="Churn label column (yes/no, 1/0, churned/stayed...).")
+    ],
+    id_col: Annotated[
+        str | None, typer.Option("--id", help="Customer id column (default: none, rows numbered).")
+    ] = None,
     folds: Annotated[int, typer.Option(help="Stratified cross-validation folds.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed of the shuffled folds.")] = 42,
-    trials: Annotated[
-        int, typer.Option(help="Optuna trials inside each training fold (0: fixed parameters).")
-    ] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the shuffled folds and the models.")] = 42,
+    budget_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--budget-seconds",
+            help="Search time budget over all folds (default: 60 s per 10,000 rows, at least "
+            "60 s; 0: no search).",
+        ),
+    ] = None,
+    log_run: Annotated[
+        bool, typer.Option("--mlflow/--no-mlflow", help="Log the run to MLflow.")
+    ] = True,
 ) -> None:
-    """Cross-validate the churn model on a table; print one JSON line of metrics."""
-    result = evaluate_churn(table, id_col, label, folds=folds, seed=seed, search_trials=trials)
-    typer.echo(json.dumps({k: round(v, 6) for k, v in result.items()}))
+    """Cross-validate the churn model and two baselines on a table; print one JSON line."""
+    result = evaluate_churn(
+        table,
+        id_col,
+        label,
+        folds=folds,
+        seed=seed,
+        budget_seconds=budget_seconds,
+        settings=get_settings() if log_run else None,
+    )
+    typer.echo(json.dumps(result))
 
 
 def evaluate_churn(
     table: Path,
-    id_col: str,
+    id_col: str | None,
     label_col: str,
     folds: int = 5,
     seed: int = 42,
-    search_trials: int = 0,
-) -> dict[str, float]:
-    """Plain function behind `loyal churn evaluate` (see `training.churn.evaluate_table`)."""
-    from training.churn import evaluate_table
+    budget_seconds: float | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Plain function behind `loyal churn evaluate` (see `training.churn.evaluate_table`).
 
-    return evaluate_table(
-        table, id_col, label_col, folds=folds, seed=seed, search_trials=search_trials
+    Args:
+        table: the table file.
+        id_col: its customer id column (None: rows are numbered).
+        label_col: its churn label column.
+        folds: stratified folds.
+        seed: seed of the folds and the models.
+        budget_seconds: search time budget over all folds (None: sized to the table).
+        settings: where MLflow lives; None logs nothing.
+
+    Returns:
+        The JSON line's content: metrics, baselines, chosen settings, seconds (and `run_id`
+        when logged).
+    """
+    from training.churn import evaluate_table, log_evaluation
+
+    result = evaluate_table(
+        table, id_col, label_col, folds=folds, seed=seed, budget_seconds=budget_seconds
     )
+    summary = result.summary()
+    if settings is not None:
+        summary["run_id"] = log_evaluation(settings, table, result)
+    return summary
 
 
 def train_churn(
