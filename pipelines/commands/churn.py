@@ -118,10 +118,10 @@ def train_churn(
         settings: the feature store, labels and MLflow.
         table: a bring-your-own table; without one, the model trains on the loaded data
             through the `churn_v1` feature service (`training.churn.train_churn_bank`).
-        id_col: the table's customer id column.
+        id_col: the table's customer id column (None: rows are numbered).
         label_col: the table's churn label column.
-        search_trials: Optuna trials (search budget).
-        search_timeout: seconds after which the search starts no new trial.
+        search_trials: most search trials.
+        search_timeout: the search's time budget in seconds (`--budget-seconds`).
         register: register the model version.
         max_train_snapshots: feature-store training only: the latest training snapshots
             fetched (None: all).
@@ -139,8 +139,8 @@ def train_churn(
             max_train_snapshots=max_train_snapshots,
             register=register,
         )
-    if not id_col or not label_col:
-        raise NotReadyError("--table needs --id and --label (the id and churn label columns)")
+    if not label_col:
+        raise NotReadyError("--table needs --label (the churn label column)")
     from training.churn import train_from_table
 
     return train_from_table(
@@ -161,8 +161,10 @@ def train_command(
     ] = None,
     id_col: Annotated[str | None, typer.Option("--id", help="Customer id column.")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Churn label column.")] = None,
-    trials: Annotated[int, typer.Option(help="Optuna trials (search budget).")] = 20,
-    timeout: Annotated[float, typer.Option(help="Search time budget in seconds.")] = 600.0,
+    trials: Annotated[int, typer.Option(help="Most search trials.")] = 20,
+    budget_seconds: Annotated[
+        float, typer.Option("--budget-seconds", help="Search time budget in seconds.")
+    ] = 600.0,
     register: Annotated[bool, typer.Option(help="Register the model version.")] = True,
     snapshots: Annotated[
         int, typer.Option(help="Latest training snapshots fetched from features (0: all).")
@@ -170,7 +172,7 @@ def train_command(
 ) -> None:
     """Train the churn model, log it to MLflow and register it as `churn`."""
     result = train_churn(
-        get_settings(), table, id_col, label, trials, timeout, register, snapshots or None
+        get_settings(), table, id_col, label, trials, budget_seconds, register, snapshots or None
     )
     summary = {
         "run_id": result.run_id,
