@@ -309,6 +309,8 @@ def evaluate_table(
     Returns:
         The metrics (see `cross_validate`), chosen settings and wall time.
     """
+    if not 2 <= folds <= 20:
+        raise LoyalError(f"--folds must be between 2 and 20, got {folds}")
     path = Path(path)
     table = prepare_table(read_table(path), id_col, label_col, table=path.name)
     for line in table.roles.warnings():
