@@ -430,3 +430,15 @@ def test_catalog_sentences_fall_back_to_the_column_name() -> None:
         stored = catalog_templates([entry.name, "not_a_catalog_feature"])
         assert list(stored) == [entry.name]
         assert template_sentence(stored)(entry.name, 3) == entry.sentence(3)
+
+
+def test_evaluate_budget_grows_with_the_table_and_folds_are_checked(tmp_path: Path) -> None:
+    from loyal.errors import LoyalError
+    from training.churn import EVALUATE_BUDGET_SECONDS, default_budget, evaluate_table
+
+    assert default_budget(3_000) == EVALUATE_BUDGET_SECONDS
+    assert default_budget(45_000) == pytest.approx(4.5 * EVALUATE_BUDGET_SECONDS)
+    path = tmp_path / "extract.csv"
+    _extract().to_csv(path, index=False)
+    with pytest.raises(LoyalError, match="--folds must be between 2 and 20"):
+        evaluate_table(path, "customerID", "Churn", folds=1)
