@@ -77,7 +77,9 @@ def plain_xgboost(
 
 def logistic(numeric: Sequence[str], categorical: Sequence[str]) -> Pipeline:
     """Logistic regression on standardised, median-imputed numbers and one-hot categories."""
-    numbers = make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler())
+    # keep_empty_features: a column with no value in a training fold becomes 0, not a warning
+    imputer = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)
+    numbers = make_pipeline(imputer, StandardScaler())
     columns = ColumnTransformer(
         [("numeric", numbers, list(numeric)), ("categorical", _one_hot(), list(categorical))]
     )

@@ -379,9 +379,10 @@ def test_search_stays_within_its_time_budget() -> None:
     assert model.search_summary_["seconds"] < 2.0 + 3 * model.search_summary_["first_trial_seconds"]
 
 
+@pytest.mark.filterwarnings("error::UserWarning")
 def test_baselines_fit_mixed_columns_with_missing_values() -> None:
     X, y = _complaints_drive_risk()
-    X = X.assign(channel=X["channel"].where(np.arange(len(X)) % 9 != 0))
+    X = X.assign(channel=X["channel"].where(np.arange(len(X)) % 9 != 0), empty=np.nan)
     X.loc[X.index[::11], "tenure_months"] = np.nan
     for name in BASELINES:
         model = baseline(name, X).fit(X, y)
