@@ -4,7 +4,8 @@ Two entry points share the model (`models.churn.ChurnModel`) and the metrics:
 
 * `evaluate_table`: stratified k-fold cross-validation of the whole model on a bring-your-own
   table; every fitted piece (search, early stopping, calibration) lives inside each training
-  fold.
+  fold, so no row of an outer fold informs its own model's settings. The two baselines of
+  `models.baselines` (plain XGBoost, logistic regression) are scored in the same folds.
 * `train_from_frame`: one train/test protocol on any frame (the sample bank's point-in-time
   frame from the `churn_v1` feature service, or a table), logged to MLflow with plots and the
   holdout, and registered as `churn`. With a time column the split follows time and keeps a
@@ -14,10 +15,16 @@ Two entry points share the model (`models.churn.ChurnModel`) and the metrics:
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
 import logging
+import lzma
+import statistics
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +35,7 @@ import pandas as pd
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
 from loyal.errors import DataContractError, LoyalError, NotReadyError, StepSkippedError
 from loyal.settings import Settings
+from models.baselines import BASELINES, baseline
 from models.churn import (
     PYFUNC_ARTIFACT,
     ChurnModel,
@@ -45,13 +53,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "churn"
-CV_METRICS = ("roc_auc", "pr_auc", "brier", "lift_at_10", "capture_at_10")
-EVALUATE_SEARCH_TRIALS = 0
-"""Per-fold search trials of `loyal churn evaluate` (0: `ChurnModel`'s default parameters)."""
+CV_METRICS = ("roc_auc", "pr_auc", "brier", "ece", "lift_at_10", "capture_at_10")
+BASELINE_METRICS = ("roc_auc", "pr_auc", "brier")
+"""Metrics reported for each baseline, as `baseline_<name>_<metric>`."""
+EVALUATE_BUDGET_SECONDS = 60.0
+"""Default search budget of `loyal churn evaluate` per 10,000 rows (at least this), shared by
+its folds (each gets an equal share): a 10,000-row, 20-column table finishes in under two
+minutes on a busy 2-core machine (`benchmarks/churn.py`); larger tables get proportionally
+more time."""
+EVALUATE_MAX_TRIALS = 100
+"""Most search trials in each fold of `loyal churn evaluate` (the budget usually stops first)."""
 SEARCH_TRIALS = 20
-"""Search budget of `train_from_frame`: Optuna trials (each one cross-fit, median-pruned)..."""
+"""Search budget of `train_from_frame`: most trials (each one cross-fit, median-pruned)..."""
 SEARCH_TIMEOUT = 600.0
-"""...and seconds after which no new trial starts."""
+"""...and its time budget in seconds."""
+SEPARATORS = ",;\t|"
+"""Field separators `read_table` recognises in text tables."""
 CHURN_SERVICE = "churn_v1"
 """The feature service the churn model trains on (and serving reads)."""
 MAX_TRAIN_SNAPSHOTS = 12
@@ -71,20 +88,72 @@ mlflow.models.set_model(ChurnPyfunc())
 
 # ----------------------------------------------------------------------------- inputs
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet table as is (no type guessing beyond pandas' own).
+    """Read a CSV, TSV or Parquet table as other tools write them.
+
+    Text tables: the separator (comma, semicolon, tab or pipe) and quoting are sniffed from
+    the first lines, a byte-order mark is skipped, files that are not UTF-8 are read as
+    Latin-1, and header names are stripped of spaces. No type guessing beyond pandas' own
+    (numbers written as text are typed later, by `models.tabular`).
 
     Raises:
-        LoyalError: when the file is missing or not CSV/Parquet.
+        LoyalError: when the file is missing, not CSV/TSV/Parquet, or unreadable.
     """
     path = Path(path)
     if not path.is_file():
         raise LoyalError(f"table file '{path}' does not exist")
     suffixes = "".join(path.suffixes).lower()
     if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
-        return pd.read_parquet(path)
-    if ".csv" in suffixes or ".txt" in suffixes:
-        return pd.read_csv(path, low_memory=False)
-    raise LoyalError(f"table file '{path}' must be .csv (optionally compressed) or .parquet")
+        frame = pd.read_parquet(path)
+    elif any(kind in suffixes for kind in (".csv", ".tsv", ".txt")):
+        frame = _read_text_table(path)
+    else:
+        raise LoyalError(
+            f"table file '{path}' must be .csv, .tsv, .txt (optionally compressed) or .parquet"
+        )
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def sniff_separator(sample: str) -> str:
+    """The field separator of a text table from its first lines (comma when unsure)."""
+    lines = [line for line in sample.splitlines() if line.strip()][:20]
+    if not lines:
+        return ","
+    try:
+        return csv.Sniffer().sniff("\n".join(lines), delimiters=SEPARATORS).delimiter
+    except csv.Error:
+        counts = {sep: lines[0].count(sep) for sep in SEPARATORS}
+        best = max(counts, key=lambda sep: counts[sep])
+        return best if counts[best] else ","
+
+
+def _text_sample(path: Path, encoding: str, size: int = 65536) -> str:
+    """The first `size` characters of a text table, decompressing .gz, .bz2, .xz or .zip."""
+    suffix = path.suffix.lower()
+    openers: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+    if suffix in openers:
+        with openers[suffix](path, "rt", encoding=encoding) as handle:
+            return str(handle.read(size))
+    if suffix == ".zip":
+        with zipfile.ZipFile(path) as archive:
+            first = archive.namelist()[0]
+            return archive.read(first)[: 4 * size].decode(encoding, errors="ignore")
+    with path.open(encoding=encoding) as handle:
+        return handle.read(size)
+
+
+def _read_text_table(path: Path) -> pd.DataFrame:
+    """A delimited text table, separator sniffed; UTF-8 (with or without BOM) or Latin-1."""
+    for encoding in ("utf-8-sig", "latin-1"):
+        try:
+            sample = _text_sample(path, encoding)
+            separator = sniff_separator(sample)
+            return pd.read_csv(path, sep=separator, encoding=encoding, low_memory=False)
+        except UnicodeDecodeError:
+            continue
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise LoyalError(f"table file '{path}' cannot be read: {exc}") from exc
+    raise LoyalError(f"table file '{path}' is neither UTF-8 nor Latin-1 text")
 
 
 def catalog_templates(
@@ -170,63 +239,125 @@ def _quiet_optuna() -> None:
 
 
 # ------------------------------------------------------------------------- evaluation
+@dataclass(frozen=True)
+class CrossValidation:
+    """What a cross-validation of the churn model measured.
+
+    Attributes:
+        metrics: Loyal's `CV_METRICS` (means over folds) and the same keys suffixed `_std`
+            (population standard deviation), then `baseline_<name>_<metric>` means for each
+            baseline and `BASELINE_METRICS`.
+        chosen: per fold, the settings the search chose, with `rounds` (median boosting
+            rounds of its boosters) and `trials` (search trials run).
+        seconds: wall time of the whole cross-validation.
+    """
+
+    metrics: dict[str, float]
+    chosen: list[dict[str, Any]]
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON line of `loyal churn evaluate`: metrics, chosen settings and seconds."""
+        return {
+            **{k: round(v, 6) for k, v in self.metrics.items()},
+            "chosen": self.chosen,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def _chosen(model: ChurnModel) -> dict[str, Any]:
+    """The settings a fitted model ended with, for the report."""
+    chosen: dict[str, Any] = {k: _short(v) for k, v in model.best_params_.items()}
+    chosen["rounds"] = int(statistics.median(model.n_rounds_))
+    chosen["trials"] = model.search_summary_["trials"] if model.search_summary_ else 0
+    return chosen
+
+
+def _short(value: Any) -> Any:
+    """Floats to four significant digits, for a readable JSON line."""
+    return float(f"{value:.4g}") if isinstance(value, float) else value
+
+
 def cross_validate(
     X: pd.DataFrame,
     y: pd.Series | np.ndarray,
     model: ChurnModel | None = None,
     folds: int = 5,
     seed: int = 42,
-) -> dict[str, float]:
-    """Stratified, shuffled k-fold CV of a churn model; means and standard deviations.
+    baselines: Sequence[str] = BASELINES,
+) -> CrossValidation:
+    """Stratified, shuffled k-fold CV of a churn model and of the baselines, in the same folds.
 
     The model is cloned and fitted on each training fold only (search, early stopping and
-    calibration included), then scored on the fold it never saw.
+    calibration included), then scored on the fold it never saw; each baseline is fitted on the
+    same training fold and scored on the same held-out fold.
 
     Returns:
-        `roc_auc`, `pr_auc`, `brier`, `lift_at_10`, `capture_at_10` (means over folds) and the
-        same keys suffixed `_std` (population standard deviation over folds).
+        The metrics, the settings chosen in each fold and the wall time.
     """
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold
 
     _quiet_optuna()
+    started = time.perf_counter()
     labels = np.asarray(y).astype(int)
     template = model if model is not None else ChurnModel()
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores = []
+    scores: list[dict[str, float]] = []
+    chosen: list[dict[str, Any]] = []
     for number, (train, test) in enumerate(splitter.split(X, labels), start=1):
         fitted = clone(template).fit(X.iloc[train], labels[train])
-        scores.append(binary_metrics(labels[test], fitted.predict_proba(X.iloc[test])[:, 1]))
-        log.info("fold %d/%d: roc_auc %.4f", number, folds, scores[-1]["roc_auc"])
+        fold = binary_metrics(labels[test], fitted.predict_proba(X.iloc[test])[:, 1])
+        for name in baselines:
+            plain = baseline(name, X, seed=seed).fit(X.iloc[train], labels[train])
+            probability = plain.predict_proba(X.iloc[test])[:, 1]
+            base = binary_metrics(labels[test], probability)
+            fold.update({f"baseline_{name}_{k}": base[k] for k in BASELINE_METRICS})
+        scores.append(fold)
+        chosen.append(_chosen(fitted))
+        log.info(
+            "fold %d/%d: roc_auc %.4f (%s), baselines %s",
+            number,
+            folds,
+            fold["roc_auc"],
+            chosen[-1],
+            {n: round(fold[f"baseline_{n}_roc_auc"], 4) for n in baselines},
+        )
     table = pd.DataFrame(scores)
-    result = {k: float(table[k].mean()) for k in CV_METRICS}
-    result.update({f"{k}_std": float(table[k].std(ddof=0)) for k in CV_METRICS})
-    return result
+    metrics = {k: float(table[k].mean()) for k in CV_METRICS}
+    metrics.update({f"{k}_std": float(table[k].std(ddof=0)) for k in CV_METRICS})
+    metrics.update({k: float(table[k].mean()) for k in table.columns if k.startswith("baseline_")})
+    return CrossValidation(metrics, chosen, time.perf_counter() - started)
 
 
 def evaluate_table(
     path: Path,
-    id_col: str,
+    id_col: str | None,
     label_col: str,
     folds: int = 5,
     seed: int = 42,
-    search_trials: int = EVALUATE_SEARCH_TRIALS,
-    search_timeout: float | None = None,
-) -> dict[str, float]:
-    """Cross-validate the churn model on a one-row-per-customer table.
+    budget_seconds: float | None = None,
+    max_trials: int = EVALUATE_MAX_TRIALS,
+) -> CrossValidation:
+    """Cross-validate the churn model and the baselines on a one-row-per-customer table.
 
     Args:
-        path: CSV or Parquet file.
-        id_col: customer identifier column (dropped from the features).
+        path: CSV, TSV or Parquet file (separator sniffed).
+        id_col: customer identifier column (dropped from the features); None when the table
+            has none.
         label_col: churn label column (yes/no, true/false, 1/0, churned/stayed).
         folds: number of stratified folds.
-        seed: shuffling seed of the folds.
-        search_trials: Optuna trials inside each training fold (0: the model's defaults).
-        search_timeout: per-fold seconds after which the search starts no new trial.
+        seed: shuffling seed of the folds, and seed of the models.
+        budget_seconds: time budget of the search over all folds; each fold's search gets
+            an equal share (0: no search, the model's default settings; None:
+            `default_budget` for the table's size).
+        max_trials: most search trials in each fold.
 
     Returns:
-        Means and standard deviations of the CV metrics (see `cross_validate`).
+        The metrics (see `cross_validate`), chosen settings and wall time.
     """
+    if not 2 <= folds <= 20:
+        raise LoyalError(f"--folds must be between 2 and 20, got {folds}")
     path = Path(path)
     table = prepare_table(read_table(path), id_col, label_col, table=path.name)
     for line in table.roles.warnings():
@@ -240,8 +371,45 @@ def evaluate_table(
         len(table.roles.categorical),
         100 * table.y.mean(),
     )
-    model = ChurnModel(search_trials=search_trials, search_timeout=search_timeout)
+    if budget_seconds is None:
+        budget_seconds = default_budget(len(table.X))
+    if budget_seconds < 0:
+        raise LoyalError(f"the search budget must be 0 or more seconds, got {budget_seconds}")
+    searching = budget_seconds > 0
+    model = ChurnModel(
+        search_trials=max_trials if searching else 0,
+        search_timeout=budget_seconds / folds if searching else None,
+        random_state=seed,
+    )
     return cross_validate(table.X, table.y, model, folds=folds, seed=seed)
+
+
+def default_budget(rows: int) -> float:
+    """Search budget of `loyal churn evaluate` for a table of `rows` rows: `EVALUATE_BUDGET_SECONDS`
+    per 10,000 rows, and never less."""
+    return EVALUATE_BUDGET_SECONDS * max(1.0, rows / 10_000)
+
+
+def log_evaluation(settings: Settings, path: Path, result: CrossValidation) -> str:
+    """Log a `loyal churn evaluate` run to MLflow: metrics, baselines and chosen settings.
+
+    Returns:
+        The MLflow run id.
+    """
+    import mlflow
+    from training import tracking
+
+    path = Path(path)
+    name = f"churn evaluate {path.name}"
+    with tracking.start_run(
+        settings, "churn_evaluate", tracking.file_snapshot_id(path), name
+    ) as run:
+        mlflow.log_params({"table": str(path), "folds": len(result.chosen)})
+        for number, chosen in enumerate(result.chosen, start=1):
+            mlflow.log_params({f"fold{number}_{k}": v for k, v in chosen.items()})
+        mlflow.log_metrics({**result.metrics, "seconds": result.seconds})
+        mlflow.log_dict(result.summary(), "evaluation.json")
+    return str(run.info.run_id)
 
 
 # ----------------------------------------------------------------------------- splits
@@ -375,6 +543,34 @@ def test_metrics(
     return metrics
 
 
+def baseline_metrics(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    test_X: pd.DataFrame,
+    test_y: np.ndarray,
+    seed: int = 42,
+    n_jobs: int = 1,
+) -> dict[str, float]:
+    """`baseline_<name>_<metric>` of each baseline fitted on (X, y) and scored on the test rows.
+
+    Training passes every row the model learned from or was tuned and calibrated on
+    (train and validation), since the baselines need no held-out rows of their own.
+    """
+    result: dict[str, float] = {}
+    for name in BASELINES:
+        started = time.perf_counter()
+        fitted = baseline(name, X, seed=seed, n_jobs=n_jobs).fit(X, y)
+        scores = binary_metrics(test_y, fitted.predict_proba(test_X)[:, 1])
+        result.update({f"baseline_{name}_{k}": scores[k] for k in BASELINE_METRICS})
+        log.info(
+            "baseline %s: test roc_auc %.4f (%.1f s)",
+            name,
+            scores["roc_auc"],
+            time.perf_counter() - started,
+        )
+    return result
+
+
 def train_from_frame(
     frame: pd.DataFrame,
     label_col: str,
@@ -464,6 +660,10 @@ def train_from_frame(
     probability = model.predict_proba(holdout[features])[:, 1]
     oracle = holdout[oracle_col].to_numpy(float) if oracle_col else None
     metrics = test_metrics(y[split.test], probability, oracle)
+    seen = split.train if split.valid is None else np.concatenate([split.train, split.valid])
+    metrics.update(
+        baseline_metrics(X.iloc[seen], y[seen], X.iloc[split.test], y[split.test], seed, n_jobs)
+    )
     log.info("churn test metrics: %s", {k: round(v, 4) for k, v in metrics.items()})
     snapshot = snapshot_id or tracking.frame_snapshot_id(frame)
     run_id, version = _log_run(
@@ -476,7 +676,7 @@ def train_from_frame(
 def train_from_table(
     settings: Settings,
     path: Path,
-    id_col: str,
+    id_col: str | None,
     label_col: str,
     search_trials: int = SEARCH_TRIALS,
     search_timeout: float | None = SEARCH_TIMEOUT,
@@ -499,7 +699,7 @@ def train_from_table(
         frame,
         label_col,
         settings=settings,
-        id_col=id_col,
+        id_col=str(table.ids.name),
         snapshot_id=tracking.file_snapshot_id(path),
         search_trials=search_trials,
         search_timeout=search_timeout,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -31,34 +31,75 @@ def _group() -> None:
 
 @app.command("evaluate")
 def evaluate(
-    table: Annotated[Path, typer.Option("--table", help="CSV or Parquet, one row per customer.")],
-    id_col: Annotated[str, typer.Option("--id", help="Customer identifier column.")],
-    label: Annotated[str, typer.Option("--label", help="Churn label column (yes/no, 1/0...).")],
+    table: Annotated[
+        Path, typer.Option("--table", help="CSV, TSV or Parquet, one row per customer.")
+    ],
+    label: Annotated[
+        str, typer.Option("--label", help="Churn label column (yes/no, 1/0, churned/stayed...).")
+    ],
+    id_col: Annotated[
+        str | None, typer.Option("--id", help="Customer id column (default: none, rows numbered).")
+    ] = None,
     folds: Annotated[int, typer.Option(help="Stratified cross-validation folds.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed of the shuffled folds.")] = 42,
-    trials: Annotated[
-        int, typer.Option(help="Optuna trials inside each training fold (0: fixed parameters).")
-    ] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the shuffled folds and the models.")] = 42,
+    budget_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--budget-seconds",
+            help="Search time budget over all folds (default: 60 s per 10,000 rows, at least "
+            "60 s; 0: no search).",
+        ),
+    ] = None,
+    log_run: Annotated[
+        bool, typer.Option("--mlflow/--no-mlflow", help="Log the run to MLflow.")
+    ] = True,
 ) -> None:
-    """Cross-validate the churn model on a table; print one JSON line of metrics."""
-    result = evaluate_churn(table, id_col, label, folds=folds, seed=seed, search_trials=trials)
-    typer.echo(json.dumps({k: round(v, 6) for k, v in result.items()}))
+    """Cross-validate the churn model and two baselines on a table; print one JSON line."""
+    result = evaluate_churn(
+        table,
+        id_col,
+        label,
+        folds=folds,
+        seed=seed,
+        budget_seconds=budget_seconds,
+        settings=get_settings() if log_run else None,
+    )
+    typer.echo(json.dumps(result))
 
 
 def evaluate_churn(
     table: Path,
-    id_col: str,
+    id_col: str | None,
     label_col: str,
     folds: int = 5,
     seed: int = 42,
-    search_trials: int = 0,
-) -> dict[str, float]:
-    """Plain function behind `loyal churn evaluate` (see `training.churn.evaluate_table`)."""
-    from training.churn import evaluate_table
+    budget_seconds: float | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Plain function behind `loyal churn evaluate` (see `training.churn.evaluate_table`).
 
-    return evaluate_table(
-        table, id_col, label_col, folds=folds, seed=seed, search_trials=search_trials
+    Args:
+        table: the table file.
+        id_col: its customer id column (None: rows are numbered).
+        label_col: its churn label column.
+        folds: stratified folds.
+        seed: seed of the folds and the models.
+        budget_seconds: search time budget over all folds (None: sized to the table).
+        settings: where MLflow lives; None logs nothing.
+
+    Returns:
+        The JSON line's content: metrics, baselines, chosen settings, seconds (and `run_id`
+        when logged).
+    """
+    from training.churn import evaluate_table, log_evaluation
+
+    result = evaluate_table(
+        table, id_col, label_col, folds=folds, seed=seed, budget_seconds=budget_seconds
     )
+    summary = result.summary()
+    if settings is not None:
+        summary["run_id"] = log_evaluation(settings, table, result)
+    return summary
 
 
 def train_churn(
@@ -77,10 +118,10 @@ def train_churn(
         settings: the feature store, labels and MLflow.
         table: a bring-your-own table; without one, the model trains on the loaded data
             through the `churn_v1` feature service (`training.churn.train_churn_bank`).
-        id_col: the table's customer id column.
+        id_col: the table's customer id column (None: rows are numbered).
         label_col: the table's churn label column.
-        search_trials: Optuna trials (search budget).
-        search_timeout: seconds after which the search starts no new trial.
+        search_trials: most search trials.
+        search_timeout: the search's time budget in seconds (`--budget-seconds`).
         register: register the model version.
         max_train_snapshots: feature-store training only: the latest training snapshots
             fetched (None: all).
@@ -98,8 +139,8 @@ def train_churn(
             max_train_snapshots=max_train_snapshots,
             register=register,
         )
-    if not id_col or not label_col:
-        raise NotReadyError("--table needs --id and --label (the id and churn label columns)")
+    if not label_col:
+        raise NotReadyError("--table needs --label (the churn label column)")
     from training.churn import train_from_table
 
     return train_from_table(
@@ -120,8 +161,10 @@ def train_command(
     ] = None,
     id_col: Annotated[str | None, typer.Option("--id", help="Customer id column.")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Churn label column.")] = None,
-    trials: Annotated[int, typer.Option(help="Optuna trials (search budget).")] = 20,
-    timeout: Annotated[float, typer.Option(help="Search time budget in seconds.")] = 600.0,
+    trials: Annotated[int, typer.Option(help="Most search trials.")] = 20,
+    budget_seconds: Annotated[
+        float, typer.Option("--budget-seconds", help="Search time budget in seconds.")
+    ] = 600.0,
     register: Annotated[bool, typer.Option(help="Register the model version.")] = True,
     snapshots: Annotated[
         int, typer.Option(help="Latest training snapshots fetched from features (0: all).")
@@ -129,7 +172,7 @@ def train_command(
 ) -> None:
     """Train the churn model, log it to MLflow and register it as `churn`."""
     result = train_churn(
-        get_settings(), table, id_col, label, trials, timeout, register, snapshots or None
+        get_settings(), table, id_col, label, trials, budget_seconds, register, snapshots or None
     )
     summary = {
         "run_id": result.run_id,

@@ -76,6 +76,11 @@ def test_churn_test_auc_is_near_the_oracle_and_calibrated(trained_bank: TrainedB
     assert metrics["achievable_roc_auc_gap"] == pytest.approx(
         metrics["snapshot_hazard_without_frailty_roc_auc"] - metrics["roc_auc"]
     )
+    # the same search code as `churn evaluate`, and the two baselines on the same test rows
+    assert trained_bank.churn.model.search_summary_ is not None
+    assert trained_bank.churn.model.search_summary_["trials"] >= 1
+    for name in ("xgboost", "logistic"):
+        assert 0.5 < metrics[f"baseline_{name}_roc_auc"] <= metrics["oracle_roc_auc"] + 0.03
 
 
 def test_the_oracle_is_calibrated_on_the_test_rows(trained_bank: TrainedBank) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,16 +11,25 @@ import pytest
 from sklearn.base import clone
 
 from loyal.errors import DataContractError, NotReadyError
+from models.baselines import BASELINES, baseline
 from models.churn import (
     ChurnModel,
     ChurnPyfunc,
+    _simplest_within_noise,
     choose_calibration,
     default_sentence,
     template_sentence,
 )
 from models.metrics import roc_auc
 from models.tabular import infer_roles, parse_label, prepare_table
-from training.churn import catalog_sentence, catalog_templates, time_split
+from training.churn import (
+    catalog_sentence,
+    catalog_templates,
+    cross_validate,
+    read_table,
+    sniff_separator,
+    time_split,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -199,18 +209,23 @@ def test_unknown_and_missing_labels_are_clear_errors() -> None:
         parse_label(pd.Series(["yes", None, "no"], name="Churn"))
 
 
-def _extract(n: int = 60) -> pd.DataFrame:
+def _extract(n: int = 240) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     return pd.DataFrame(
         {
             "RowNumber": np.arange(1, n + 1),
             "customerID": [f"C-{i:04d}" for i in range(n)],
+            "Email": [
+                f"user{i}@example.com" if i % 10 else f"shared{i % 3}@x.org" for i in range(n)
+            ],
             "Surname": [f"name{i % 40}" for i in range(n)],
+            "Notes": [f"called on day {i} about the bill, wants a better offer" for i in range(n)],
+            "Signed": [str(pd.Timestamp("2024-01-01") + pd.Timedelta(days=i)) for i in range(n)],
             "Contract": rng.choice(["Month-to-month", "One year", "Two year"], n),
             "tenure": rng.integers(0, 72, n),
             "TotalCharges": [" " if i % 20 == 0 else f"{10.5 * i:.2f}" for i in range(n)],
             "Country": "FR",
-            "Churn": rng.choice(["Yes", "No"], n),
+            "Churn": np.where(np.arange(n) % 3 == 0, "Yes", "No"),
         }
     )
 
@@ -218,15 +233,23 @@ def _extract(n: int = 60) -> pd.DataFrame:
 def test_roles_drop_identifiers_and_free_text_and_parse_numbers() -> None:
     table = prepare_table(_extract(), "customerID", "Churn", table="extract.csv")
     assert table.roles.numeric == ("tenure", "TotalCharges")
-    assert table.roles.categorical == ("Contract",)
-    assert set(table.roles.dropped) == {"RowNumber", "Surname", "Country"}
+    assert table.roles.categorical == ("Surname", "Contract")
+    assert set(table.roles.dropped) == {"RowNumber", "Email", "Notes", "Signed", "Country"}
     assert "identifier" in table.roles.dropped["RowNumber"]
-    assert "free text" in table.roles.dropped["Surname"]
-    assert table.roles.coerced == {"TotalCharges": 3}
-    assert table.X["TotalCharges"].isna().sum() == 3
-    assert isinstance(table.X["Contract"].dtype, pd.CategoricalDtype)
-    assert any("Surname" in line for line in table.roles.warnings())
+    assert "identifier-like" in table.roles.dropped["Email"]
+    assert "free text" in table.roles.dropped["Notes"]
+    assert "dates" in table.roles.dropped["Signed"]
+    assert table.roles.coerced == {"TotalCharges": 12}
+    assert table.X["TotalCharges"].isna().sum() == 12
+    assert isinstance(table.X["Surname"].dtype, pd.CategoricalDtype)
+    assert any("Notes" in line and "dropped" in line for line in table.roles.warnings())
     assert table.ids.iloc[0] == "C-0000"
+
+
+def test_a_table_without_an_id_column_numbers_its_rows() -> None:
+    table = prepare_table(_extract().drop(columns="customerID"), None, "Churn")
+    assert table.ids.tolist()[:3] == [1, 2, 3]
+    assert "customerID" not in table.X
 
 
 def test_missing_label_or_id_column_is_a_clear_error() -> None:
@@ -234,6 +257,149 @@ def test_missing_label_or_id_column_is_a_clear_error() -> None:
         infer_roles(_extract(), "customerID", "Churned")
     with pytest.raises(DataContractError, match="id column"):
         infer_roles(_extract(), "id", "Churn")
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["Yes"] * 49 + ["No"] * 200, r"'Churn'.*only 49 row\(s\) have the label 'Yes'"),
+        (["No"] * 249, r"'Churn'.*constant"),
+        (["yes", "no", "maybe"] * 83, r"'Churn'.*binary.*3 values.*'maybe'"),
+        (["A", "B"] * 124 + ["A"], r"'Churn'.*must be yes/no.*'A', 'B'"),
+    ],
+)
+def test_unusable_labels_stop_with_a_message_naming_the_column(
+    labels: list[str], message: str
+) -> None:
+    frame = pd.DataFrame({"x": np.arange(len(labels), dtype=float) % 7, "Churn": labels})
+    with pytest.raises(DataContractError, match=message):
+        prepare_table(frame, None, "Churn", table="extract.csv")
+
+
+def test_rare_categories_are_read_as_missing() -> None:
+    rng = np.random.default_rng(3)
+    n = 600
+    zips = np.where(
+        np.arange(n) < 500, rng.choice(["10115", "75001"], n), [f"z{i}" for i in range(n)]
+    )
+    X = pd.DataFrame({"zip": pd.Series(zips).astype("category"), "x": rng.normal(size=n)})
+    y = (X["x"] > 0).to_numpy(int)
+    model = ChurnModel(**FAST, min_category_rows=10).fit(X, y)
+    assert model.categories_["zip"] == ["10115", "75001"]
+
+
+# --------------------------------------------------------------------- reading tables
+@pytest.mark.parametrize(
+    ("text", "separator"),
+    [
+        ('"age";"job";"y"\n58;"management";"no"\n44;"technician";"yes"\n', ";"),
+        ("age\tjob\ty\n58\tmanagement\tno\n44\ttechnician\tyes\n", "\t"),
+        ('\ufeff"age","job, title","y"\n58,"management, senior",no\n44,technician,yes\n', ","),
+    ],
+)
+def test_read_table_sniffs_separators_and_quoted_headers(
+    tmp_path: Path, text: str, separator: str
+) -> None:
+    path = tmp_path / "extract.csv"
+    path.write_text(text, encoding="utf-8")
+    assert sniff_separator(text.lstrip("\ufeff")) == separator
+    frame = read_table(path)
+    assert (frame.columns[0], frame.columns[-1]) == ("age", "y")
+    assert frame.shape == (2, 3)
+    assert frame["age"].tolist() == [58, 44]
+
+
+def test_read_table_reads_latin1_and_strips_header_spaces(tmp_path: Path) -> None:
+    path = tmp_path / "extract.txt"
+    path.write_bytes(" région ; churn \nSaint-Étienne;oui\n".encode("latin-1"))
+    frame = read_table(path)
+    assert list(frame.columns) == ["région", "churn"]
+    assert frame.iloc[0, 0] == "Saint-Étienne"
+
+
+# ------------------------------------------------------------------ capacity and baselines
+def _xor(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Churn decided by the interaction of two columns only: each alone carries no signal."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"a": rng.uniform(-1, 1, n), "b": rng.uniform(-1, 1, n)})
+    for i in range(3):
+        frame[f"noise_{i}"] = rng.normal(size=n)
+    signal = (frame["a"] > 0) != (frame["b"] > 0)
+    flip = rng.uniform(size=n) < 0.05
+    return frame, (signal ^ flip).to_numpy(int)
+
+
+def test_the_search_finds_an_interaction_that_stumps_cannot_see() -> None:
+    X, y = _xor(2000, seed=0)
+    test_X, test_y = _xor(2000, seed=1)
+    stumps = ChurnModel(**{**FAST, "max_depth": 1}).fit(X, y)
+    searched = ChurnModel(**{**FAST, "max_depth": 1}, search_trials=8, search_timeout=30).fit(X, y)
+    assert abs(roc_auc(test_y, stumps.predict_proba(test_X)[:, 1]) - 0.5) < 0.05
+    assert roc_auc(test_y, searched.predict_proba(test_X)[:, 1]) > 0.9
+    assert searched.best_params_["max_depth"] >= 2
+    reasons = searched.explain(test_X.head(20), top=2)
+    named = {r.feature for row in reasons for r in row}
+    assert named <= {"a", "b", "noise_0", "noise_1", "noise_2"} and named & {"a", "b"}
+
+
+def test_contributions_add_up_to_the_log_odds_at_any_depth() -> None:
+    X, y = _xor(800, seed=2)
+    for depth in (1, 6):
+        model = ChurnModel(**{**FAST, "max_depth": depth}).fit(X, y)
+        total = model.contributions(X.head(50)).sum(axis=1).to_numpy()
+        np.testing.assert_allclose(total, model.decision_function(X.head(50)), atol=1e-4)
+
+
+def test_search_keeps_the_shallower_settings_when_deeper_ones_win_only_by_noise() -> None:
+    rng = np.random.default_rng(5)
+    y = (rng.uniform(size=4000) < 0.3).astype(np.int64)
+    shallow = np.where(y == 1, 0.2, -1.2) + rng.normal(0, 1, 4000)
+
+    def trial(depth: int, margin: np.ndarray) -> tuple[float, dict[str, Any], Any]:
+        loss = float(np.mean(np.logaddexp(0, margin) - y * margin))
+        return loss, {"max_depth": depth}, ([], margin, y)
+
+    toward = np.where(y == 1, 1.0, -1.0)
+    helped = np.random.default_rng(6).uniform(size=4000) < 0.54
+    slightly = shallow + 0.3 * toward * np.where(helped, 1, -1)  # better on 54% of rows: noise
+    clearly = shallow + toward  # better on every row
+    noisy = [trial(6, slightly), trial(1, shallow)]
+    assert noisy[0][0] < noisy[1][0]
+    assert _simplest_within_noise(noisy)[1]["max_depth"] == 1
+    assert _simplest_within_noise([trial(6, clearly), trial(1, shallow)])[1]["max_depth"] == 6
+
+
+def test_search_stays_within_its_time_budget() -> None:
+    X, y = _xor(3000, seed=4)
+    params = {**FAST, "learning_rate": 0.02, "max_rounds": 3000, "early_stopping_rounds": 200}
+    model = ChurnModel(**params, search_trials=500, search_timeout=2.0).fit(X, y)
+    assert model.search_summary_ is not None
+    assert 1 <= model.search_summary_["trials"] < 500
+    # the first trial always finishes; later ones stop or are cut once the budget is spent
+    assert model.search_summary_["seconds"] < 2.0 + 3 * model.search_summary_["first_trial_seconds"]
+
+
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_baselines_fit_mixed_columns_with_missing_values() -> None:
+    X, y = _complaints_drive_risk()
+    X = X.assign(channel=X["channel"].where(np.arange(len(X)) % 9 != 0), empty=np.nan)
+    X.loc[X.index[::11], "tenure_months"] = np.nan
+    for name in BASELINES:
+        model = baseline(name, X).fit(X, y)
+        assert roc_auc(y, model.predict_proba(X)[:, 1]) > 0.7
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        baseline("forest", X)
+
+
+def test_cross_validation_reports_baselines_and_chosen_settings() -> None:
+    X, y = _complaints_drive_risk(n=600)
+    result = cross_validate(X, y, ChurnModel(**FAST), folds=3)
+    summary = result.summary()
+    for key in ("roc_auc", "ece", "brier", "baseline_xgboost_roc_auc", "baseline_logistic_roc_auc"):
+        assert 0.0 <= summary[key] <= 1.0
+    assert len(summary["chosen"]) == 3
+    assert summary["chosen"][0]["max_depth"] == 3 and summary["chosen"][0]["trials"] == 0
+    assert summary["roc_auc"] > 0.75
 
 
 # --------------------------------------------------------------------- training helpers
@@ -265,3 +431,15 @@ def test_catalog_sentences_fall_back_to_the_column_name() -> None:
         stored = catalog_templates([entry.name, "not_a_catalog_feature"])
         assert list(stored) == [entry.name]
         assert template_sentence(stored)(entry.name, 3) == entry.sentence(3)
+
+
+def test_evaluate_budget_grows_with_the_table_and_folds_are_checked(tmp_path: Path) -> None:
+    from loyal.errors import LoyalError
+    from training.churn import EVALUATE_BUDGET_SECONDS, default_budget, evaluate_table
+
+    assert default_budget(3_000) == EVALUATE_BUDGET_SECONDS
+    assert default_budget(45_000) == pytest.approx(4.5 * EVALUATE_BUDGET_SECONDS)
+    path = tmp_path / "extract.csv"
+    _extract().to_csv(path, index=False)
+    with pytest.raises(LoyalError, match="--folds must be between 2 and 20"):
+        evaluate_table(path, "customerID", "Churn", folds=1)
