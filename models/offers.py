@@ -724,6 +724,14 @@ class ContactPolicy(_Strict):
         return self.decline_cooldown_days
 
 
+def unique_channels(channels: tuple[str, ...]) -> tuple[str, ...]:
+    """The channels as given, refused when one is listed twice (offers and catalogs alike)."""
+    repeated = sorted({c for c in channels if channels.count(c) > 1})
+    if repeated:
+        raise ValueError(f"channel listed twice: {', '.join(repeated)}")
+    return channels
+
+
 class Offer(_Strict):
     """One action the policy may choose.
 
@@ -788,10 +796,7 @@ class Offer(_Strict):
     @field_validator("channels")
     @classmethod
     def _unique_channels(cls, channels: tuple[str, ...]) -> tuple[str, ...]:
-        repeated = sorted({c for c in channels if channels.count(c) > 1})
-        if repeated:
-            raise ValueError(f"channel listed twice: {', '.join(repeated)}")
-        return channels
+        return unique_channels(channels)
 
     @model_validator(mode="after")
     def _product_rules(self) -> Offer:
@@ -916,10 +921,7 @@ class Catalog(_Strict):
     @field_validator("channels")
     @classmethod
     def _unique_channels(cls, channels: tuple[str, ...]) -> tuple[str, ...]:
-        repeated = sorted({c for c in channels if channels.count(c) > 1})
-        if repeated:
-            raise ValueError(f"channel listed twice: {', '.join(repeated)}")
-        return channels
+        return unique_channels(channels)
 
     def model_post_init(self, context: Any, /) -> None:
         """Index the offers by id and by product, and the channels that show churn reasons."""
