@@ -4,9 +4,9 @@
 `ChurnModel.explain` builds a DMatrix and a DataFrame (~7 ms). Here the boosters' trees are
 read once from their JSON dump and evaluated for one row with a few vectorised numpy steps
 (float32 comparisons, as XGBoost does), then calibrated by the model's own calibrator. Reasons
-are exact tree SHAP: for stumps (the default, `max_depth=1`) a tree's contribution is its leaf
-value minus its cover-weighted mean, on its one split feature; deeper trees fall back to
-XGBoost's `pred_contribs` on a one-row DMatrix. Tests keep both equal to the batch path.
+are exact path-dependent tree SHAP from tables built at start-up (`serving.treeshap`, tens of
+microseconds a row); a model too large to tabulate falls back to XGBoost's `pred_contribs` on a
+one-row DMatrix. Tests keep both equal to the batch path.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.churn import ChurnModel, Sentence, default_sentence
+from serving.treeshap import tree_shap
 
 Row = Mapping[str, Any]
 
@@ -146,9 +147,7 @@ class FastChurn:
         self._columns = [(column, self._codes.get(column)) for column in self.features]
         self._trees, self._base = _compile(model)
         self._n_boosters = len(model.boosters_)
-        self._stumps = self._trees.depth <= 1
-        if self._stumps:
-            self._prepare_stump_shap()
+        self._shap = tree_shap(self._trees, len(self.features), 1.0 / self._n_boosters)
 
     # ------------------------------------------------------------------------------ encoding
     def encode(self, row: Row) -> NDArray[np.float64]:
@@ -217,32 +216,16 @@ class FastChurn:
         return self._calibrated(self.margin(x))
 
     # ----------------------------------------------------------------------------- reasons
-    def _prepare_stump_shap(self) -> None:
-        """Per tree: the split feature and the cover-weighted mean of its two leaves."""
-        t = self._trees
-        roots = t.roots
-        split = t.left[roots] >= 0
-        mean = t.value[roots].copy()
-        left, right = t.left[roots[split]], t.right[roots[split]]
-        cover_l, cover_r = t.cover[left], t.cover[right]
-        mean[split] = (cover_l * t.value[left] + cover_r * t.value[right]) / (cover_l + cover_r)
-        self._tree_mean = mean
-        self._tree_feature = np.where(split, t.feature[roots], -1)
-
     def contributions(
         self, x: NDArray[np.float64], leaves: NDArray[np.int64] | None = None
     ) -> NDArray[np.float64]:
-        """Tree SHAP contributions to the log-odds per feature (boosters averaged)."""
-        if not self._stumps:
+        """Tree SHAP contributions to the log-odds per feature (boosters averaged).
+
+        `leaves` is accepted for compatibility and unused: the tables evaluate every split.
+        """
+        if self._shap is None:
             return self._xgboost_contributions(x)
-        leaf_values = self._trees.value[self._leaves(x) if leaves is None else leaves]
-        split = self._tree_feature >= 0
-        phi = np.bincount(
-            self._tree_feature[split],
-            weights=(leaf_values - self._tree_mean)[split],
-            minlength=len(self.features),
-        )
-        return phi / self._n_boosters
+        return self._shap.explain(x)[0]
 
     def _xgboost_contributions(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         import xgboost as xgb
@@ -268,6 +251,10 @@ class FastChurn:
         if top <= 0:
             return []
         phi = self.contributions(self.encode(row) if x is None else x, leaves)
+        return self._sentences(row, phi, top)
+
+    def _sentences(self, row: Row, phi: NDArray[np.float64], top: int) -> list[str]:
+        """The `top` features with the largest positive contributions, as sentences."""
         order = np.argsort(-phi, kind="stable")[:top]
         out: list[str] = []
         for j in order:
@@ -280,6 +267,9 @@ class FastChurn:
     def score(self, row: Row, top: int = 3) -> tuple[float, list[str]]:
         """Probability and reasons of one customer, encoding the row once."""
         x = self.encode(row)
+        if top > 0 and self._shap is not None:
+            phi, leaves = self._shap.explain(x)
+            return self._calibrated(self._margin_of(leaves)), self._sentences(row, phi, top)
         leaves = self._leaves(x)
         return self._calibrated(self._margin_of(leaves)), self.reasons(row, top, x, leaves)
 

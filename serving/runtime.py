@@ -73,6 +73,8 @@ REOPEN_SECONDS = 10.0
 """How often a feature store that could not be opened is tried again."""
 PROBE_SECONDS = 1.0
 """How long a feature store probe result is reused (readiness and status calls)."""
+RANKINGS_KEPT = 20_000
+"""Cross-sell rankings a runtime keeps (about 1.5 kB each with 10 products), then restarts."""
 STORE_DOWN = "feature store unavailable"
 """What callers are told when the online store cannot be read (the cause goes to the log)."""
 
@@ -200,6 +202,7 @@ class Runtime:
         self._reader_tried_at = -1e9
         self._probed: tuple[float, str] | None = None
         self._history_days = history_days(catalog)
+        self._ranked: dict[tuple[str, int], tuple[tuple[str, float], ...]] = {}
         self._open_reader()
 
     # ----------------------------------------------------------------------------- start-up
@@ -386,11 +389,22 @@ class Runtime:
         )
 
     def _recommendations(self, customer: _Customer, k: int) -> list[tuple[str, float]]:
+        """The cross-sell ranking, computed once per customer while this runtime lives.
+
+        It depends only on the customer id and the loaded champion (never on the request),
+        so a customer asked about again is answered from `_ranked` (bounded, then restarted).
+        """
         model = self._model("cross_sell")
         if model is None:
             customer.problems.extend(self._model_problems("cross_sell"))
             return []
-        return list(model.recommend(customer.customer_id, k))
+        key = (customer.customer_id, k)
+        ranked = self._ranked.get(key)
+        if ranked is None:
+            if len(self._ranked) >= RANKINGS_KEPT:
+                self._ranked.clear()
+            ranked = self._ranked[key] = tuple(model.recommend(customer.customer_id, k))
+        return list(ranked)
 
     def _history(self, customer: _Customer, now: datetime) -> list[ContactEvent]:
         try:

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from loyal.errors import LoyalError
 from loyal.settings import Settings
-from training import tracking
-from training.registry import Scorer, champion_version
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.tracking import MlflowClient
     from rich.table import Table
+
+    from training.registry import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,9 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 
 def champion_versions(settings: Settings) -> dict[str, str | None]:
     """The `champion` version of every model in `MODELS` (None when it has none)."""
+    from training import tracking
+    from training.registry import champion_version
+
     registry = tracking.client(settings)
     versions: dict[str, str | None] = {}
     for name in MODELS:
@@ -146,9 +149,17 @@ def list_versions(
         limit: newest versions kept per model besides the champion (None: all).
 
     Returns:
-        Rows by model (in `MODELS` order), then by version, newest first.
+        Rows by model (in `MODELS` order), then by version, newest first. An embedded SQLite
+        store is read directly (`training.registry_sql`, no MLflow import); others through
+        MLflow's client.
     """
+    from training import tracking
+    from training.registry_sql import read_versions
+
     specs = [model_spec(n) for n in names] if names is not None else list(MODELS.values())
+    direct = read_versions(settings.mlflow.tracking_uri, specs, limit)
+    if direct is not None:
+        return direct
     registry = tracking.client(settings)
     rows: list[VersionRow] = []
     for spec in specs:
@@ -157,6 +168,8 @@ def list_versions(
 
 
 def _model_rows(registry: MlflowClient, spec: ModelSpec, limit: int | None) -> list[VersionRow]:
+    from training.registry import champion_version
+
     versions = sorted(
         registry.search_model_versions(f"name = '{spec.name}'"),
         key=lambda v: int(v.version),

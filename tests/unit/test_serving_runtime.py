@@ -842,3 +842,26 @@ def test_start_up_assumes_consent_only_when_none_is_recorded_and_the_setting_all
         contract / "customers.parquet"
     )
     assert _assumes_consent(settings, allow) is False  # recorded: the records rule
+
+
+def test_a_customer_asked_about_again_gets_the_same_answer_from_one_ranking(
+    tmp_path: Path, recommender: PopularityRecommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    original = recommender.recommend
+
+    def counted(user_id: str, k: int = 10) -> Any:
+        calls.append(user_id)
+        return original(user_id, k)
+
+    monkeypatch.setattr(recommender, "recommend", counted)
+    reader = FakeReader({"C1": customer(), "C2": customer(holds_savings=False)})
+    runtime = make_runtime(tmp_path, reader, recommender, FakeChurn(0.05))
+    fresh = make_runtime(tmp_path / "fresh", reader, recommender, FakeChurn(0.05))
+    for cid, channel in [("C1", "web"), ("C2", "web"), ("C1", "email"), ("C1", "web")]:
+        request = NextBestActionRequest(customer_id=cid, channel=channel, k=3)
+        again = runtime.next_best_action(request).model_dump(exclude={"decision_id"})
+        first = fresh.next_best_action(request).model_dump(exclude={"decision_id"})
+        fresh._ranked.clear()
+        assert again == first
+    assert calls.count("C1") == 1 + 3 and calls.count("C2") == 1 + 1
