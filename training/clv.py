@@ -54,7 +54,7 @@ from training.clv_data import calibration_holdout, holdout_metrics, naive_foreca
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from training.registry import PromotionDecision
+    from training.registry import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -358,6 +358,11 @@ class ClvTrainResult:
     seconds: float
 
 
+def mae_scorer(metric: str = "holdout_mae") -> Scorer:
+    """Promotion's scorer: `holdout_mae` (the only metric CLV promotion compares)."""
+    return holdout_mae
+
+
 def train_clv(
     settings: Settings,
     register: bool = True,
@@ -594,27 +599,3 @@ def calibration_figure(deciles: pd.DataFrame, holdout_weeks: int) -> Figure:
     )
     axes.legend(loc="upper left")
     return figure
-
-
-# ----------------------------------------------------------------------------- promotion
-def promote_clv(
-    settings: Settings, version: str | int | None = None, force: bool = False, reason: str = ""
-) -> PromotionDecision:
-    """Make a `clv` version the champion if its holdout MAE beats the champion's.
-
-    Both are re-scored on the challenger's logged holdout through their pyfuncs, each with its
-    calibration-window fit (`model="holdout"`), so neither has seen the holdout period. Lower
-    MAE of repeat purchase days wins; a tie keeps the champion.
-    """
-    from training.registry import promote
-
-    return promote(
-        settings,
-        MODEL_NAME,
-        "holdout_mae",
-        higher_is_better=False,
-        version=version,
-        force=force,
-        reason=reason,
-        scorer=holdout_mae,
-    )

@@ -773,6 +773,20 @@ def train_cross_sell_bank(
     return dataclasses.replace(result, recommendations=recommendations, seconds=seconds)
 
 
+def train_bank(settings: Settings, trials: int = 12, register: bool = True) -> CrossSellResult:
+    """Train, log and register `cross_sell` with `trials` ALS settings searched (the spec's train).
+
+    The batch recommendations ride on the result; `publish_recommendations` writes them.
+    """
+    return train_cross_sell_bank(settings, bank_config(n_trials=trials), register=register)
+
+
+def publish_recommendations(settings: Settings, result: CrossSellResult) -> None:
+    """Write a training result's batch recommendations (when it has any)."""
+    if result.recommendations is not None:
+        write_recommendations(settings, result.recommendations)
+
+
 def write_recommendations(settings: Settings, frame: pd.DataFrame) -> Path:
     """Write batch recommendations to ``<data_dir>/scores/recommendations.parquet`` atomically.
 

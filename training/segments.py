@@ -54,7 +54,7 @@ from models.segments import NeedSegmenter, profile
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from training.registry import PromotionDecision
+    from training.registry import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -419,6 +419,11 @@ def silhouette(Z: np.ndarray, labels: np.ndarray) -> float:
     return float(silhouette_score(Z, labels))
 
 
+def silhouette_scorer(metric: str = "holdout_silhouette") -> Scorer:
+    """Promotion's scorer: `holdout_silhouette` (the only metric segments promotion compares)."""
+    return holdout_silhouette
+
+
 def holdout_silhouette(model_uri: str, holdout: pd.DataFrame, meta: Mapping[str, Any]) -> float:
     """Promotion scorer: silhouette of a pyfunc's segments on the logged evaluation sample.
 
@@ -749,27 +754,3 @@ def tier_figure(shares: pd.DataFrame, frame: pd.DataFrame, tiers: pd.Series) -> 
     axes.set(ylabel="share of the total", title="Value tiers: customers vs value and revenue")
     axes.legend(loc="upper left")
     return figure
-
-
-# ----------------------------------------------------------------------------- promotion
-def promote_segments(
-    settings: Settings, version: str | int | None = None, force: bool = False, reason: str = ""
-) -> PromotionDecision:
-    """Make a `segments` version the champion if its segments separate customers better.
-
-    Metric: silhouette of each model's labels on the challenger's logged evaluation sample,
-    in the challenger's feature space standardized on that sample; higher wins, a tie keeps
-    the champion. This is the criterion k was chosen by, applied to both models on one sample.
-    """
-    from training.registry import promote
-
-    return promote(
-        settings,
-        MODEL_NAME,
-        "holdout_silhouette",
-        higher_is_better=True,
-        version=version,
-        force=force,
-        reason=reason,
-        scorer=holdout_silhouette,
-    )

@@ -7,6 +7,8 @@ command imports its heavy machinery when it runs. The plain functions live in
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -70,6 +72,39 @@ def rollback_command(
         f"{model}: v{restored} is champion again; run `loyal score` to republish the scores "
         "and restart the service (or `loyal bento build`) to serve it"
     )
+
+
+def train_command_for(name: str) -> Callable[..., None]:
+    """A `loyal train <model>` command for a model without its own (the spec's `train`)."""
+
+    def train_command(
+        register: Annotated[bool, typer.Option(help="Register the model version.")] = True,
+    ) -> None:
+        from training.models_admin import train_model
+
+        result = train_model(get_settings(), name, register=register)
+        typer.echo(json.dumps({"model": name, "model_version": result.model_version}))
+
+    train_command.__doc__ = f"Train `{name}`, log it to MLflow and register it."
+    return train_command
+
+
+def promote_command_for(name: str) -> Callable[..., None]:
+    """A `loyal promote <model>` command for a model without its own (the one promotion path)."""
+
+    def promote_command(
+        version: Annotated[
+            str | None, typer.Option(help="Challenger version (default: the latest).")
+        ] = None,
+        force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
+        reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
+    ) -> None:
+        from training.models_admin import promote_model
+
+        typer.echo(promote_model(get_settings(), name, version, force, reason).summary())
+
+    promote_command.__doc__ = f"Make the latest `{name}` the champion if it wins on its holdout."
+    return promote_command
 
 
 def retrain_pipeline(

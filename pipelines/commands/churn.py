@@ -192,25 +192,9 @@ def promote_churn(
     metric: str = PROMOTION_METRIC,
 ) -> PromotionDecision:
     """Plain function behind `loyal promote churn`: challenger vs champion on one holdout."""
-    from loyal.errors import NotReadyError
-    from models.metrics import METRICS
-    from training.models_admin import check_applicable
-    from training.registry import promote
+    from training.models_admin import promote_model
 
-    higher_is_better = METRICS[metric][1] if metric in METRICS else True
-    try:
-        return promote(
-            settings,
-            "churn",
-            metric,
-            higher_is_better=higher_is_better,
-            version=version,
-            force=force,
-            reason=reason,
-        )
-    except NotReadyError:
-        check_applicable(settings, "churn")  # skipped with the reason when churn cannot apply
-        raise
+    return promote_model(settings, "churn", version, force, reason, metric)
 
 
 def promote_command(

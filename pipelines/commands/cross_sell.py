@@ -40,11 +40,11 @@ def train_cross_sell_command(
     Returns:
         The training result, with the batch recommendations.
     """
-    from training.cross_sell import bank_config, train_cross_sell_bank, write_recommendations
+    from training.cross_sell import publish_recommendations, train_bank
 
-    result = train_cross_sell_bank(settings, bank_config(n_trials=trials), register=register)
-    if write and result.recommendations is not None:
-        write_recommendations(settings, result.recommendations)
+    result = train_bank(settings, trials, register)
+    if write:
+        publish_recommendations(settings, result)
     return result
 
 
@@ -79,25 +79,9 @@ def promote_cross_sell(
     Both versions' recipes are refitted on the challenger's logged calibration matrix and
     scored on its targets (see `training.cross_sell.ranking_scorer`).
     """
-    from loyal.errors import NotReadyError
-    from training.cross_sell import REGISTERED_MODEL, ranking_scorer
-    from training.models_admin import check_applicable
-    from training.registry import promote
+    from training.models_admin import promote_model
 
-    try:
-        return promote(
-            settings,
-            REGISTERED_MODEL,
-            metric,
-            higher_is_better=True,
-            version=version,
-            force=force,
-            reason=reason,
-            scorer=ranking_scorer(metric),
-        )
-    except NotReadyError:
-        check_applicable(settings, REGISTERED_MODEL)  # skipped with the reason if inapplicable
-        raise
+    return promote_model(settings, "cross_sell", version, force, reason, metric)
 
 
 def promote_command(

@@ -46,24 +46,18 @@ def promote_clv(
     settings: Settings, version: str | None = None, force: bool = False, reason: str = ""
 ) -> PromotionDecision:
     """Plain function behind `loyal promote clv`: lower holdout MAE wins."""
-    from loyal.errors import NotReadyError
-    from training.clv import promote_clv as promote
-    from training.models_admin import check_applicable
+    from training.models_admin import promote_model
 
-    try:
-        return promote(settings, version=version, force=force, reason=reason)
-    except NotReadyError:
-        check_applicable(settings, "clv")  # skipped with the reason when CLV cannot apply
-        raise
+    return promote_model(settings, "clv", version, force, reason)
 
 
 def promote_segments(
     settings: Settings, version: str | None = None, force: bool = False, reason: str = ""
 ) -> PromotionDecision:
     """Plain function behind `loyal promote segments`: higher silhouette on one sample wins."""
-    from training.segments import promote_segments as promote
+    from training.models_admin import promote_model
 
-    return promote(settings, version=version, force=force, reason=reason)
+    return promote_model(settings, "segments", version, force, reason)
 
 
 def train_and_promote_value(settings: Settings) -> dict[str, Any]:
