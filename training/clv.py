@@ -54,7 +54,7 @@ from training.clv_data import calibration_holdout, holdout_metrics, naive_foreca
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from training.registry import Scorer
+    from training.registry import PromotionDecision, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -68,48 +68,6 @@ REVENUE_COLUMN = "monetary_value"
 LABEL = "frequency_holdout"
 TOP_SHARES = (0.01, 0.05, 0.20)
 REQUIREMENTS = ("mlflow", "scipy", "numpy", "pandas", "threadpoolctl", "pydantic", "pyarrow")
-_MODEL_CODE = '''"""MLflow models-from-code entry point of the CLV pyfunc (no pickle)."""
-
-import json
-from pathlib import Path
-from typing import Any
-
-import mlflow.models
-import pandas as pd
-from mlflow.pyfunc import PythonModel
-
-from models.clv import ClvModel
-
-
-class ClvPyfunc(PythonModel):
-    """RFM summary rows in; p_alive, expected_purchases, expected_avg_spend and clv out.
-
-    Params: `model` ("full": fitted on the whole history, for scoring; "holdout": fitted on
-    the calibration window only, for re-scoring the holdout) and `forecast_units` (time units
-    over which `expected_purchases` is forecast; 0 means the CLV horizon).
-    """
-
-    def load_context(self, context: Any) -> None:
-        payload = json.loads(Path(context.artifacts["clv_model"]).read_text())
-        self.models = {k: ClvModel.from_dict(v) for k, v in payload["models"].items()}
-        self.economics = payload["economics"]
-        self.settings = payload.get("settings", {})
-
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        params = params or {}
-        model = self.models[str(params.get("model", "full"))]
-        frame = pd.DataFrame(model_input).reset_index(drop=True)
-        scores = model.predict(frame, **self.economics)
-        units = float(params.get("forecast_units", 0.0))
-        if units > 0:
-            scores["expected_purchases"] = model.expected_purchases(frame, units)
-        return scores
-
-
-mlflow.models.set_model(ClvPyfunc())
-'''
 
 
 class ClvSettings(settings_module.ClvSettings):
@@ -570,13 +528,14 @@ def _log_model(
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / f"{PYFUNC_ARTIFACT}.json"
         state.write_text(json.dumps(pyfunc_payload(model, holdout_model, config)), "utf-8")
-        return tracking.log_pyfunc_from_code(
-            _MODEL_CODE,
+        info = tracking.log_pyfunc(
+            "models.pyfuncs.clv",
             {PYFUNC_ARTIFACT: state},
             signature,
             example,
             tracking.requirements(REQUIREMENTS),
         )
+        return str(info.model_uri)
 
 
 def calibration_figure(deciles: pd.DataFrame, holdout_weeks: int) -> Figure:
@@ -599,3 +558,15 @@ def calibration_figure(deciles: pd.DataFrame, holdout_weeks: int) -> Figure:
     )
     axes.legend(loc="upper left")
     return figure
+
+
+def promote_clv(
+    settings: Settings, version: str | int | None = None, force: bool = False, reason: str = ""
+) -> PromotionDecision:
+    """Make a `clv` version the champion if its holdout MAE beats the champion's.
+
+    The one promotion path (`training.models_admin.promote_model`) with the spec's metric.
+    """
+    from training.models_admin import promote_model
+
+    return promote_model(settings, "clv", version, force, reason)

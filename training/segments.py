@@ -54,7 +54,7 @@ from models.segments import NeedSegmenter, profile
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from training.registry import Scorer
+    from training.registry import PromotionDecision, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -90,38 +90,6 @@ DESCRIBE_COLUMNS = (
 )  # fmt: skip
 """Columns the behaviour profile describes segments with (those present), beyond the model's."""
 REQUIREMENTS = ("mlflow", "scikit-learn", "scipy", "numpy", "pandas", "pyarrow")
-_MODEL_CODE = '''"""MLflow models-from-code entry point of the need-segments pyfunc (no pickle)."""
-
-import json
-from pathlib import Path
-from typing import Any
-
-import mlflow.models
-import pandas as pd
-from mlflow.pyfunc import PythonModel
-
-from models.segments import NeedSegmenter
-
-
-class SegmentsPyfunc(PythonModel):
-    """Behaviour columns in (missing ones count as missing values); segment_id and name out."""
-
-    def load_context(self, context: Any) -> None:
-        payload = json.loads(Path(context.artifacts["segments_model"]).read_text())
-        self.model = NeedSegmenter.from_dict(payload["model"])
-
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        frame = pd.DataFrame(model_input).reset_index(drop=True)
-        values = frame.reindex(columns=list(self.model.columns_)).astype(float)
-        ids = self.model.predict(values).astype("int64")
-        names = [self.model.segment_names_.get(int(i), f"segment {i}") for i in ids]
-        return pd.DataFrame({"segment_id": ids, "segment_name": names})
-
-
-mlflow.models.set_model(SegmentsPyfunc())
-'''
 
 
 class SegmentSettings(settings_module.SegmentSettings):
@@ -715,13 +683,14 @@ def _log_model(model: NeedSegmenter, example: pd.DataFrame) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / f"{PYFUNC_ARTIFACT}.json"
         state.write_text(json.dumps({"model": model.to_dict()}), "utf-8")
-        return tracking.log_pyfunc_from_code(
-            _MODEL_CODE,
+        info = tracking.log_pyfunc(
+            "models.pyfuncs.segments",
             {PYFUNC_ARTIFACT: state},
             signature,
             example,
             tracking.requirements(REQUIREMENTS),
         )
+        return str(info.model_uri)
 
 
 def tier_figure(shares: pd.DataFrame, frame: pd.DataFrame, tiers: pd.Series) -> Figure:
@@ -754,3 +723,15 @@ def tier_figure(shares: pd.DataFrame, frame: pd.DataFrame, tiers: pd.Series) -> 
     axes.set(ylabel="share of the total", title="Value tiers: customers vs value and revenue")
     axes.legend(loc="upper left")
     return figure
+
+
+def promote_segments(
+    settings: Settings, version: str | int | None = None, force: bool = False, reason: str = ""
+) -> PromotionDecision:
+    """Make a `segments` version the champion if its segments separate customers better.
+
+    The one promotion path (`training.models_admin.promote_model`) with the spec's metric.
+    """
+    from training.models_admin import promote_model
+
+    return promote_model(settings, "segments", version, force, reason)
