@@ -974,14 +974,14 @@ def _log_run(
                    "predict_params": {"top": 0}},
         )  # fmt: skip
         model_uri = _log_model(model, templates, _plain(holdout[features].head(5)))
-        version = None
-        if register:
-            tags = {
-                tracking.TAG_SNAPSHOT: snapshot_id,
-                "test_roc_auc": f"{metrics['roc_auc']:.4f}",
-            }
-            version = tracking.register(settings, model_uri, MODEL_NAME, run.info.run_id, tags)
-    return run.info.run_id, None if version is None else str(version.version)
+        tags = {
+            tracking.TAG_SNAPSHOT: snapshot_id,
+            "test_roc_auc": f"{metrics['roc_auc']:.4f}",
+        }
+        version = tracking.register_if(
+            register, settings, model_uri, MODEL_NAME, run.info.run_id, tags
+        )
+    return run.info.run_id, version
 
 
 def _log_model(

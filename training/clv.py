@@ -50,11 +50,12 @@ from loyal.errors import DataContractError, NotReadyError, StepSkippedError
 from loyal.settings import Settings
 from models.clv import DAYS_PER_MONTH, ClvModel
 from training.clv_data import calibration_holdout, holdout_metrics, naive_forecast, rfm_summary
+from training.models_admin import promotion_for
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from training.registry import PromotionDecision, Scorer
+    from training.registry import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -494,14 +495,14 @@ def _log_run(
         )
         example = model_inputs(split.head(5), value_column)
         model_uri = _log_model(model, holdout_model, config, example)
-        version = None
-        if register:
-            tags = {
-                tracking.TAG_SNAPSHOT: snapshot,
-                "holdout_mae": f"{metrics['mae']:.4f}",
-            }
-            version = tracking.register(settings, model_uri, MODEL_NAME, run.info.run_id, tags)
-    return run.info.run_id, None if version is None else str(version.version)
+        tags = {
+            tracking.TAG_SNAPSHOT: snapshot,
+            "holdout_mae": f"{metrics['mae']:.4f}",
+        }
+        version = tracking.register_if(
+            register, settings, model_uri, MODEL_NAME, run.info.run_id, tags
+        )
+    return run.info.run_id, version
 
 
 def _holdout_frame(split: pd.DataFrame, value_column: str) -> pd.DataFrame:
@@ -560,13 +561,5 @@ def calibration_figure(deciles: pd.DataFrame, holdout_weeks: int) -> Figure:
     return figure
 
 
-def promote_clv(
-    settings: Settings, version: str | int | None = None, force: bool = False, reason: str = ""
-) -> PromotionDecision:
-    """Make a `clv` version the champion if its holdout MAE beats the champion's.
-
-    The one promotion path (`training.models_admin.promote_model`) with the spec's metric.
-    """
-    from training.models_admin import promote_model
-
-    return promote_model(settings, "clv", version, force, reason)
+promote_clv = promotion_for("clv")
+"""Make a `clv` version the champion if it wins on its holdout (the one promotion path)."""

@@ -50,11 +50,12 @@ from loyal import settings as settings_module
 from loyal.errors import DataContractError, NotReadyError
 from loyal.settings import Settings
 from models.segments import NeedSegmenter, profile
+from training.models_admin import promotion_for
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from training.registry import PromotionDecision, Scorer
+    from training.registry import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -647,17 +648,17 @@ def _log_run(
                    "space_columns": columns, "metric": "silhouette"},
         )  # fmt: skip
         model_uri = _log_model(model, frame[columns].head(5).astype(float))
-        version = None
-        if register:
-            tags = {
-                tracking.TAG_SNAPSHOT: snapshot_id,
-                "k": str(model.k_),
-                "holdout_silhouette": f"{evaluation.metrics['holdout_silhouette']:.4f}",
-            }
-            if refused is not None:
-                tags[tracking.TAG_REFUSED] = refused
-            version = tracking.register(settings, model_uri, MODEL_NAME, run.info.run_id, tags)
-    return run.info.run_id, None if version is None else str(version.version)
+        tags = {
+            tracking.TAG_SNAPSHOT: snapshot_id,
+            "k": str(model.k_),
+            "holdout_silhouette": f"{evaluation.metrics['holdout_silhouette']:.4f}",
+        }
+        if refused is not None:
+            tags[tracking.TAG_REFUSED] = refused
+        version = tracking.register_if(
+            register, settings, model_uri, MODEL_NAME, run.info.run_id, tags
+        )
+    return run.info.run_id, version
 
 
 def _profile_text(table: pd.DataFrame) -> str:
@@ -725,13 +726,5 @@ def tier_figure(shares: pd.DataFrame, frame: pd.DataFrame, tiers: pd.Series) -> 
     return figure
 
 
-def promote_segments(
-    settings: Settings, version: str | int | None = None, force: bool = False, reason: str = ""
-) -> PromotionDecision:
-    """Make a `segments` version the champion if its segments separate customers better.
-
-    The one promotion path (`training.models_admin.promote_model`) with the spec's metric.
-    """
-    from training.models_admin import promote_model
-
-    return promote_model(settings, "segments", version, force, reason)
+promote_segments = promotion_for("segments")
+"""Make a `segments` version the champion if it wins on its holdout (the one promotion path)."""

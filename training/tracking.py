@@ -285,6 +285,20 @@ def register(
     return registry.get_model_version(model_name, version.version)
 
 
+def register_if(
+    wanted: bool,
+    settings: Settings,
+    model_uri: str,
+    model_name: str,
+    run_id: str,
+    tags: Mapping[str, str] | None = None,
+) -> str | None:
+    """`register` when `wanted`; the new version number as text, else None."""
+    if not wanted:
+        return None
+    return str(register(settings, model_uri, model_name, run_id, tags).version)
+
+
 def version_run_id(version: ModelVersion) -> str:
     """The run that produced a model version (its own field, else the `run_id` tag)."""
     run_id = version.run_id or (version.tags or {}).get("run_id")

@@ -89,8 +89,13 @@ def train_command_for(name: str) -> Callable[..., None]:
     return train_command
 
 
-def promote_command_for(name: str) -> Callable[..., None]:
-    """A `loyal promote <model>` command for a model without its own (the one promotion path)."""
+def promote_command_for(name: str, doc: str | None = None) -> Callable[..., None]:
+    """The `loyal promote <model>` command: the one promotion path, with the spec's metric.
+
+    Args:
+        name: the registered model.
+        doc: its help line (default: a generic one naming the model).
+    """
 
     def promote_command(
         version: Annotated[
@@ -98,12 +103,17 @@ def promote_command_for(name: str) -> Callable[..., None]:
         ] = None,
         force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
         reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
+        metric: Annotated[
+            str | None,
+            typer.Option(help="Metric compared on the holdout (default: the model's own)."),
+        ] = None,
     ) -> None:
         from training.models_admin import promote_model
 
-        typer.echo(promote_model(get_settings(), name, version, force, reason).summary())
+        decision = promote_model(get_settings(), name, version, force, reason, metric)
+        typer.echo(decision.summary())
 
-    promote_command.__doc__ = f"Make the latest `{name}` the champion if it wins on its holdout."
+    promote_command.__doc__ = doc or f"Make the latest `{name}` the champion if it wins."
     return promote_command
 
 

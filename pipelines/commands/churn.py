@@ -14,12 +14,12 @@ import typer
 
 from loyal.errors import NotReadyError
 from loyal.settings import Settings, get_settings
+from pipelines.commands.admin import promote_command_for
 
 if TYPE_CHECKING:
     from training.churn import TrainResult
     from training.registry import PromotionDecision
 
-PROMOTION_METRIC = "roc_auc"
 
 app = typer.Typer(help="Churn model: evaluate a bring-your-own table.", no_args_is_help=True)
 
@@ -189,7 +189,7 @@ def promote_churn(
     version: str | None = None,
     force: bool = False,
     reason: str = "",
-    metric: str = PROMOTION_METRIC,
+    metric: str | None = None,
 ) -> PromotionDecision:
     """Plain function behind `loyal promote churn`: challenger vs champion on one holdout."""
     from training.models_admin import promote_model
@@ -197,14 +197,7 @@ def promote_churn(
     return promote_model(settings, "churn", version, force, reason, metric)
 
 
-def promote_command(
-    version: Annotated[
-        str | None, typer.Option(help="Challenger version (default: the latest).")
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
-    reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
-    metric: Annotated[str, typer.Option(help="Metric compared on the holdout.")] = "roc_auc",
-) -> None:
-    """Make the latest churn model the champion if it beats the champion on the same holdout."""
-    decision = promote_churn(get_settings(), version, force, reason, metric)
-    typer.echo(decision.summary())
+promote_command = promote_command_for(
+    "churn",
+    "Make the latest churn model the champion if it beats the champion on the same holdout.",
+)

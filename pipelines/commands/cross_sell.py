@@ -12,14 +12,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from loyal.settings import Settings, get_settings
+from pipelines.commands.admin import promote_command_for
 
 if TYPE_CHECKING:
     from training.cross_sell import CrossSellResult
     from training.registry import PromotionDecision
 
-PROMOTION_METRIC = "ndcg_at_3"
-"""Compared on the challenger's holdout: NDCG@3, the bank's cut-off (graded by rank, unlike
-precision@3, so it separates rankings that hit the same products in a different order)."""
 SEARCH_TRIALS = 12
 
 
@@ -72,7 +70,7 @@ def promote_cross_sell(
     version: str | None = None,
     force: bool = False,
     reason: str = "",
-    metric: str = PROMOTION_METRIC,
+    metric: str | None = None,
 ) -> PromotionDecision:
     """Plain function behind `loyal promote cross-sell`: challenger vs champion on one split.
 
@@ -84,16 +82,6 @@ def promote_cross_sell(
     return promote_model(settings, "cross_sell", version, force, reason, metric)
 
 
-def promote_command(
-    version: Annotated[
-        str | None, typer.Option(help="Challenger version (default: the latest).")
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
-    reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
-    metric: Annotated[str, typer.Option(help="Ranking metric compared, e.g. map_at_3.")] = (
-        PROMOTION_METRIC
-    ),
-) -> None:
-    """Make the latest cross-sell model the champion if it wins on the same holdout."""
-    decision = promote_cross_sell(get_settings(), version, force, reason, metric)
-    typer.echo(decision.summary())
+promote_command = promote_command_for(
+    "cross_sell", "Make the latest cross-sell model the champion if it wins on the same holdout."
+)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from loyal.settings import Settings, get_settings
+from pipelines.commands.admin import promote_command_for
 
 if TYPE_CHECKING:
     from training.clv import ClvTrainResult
@@ -141,23 +142,11 @@ def train_segments_command(
     typer.echo(json.dumps(segments_summary(result)))
 
 
-def promote_clv_command(
-    version: Annotated[
-        str | None, typer.Option(help="Challenger version (default: the latest).")
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
-    reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
-) -> None:
-    """Make the latest CLV model the champion if its holdout MAE beats the champion's."""
-    typer.echo(promote_clv(get_settings(), version, force, reason).summary())
+promote_clv_command = promote_command_for(
+    "clv", "Make the latest CLV model the champion if its holdout MAE beats the champion's."
+)
 
 
-def promote_segments_command(
-    version: Annotated[
-        str | None, typer.Option(help="Challenger version (default: the latest).")
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
-    reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
-) -> None:
-    """Make the latest segments model the champion if it separates customers better."""
-    typer.echo(promote_segments(get_settings(), version, force, reason).summary())
+promote_segments_command = promote_command_for(
+    "segments", "Make the latest segments model the champion if it separates customers better."
+)
