@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -325,6 +325,23 @@ def load_settings(**overrides: object) -> Settings:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
+
+
+def section(settings: Any, name: str, kind: type[SectionT]) -> SectionT:
+    """A model's settings section as `kind` (a subclass with training helpers), else defaults.
+
+    Any object with the section's fields is accepted (settings of another shape, a dict).
+    """
+    configured = getattr(settings, name, None)
+    if configured is None:
+        return kind()
+    if isinstance(configured, kind):
+        return configured
+    dumped = configured.model_dump() if isinstance(configured, BaseModel) else configured
+    return kind.model_validate(dumped)
 
 
 @lru_cache(maxsize=1)

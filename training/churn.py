@@ -974,10 +974,7 @@ def _log_run(
                    "predict_params": {"top": 0}},
         )  # fmt: skip
         model_uri = _log_model(model, templates, _plain(holdout[features].head(5)))
-        tags = {
-            tracking.TAG_SNAPSHOT: snapshot_id,
-            "test_roc_auc": f"{metrics['roc_auc']:.4f}",
-        }
+        tags = tracking.lineage(snapshot_id, test_roc_auc=float(metrics["roc_auc"]))
         version = tracking.register_if(
             register, settings, model_uri, MODEL_NAME, run.info.run_id, tags
         )

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
 
 from features.catalog import PROFILE, TIMESTAMP_FIELD
 from features.contract import has_values
@@ -47,7 +46,7 @@ from features.history import WindowChoice, clv_holdout, history_days
 from features.tables_io import read_contract
 from loyal import settings as settings_module
 from loyal.errors import DataContractError, NotReadyError, StepSkippedError
-from loyal.settings import Settings
+from loyal.settings import Settings, section
 from models.clv import DAYS_PER_MONTH, ClvModel
 from training.clv_data import calibration_holdout, holdout_metrics, naive_forecast, rfm_summary
 from training.models_admin import promotion_for
@@ -91,12 +90,7 @@ class ClvSettings(settings_module.ClvSettings):
 
 def clv_settings(settings: Settings) -> ClvSettings:
     """`settings.clv` once the settings carry it (any model with these fields), else defaults."""
-    configured = getattr(settings, "clv", None)
-    if configured is None or isinstance(configured, ClvSettings):
-        return configured or ClvSettings()
-    return ClvSettings.model_validate(
-        configured.model_dump() if isinstance(configured, BaseModel) else configured
-    )
+    return section(settings, "clv", ClvSettings)
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -495,10 +489,7 @@ def _log_run(
         )
         example = model_inputs(split.head(5), value_column)
         model_uri = _log_model(model, holdout_model, config, example)
-        tags = {
-            tracking.TAG_SNAPSHOT: snapshot,
-            "holdout_mae": f"{metrics['mae']:.4f}",
-        }
+        tags = tracking.lineage(snapshot, holdout_mae=float(metrics["mae"]))
         version = tracking.register_if(
             register, settings, model_uri, MODEL_NAME, run.info.run_id, tags
         )

@@ -41,14 +41,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
 
 from features.catalog import ENTITY_KEY, PROFILE, TIMESTAMP_FIELD, products_read_as_words
 from features.contract import has_values
 from features.tables_io import read_contract
 from loyal import settings as settings_module
 from loyal.errors import DataContractError, NotReadyError
-from loyal.settings import Settings
+from loyal.settings import Settings, section
 from models.segments import NeedSegmenter, profile
 from training.models_admin import promotion_for
 
@@ -112,12 +111,7 @@ class SegmentSettings(settings_module.SegmentSettings):
 
 def segment_settings(settings: Settings) -> SegmentSettings:
     """`settings.segments` once the settings carry it (any model with the fields), else defaults."""
-    configured = getattr(settings, "segments", None)
-    if configured is None or isinstance(configured, SegmentSettings):
-        return configured or SegmentSettings()
-    return SegmentSettings.model_validate(
-        configured.model_dump() if isinstance(configured, BaseModel) else configured
-    )
+    return section(settings, "segments", SegmentSettings)
 
 
 # -------------------------------------------------------------------------- behaviour
@@ -648,11 +642,8 @@ def _log_run(
                    "space_columns": columns, "metric": "silhouette"},
         )  # fmt: skip
         model_uri = _log_model(model, frame[columns].head(5).astype(float))
-        tags = {
-            tracking.TAG_SNAPSHOT: snapshot_id,
-            "k": str(model.k_),
-            "holdout_silhouette": f"{evaluation.metrics['holdout_silhouette']:.4f}",
-        }
+        silhouette = float(evaluation.metrics["holdout_silhouette"])
+        tags = tracking.lineage(snapshot_id, k=model.k_, holdout_silhouette=silhouette)
         if refused is not None:
             tags[tracking.TAG_REFUSED] = refused
         version = tracking.register_if(

@@ -285,6 +285,14 @@ def register(
     return registry.get_model_version(model_name, version.version)
 
 
+def lineage(snapshot_id: str, **facts: Any) -> dict[str, str]:
+    """Version tags: the data snapshot plus headline facts (floats to 4 decimals)."""
+    tags = {TAG_SNAPSHOT: snapshot_id}
+    for key, value in facts.items():
+        tags[key] = f"{value:.4f}" if isinstance(value, float) else str(value)
+    return tags
+
+
 def register_if(
     wanted: bool,
     settings: Settings,
