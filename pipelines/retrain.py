@@ -44,14 +44,15 @@ class RetrainOptions:
         bento: rebuild the Bento after promotion.
     """
 
-    churn_trials: int = 20
-    churn_timeout: float = 600.0
-    cross_sell_trials: int = 12
+    churn_trials: int | None = None
+    churn_timeout: float | None = None
+    cross_sell_trials: int | None = None
     churn_params: Mapping[str, Any] | None = None
     bento: bool = True
 
     def for_model(self, name: str) -> dict[str, Any]:
-        """Keyword options of a model's `train` (its spec's); a model without budgets: none."""
+        """Keyword options of a model's `train` (its spec's): the budgets given (None: the
+        model's `loyal.yaml` section decides)."""
         budgets: dict[str, dict[str, Any]] = {
             "churn": {
                 "search_trials": self.churn_trials,
@@ -60,7 +61,7 @@ class RetrainOptions:
             },
             "cross_sell": {"trials": self.cross_sell_trials},
         }
-        return budgets.get(name, {})
+        return {k: v for k, v in budgets.get(name, {}).items() if v is not None}
 
 
 @dataclass(frozen=True)

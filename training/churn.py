@@ -814,6 +814,23 @@ def ceiling_metrics(
     return result
 
 
+def train_configured(settings: Settings, **overrides: Any) -> TrainResult:
+    """`train_churn_bank` with the `churn` section of `loyal.yaml` (the spec's train).
+
+    Args:
+        settings: the feature store, labels, MLflow and the `churn` section.
+        overrides: `train_churn_bank` keywords that win over the section.
+    """
+    config = settings.churn
+    options: dict[str, Any] = {
+        "search_trials": config.search_trials,
+        "search_timeout": config.search_timeout,
+        "max_train_snapshots": config.max_train_snapshots,
+        **overrides,
+    }
+    return train_churn_bank(settings, **options)
+
+
 def train_churn_bank(
     settings: Settings,
     *,

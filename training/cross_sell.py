@@ -773,12 +773,21 @@ def train_cross_sell_bank(
     return dataclasses.replace(result, recommendations=recommendations, seconds=seconds)
 
 
-def train_bank(settings: Settings, trials: int = 12, register: bool = True) -> CrossSellResult:
-    """Train, log and register `cross_sell` with `trials` ALS settings searched (the spec's train).
+def train_bank(
+    settings: Settings, trials: int | None = None, register: bool = True
+) -> CrossSellResult:
+    """Train, log and register `cross_sell` (the spec's train) with the `cross_sell` section.
+
+    Args:
+        settings: the loaded data, MLflow and the `cross_sell` section of `loyal.yaml`.
+        trials: ALS settings searched (None: the section's `search_trials`).
+        register: register the model version.
 
     The batch recommendations ride on the result; `publish_recommendations` writes them.
     """
-    return train_cross_sell_bank(settings, bank_config(n_trials=trials), register=register)
+    config = settings.cross_sell
+    n_trials = config.search_trials if trials is None else trials
+    return train_cross_sell_bank(settings, bank_config(n_trials, config.seed), register=register)
 
 
 def publish_recommendations(settings: Settings, result: CrossSellResult) -> None:

@@ -119,12 +119,15 @@ def promote_command_for(name: str, doc: str | None = None) -> Callable[..., None
 
 def retrain_pipeline(
     settings: Settings,
-    churn_trials: int = 20,
-    churn_timeout: float = 600.0,
-    cross_sell_trials: int = 12,
+    churn_trials: int | None = None,
+    churn_timeout: float | None = None,
+    cross_sell_trials: int | None = None,
     bento: bool = True,
 ) -> RetrainReport:
-    """Plain function behind `loyal pipeline retrain` (see `pipelines.retrain.retrain`)."""
+    """Plain function behind `loyal pipeline retrain` (see `pipelines.retrain.retrain`).
+
+    A budget left None comes from the model's section of `loyal.yaml`.
+    """
     from pipelines.retrain import RetrainOptions, retrain
 
     options = RetrainOptions(
@@ -138,13 +141,15 @@ def retrain_pipeline(
 
 @pipeline_app.command("retrain")
 def retrain_command(
-    churn_trials: Annotated[int, typer.Option(help="Optuna trials of the churn search.")] = 20,
+    churn_trials: Annotated[
+        int | None, typer.Option(help="Optuna trials of the churn search (default: loyal.yaml).")
+    ] = None,
     churn_timeout: Annotated[
-        float, typer.Option(help="Churn search time budget in seconds.")
-    ] = 600.0,
+        float | None, typer.Option(help="Churn search time budget in seconds (loyal.yaml).")
+    ] = None,
     cross_sell_trials: Annotated[
-        int, typer.Option(help="ALS settings tried by the cross-sell search (0: none).")
-    ] = 12,
+        int | None, typer.Option(help="ALS settings tried by the cross-sell search (0: none).")
+    ] = None,
     bento: Annotated[bool, typer.Option(help="Rebuild the Bento on the new champions.")] = True,
 ) -> None:
     """Rebuild features, retrain every model, promote the winners, rescore, rebuild the Bento.

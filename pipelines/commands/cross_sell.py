@@ -18,12 +18,10 @@ if TYPE_CHECKING:
     from training.cross_sell import CrossSellResult
     from training.registry import PromotionDecision
 
-SEARCH_TRIALS = 12
-
 
 def train_cross_sell_command(
     settings: Settings,
-    trials: int = SEARCH_TRIALS,
+    trials: int | None = None,
     register: bool = True,
     write: bool = True,
 ) -> CrossSellResult:
@@ -31,7 +29,8 @@ def train_cross_sell_command(
 
     Args:
         settings: the loaded contract data, MLflow and the scores folder.
-        trials: ALS settings tried by the seeded search (0: the defaults, no search).
+        trials: ALS settings tried by the seeded search (0: the defaults, no search; None:
+            `cross_sell.search_trials` of `loyal.yaml`).
         register: register the model version as `cross_sell`.
         write: write the batch recommendations to `<data_dir>/scores/recommendations.parquet`.
 
@@ -47,9 +46,10 @@ def train_cross_sell_command(
 
 
 def train_command(
-    trials: Annotated[int, typer.Option(help="ALS settings tried by the search (0: none).")] = (
-        SEARCH_TRIALS
-    ),
+    trials: Annotated[
+        int | None,
+        typer.Option(help="ALS settings tried by the search (0: none; default: loyal.yaml)."),
+    ] = None,
     register: Annotated[bool, typer.Option(help="Register the model version.")] = True,
     write: Annotated[bool, typer.Option(help="Write the batch recommendations.")] = True,
 ) -> None:
