@@ -188,3 +188,24 @@ def model_spec(name: str) -> ModelSpec:
             return spec
     known = ", ".join(spec.command for spec in MODELS.values())
     raise LoyalError(f"unknown model '{name}'; use one of: {known}")
+
+
+def promotion_for(name: str) -> Callable[..., Any]:
+    """`promote(settings, version, force, reason, metric)` for one model, importing nothing yet.
+
+    The one promotion path (`training.models_admin.promote_model`), bound to a model name.
+    """
+
+    def promote(
+        settings: Any,
+        version: str | int | None = None,
+        force: bool = False,
+        reason: str = "",
+        metric: str | None = None,
+    ) -> Any:
+        from training.models_admin import promote_model
+
+        return promote_model(settings, name, version, force, reason, metric)
+
+    promote.__doc__ = f"Make a `{name}` version the champion if it wins (`promote_model`)."
+    return promote

@@ -47,9 +47,9 @@ from features.tables_io import read_contract
 from loyal import settings as settings_module
 from loyal.errors import DataContractError, NotReadyError, StepSkippedError
 from loyal.settings import Settings, section
+from loyal.specs import promotion_for
 from models.clv import DAYS_PER_MONTH, ClvModel
 from training.clv_data import calibration_holdout, holdout_metrics, naive_forecast, rfm_summary
-from training.models_admin import promotion_for
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

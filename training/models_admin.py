@@ -10,7 +10,7 @@ command and flow takes; `list_versions` reads the registry into plain rows for `
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -235,18 +235,6 @@ def promote_model(
     except NotReadyError:
         check_applicable(settings, spec.name)  # skipped with the reason if inapplicable
         raise
-
-
-def promotion_for(name: str) -> Callable[..., PromotionDecision]:
-    """`promote(settings, version=None, force=False, reason="")` for one model (`promote_model`)."""
-
-    def promote(
-        settings: Settings, version: str | int | None = None, force: bool = False, reason: str = ""
-    ) -> PromotionDecision:
-        return promote_model(settings, name, version, force, reason)
-
-    promote.__doc__ = f"Make a `{name}` version the champion if it wins (`promote_model`)."
-    return promote
 
 
 def _direction(spec: ModelSpec, metric: str) -> bool:

@@ -48,8 +48,8 @@ from features.tables_io import read_contract
 from loyal import settings as settings_module
 from loyal.errors import DataContractError, NotReadyError
 from loyal.settings import Settings, section
+from loyal.specs import promotion_for
 from models.segments import NeedSegmenter, profile
-from training.models_admin import promotion_for
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

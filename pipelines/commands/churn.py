@@ -14,11 +14,11 @@ import typer
 
 from loyal.errors import NotReadyError
 from loyal.settings import Settings, get_settings
+from loyal.specs import promotion_for
 from pipelines.commands.admin import promote_command_for
 
 if TYPE_CHECKING:
     from training.churn import TrainResult
-    from training.registry import PromotionDecision
 
 
 app = typer.Typer(help="Churn model: evaluate a bring-your-own table.", no_args_is_help=True)
@@ -193,17 +193,8 @@ def train_command(
     typer.echo(json.dumps(summary))
 
 
-def promote_churn(
-    settings: Settings,
-    version: str | None = None,
-    force: bool = False,
-    reason: str = "",
-    metric: str | None = None,
-) -> PromotionDecision:
-    """Plain function behind `loyal promote churn`: challenger vs champion on one holdout."""
-    from training.models_admin import promote_model
-
-    return promote_model(settings, "churn", version, force, reason, metric)
+promote_churn = promotion_for("churn")
+"""Plain function behind `loyal promote churn`: challenger vs champion on one holdout."""
 
 
 promote_command = promote_command_for(

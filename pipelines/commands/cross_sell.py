@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from loyal.settings import Settings, get_settings
+from loyal.specs import promotion_for
 from pipelines.commands.admin import promote_command_for
 
 if TYPE_CHECKING:
     from training.cross_sell import CrossSellResult
-    from training.registry import PromotionDecision
 
 
 def train_cross_sell_command(
@@ -65,21 +65,9 @@ def train_command(
     typer.echo(json.dumps(summary))
 
 
-def promote_cross_sell(
-    settings: Settings,
-    version: str | None = None,
-    force: bool = False,
-    reason: str = "",
-    metric: str | None = None,
-) -> PromotionDecision:
-    """Plain function behind `loyal promote cross-sell`: challenger vs champion on one split.
-
-    Both versions' recipes are refitted on the challenger's logged calibration matrix and
-    scored on its targets (see `training.cross_sell.ranking_scorer`).
-    """
-    from training.models_admin import promote_model
-
-    return promote_model(settings, "cross_sell", version, force, reason, metric)
+promote_cross_sell = promotion_for("cross_sell")
+"""Plain function behind `loyal promote cross-sell`: both versions' recipes are refitted on the
+challenger's logged calibration matrix and scored on its targets (`ranking_scorer`)."""
 
 
 promote_command = promote_command_for(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -68,22 +69,23 @@ def train_and_promote_value(settings: Settings) -> dict[str, Any]:
     one still runs; the summary carries `<model>_skipped` with the reason.
     """
     from loyal.errors import StepSkippedError
+    from training.models_admin import promote_model, train_model
 
     summary: dict[str, Any] = {}
-    try:
-        clv = train_clv(settings)
-        summary["clv"] = clv_summary(clv)
-        summary["clv_promotion"] = promote_clv(settings, clv.model_version).outcome
-    except StepSkippedError as skipped:
-        log.warning("skipped: %s", skipped)
-        summary["clv_skipped"] = str(skipped)
-    try:
-        segments = train_segments(settings)
-        summary["segments"] = segments_summary(segments)
-        summary["segments_promotion"] = promote_segments(settings, segments.model_version).outcome
-    except StepSkippedError as skipped:
-        log.warning("skipped: %s", skipped)
-        summary["segments_skipped"] = str(skipped)
+    summaries: dict[str, Callable[[Any], dict[str, Any]]] = {
+        "clv": clv_summary,
+        "segments": segments_summary,
+    }
+    for name, summarize in summaries.items():
+        try:
+            result = train_model(settings, name)
+            summary[name] = summarize(result)
+            summary[f"{name}_promotion"] = promote_model(
+                settings, name, result.model_version
+            ).outcome
+        except StepSkippedError as skipped:
+            log.warning("skipped: %s", skipped)
+            summary[f"{name}_skipped"] = str(skipped)
     return summary
 
 
