@@ -153,12 +153,11 @@ def retrain(settings: Settings, options: RetrainOptions | None = None) -> Retrai
 
 def _refresh_features(settings: Settings, stages: Stages) -> None:
     from features.tables_io import recover_folder
-    from pipelines.features import apply_features, build_features, materialize_features
+    from pipelines.stages import feature_stages
 
     recover_folder(settings.paths.features_dir)  # a swap cut short by an earlier kill
-    stages.run("Rebuild point-in-time features and labels", lambda: build_features(settings))
-    stages.run("Register features in Feast", lambda: apply_features(settings))
-    stages.run("Materialize the online store", lambda: materialize_features(settings))
+    for stage in feature_stages("Rebuild"):
+        stages.run(stage.title, partial(stage.step, settings))
 
 
 def _train_all(
@@ -184,7 +183,7 @@ def train_every_model(
     options: Callable[[str], Mapping[str, Any]],
     stage: Callable[[str, Callable[[], Any]], Any],
 ) -> dict[str, Any]:
-    """`Train <model>` for every registered spec in order, as a skippable stage each.
+    """The shared `Train <model>` stages (`pipelines.stages`), each skippable.
 
     Args:
         settings: the loaded data, feature store and MLflow.
@@ -194,15 +193,13 @@ def train_every_model(
     Returns:
         The training result per model trained (skipped ones left out).
     """
-    from loyal.specs import MODELS
-    from training.models_admin import train_model
+    from pipelines.stages import training_stages
 
     results = {}
-    for spec in list(MODELS.values()):
-        train = partial(train_model, settings, spec.name, **options(spec.name))
-        result = stage(f"Train {spec.title}", train)
+    for training in training_stages(options):
+        result = stage(training.title, partial(training.step, settings))
         if result is not None:
-            results[spec.name] = result
+            results[str(training.model)] = result
     return results
 
 

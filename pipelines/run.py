@@ -50,15 +50,11 @@ def run_all(
             `force`; or the port is taken.
     """
     from features.tables_io import read_contract
-    from pipelines.features import (
-        apply_features,
-        build_features,
-        materialize_features,
-        show_customer,
-    )
+    from pipelines.features import show_customer
     from pipelines.generate import generate_sample_bank
     from pipelines.ingest import ingest_folder, print_summary
     from pipelines.scores import publish_scores
+    from pipelines.stages import feature_stages
 
     if data is None and not force:
         check_no_ingested_data(settings)
@@ -76,9 +72,8 @@ def run_all(
         source = data
         _stage(f"Validate and load {source}", lambda: ingest_folder(settings, source, preset))
     _stage("Summarize", lambda: print_summary(settings))
-    _stage("Build point-in-time features and labels", lambda: build_features(settings))
-    _stage("Register features in Feast", lambda: apply_features(settings))
-    _stage("Materialize the online store", lambda: materialize_features(settings))
+    for stage in feature_stages():
+        _stage(stage.title, partial(stage.step, settings))
     train_and_promote_each(settings)
     _stage("Score customers into the online scores view", lambda: publish_scores(settings))
     _stage("Write the churn list and the management report", lambda: write_outputs(settings))
@@ -98,26 +93,28 @@ def run_all(
 
 
 def train_and_promote_each(settings: Settings) -> None:
-    """`Train <model>` then `Promote <model>` for every registered spec, in order.
+    """The shared `Train <model>` stages, each followed by `Promote <model>`, in order.
 
     Each champion moves before the next model trains (segments' tiers read the CLV champion);
     a promoted model's `on_promoted` publishes its result (cross-sell's batch recommendations).
     A model the data cannot support is skipped, and its promotion with it.
     """
-    from loyal.specs import MODELS
+    from loyal.specs import model_spec
     from pipelines.retrain import publish_promoted
-    from training.models_admin import promote_model, train_model
+    from pipelines.stages import training_stages
+    from training.models_admin import promote_model
 
-    for spec in list(MODELS.values()):
-        result = _stage(f"Train {spec.title}", partial(train_model, settings, spec.name))
+    for training in training_stages():
+        name = str(training.model)
+        result = _stage(training.title, partial(training.step, settings))
         if result is None:
             continue
-        promote = partial(promote_model, settings, spec.name, result.model_version)
-        decision = _stage(f"Promote {spec.title}", promote)
+        promote = partial(promote_model, settings, name, result.model_version)
+        decision = _stage(f"Promote {model_spec(name).title}", promote)
         if decision is not None:
             console.print(decision.summary(), highlight=False, soft_wrap=True)
             if decision.promoted:
-                publish_promoted(settings, spec.name, result)
+                publish_promoted(settings, name, result)
 
 
 def check_no_ingested_data(settings: Settings) -> None:
