@@ -193,19 +193,14 @@ def model_spec(name: str) -> ModelSpec:
 def promotion_for(name: str) -> Callable[..., Any]:
     """`promote(settings, version, force, reason, metric)` for one model, importing nothing yet.
 
-    The one promotion path (`training.models_admin.promote_model`), bound to a model name.
+    The one promotion path (`training.models_admin.promote_model`), bound to a model name; the
+    arguments after `settings` are `promote_model`'s after the name.
     """
 
-    def promote(
-        settings: Any,
-        version: str | int | None = None,
-        force: bool = False,
-        reason: str = "",
-        metric: str | None = None,
-    ) -> Any:
+    def promote(settings: Any, *args: Any, **kwargs: Any) -> Any:
         from training.models_admin import promote_model
 
-        return promote_model(settings, name, version, force, reason, metric)
+        return promote_model(settings, name, *args, **kwargs)
 
     promote.__doc__ = f"Make a `{name}` version the champion if it wins (`promote_model`)."
     return promote
