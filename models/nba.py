@@ -66,6 +66,8 @@ class CustomerScores(BaseModel):
         segment_id: need segment id.
         segment_name: need segment name.
         clv: customer lifetime value.
+        extra: scores of further registered models by score field (their specs' `score_fields`),
+            added to the policy's facts under those names.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -76,6 +78,7 @@ class CustomerScores(BaseModel):
     segment_id: int | str | None = None
     segment_name: str | None = None
     clv: float | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
 
 
 class ContactEvent(BaseModel):
@@ -281,6 +284,7 @@ def _facts(features: Mapping[str, Any], scores: CustomerScores) -> dict[str, Any
         "clv": scores.clv,
     }
     facts.update({name: value for name, value in passed.items() if value is not None})
+    facts.update({name: value for name, value in scores.extra.items() if value is not None})
     if scores.churn_probability is not None and scores.clv is not None:
         facts["expected_loss"] = scores.churn_probability * max(scores.clv, 0.0)
     return facts

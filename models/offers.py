@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from features.catalog import BALANCE_TYPES, SAMPLE_BANK_PRODUCTS
 from loyal.errors import LoyalError
 
 Kind = Literal["cross_sell", "up_sell", "retention", "service"]
@@ -69,27 +70,6 @@ PROTECTED_FIELDS = (
 """Names a request's context may never override: scores, consent, the offered product and what
 they derive from. Any name starting with `consent` or `holds_` is protected too (see
 `is_protected`)."""
-
-SAMPLE_BANK_PRODUCTS: tuple[str, ...] = (
-    "checking",
-    "savings",
-    "high_yield_savings",
-    "credit_card",
-    "premium_card",
-    "mortgage",
-    "personal_loan",
-    "investment_fund",
-    "insurance",
-    "overdraft_protection",
-)
-BALANCE_TYPES: tuple[str, ...] = (
-    "checking",
-    "savings",
-    "high_yield_savings",
-    "mortgage",
-    "personal_loan",
-    "investment_fund",
-)
 
 DEFAULT_FEATURE_NAMES: frozenset[str] = frozenset(
     {

@@ -11,6 +11,7 @@ import typer
 from loyal.errors import LoyalError, StepSkippedError
 from loyal.logs import console, setup_logging
 from loyal.settings import get_settings
+from loyal.specs import MODELS, resolve
 
 app = typer.Typer(
     name="loyal",
@@ -144,18 +145,18 @@ def features_show(
 
 
 def _register_model_commands() -> None:
-    """Model groups: `loyal churn ...`, `loyal train MODEL`, `loyal promote MODEL`."""
-    from pipelines.commands import admin, churn, cross_sell, lists, report, scoring, serve, value
+    """`loyal train MODEL` and `loyal promote MODEL` for every registered spec, then the rest."""
+    from pipelines.commands import admin, churn, lists, report, scoring, serve
 
+    for spec in MODELS.values():
+        if spec.commands is None:
+            train = admin.train_command_for(spec.name)
+            promote = admin.promote_command_for(spec.name)
+        else:
+            train, promote = (resolve(reference) for reference in spec.commands)
+        train_app.command(spec.command)(train)
+        promote_app.command(spec.command)(promote)
     app.add_typer(churn.app, name="churn")
-    train_app.command("churn")(churn.train_command)
-    promote_app.command("churn")(churn.promote_command)
-    train_app.command("cross-sell")(cross_sell.train_command)
-    promote_app.command("cross-sell")(cross_sell.promote_command)
-    train_app.command("clv")(value.train_clv_command)
-    promote_app.command("clv")(value.promote_clv_command)
-    train_app.command("segments")(value.train_segments_command)
-    promote_app.command("segments")(value.promote_segments_command)
     app.command("score")(scoring.score_command)
     app.command("churn-list")(lists.churn_list_command)
     app.command("report")(report.report_command)

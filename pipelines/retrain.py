@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from loyal.errors import StepSkippedError
@@ -24,7 +25,6 @@ from loyal.settings import Settings
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from training.cross_sell import CrossSellResult
     from training.registry import PromotionDecision
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,24 @@ class RetrainOptions:
         bento: rebuild the Bento after promotion.
     """
 
-    churn_trials: int = 20
-    churn_timeout: float = 600.0
-    cross_sell_trials: int = 12
+    churn_trials: int | None = None
+    churn_timeout: float | None = None
+    cross_sell_trials: int | None = None
     churn_params: Mapping[str, Any] | None = None
     bento: bool = True
+
+    def for_model(self, name: str) -> dict[str, Any]:
+        """Keyword options of a model's `train` (its spec's): the budgets given (None: the
+        model's `loyal.yaml` section decides)."""
+        budgets: dict[str, dict[str, Any]] = {
+            "churn": {
+                "search_trials": self.churn_trials,
+                "search_timeout": self.churn_timeout,
+                "params": self.churn_params,
+            },
+            "cross_sell": {"trials": self.cross_sell_trials},
+        }
+        return {k: v for k, v in budgets.get(name, {}).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -119,13 +132,16 @@ def retrain(settings: Settings, options: RetrainOptions | None = None) -> Retrai
         NotReadyError: nothing loaded yet (run `loyal ingest` or `make run` first).
     """
     options = options or RetrainOptions()
-    stages = Stages(total=11 if options.bento else 10)
+    from loyal.specs import MODELS
+
+    # features (3), one training per model, compare, promote, rescore, and the Bento
+    stages = Stages(total=3 + len(MODELS) + 3 + int(options.bento))
     started = time.perf_counter()
     _refresh_features(settings, stages)
-    versions, cross_sell = _train_all(settings, options, stages)
+    versions, results = _train_all(settings, options, stages)
     decisions = stages.run("Compare every challenger with its champion",
                            lambda: decide_all(settings, versions))  # fmt: skip
-    stages.run("Promote the winners", lambda: promote_winners(settings, decisions, cross_sell))
+    stages.run("Promote the winners", lambda: promote_winners(settings, decisions, results))
     scores = stages.run("Republish the scores", lambda: _rescore(settings))
     tag, error = None, None
     if options.bento:
@@ -137,51 +153,59 @@ def retrain(settings: Settings, options: RetrainOptions | None = None) -> Retrai
 
 def _refresh_features(settings: Settings, stages: Stages) -> None:
     from features.tables_io import recover_folder
-    from pipelines.features import apply_features, build_features, materialize_features
+    from pipelines.stages import feature_stages
 
     recover_folder(settings.paths.features_dir)  # a swap cut short by an earlier kill
-    stages.run("Rebuild point-in-time features and labels", lambda: build_features(settings))
-    stages.run("Register features in Feast", lambda: apply_features(settings))
-    stages.run("Materialize the online store", lambda: materialize_features(settings))
+    for stage in feature_stages("Rebuild"):
+        stages.run(stage.title, partial(stage.step, settings))
 
 
 def _train_all(
     settings: Settings, options: RetrainOptions, stages: Stages
-) -> tuple[dict[str, str], CrossSellResult | None]:
+) -> tuple[dict[str, str], dict[str, Any]]:
     """Train and register a new version of every model; no alias moves, nothing is written.
 
     A model the data cannot support is skipped with its reason (`StepSkippedError`): it gets
     no new version and its champion, if any, stays.
 
     Returns:
-        The new version per registered model, and the cross-sell result (its batch
-        recommendations are written only if it is promoted; None when skipped).
+        The new version per registered model, and the training results of those trained
+        (what a spec's `on_promoted` publishes, e.g. cross-sell's batch recommendations).
     """
-    from pipelines.commands.cross_sell import train_cross_sell_command
-    from pipelines.commands.value import train_clv, train_segments
-    from training.churn import train_churn_bank
-
-    churn = stages.run_or_skip("Train churn", lambda: train_churn_bank(
-        settings, search_trials=options.churn_trials, search_timeout=options.churn_timeout,
-        params=options.churn_params,
-    ))  # fmt: skip
-    cross_sell = stages.run_or_skip(
-        "Train cross-sell",
-        lambda: train_cross_sell_command(settings, options.cross_sell_trials, write=False),
-    )
-    clv = stages.run_or_skip("Train CLV", lambda: train_clv(settings))
-    segments = stages.run_or_skip("Train need segments", lambda: train_segments(settings))
-    trained = {"churn": churn, "cross_sell": cross_sell, "clv": clv, "segments": segments}
-    versions = {
-        name: str(result.model_version) for name, result in trained.items() if result is not None
-    }
+    results = train_every_model(settings, options.for_model, stages.run_or_skip)
+    versions = {name: str(result.model_version) for name, result in results.items()}
     log.info("new versions: %s", versions)
-    return versions, cross_sell
+    return versions, results
+
+
+def train_every_model(
+    settings: Settings,
+    options: Callable[[str], Mapping[str, Any]],
+    stage: Callable[[str, Callable[[], Any]], Any],
+) -> dict[str, Any]:
+    """The shared `Train <model>` stages (`pipelines.stages`), each skippable.
+
+    Args:
+        settings: the loaded data, feature store and MLflow.
+        options: keyword options of a model's `train`, by model name.
+        stage: runs one titled stage, giving None when it is skipped.
+
+    Returns:
+        The training result per model trained (skipped ones left out).
+    """
+    from pipelines.stages import training_stages
+
+    results = {}
+    for training in training_stages(options):
+        result = stage(training.title, partial(training.step, settings))
+        if result is not None:
+            results[str(training.model)] = result
+    return results
 
 
 def decide_all(settings: Settings, versions: Mapping[str, str]) -> dict[str, PromotionDecision]:
     """Each new version against its champion, on its own holdout; nothing is written."""
-    from training.models_admin import model_spec
+    from loyal.specs import model_spec
     from training.registry import decide
 
     decisions = {}
@@ -197,20 +221,19 @@ def decide_all(settings: Settings, versions: Mapping[str, str]) -> dict[str, Pro
 def promote_winners(
     settings: Settings,
     decisions: Mapping[str, PromotionDecision],
-    cross_sell: CrossSellResult | None = None,
+    results: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Apply every decision (aliases move for the winners only); write the cross-sell batch.
+    """Apply every decision (aliases move for the winners only); publish what winners bring.
 
     Args:
         settings: where MLflow and the scores folder live.
         decisions: from `decide_all`.
-        cross_sell: the cross-sell training result: its recommendations replace the batch
-            file if its version was promoted.
+        results: training results by model: a promoted model's spec `on_promoted` publishes
+            its result (cross-sell's batch recommendations replace the batch file).
 
     Returns:
         The models whose champion changed.
     """
-    from training.cross_sell import write_recommendations
     from training.registry import apply_decision
 
     promoted = []
@@ -219,11 +242,18 @@ def promote_winners(
         console.print(decision.summary(), highlight=False, soft_wrap=True)
         if decision.promoted:
             promoted.append(name)
-    chosen = decisions.get("cross_sell")
-    batch = None if cross_sell is None else cross_sell.recommendations
-    if chosen is not None and chosen.promoted and batch is not None:
-        write_recommendations(settings, batch)
+    for name in promoted:
+        publish_promoted(settings, name, (results or {}).get(name))
     return promoted
+
+
+def publish_promoted(settings: Settings, name: str, result: Any | None) -> None:
+    """Run a promoted model's `on_promoted` on its training result (when it has both)."""
+    from loyal.specs import model_spec, resolve
+
+    hook = model_spec(name).on_promoted
+    if hook is not None and result is not None:
+        resolve(hook)(settings, result)
 
 
 def _rescore(settings: Settings) -> int:

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -49,18 +50,11 @@ def run_all(
             `force`; or the port is taken.
     """
     from features.tables_io import read_contract
-    from pipelines.commands.churn import promote_churn, train_churn
-    from pipelines.commands.cross_sell import promote_cross_sell, train_cross_sell_command
-    from pipelines.commands.value import train_and_promote_value
-    from pipelines.features import (
-        apply_features,
-        build_features,
-        materialize_features,
-        show_customer,
-    )
+    from pipelines.features import show_customer
     from pipelines.generate import generate_sample_bank
     from pipelines.ingest import ingest_folder, print_summary
     from pipelines.scores import publish_scores
+    from pipelines.stages import feature_stages
 
     if data is None and not force:
         check_no_ingested_data(settings)
@@ -78,16 +72,9 @@ def run_all(
         source = data
         _stage(f"Validate and load {source}", lambda: ingest_folder(settings, source, preset))
     _stage("Summarize", lambda: print_summary(settings))
-    _stage("Build point-in-time features and labels", lambda: build_features(settings))
-    _stage("Register features in Feast", lambda: apply_features(settings))
-    _stage("Materialize the online store", lambda: materialize_features(settings))
-    if _stage("Train churn through the feature store", lambda: train_churn(settings)):
-        _stage("Promote churn", lambda: console.print(promote_churn(settings).summary()))
-    if _stage(
-        "Train cross-sell and write recommendations", lambda: train_cross_sell_command(settings)
-    ):
-        _stage("Promote cross-sell", lambda: console.print(promote_cross_sell(settings).summary()))
-    _stage("Train and promote CLV and need segments", lambda: train_and_promote_value(settings))
+    for stage in feature_stages():
+        _stage(stage.title, partial(stage.step, settings))
+    train_and_promote_each(settings)
     _stage("Score customers into the online scores view", lambda: publish_scores(settings))
     _stage("Write the churn list and the management report", lambda: write_outputs(settings))
     example = str(read_contract(settings, only=["customers"])["customers"]["customer_id"].iloc[0])
@@ -103,6 +90,31 @@ def run_all(
         from pipelines.commands.serve import serve
 
         serve(settings, port=port)
+
+
+def train_and_promote_each(settings: Settings) -> None:
+    """The shared `Train <model>` stages, each followed by `Promote <model>`, in order.
+
+    Each champion moves before the next model trains (segments' tiers read the CLV champion);
+    a promoted model's `on_promoted` publishes its result (cross-sell's batch recommendations).
+    A model the data cannot support is skipped, and its promotion with it.
+    """
+    from loyal.specs import model_spec
+    from pipelines.retrain import publish_promoted
+    from pipelines.stages import training_stages
+    from training.models_admin import promote_model
+
+    for training in training_stages():
+        name = str(training.model)
+        result = _stage(training.title, partial(training.step, settings))
+        if result is None:
+            continue
+        promote = partial(promote_model, settings, name, result.model_version)
+        decision = _stage(f"Promote {model_spec(name).title}", promote)
+        if decision is not None:
+            console.print(decision.summary(), highlight=False, soft_wrap=True)
+            if decision.promoted:
+                publish_promoted(settings, name, result)
 
 
 def check_no_ingested_data(settings: Settings) -> None:

@@ -10,17 +10,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.catalog import BALANCE_TYPES
+
 REGIONS = ("north", "south", "east", "west", "capital")
 CHANNELS = ("mobile", "online", "branch", "atm", "phone")
 INTERACTION_KINDS = ("login", "call", "complaint", "atm_visit", "branch_visit", "email_open")
-BALANCE_PRODUCTS = (
-    "checking",
-    "savings",
-    "high_yield_savings",
-    "mortgage",
-    "personal_loan",
-    "investment_fund",
-)
+BALANCE_PRODUCTS = BALANCE_TYPES
 SAVINGS_PRODUCTS = ("savings", "high_yield_savings")
 CARD_PRODUCTS = ("credit_card", "premium_card")
 

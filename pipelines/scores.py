@@ -226,6 +226,7 @@ def score_batches(settings: Settings, sink: Sink, chunk_rows: int = CHUNK_ROWS) 
         NotReadyError: no contract or feature tables, or no model registered at all.
     """
     from features.latest import IdIndex, population_ids
+    from inference.batch import batch_specs, score_own_tables
     from training.batch import BatchModels
 
     seconds: dict[str, float] = {}
@@ -255,6 +256,9 @@ def score_batches(settings: Settings, sink: Sink, chunk_rows: int = CHUNK_ROWS) 
         chunks = _Chunks(snapshot, models, aggregates, values, tiers, recommendations, progress)
         clock.run("chunks", lambda: chunks.run(settings, sink, chunk_rows))
     run = chunks.report(snapshot.moment, len(ids), models.labels, seconds)
+    if batch_specs():  # models that publish a table of their own (no stage otherwise)
+        own = clock.run("own tables", lambda: score_own_tables(settings, ids.to_pylist()))
+        run.models.update(own)
     log.info(
         "Scored %d customers at %s in %.1f s: tiers %s",
         run.customers, run.snapshot, sum(seconds.values()), run.tiers,

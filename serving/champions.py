@@ -1,135 +1,45 @@
-"""Champion models for serving: find their artifacts (MLflow or a Bento) and load fast objects.
+"""The service's champion loaders: the in-process objects it answers with.
 
-A champion is the registered version holding the `champion` alias. Its MLflow model folder is
-found either in the MLflow registry (`loyal serve`) or in the BentoML model store, where
-`loyal bento build` imported it under a pinned tag (a built Bento). The pyfunc wrappers are
-never called per request: the loaders read the same JSON / npz artifacts the pyfuncs read and
-return the in-process objects (`FastChurn`, a `Recommender`).
+Champions are found and loaded by `inference.champions` (the one champion source, shared with
+batch scoring); the loaders here, named by the churn and cross-sell specs, never call the pyfunc
+wrappers per request: they read the same JSON / npz artifacts the pyfuncs read and return the
+in-process objects (`FastChurn`, a `Recommender`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
-import yaml
-
+from inference.champions import (
+    CHAMPION,
+    ChainedChampions,
+    ChampionSource,
+    LoadedModel,
+    MlflowChampions,
+    ModelArtifact,
+    ModelLoadError,
+    load_champions,
+)
 from loyal.errors import LoyalError
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "CHAMPION",
+    "LOADERS",
+    "ChainedChampions",
+    "ChampionSource",
+    "LoadedModel",
+    "MlflowChampions",
+    "ModelArtifact",
+    "ModelLoadError",
+    "load_champions",
+    "load_churn",
+    "load_cross_sell",
+]
 
-CHAMPION = "champion"
-"""The registry alias serving loads (set by promotion)."""
-MLMODEL_FILE = "MLmodel"
 CHURN_ARTIFACT = "churn_model"
 CROSS_SELL_ARTIFACT = "recommender"
-
-
-class ModelLoadError(LoyalError):
-    """A champion's artifacts cannot be found or read."""
-
-
-@dataclass(frozen=True)
-class ModelArtifact:
-    """Where a champion's MLflow model folder is.
-
-    Attributes:
-        name: registered model name (churn, cross_sell, ...).
-        version: the registered version.
-        path: local folder holding `MLmodel` and the artifacts.
-        source: where it came from, e.g. "mlflow:models:/churn/3" or "bento:loyal-churn:v3-...".
-    """
-
-    name: str
-    version: str
-    path: Path
-    source: str
-
-    def artifact(self, key: str) -> Path:
-        """The local path of one pyfunc artifact, by its name in `MLmodel`."""
-        mlmodel = self.path / MLMODEL_FILE
-        try:
-            spec = yaml.safe_load(mlmodel.read_text(encoding="utf-8"))
-            relative = spec["flavors"]["python_function"]["artifacts"][key]["path"]
-        except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
-            raise ModelLoadError(
-                f"{self.source}: no '{key}' artifact in {mlmodel} ({exc})"
-            ) from None
-        return self.path / relative
-
-
-class ChampionSource(Protocol):
-    """Finds the artifacts of a registered model's champion."""
-
-    def locate(self, name: str) -> ModelArtifact | None:
-        """The champion's artifacts, or None when there is no champion."""
-        ...
-
-
-class MlflowChampions:
-    """Champions from the MLflow registry (`models:/<name>@champion`).
-
-    Args:
-        tracking_uri: the tracking and registry store.
-        cache_dir: where remote artifacts are downloaded (local stores are read in place).
-    """
-
-    def __init__(self, tracking_uri: str, cache_dir: Path | None = None) -> None:
-        self.tracking_uri = tracking_uri
-        self.cache_dir = cache_dir
-
-    def _client(self) -> Any:
-        from mlflow.tracking import MlflowClient
-
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-
-    def locate(self, name: str) -> ModelArtifact | None:
-        """The champion's artifacts, or None when there is no champion (or no registry)."""
-        from mlflow.exceptions import MlflowException
-
-        import mlflow
-
-        try:
-            version = self._client().get_model_version_by_alias(name, CHAMPION)
-        except MlflowException as exc:
-            log.warning("no %s@%s in %s: %s", name, CHAMPION, self.tracking_uri, exc)
-            return None
-        uri = f"models:/{name}/{version.version}"
-        dst = None
-        if self.cache_dir is not None:
-            dst = self.cache_dir / name / str(version.version)
-            dst.mkdir(parents=True, exist_ok=True)
-        try:
-            mlflow.set_registry_uri(self.tracking_uri)
-            mlflow.set_tracking_uri(self.tracking_uri)
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=None if dst is None else str(dst)
-            )
-        except MlflowException as exc:
-            raise ModelLoadError(f"cannot download {uri}: {exc}") from exc
-        return ModelArtifact(name, str(version.version), Path(local), f"mlflow:{uri}")
-
-
-class ChainedChampions:
-    """The first source that knows a champion wins (e.g. the Bento's pinned models, then MLflow)."""
-
-    def __init__(self, sources: Sequence[ChampionSource]) -> None:
-        self.sources = list(sources)
-
-    def locate(self, name: str) -> ModelArtifact | None:
-        """The champion's artifacts from the first source that has them."""
-        for source in self.sources:
-            found = source.locate(name)
-            if found is not None:
-                return found
-        return None
-
-
-# --- loaders -------------------------------------------------------------------------------------
 
 
 def load_churn(artifact: ModelArtifact) -> Any:
@@ -161,46 +71,3 @@ LOADERS: dict[str, Callable[[ModelArtifact], Any]] = {
     "cross_sell": load_cross_sell,
 }
 """Registered model name -> loader of its in-process serving object."""
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A champion ready to serve, or why it is not."""
-
-    name: str
-    obj: Any | None
-    version: str | None
-    source: str | None
-    problem: str | None = None
-
-
-def load_champions(
-    source: ChampionSource,
-    names: Sequence[str],
-    loaders: Mapping[str, Callable[[ModelArtifact], Any]] | None = None,
-) -> dict[str, LoadedModel]:
-    """Load each named champion; a missing or unreadable one is recorded, never raised.
-
-    Args:
-        source: where champions are found.
-        names: registered model names to load.
-        loaders: name -> loader (default: `LOADERS`).
-    """
-    loaders = LOADERS if loaders is None else loaders
-    loaded: dict[str, LoadedModel] = {}
-    for name in names:
-        loader = loaders.get(name)
-        if loader is None:
-            loaded[name] = LoadedModel(name, None, None, None, f"no serving loader for '{name}'")
-            continue
-        try:
-            artifact = source.locate(name)
-            if artifact is None:
-                loaded[name] = LoadedModel(name, None, None, None, f"no {name}@{CHAMPION}")
-                continue
-            loaded[name] = LoadedModel(name, loader(artifact), artifact.version, artifact.source)
-            log.info("loaded %s v%s from %s", name, artifact.version, artifact.source)
-        except Exception as exc:  # one bad model degrades answers, never the service
-            log.warning("cannot load %s: %s", name, exc)
-            loaded[name] = LoadedModel(name, None, None, None, f"{name} not loaded: {exc}")
-    return loaded

@@ -79,6 +79,10 @@ STORE_DOWN = "feature store unavailable"
 """What callers are told when the online store cannot be read (the cause goes to the log)."""
 
 
+OWN_PATHS = frozenset({"churn", "cross_sell"})
+"""Models the runtime answers through paths of their own (live churn, recommendations)."""
+
+
 class RequestError(LoyalError):
     """A well-formed request the runtime cannot accept; `field` names the culprit (a 400)."""
 
@@ -386,7 +390,25 @@ class Runtime:
             segment_id=_score(row, "segment_id"),
             segment_name=_score(row, "segment_name"),
             clv=None if clv is None else float(clv),
+            extra=self._extra_scores(customer),
         )
+
+    def _extra_scores(self, customer: _Customer) -> dict[str, Any]:
+        """Scores of every loaded model without a path of its own here (churn and cross-sell).
+
+        Such a champion's object answers `scores(customer_id, features)` with its spec's score
+        fields; an unknown customer or a model that is not loaded gives none (and a degraded
+        reason).
+        """
+        extra: dict[str, Any] = {}
+        for name, loaded in self.models.items():
+            if name in OWN_PATHS:
+                continue
+            if loaded.obj is None:
+                customer.problems.extend(self._model_problems(name))
+            elif customer.features is not None:
+                extra.update(loaded.obj.scores(customer.customer_id, customer.features))
+        return extra
 
     def _recommendations(self, customer: _Customer, k: int) -> list[tuple[str, float]]:
         """The cross-sell ranking, computed once per customer while this runtime lives.

@@ -76,14 +76,6 @@ MAX_TRAIN_SNAPSHOTS = 12
 Feast's file offline store joins about 2-3 thousand rows a second here (20k-customer bank: 65 s
 for 12 training snapshots, 74 s for all 15); the test ROC-AUC was the same within noise."""
 REQUIREMENTS = ("mlflow", "xgboost-cpu", "xgboost", "scikit-learn", "pandas", "numpy", "pyarrow")
-_MODEL_CODE = '''"""MLflow models-from-code entry point of the churn pyfunc (no pickle)."""
-
-import mlflow.models
-
-from models.churn import ChurnPyfunc
-
-mlflow.models.set_model(ChurnPyfunc())
-'''
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -822,6 +814,23 @@ def ceiling_metrics(
     return result
 
 
+def train_configured(settings: Settings, **overrides: Any) -> TrainResult:
+    """`train_churn_bank` with the `churn` section of `loyal.yaml` (the spec's train).
+
+    Args:
+        settings: the feature store, labels, MLflow and the `churn` section.
+        overrides: `train_churn_bank` keywords that win over the section.
+    """
+    config = settings.churn
+    options: dict[str, Any] = {
+        "search_trials": config.search_trials,
+        "search_timeout": config.search_timeout,
+        "max_train_snapshots": config.max_train_snapshots,
+        **overrides,
+    }
+    return train_churn_bank(settings, **options)
+
+
 def train_churn_bank(
     settings: Settings,
     *,
@@ -982,14 +991,11 @@ def _log_run(
                    "predict_params": {"top": 0}},
         )  # fmt: skip
         model_uri = _log_model(model, templates, _plain(holdout[features].head(5)))
-        version = None
-        if register:
-            tags = {
-                tracking.TAG_SNAPSHOT: snapshot_id,
-                "test_roc_auc": f"{metrics['roc_auc']:.4f}",
-            }
-            version = tracking.register(settings, model_uri, MODEL_NAME, run.info.run_id, tags)
-    return run.info.run_id, None if version is None else str(version.version)
+        tags = tracking.lineage(snapshot_id, test_roc_auc=float(metrics["roc_auc"]))
+        version = tracking.register_if(
+            register, settings, model_uri, MODEL_NAME, run.info.run_id, tags
+        )
+    return run.info.run_id, version
 
 
 def _log_model(
@@ -1006,13 +1012,14 @@ def _log_model(
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "churn_model.json"
         state.write_text(pyfunc_payload(model, templates), encoding="utf-8")
-        return tracking.log_pyfunc_from_code(
-            _MODEL_CODE,
+        info = tracking.log_pyfunc(
+            "models.pyfuncs.churn",
             {PYFUNC_ARTIFACT: state},
             signature,
             example,
             tracking.requirements(REQUIREMENTS),
         )
+        return str(info.model_uri)
 
 
 # ------------------------------------------------------------------------------ plots

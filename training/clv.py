@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
 
 from features.catalog import PROFILE, TIMESTAMP_FIELD
 from features.contract import has_values
@@ -47,14 +46,15 @@ from features.history import WindowChoice, clv_holdout, history_days
 from features.tables_io import read_contract
 from loyal import settings as settings_module
 from loyal.errors import DataContractError, NotReadyError, StepSkippedError
-from loyal.settings import Settings
+from loyal.settings import Settings, section
+from loyal.specs import promotion_for
 from models.clv import DAYS_PER_MONTH, ClvModel
 from training.clv_data import calibration_holdout, holdout_metrics, naive_forecast, rfm_summary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from training.registry import PromotionDecision
+    from training.registry import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -68,48 +68,6 @@ REVENUE_COLUMN = "monetary_value"
 LABEL = "frequency_holdout"
 TOP_SHARES = (0.01, 0.05, 0.20)
 REQUIREMENTS = ("mlflow", "scipy", "numpy", "pandas", "threadpoolctl", "pydantic", "pyarrow")
-_MODEL_CODE = '''"""MLflow models-from-code entry point of the CLV pyfunc (no pickle)."""
-
-import json
-from pathlib import Path
-from typing import Any
-
-import mlflow.models
-import pandas as pd
-from mlflow.pyfunc import PythonModel
-
-from models.clv import ClvModel
-
-
-class ClvPyfunc(PythonModel):
-    """RFM summary rows in; p_alive, expected_purchases, expected_avg_spend and clv out.
-
-    Params: `model` ("full": fitted on the whole history, for scoring; "holdout": fitted on
-    the calibration window only, for re-scoring the holdout) and `forecast_units` (time units
-    over which `expected_purchases` is forecast; 0 means the CLV horizon).
-    """
-
-    def load_context(self, context: Any) -> None:
-        payload = json.loads(Path(context.artifacts["clv_model"]).read_text())
-        self.models = {k: ClvModel.from_dict(v) for k, v in payload["models"].items()}
-        self.economics = payload["economics"]
-        self.settings = payload.get("settings", {})
-
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        params = params or {}
-        model = self.models[str(params.get("model", "full"))]
-        frame = pd.DataFrame(model_input).reset_index(drop=True)
-        scores = model.predict(frame, **self.economics)
-        units = float(params.get("forecast_units", 0.0))
-        if units > 0:
-            scores["expected_purchases"] = model.expected_purchases(frame, units)
-        return scores
-
-
-mlflow.models.set_model(ClvPyfunc())
-'''
 
 
 class ClvSettings(settings_module.ClvSettings):
@@ -132,12 +90,7 @@ class ClvSettings(settings_module.ClvSettings):
 
 def clv_settings(settings: Settings) -> ClvSettings:
     """`settings.clv` once the settings carry it (any model with these fields), else defaults."""
-    configured = getattr(settings, "clv", None)
-    if configured is None or isinstance(configured, ClvSettings):
-        return configured or ClvSettings()
-    return ClvSettings.model_validate(
-        configured.model_dump() if isinstance(configured, BaseModel) else configured
-    )
+    return section(settings, "clv", ClvSettings)
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -358,6 +311,11 @@ class ClvTrainResult:
     seconds: float
 
 
+def mae_scorer(metric: str = "holdout_mae") -> Scorer:
+    """Promotion's scorer: `holdout_mae` (the only metric CLV promotion compares)."""
+    return holdout_mae
+
+
 def train_clv(
     settings: Settings,
     register: bool = True,
@@ -531,14 +489,11 @@ def _log_run(
         )
         example = model_inputs(split.head(5), value_column)
         model_uri = _log_model(model, holdout_model, config, example)
-        version = None
-        if register:
-            tags = {
-                tracking.TAG_SNAPSHOT: snapshot,
-                "holdout_mae": f"{metrics['mae']:.4f}",
-            }
-            version = tracking.register(settings, model_uri, MODEL_NAME, run.info.run_id, tags)
-    return run.info.run_id, None if version is None else str(version.version)
+        tags = tracking.lineage(snapshot, holdout_mae=float(metrics["mae"]))
+        version = tracking.register_if(
+            register, settings, model_uri, MODEL_NAME, run.info.run_id, tags
+        )
+    return run.info.run_id, version
 
 
 def _holdout_frame(split: pd.DataFrame, value_column: str) -> pd.DataFrame:
@@ -565,13 +520,14 @@ def _log_model(
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / f"{PYFUNC_ARTIFACT}.json"
         state.write_text(json.dumps(pyfunc_payload(model, holdout_model, config)), "utf-8")
-        return tracking.log_pyfunc_from_code(
-            _MODEL_CODE,
+        info = tracking.log_pyfunc(
+            "models.pyfuncs.clv",
             {PYFUNC_ARTIFACT: state},
             signature,
             example,
             tracking.requirements(REQUIREMENTS),
         )
+        return str(info.model_uri)
 
 
 def calibration_figure(deciles: pd.DataFrame, holdout_weeks: int) -> Figure:
@@ -596,25 +552,5 @@ def calibration_figure(deciles: pd.DataFrame, holdout_weeks: int) -> Figure:
     return figure
 
 
-# ----------------------------------------------------------------------------- promotion
-def promote_clv(
-    settings: Settings, version: str | int | None = None, force: bool = False, reason: str = ""
-) -> PromotionDecision:
-    """Make a `clv` version the champion if its holdout MAE beats the champion's.
-
-    Both are re-scored on the challenger's logged holdout through their pyfuncs, each with its
-    calibration-window fit (`model="holdout"`), so neither has seen the holdout period. Lower
-    MAE of repeat purchase days wins; a tie keeps the champion.
-    """
-    from training.registry import promote
-
-    return promote(
-        settings,
-        MODEL_NAME,
-        "holdout_mae",
-        higher_is_better=False,
-        version=version,
-        force=force,
-        reason=reason,
-        scorer=holdout_mae,
-    )
+promote_clv = promotion_for("clv")
+"""Make a `clv` version the champion if it wins on its holdout (the one promotion path)."""

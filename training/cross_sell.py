@@ -773,6 +773,29 @@ def train_cross_sell_bank(
     return dataclasses.replace(result, recommendations=recommendations, seconds=seconds)
 
 
+def train_bank(
+    settings: Settings, trials: int | None = None, register: bool = True
+) -> CrossSellResult:
+    """Train, log and register `cross_sell` (the spec's train) with the `cross_sell` section.
+
+    Args:
+        settings: the loaded data, MLflow and the `cross_sell` section of `loyal.yaml`.
+        trials: ALS settings searched (None: the section's `search_trials`).
+        register: register the model version.
+
+    The batch recommendations ride on the result; `publish_recommendations` writes them.
+    """
+    config = settings.cross_sell
+    n_trials = config.search_trials if trials is None else trials
+    return train_cross_sell_bank(settings, bank_config(n_trials, config.seed), register=register)
+
+
+def publish_recommendations(settings: Settings, result: CrossSellResult) -> None:
+    """Write a training result's batch recommendations (when it has any)."""
+    if result.recommendations is not None:
+        write_recommendations(settings, result.recommendations)
+
+
 def write_recommendations(settings: Settings, frame: pd.DataFrame) -> Path:
     """Write batch recommendations to ``<data_dir>/scores/recommendations.parquet`` atomically.
 
@@ -823,14 +846,6 @@ def read_online_retail(path: str | Path) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------ MLflow
 # Plain mlflow calls in small functions, so they can move onto training.tracking / registry.
-_MODEL_CODE = '''"""MLflow models-from-code entry point of the cross_sell pyfunc (no pickle)."""
-
-import mlflow.models
-
-from models.recommender import CrossSellPyfunc
-
-mlflow.models.set_model(CrossSellPyfunc())
-'''
 
 
 def log_cross_sell_run(
@@ -905,19 +920,16 @@ def data_snapshot_id(transactions: pd.DataFrame) -> str:
 
 def _log_model(model: Recommender, registered_name: str | None) -> str | None:
     """Log ``model`` as a models-from-code pyfunc with npz + json artifacts; maybe register it."""
-    import mlflow
+    from training import tracking
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = model.save(Path(tmp) / "recommender")
-        code = Path(tmp) / "cross_sell_model.py"
-        code.write_text(_MODEL_CODE, encoding="utf-8")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(code),
-            artifacts={"recommender": str(folder)},
-            signature=_signature(),
-            input_example=pd.DataFrame({"customer_id": [str(model.user_ids_[0])]}),
-            pip_requirements=_requirements(),
+        info = tracking.log_pyfunc(
+            "models.pyfuncs.cross_sell",
+            {"recommender": folder},
+            _signature(),
+            pd.DataFrame({"customer_id": [str(model.user_ids_[0])]}),
+            _requirements(),
             registered_model_name=registered_name,
         )
     version = info.registered_model_version

@@ -1,86 +1,31 @@
-"""Model administration: what is registered, which version is champion, and why.
+"""Model administration: train, promote, list, whatever the model, from its spec.
 
-One table (`MODELS`) says, per registered model, the command name data scientists type, the
-holdout metric its training runs log, and the metric, direction and scorer promotion compares
-challenger and champion on (the same ones `loyal promote MODEL` uses). `list_versions` reads
-the registry into plain rows for `loyal models`; `versions_table` renders them.
+The specs (`loyal.specs.MODELS`) say, per registered model, its command name, the holdout metric
+its training runs log, and the metric, direction and scorer promotion compares challenger and
+champion on. `train_model` and `promote_model` are the one training and promotion path every
+command and flow takes; `list_versions` reads the registry into plain rows for `loyal models`;
+`versions_table` renders them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from loyal.errors import LoyalError
 from loyal.settings import Settings
+from loyal.specs import MODELS, ModelSpec, model_spec, resolve
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.tracking import MlflowClient
     from rich.table import Table
 
-    from training.registry import Scorer
+    from training.registry import PromotionDecision
 
 log = logging.getLogger(__name__)
-
-
-def _churn_scorer() -> Scorer:
-    from training.registry import metric_scorer
-
-    return metric_scorer("roc_auc")
-
-
-def _cross_sell_scorer() -> Scorer:
-    from training.cross_sell import ranking_scorer
-
-    return ranking_scorer("ndcg_at_3")
-
-
-def _clv_scorer() -> Scorer:
-    from training.clv import holdout_mae
-
-    return holdout_mae
-
-
-def _segments_scorer() -> Scorer:
-    from training.segments import holdout_silhouette
-
-    return holdout_silhouette
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How one registered model is listed and promoted.
-
-    Attributes:
-        name: the registered model name in MLflow.
-        command: its name on the command line (`loyal promote <command>`).
-        run_metric: the holdout metric its training run logs (shown by `loyal models`).
-        promotion_metric: the metric promotion compares, tagged on each decision.
-        higher_is_better: direction of both metrics.
-        scorer: builds the promotion scorer (imports the model's training module lazily).
-    """
-
-    name: str
-    command: str
-    run_metric: str
-    promotion_metric: str
-    higher_is_better: bool
-    scorer: Callable[[], Scorer]
-
-
-_SPECS = (
-    ModelSpec("churn", "churn", "test_roc_auc", "roc_auc", True, _churn_scorer),
-    ModelSpec("cross_sell", "cross-sell", "ndcg_at_3", "ndcg_at_3", True, _cross_sell_scorer),
-    ModelSpec("clv", "clv", "mae", "holdout_mae", False, _clv_scorer),
-    ModelSpec("segments", "segments", "holdout_silhouette", "holdout_silhouette", True,
-              _segments_scorer),
-)  # fmt: skip
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
-"""Every registered model, in training order (CLV before segments: tiers read CLV)."""
 
 
 def champion_versions(settings: Settings) -> dict[str, str | None]:
@@ -94,19 +39,6 @@ def champion_versions(settings: Settings) -> dict[str, str | None]:
         version = champion_version(registry, name)
         versions[name] = None if version is None else str(version.version)
     return versions
-
-
-def model_spec(name: str) -> ModelSpec:
-    """The spec of a model named as registered (`cross_sell`) or as typed (`cross-sell`).
-
-    Raises:
-        LoyalError: an unknown model, naming the known ones.
-    """
-    for spec in MODELS.values():
-        if name in (spec.name, spec.command):
-            return spec
-    known = ", ".join(spec.command for spec in MODELS.values())
-    raise LoyalError(f"unknown model '{name}'; use one of: {known}")
 
 
 @dataclass(frozen=True)
@@ -251,29 +183,75 @@ def promotion_note(row: VersionRow) -> str:
 def check_applicable(settings: Settings, name: str) -> None:
     """Raise `StepSkippedError` with the reason when the loaded data cannot support a model.
 
-    The same checks its training makes before fitting: promotion calls this when no version is
-    registered, so `loyal promote` after a skipped `loyal train` says why, with exit 0.
+    The same checks its training makes before fitting (the spec's `applicable`): promotion calls
+    this when no version is registered, so `loyal promote` after a skipped `loyal train` says
+    why, with exit 0.
 
     Args:
         settings: where the contract and feature tables are.
-        name: registered model name (`churn`, `cross_sell`, `clv`, `segments`).
+        name: registered model name (`churn`, `cross_sell`, `clv`, `segments`, ...).
     """
-    from features.tables_io import read_contract
-    from loyal.errors import StepSkippedError
+    spec = model_spec(name)
+    if spec.applicable is not None:
+        resolve(spec.applicable)(settings)
 
-    if name == "churn":
-        from training.frames import read_horizon
 
-        choice = read_horizon(settings)
-        if choice.chosen is None:
-            raise StepSkippedError(f"churn: {choice.reason}")
-    elif name == "cross_sell":
-        from training.cross_sell import applicable_config, bank_config
+def train_model(settings: Settings, name: str, **options: Any) -> Any:
+    """Train, log and register a new version of a model (its spec's `train`).
 
-        transactions = read_contract(settings, only=["transactions"])["transactions"]
-        applicable_config(transactions, bank_config(n_trials=0))
-    elif name == "clv":
-        from training.clv import clv_settings, observation_end, sized_holdout
+    Returns:
+        The model's training result (it has `model_version`).
+    """
+    return resolve(model_spec(name).train)(settings, **options)
 
-        transactions = read_contract(settings, only=["transactions"])["transactions"]
-        sized_holdout(clv_settings(settings), transactions, observation_end(settings, transactions))
+
+def promote_model(
+    settings: Settings,
+    name: str,
+    version: str | int | None = None,
+    force: bool = False,
+    reason: str = "",
+    metric: str | None = None,
+) -> PromotionDecision:
+    """The one promotion path: challenger vs champion on the challenger's holdout.
+
+    Args:
+        settings: where MLflow lives.
+        name: the model (registered or command name).
+        version: the challenger (default: the latest version).
+        force: promote even without a win (needs a reason).
+        reason: why; recorded with the decision.
+        metric: another metric than the spec's (its direction from `models.metrics.METRICS`).
+
+    Raises:
+        StepSkippedError: no version registered because the data cannot support the model.
+        NotReadyError: no version registered yet.
+    """
+    from loyal.errors import NotReadyError
+    from training import registry
+
+    spec = model_spec(name)
+    metric = metric or spec.promotion_metric
+    try:
+        return registry.promote(
+            settings,
+            spec.name,
+            metric,
+            higher_is_better=_direction(spec, metric),
+            version=version,
+            force=force,
+            reason=reason,
+            scorer=spec.scorer(metric),
+        )
+    except NotReadyError:
+        check_applicable(settings, spec.name)  # skipped with the reason if inapplicable
+        raise
+
+
+def _direction(spec: ModelSpec, metric: str) -> bool:
+    """Whether higher is better for `metric`: the spec's, else the metric table's (default up)."""
+    if metric == spec.promotion_metric:
+        return spec.higher_is_better
+    from models.metrics import METRICS
+
+    return METRICS[metric][1] if metric in METRICS else True

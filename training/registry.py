@@ -191,26 +191,16 @@ def _tag(registry: MlflowClient, decision: PromotionDecision) -> None:
         registry.set_model_version_tag(decision.model_name, decision.challenger_version, key, value)
 
 
-def promote(
-    settings: Settings,
-    model_name: str,
-    metric: str,
-    higher_is_better: bool = True,
-    version: str | int | None = None,
-    force: bool = False,
-    reason: str = "",
-    scorer: Scorer | None = None,
-) -> PromotionDecision:
+def promote(settings: Settings, model_name: str, metric: str, **options: Any) -> PromotionDecision:
     """Make the challenger the `champion` if it beats the champion on the challenger's holdout.
 
-    `decide`, then `apply_decision`: see both for the arguments and the errors.
+    `decide` (its keyword `options`: higher_is_better, version, force, reason, scorer), then
+    `apply_decision`: see both for the arguments and the errors.
 
     Returns:
         The decision, also tagged on the challenger version.
     """
-    decision = decide(
-        settings, model_name, metric, higher_is_better, version, force, reason, scorer
-    )
+    decision = decide(settings, model_name, metric, **options)
     apply_decision(settings, decision)
     return decision
 

@@ -41,20 +41,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
 
 from features.catalog import ENTITY_KEY, PROFILE, TIMESTAMP_FIELD, products_read_as_words
 from features.contract import has_values
 from features.tables_io import read_contract
 from loyal import settings as settings_module
 from loyal.errors import DataContractError, NotReadyError
-from loyal.settings import Settings
+from loyal.settings import Settings, section
+from loyal.specs import promotion_for
 from models.segments import NeedSegmenter, profile
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from training.registry import PromotionDecision
+    from training.registry import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -90,38 +90,6 @@ DESCRIBE_COLUMNS = (
 )  # fmt: skip
 """Columns the behaviour profile describes segments with (those present), beyond the model's."""
 REQUIREMENTS = ("mlflow", "scikit-learn", "scipy", "numpy", "pandas", "pyarrow")
-_MODEL_CODE = '''"""MLflow models-from-code entry point of the need-segments pyfunc (no pickle)."""
-
-import json
-from pathlib import Path
-from typing import Any
-
-import mlflow.models
-import pandas as pd
-from mlflow.pyfunc import PythonModel
-
-from models.segments import NeedSegmenter
-
-
-class SegmentsPyfunc(PythonModel):
-    """Behaviour columns in (missing ones count as missing values); segment_id and name out."""
-
-    def load_context(self, context: Any) -> None:
-        payload = json.loads(Path(context.artifacts["segments_model"]).read_text())
-        self.model = NeedSegmenter.from_dict(payload["model"])
-
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        frame = pd.DataFrame(model_input).reset_index(drop=True)
-        values = frame.reindex(columns=list(self.model.columns_)).astype(float)
-        ids = self.model.predict(values).astype("int64")
-        names = [self.model.segment_names_.get(int(i), f"segment {i}") for i in ids]
-        return pd.DataFrame({"segment_id": ids, "segment_name": names})
-
-
-mlflow.models.set_model(SegmentsPyfunc())
-'''
 
 
 class SegmentSettings(settings_module.SegmentSettings):
@@ -143,12 +111,7 @@ class SegmentSettings(settings_module.SegmentSettings):
 
 def segment_settings(settings: Settings) -> SegmentSettings:
     """`settings.segments` once the settings carry it (any model with the fields), else defaults."""
-    configured = getattr(settings, "segments", None)
-    if configured is None or isinstance(configured, SegmentSettings):
-        return configured or SegmentSettings()
-    return SegmentSettings.model_validate(
-        configured.model_dump() if isinstance(configured, BaseModel) else configured
-    )
+    return section(settings, "segments", SegmentSettings)
 
 
 # -------------------------------------------------------------------------- behaviour
@@ -419,6 +382,11 @@ def silhouette(Z: np.ndarray, labels: np.ndarray) -> float:
     return float(silhouette_score(Z, labels))
 
 
+def silhouette_scorer(metric: str = "holdout_silhouette") -> Scorer:
+    """Promotion's scorer: `holdout_silhouette` (the only metric segments promotion compares)."""
+    return holdout_silhouette
+
+
 def holdout_silhouette(model_uri: str, holdout: pd.DataFrame, meta: Mapping[str, Any]) -> float:
     """Promotion scorer: silhouette of a pyfunc's segments on the logged evaluation sample.
 
@@ -674,17 +642,14 @@ def _log_run(
                    "space_columns": columns, "metric": "silhouette"},
         )  # fmt: skip
         model_uri = _log_model(model, frame[columns].head(5).astype(float))
-        version = None
-        if register:
-            tags = {
-                tracking.TAG_SNAPSHOT: snapshot_id,
-                "k": str(model.k_),
-                "holdout_silhouette": f"{evaluation.metrics['holdout_silhouette']:.4f}",
-            }
-            if refused is not None:
-                tags[tracking.TAG_REFUSED] = refused
-            version = tracking.register(settings, model_uri, MODEL_NAME, run.info.run_id, tags)
-    return run.info.run_id, None if version is None else str(version.version)
+        silhouette = float(evaluation.metrics["holdout_silhouette"])
+        tags = tracking.lineage(snapshot_id, k=model.k_, holdout_silhouette=silhouette)
+        if refused is not None:
+            tags[tracking.TAG_REFUSED] = refused
+        version = tracking.register_if(
+            register, settings, model_uri, MODEL_NAME, run.info.run_id, tags
+        )
+    return run.info.run_id, version
 
 
 def _profile_text(table: pd.DataFrame) -> str:
@@ -710,13 +675,14 @@ def _log_model(model: NeedSegmenter, example: pd.DataFrame) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / f"{PYFUNC_ARTIFACT}.json"
         state.write_text(json.dumps({"model": model.to_dict()}), "utf-8")
-        return tracking.log_pyfunc_from_code(
-            _MODEL_CODE,
+        info = tracking.log_pyfunc(
+            "models.pyfuncs.segments",
             {PYFUNC_ARTIFACT: state},
             signature,
             example,
             tracking.requirements(REQUIREMENTS),
         )
+        return str(info.model_uri)
 
 
 def tier_figure(shares: pd.DataFrame, frame: pd.DataFrame, tiers: pd.Series) -> Figure:
@@ -751,25 +717,5 @@ def tier_figure(shares: pd.DataFrame, frame: pd.DataFrame, tiers: pd.Series) -> 
     return figure
 
 
-# ----------------------------------------------------------------------------- promotion
-def promote_segments(
-    settings: Settings, version: str | int | None = None, force: bool = False, reason: str = ""
-) -> PromotionDecision:
-    """Make a `segments` version the champion if its segments separate customers better.
-
-    Metric: silhouette of each model's labels on the challenger's logged evaluation sample,
-    in the challenger's feature space standardized on that sample; higher wins, a tie keeps
-    the champion. This is the criterion k was chosen by, applied to both models on one sample.
-    """
-    from training.registry import promote
-
-    return promote(
-        settings,
-        MODEL_NAME,
-        "holdout_silhouette",
-        higher_is_better=True,
-        version=version,
-        force=force,
-        reason=reason,
-        scorer=holdout_silhouette,
-    )
+promote_segments = promotion_for("segments")
+"""Make a `segments` version the champion if it wins on its holdout (the one promotion path)."""

@@ -208,38 +208,57 @@ def requirements(names: Iterable[str]) -> list[str]:
     return pins
 
 
-def log_pyfunc_from_code(
-    code: str,
+def entry_file(module: str) -> Path:
+    """The source file of an entry-point module, found without importing (running) it.
+
+    Raises:
+        LoyalError: no such module.
+    """
+    import importlib.util
+
+    from loyal.errors import LoyalError
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise LoyalError(f"no pyfunc entry module '{module}'")
+    return Path(spec.origin)
+
+
+def log_pyfunc(
+    entry: str,
     artifacts: Mapping[str, Path],
     signature: Any,
     input_example: pd.DataFrame,
     pip_requirements: list[str],
     name: str = "model",
-) -> str:
-    """Log a models-from-code pyfunc (no pickle) in the active run; return its model URI.
+    registered_model_name: str | None = None,
+) -> Any:
+    """Log a models-from-code pyfunc (no pickle) in the active run; return MLflow's model info.
 
     Args:
-        code: source of the entry-point file; it must call `mlflow.models.set_model(...)`.
+        entry: the entry-point module (`models.pyfuncs.<model>`), which must call
+            `mlflow.models.set_model(...)`; it is logged as `<name>_entry.py`.
         artifacts: artifact name -> local file or folder handed to `load_context`.
         signature: the model signature.
         input_example: a few input rows.
         pip_requirements: pinned requirements (skips MLflow's slow inference).
         name: the logged model's name within the run.
+        registered_model_name: register it too, under this name.
     """
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
-        entry = Path(tmp) / f"{name}_entry.py"
-        entry.write_text(code, encoding="utf-8")
-        info = mlflow.pyfunc.log_model(
+        code = Path(tmp) / f"{name}_entry.py"
+        code.write_text(entry_file(entry).read_text(encoding="utf-8"), encoding="utf-8")
+        return mlflow.pyfunc.log_model(
             name=name,
-            python_model=str(entry),
+            python_model=str(code),
             artifacts={k: str(v) for k, v in artifacts.items()},
             signature=signature,
             input_example=input_example,
             pip_requirements=pip_requirements,
+            registered_model_name=registered_model_name,
         )
-    return str(info.model_uri)
 
 
 def register(
@@ -264,6 +283,28 @@ def register(
         registry.set_model_version_tag(model_name, version.version, key, str(value))
     log.info("registered %s version %s (run %s)", model_name, version.version, run_id)
     return registry.get_model_version(model_name, version.version)
+
+
+def lineage(snapshot_id: str, **facts: Any) -> dict[str, str]:
+    """Version tags: the data snapshot plus headline facts (floats to 4 decimals)."""
+    tags = {TAG_SNAPSHOT: snapshot_id}
+    for key, value in facts.items():
+        tags[key] = f"{value:.4f}" if isinstance(value, float) else str(value)
+    return tags
+
+
+def register_if(
+    wanted: bool,
+    settings: Settings,
+    model_uri: str,
+    model_name: str,
+    run_id: str,
+    tags: Mapping[str, str] | None = None,
+) -> str | None:
+    """`register` when `wanted`; the new version number as text, else None."""
+    if not wanted:
+        return None
+    return str(register(settings, model_uri, model_name, run_id, tags).version)
 
 
 def version_run_id(version: ModelVersion) -> str:

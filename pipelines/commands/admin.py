@@ -7,6 +7,8 @@ command imports its heavy machinery when it runs. The plain functions live in
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -72,14 +74,60 @@ def rollback_command(
     )
 
 
+def train_command_for(name: str) -> Callable[..., None]:
+    """A `loyal train <model>` command for a model without its own (the spec's `train`)."""
+
+    def train_command(
+        register: Annotated[bool, typer.Option(help="Register the model version.")] = True,
+    ) -> None:
+        from training.models_admin import train_model
+
+        result = train_model(get_settings(), name, register=register)
+        typer.echo(json.dumps({"model": name, "model_version": result.model_version}))
+
+    train_command.__doc__ = f"Train `{name}`, log it to MLflow and register it."
+    return train_command
+
+
+def promote_command_for(name: str, doc: str | None = None) -> Callable[..., None]:
+    """The `loyal promote <model>` command: the one promotion path, with the spec's metric.
+
+    Args:
+        name: the registered model.
+        doc: its help line (default: a generic one naming the model).
+    """
+
+    def promote_command(
+        version: Annotated[
+            str | None, typer.Option(help="Challenger version (default: the latest).")
+        ] = None,
+        force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
+        reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
+        metric: Annotated[
+            str | None,
+            typer.Option(help="Metric compared on the holdout (default: the model's own)."),
+        ] = None,
+    ) -> None:
+        from training.models_admin import promote_model
+
+        decision = promote_model(get_settings(), name, version, force, reason, metric)
+        typer.echo(decision.summary())
+
+    promote_command.__doc__ = doc or f"Make the latest `{name}` the champion if it wins."
+    return promote_command
+
+
 def retrain_pipeline(
     settings: Settings,
-    churn_trials: int = 20,
-    churn_timeout: float = 600.0,
-    cross_sell_trials: int = 12,
+    churn_trials: int | None = None,
+    churn_timeout: float | None = None,
+    cross_sell_trials: int | None = None,
     bento: bool = True,
 ) -> RetrainReport:
-    """Plain function behind `loyal pipeline retrain` (see `pipelines.retrain.retrain`)."""
+    """Plain function behind `loyal pipeline retrain` (see `pipelines.retrain.retrain`).
+
+    A budget left None comes from the model's section of `loyal.yaml`.
+    """
     from pipelines.retrain import RetrainOptions, retrain
 
     options = RetrainOptions(
@@ -93,13 +141,15 @@ def retrain_pipeline(
 
 @pipeline_app.command("retrain")
 def retrain_command(
-    churn_trials: Annotated[int, typer.Option(help="Optuna trials of the churn search.")] = 20,
+    churn_trials: Annotated[
+        int | None, typer.Option(help="Optuna trials of the churn search (default: loyal.yaml).")
+    ] = None,
     churn_timeout: Annotated[
-        float, typer.Option(help="Churn search time budget in seconds.")
-    ] = 600.0,
+        float | None, typer.Option(help="Churn search time budget in seconds (loyal.yaml).")
+    ] = None,
     cross_sell_trials: Annotated[
-        int, typer.Option(help="ALS settings tried by the cross-sell search (0: none).")
-    ] = 12,
+        int | None, typer.Option(help="ALS settings tried by the cross-sell search (0: none).")
+    ] = None,
     bento: Annotated[bool, typer.Option(help="Rebuild the Bento on the new champions.")] = True,
 ) -> None:
     """Rebuild features, retrain every model, promote the winners, rescore, rebuild the Bento.

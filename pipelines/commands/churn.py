@@ -14,12 +14,12 @@ import typer
 
 from loyal.errors import NotReadyError
 from loyal.settings import Settings, get_settings
+from loyal.specs import promotion_for
+from pipelines.commands.admin import promote_command_for
 
 if TYPE_CHECKING:
     from training.churn import TrainResult
-    from training.registry import PromotionDecision
 
-PROMOTION_METRIC = "roc_auc"
 
 app = typer.Typer(help="Churn model: evaluate a bring-your-own table.", no_args_is_help=True)
 
@@ -107,10 +107,10 @@ def train_churn(
     table: Path | None = None,
     id_col: str | None = None,
     label_col: str | None = None,
-    search_trials: int = 20,
-    search_timeout: float = 600.0,
+    search_trials: int | None = None,
+    search_timeout: float | None = None,
     register: bool = True,
-    max_train_snapshots: int | None = 12,
+    max_train_snapshots: int | None = None,
 ) -> TrainResult:
     """Plain function behind `loyal train churn`: train, log to MLflow and register `churn`.
 
@@ -120,23 +120,29 @@ def train_churn(
             through the `churn_v1` feature service (`training.churn.train_churn_bank`).
         id_col: the table's customer id column (None: rows are numbered).
         label_col: the table's churn label column.
-        search_trials: most search trials.
+        search_trials: most search trials (None: the `churn` section of `loyal.yaml`, as for
+            the next two).
         search_timeout: the search's time budget in seconds (`--budget-seconds`).
         register: register the model version.
         max_train_snapshots: feature-store training only: the latest training snapshots
-            fetched (None: all).
+            fetched (0: all).
 
     Raises:
         NotReadyError: a table without its id and label columns, or no features built yet.
     """
+    trials = settings.churn.search_trials if search_trials is None else search_trials
+    timeout = settings.churn.search_timeout if search_timeout is None else search_timeout
     if table is None:
-        from training.churn import train_churn_bank
+        from training.churn import train_configured
 
-        return train_churn_bank(
+        snapshots = settings.churn.max_train_snapshots
+        if max_train_snapshots is not None:
+            snapshots = max_train_snapshots or None
+        return train_configured(
             settings,
-            search_trials=search_trials,
-            search_timeout=search_timeout,
-            max_train_snapshots=max_train_snapshots,
+            search_trials=trials,
+            search_timeout=timeout,
+            max_train_snapshots=snapshots,
             register=register,
         )
     if not label_col:
@@ -148,8 +154,8 @@ def train_churn(
         table,
         id_col,
         label_col,
-        search_trials=search_trials,
-        search_timeout=search_timeout,
+        search_trials=trials,
+        search_timeout=timeout,
         register=register,
     )
 
@@ -161,18 +167,21 @@ def train_command(
     ] = None,
     id_col: Annotated[str | None, typer.Option("--id", help="Customer id column.")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Churn label column.")] = None,
-    trials: Annotated[int, typer.Option(help="Most search trials.")] = 20,
+    trials: Annotated[
+        int | None, typer.Option(help="Most search trials (default: loyal.yaml's churn section).")
+    ] = None,
     budget_seconds: Annotated[
-        float, typer.Option("--budget-seconds", help="Search time budget in seconds.")
-    ] = 600.0,
+        float | None, typer.Option("--budget-seconds", help="Search time budget in seconds.")
+    ] = None,
     register: Annotated[bool, typer.Option(help="Register the model version.")] = True,
     snapshots: Annotated[
-        int, typer.Option(help="Latest training snapshots fetched from features (0: all).")
-    ] = 12,
+        int | None,
+        typer.Option(help="Latest training snapshots fetched from features (0: all)."),
+    ] = None,
 ) -> None:
     """Train the churn model, log it to MLflow and register it as `churn`."""
     result = train_churn(
-        get_settings(), table, id_col, label, trials, budget_seconds, register, snapshots or None
+        get_settings(), table, id_col, label, trials, budget_seconds, register, snapshots
     )
     summary = {
         "run_id": result.run_id,
@@ -184,43 +193,11 @@ def train_command(
     typer.echo(json.dumps(summary))
 
 
-def promote_churn(
-    settings: Settings,
-    version: str | None = None,
-    force: bool = False,
-    reason: str = "",
-    metric: str = PROMOTION_METRIC,
-) -> PromotionDecision:
-    """Plain function behind `loyal promote churn`: challenger vs champion on one holdout."""
-    from loyal.errors import NotReadyError
-    from models.metrics import METRICS
-    from training.models_admin import check_applicable
-    from training.registry import promote
-
-    higher_is_better = METRICS[metric][1] if metric in METRICS else True
-    try:
-        return promote(
-            settings,
-            "churn",
-            metric,
-            higher_is_better=higher_is_better,
-            version=version,
-            force=force,
-            reason=reason,
-        )
-    except NotReadyError:
-        check_applicable(settings, "churn")  # skipped with the reason when churn cannot apply
-        raise
+promote_churn = promotion_for("churn")
+"""Plain function behind `loyal promote churn`: challenger vs champion on one holdout."""
 
 
-def promote_command(
-    version: Annotated[
-        str | None, typer.Option(help="Challenger version (default: the latest).")
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
-    reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
-    metric: Annotated[str, typer.Option(help="Metric compared on the holdout.")] = "roc_auc",
-) -> None:
-    """Make the latest churn model the champion if it beats the champion on the same holdout."""
-    decision = promote_churn(get_settings(), version, force, reason, metric)
-    typer.echo(decision.summary())
+promote_command = promote_command_for(
+    "churn",
+    "Make the latest churn model the champion if it beats the champion on the same holdout.",
+)

@@ -12,20 +12,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from loyal.settings import Settings, get_settings
+from loyal.specs import promotion_for
+from pipelines.commands.admin import promote_command_for
 
 if TYPE_CHECKING:
     from training.cross_sell import CrossSellResult
-    from training.registry import PromotionDecision
-
-PROMOTION_METRIC = "ndcg_at_3"
-"""Compared on the challenger's holdout: NDCG@3, the bank's cut-off (graded by rank, unlike
-precision@3, so it separates rankings that hit the same products in a different order)."""
-SEARCH_TRIALS = 12
 
 
 def train_cross_sell_command(
     settings: Settings,
-    trials: int = SEARCH_TRIALS,
+    trials: int | None = None,
     register: bool = True,
     write: bool = True,
 ) -> CrossSellResult:
@@ -33,25 +29,27 @@ def train_cross_sell_command(
 
     Args:
         settings: the loaded contract data, MLflow and the scores folder.
-        trials: ALS settings tried by the seeded search (0: the defaults, no search).
+        trials: ALS settings tried by the seeded search (0: the defaults, no search; None:
+            `cross_sell.search_trials` of `loyal.yaml`).
         register: register the model version as `cross_sell`.
         write: write the batch recommendations to `<data_dir>/scores/recommendations.parquet`.
 
     Returns:
         The training result, with the batch recommendations.
     """
-    from training.cross_sell import bank_config, train_cross_sell_bank, write_recommendations
+    from training.cross_sell import publish_recommendations, train_bank
 
-    result = train_cross_sell_bank(settings, bank_config(n_trials=trials), register=register)
-    if write and result.recommendations is not None:
-        write_recommendations(settings, result.recommendations)
+    result = train_bank(settings, trials, register)
+    if write:
+        publish_recommendations(settings, result)
     return result
 
 
 def train_command(
-    trials: Annotated[int, typer.Option(help="ALS settings tried by the search (0: none).")] = (
-        SEARCH_TRIALS
-    ),
+    trials: Annotated[
+        int | None,
+        typer.Option(help="ALS settings tried by the search (0: none; default: loyal.yaml)."),
+    ] = None,
     register: Annotated[bool, typer.Option(help="Register the model version.")] = True,
     write: Annotated[bool, typer.Option(help="Write the batch recommendations.")] = True,
 ) -> None:
@@ -67,49 +65,11 @@ def train_command(
     typer.echo(json.dumps(summary))
 
 
-def promote_cross_sell(
-    settings: Settings,
-    version: str | None = None,
-    force: bool = False,
-    reason: str = "",
-    metric: str = PROMOTION_METRIC,
-) -> PromotionDecision:
-    """Plain function behind `loyal promote cross-sell`: challenger vs champion on one split.
-
-    Both versions' recipes are refitted on the challenger's logged calibration matrix and
-    scored on its targets (see `training.cross_sell.ranking_scorer`).
-    """
-    from loyal.errors import NotReadyError
-    from training.cross_sell import REGISTERED_MODEL, ranking_scorer
-    from training.models_admin import check_applicable
-    from training.registry import promote
-
-    try:
-        return promote(
-            settings,
-            REGISTERED_MODEL,
-            metric,
-            higher_is_better=True,
-            version=version,
-            force=force,
-            reason=reason,
-            scorer=ranking_scorer(metric),
-        )
-    except NotReadyError:
-        check_applicable(settings, REGISTERED_MODEL)  # skipped with the reason if inapplicable
-        raise
+promote_cross_sell = promotion_for("cross_sell")
+"""Plain function behind `loyal promote cross-sell`: both versions' recipes are refitted on the
+challenger's logged calibration matrix and scored on its targets (`ranking_scorer`)."""
 
 
-def promote_command(
-    version: Annotated[
-        str | None, typer.Option(help="Challenger version (default: the latest).")
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
-    reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
-    metric: Annotated[str, typer.Option(help="Ranking metric compared, e.g. map_at_3.")] = (
-        PROMOTION_METRIC
-    ),
-) -> None:
-    """Make the latest cross-sell model the champion if it wins on the same holdout."""
-    decision = promote_cross_sell(get_settings(), version, force, reason, metric)
-    typer.echo(decision.summary())
+promote_command = promote_command_for(
+    "cross_sell", "Make the latest cross-sell model the champion if it wins on the same holdout."
+)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from loyal.settings import Settings, get_settings
+from pipelines.commands.admin import promote_command_for
 
 if TYPE_CHECKING:
     from training.clv import ClvTrainResult
@@ -46,24 +48,18 @@ def promote_clv(
     settings: Settings, version: str | None = None, force: bool = False, reason: str = ""
 ) -> PromotionDecision:
     """Plain function behind `loyal promote clv`: lower holdout MAE wins."""
-    from loyal.errors import NotReadyError
-    from training.clv import promote_clv as promote
-    from training.models_admin import check_applicable
+    from training.models_admin import promote_model
 
-    try:
-        return promote(settings, version=version, force=force, reason=reason)
-    except NotReadyError:
-        check_applicable(settings, "clv")  # skipped with the reason when CLV cannot apply
-        raise
+    return promote_model(settings, "clv", version, force, reason)
 
 
 def promote_segments(
     settings: Settings, version: str | None = None, force: bool = False, reason: str = ""
 ) -> PromotionDecision:
     """Plain function behind `loyal promote segments`: higher silhouette on one sample wins."""
-    from training.segments import promote_segments as promote
+    from training.models_admin import promote_model
 
-    return promote(settings, version=version, force=force, reason=reason)
+    return promote_model(settings, "segments", version, force, reason)
 
 
 def train_and_promote_value(settings: Settings) -> dict[str, Any]:
@@ -73,22 +69,23 @@ def train_and_promote_value(settings: Settings) -> dict[str, Any]:
     one still runs; the summary carries `<model>_skipped` with the reason.
     """
     from loyal.errors import StepSkippedError
+    from training.models_admin import promote_model, train_model
 
     summary: dict[str, Any] = {}
-    try:
-        clv = train_clv(settings)
-        summary["clv"] = clv_summary(clv)
-        summary["clv_promotion"] = promote_clv(settings, clv.model_version).outcome
-    except StepSkippedError as skipped:
-        log.warning("skipped: %s", skipped)
-        summary["clv_skipped"] = str(skipped)
-    try:
-        segments = train_segments(settings)
-        summary["segments"] = segments_summary(segments)
-        summary["segments_promotion"] = promote_segments(settings, segments.model_version).outcome
-    except StepSkippedError as skipped:
-        log.warning("skipped: %s", skipped)
-        summary["segments_skipped"] = str(skipped)
+    summaries: dict[str, Callable[[Any], dict[str, Any]]] = {
+        "clv": clv_summary,
+        "segments": segments_summary,
+    }
+    for name, summarize in summaries.items():
+        try:
+            result = train_model(settings, name)
+            summary[name] = summarize(result)
+            summary[f"{name}_promotion"] = promote_model(
+                settings, name, result.model_version
+            ).outcome
+        except StepSkippedError as skipped:
+            log.warning("skipped: %s", skipped)
+            summary[f"{name}_skipped"] = str(skipped)
     return summary
 
 
@@ -147,23 +144,11 @@ def train_segments_command(
     typer.echo(json.dumps(segments_summary(result)))
 
 
-def promote_clv_command(
-    version: Annotated[
-        str | None, typer.Option(help="Challenger version (default: the latest).")
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
-    reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
-) -> None:
-    """Make the latest CLV model the champion if its holdout MAE beats the champion's."""
-    typer.echo(promote_clv(get_settings(), version, force, reason).summary())
+promote_clv_command = promote_command_for(
+    "clv", "Make the latest CLV model the champion if its holdout MAE beats the champion's."
+)
 
 
-def promote_segments_command(
-    version: Annotated[
-        str | None, typer.Option(help="Challenger version (default: the latest).")
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Promote even without a win.")] = False,
-    reason: Annotated[str, typer.Option(help="Why; required with --force.")] = "",
-) -> None:
-    """Make the latest segments model the champion if it separates customers better."""
-    typer.echo(promote_segments(get_settings(), version, force, reason).summary())
+promote_segments_command = promote_command_for(
+    "segments", "Make the latest segments model the champion if it separates customers better."
+)

@@ -1,0 +1,1 @@
+"""Inference apart from training: one champion source for the service and batch scoring."""
