@@ -14,37 +14,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from models.churn import ChurnModel, Sentence, default_sentence
-from serving.treeshap import tree_shap
+from serving.treeshap import CompiledTrees, tree_shap
 
 Row = Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class _Trees:
-    """Every tree of every booster as flat node arrays (global node ids)."""
-
-    feature: NDArray[np.int64]
-    threshold: NDArray[np.float32]
-    left: NDArray[np.int64]
-    right: NDArray[np.int64]
-    default_left: NDArray[np.bool_]
-    category_row: NDArray[np.int64]
-    """Row of `categories` for a categorical split node, -1 for a numerical one."""
-    categories: NDArray[np.bool_]
-    """categories[row, code]: the category goes to the right child."""
-    value: NDArray[np.float64]
-    cover: NDArray[np.float64]
-    roots: NDArray[np.int64]
-    booster: NDArray[np.int64]
-    """Booster index of each tree."""
-    depth: int
 
 
 def _parse_base_margin(text: str) -> float:
@@ -53,7 +31,7 @@ def _parse_base_margin(text: str) -> float:
     return math.log(probability / (1.0 - probability))
 
 
-def _compile(model: ChurnModel) -> tuple[_Trees, NDArray[np.float64]]:
+def _compile(model: ChurnModel) -> tuple[CompiledTrees, NDArray[np.float64]]:
     """Flatten the boosters' trees; also return each booster's base margin."""
     columns: dict[str, list[Any]] = {
         k: []
@@ -91,7 +69,7 @@ def _compile(model: ChurnModel) -> tuple[_Trees, NDArray[np.float64]]:
     table = np.zeros((max(len(category_sets), 1), width), dtype=bool)
     for row, codes in enumerate(category_sets):
         table[row, codes] = True
-    trees = _Trees(
+    trees = CompiledTrees(
         feature=np.asarray(columns["feature"], dtype=np.int64),
         threshold=np.asarray(columns["threshold"], dtype=np.float32),
         left=np.asarray(columns["left"], dtype=np.int64),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,8 +36,13 @@ _CHUNK = 2048
 """Leaves tabulated at once (bounds the start-up working memory)."""
 
 
-class CompiledTrees(Protocol):
-    """The flat node arrays of `serving.fastchurn._Trees` this module reads."""
+@dataclass(frozen=True)
+class CompiledTrees:
+    """Every tree of every booster as flat node arrays (global node ids).
+
+    Built by `serving.fastchurn` from a churn model's boosters; this module tabulates its
+    contributions, fastchurn walks it for the probability.
+    """
 
     feature: NDArray[np.int64]
     threshold: NDArray[np.float32]
@@ -45,11 +50,15 @@ class CompiledTrees(Protocol):
     right: NDArray[np.int64]
     default_left: NDArray[np.bool_]
     category_row: NDArray[np.int64]
+    """Row of `categories` for a categorical split node, -1 for a numerical one."""
     categories: NDArray[np.bool_]
+    """categories[row, code]: the category goes to the right child."""
     value: NDArray[np.float64]
     cover: NDArray[np.float64]
     roots: NDArray[np.int64]
     booster: NDArray[np.int64]
+    """Booster index of each tree."""
+    depth: int
 
 
 @dataclass(frozen=True)
