@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -123,16 +122,12 @@ def check_no_ingested_data(settings: Settings) -> None:
     Raises:
         LoyalError: the contract folder holds data from another source.
     """
+    from features.tables_io import MANIFEST_FILE, loaded_manifest
     from pipelines.generate import SAMPLE_BANK_FOLDER
-    from pipelines.ingest import MANIFEST_FILE
 
-    manifest_path = settings.paths.contract_dir / MANIFEST_FILE
-    if not manifest_path.is_file():
+    if not (settings.paths.contract_dir / MANIFEST_FILE).is_file():
         return
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        manifest = {}
+    manifest = loaded_manifest(settings) or {}  # unreadable: from an unknown source
     source = str(manifest.get("source", "an unknown source"))
     sample_bank = str((settings.paths.raw_dir / SAMPLE_BANK_FOLDER).resolve())
     if source == sample_bank and not manifest.get("preset"):
