@@ -173,8 +173,9 @@ def spec_loaders(names: Sequence[str]) -> dict[str, Callable[[ModelArtifact], An
     """The champion loader each registered model's spec names (models without one left out)."""
     from loyal.specs import MODELS, resolve
 
-    return {
-        name: resolve(MODELS[name].champion_loader)
-        for name in names
-        if name in MODELS and MODELS[name].champion_loader is not None
-    }
+    loaders: dict[str, Callable[[ModelArtifact], Any]] = {}
+    for name in names:
+        loader = MODELS[name].champion_loader if name in MODELS else None
+        if loader is not None:
+            loaders[name] = resolve(loader)
+    return loaders

@@ -738,13 +738,13 @@ def bank_frame(
     Every complete label of the chosen snapshots gets its features through Feast
     (`training.frames.training_frame`); `label_complete` is dropped (all rows are complete).
     When the data carries generator ground truth (the sample bank), the true probability of
-    closing within the horizon is added beside the label for evaluation (`training.truth`).
+    closing within the horizon is added beside the label for evaluation (`samplebank.truth`).
 
     Returns:
         The frame and the oracle column (None for data without ground truth).
     """
+    from samplebank.truth import with_oracle
     from training.frames import read_horizon, read_labels, training_frame
-    from training.truth import with_oracle
 
     choice = read_horizon(settings)
     if choice.chosen is None:
@@ -791,11 +791,11 @@ def ceiling_metrics(
     """ROC-AUC of the ground-truth ceilings on the holdout rows (empty without ground truth).
 
     Keys: `oracle_without_frailty_roc_auc` and `snapshot_hazard_without_frailty_roc_auc`
-    (see `training.truth.ceilings`); the latter is the best achievable ranking: the generator's
+    (see `samplebank.truth.ceilings`); the latter is the best achievable ranking: the generator's
     hazard at the snapshot from the causes observable before it.
     """
     from models.metrics import roc_auc
-    from training.truth import SNAPSHOT_HAZARD_COLUMN, WITHOUT_FRAILTY_COLUMN, ceilings
+    from samplebank.truth import SNAPSHOT_HAZARD_COLUMN, WITHOUT_FRAILTY_COLUMN, ceilings
 
     truth = ceilings(holdout, settings, horizon_days)
     if truth is None:

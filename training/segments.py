@@ -468,7 +468,7 @@ def train_segments(
     """
     from threadpoolctl import threadpool_limits
 
-    from training.scoring import value_scores
+    from inference.reference import value_scores
 
     config = segments or segment_settings(settings)
     contract = tables if tables is not None else read_contract(settings)
@@ -519,7 +519,7 @@ def train_segments(
 
 def champion_segmenter(settings: Settings) -> tuple[NeedSegmenter | None, str | None]:
     """The `segments` champion's fitted segmenter and version, or (None, None)."""
-    from training.scoring import registered_model
+    from inference.reference import registered_model
 
     loaded = registered_model(settings, MODEL_NAME, champion_only=True)
     if loaded is None:

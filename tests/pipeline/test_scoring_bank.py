@@ -87,8 +87,8 @@ def test_latest_snapshot_features_equal_feasts_point_in_time_join(
 def test_churn_from_the_boosters_equals_the_pyfunc(scored_bank_home: Settings) -> None:
     from features.latest import iter_chunks
     from features.store import built_views
-    from training.batch import BatchModels, ChurnScorer
-    from training.scoring import schema_inputs
+    from inference.fast import BatchModels, ChurnScorer
+    from inference.reference import schema_inputs
 
     models = BatchModels.load(scored_bank_home)
     assert models.churn is not None

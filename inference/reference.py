@@ -6,7 +6,7 @@ the `champion` alias when set, else the latest version with a warning (`register
 
 These functions work on in-memory frames (Feast's point-in-time join, the whole transaction log
 in pandas): segments training uses them, and `pipelines.scores.reference_scores` checks the
-fast chunked path of `loyal score` (`training.batch`) against them.
+fast chunked path of `loyal score` (`inference.fast`) against them.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Batch scoring with the champions, fast: exact model answers on chunks of plain columns.
 
-`training.scoring` scores through the pyfuncs on frames built by Feast and pandas (the
+`inference.reference` scores through the pyfuncs on frames built by Feast and pandas (the
 reference path, and what segments training uses). Here the same champions score what
-`features.latest` and `training.transactions` read straight from Parquet: the churn model's
+`features.latest` and `inference.transactions` read straight from Parquet: the churn model's
 boosters and calibrator (`ChurnModel.predict_proba`, what the churn pyfunc returns), the
 segmenter and the CLV model behind their pyfuncs' `predict`, called without MLflow's
 per-call schema handling. Inputs are typed exactly as the pyfuncs' signatures state
-(`training.scoring.schema_inputs`), so the numbers equal the reference path's.
+(`inference.reference.schema_inputs`), so the numbers equal the reference path's.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from features.catalog import View
+from inference.reference import LoadedModel, registered_model, schema_inputs
+from inference.transactions import CHANNEL_PREFIX, CHANNEL_SUFFIX, TransactionAggregates
 from loyal.settings import Settings
-from training.scoring import LoadedModel, registered_model, schema_inputs
-from training.transactions import CHANNEL_PREFIX, CHANNEL_SUFFIX, TransactionAggregates
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def value_scores(
 ) -> ValueScores:
     """CLV, P(alive) and 12-month purchases of every customer with a purchase by `end`.
 
-    The same numbers as `training.scoring.value_scores`: the RFM summary of the whole log up
+    The same numbers as `inference.reference.value_scores`: the RFM summary of the whole log up
     to `end` (here from the streaming pass) through the CLV champion's full-history fit.
     """
     n = len(aggregates.purchases)

@@ -621,8 +621,8 @@ def explain(
         (features, output), both indexed by customer id; output has `churn_probability` and
         `reasons` (a list of sentences each).
     """
+    from inference.reference import schema_inputs
     from training.frames import training_frame
-    from training.scoring import schema_inputs
 
     entities = pd.DataFrame({ENTITY_KEY: list(customer_ids), TIMESTAMP_FIELD: snapshot})
     frame = training_frame(settings, "churn_v1", entities, with_labels=False)
@@ -655,7 +655,7 @@ def build_churn_list(
         LoyalError: a bad option (named in the message).
         NotReadyError: no scores, no churn or CLV in them, or no churn champion.
     """
-    from training.scoring import registered_model
+    from inference.reference import registered_model
 
     filters = filters or ChurnListFilters()
     check_output(out)
