@@ -680,7 +680,7 @@ def build_churn_list(
         )
     ids = selected[ENTITY_KEY].astype(str).tolist()
     if ids:
-        features, output = explain(settings, loaded.pyfunc, ids, snapshot)
+        features, output = explain(settings, loaded.obj, ids, snapshot)
     else:
         features, output = pd.DataFrame(), pd.DataFrame(columns=["churn_probability", "reasons"])
     reasons = {str(cid): list(r) for cid, r in output["reasons"].items()}

@@ -21,7 +21,8 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from features.catalog import View
-from inference.reference import LoadedModel, registered_model, schema_inputs
+from inference.champions import LoadedModel
+from inference.reference import registered_model, schema_inputs
 from inference.transactions import CHANNEL_PREFIX, CHANNEL_SUFFIX, TransactionAggregates
 from loyal.settings import Settings
 
@@ -37,7 +38,7 @@ def input_names(loaded: LoadedModel | None, own: Iterable[str] = ()) -> list[str
     """The columns a pyfunc reads: its signature's inputs, plus the model's own list."""
     if loaded is None:
         return []
-    schema = loaded.pyfunc.metadata.get_input_schema()
+    schema = loaded.obj.metadata.get_input_schema()
     names = list(schema.input_names()) if schema is not None else []
     return list(dict.fromkeys([*names, *(str(c) for c in own)]))
 
@@ -116,7 +117,7 @@ class BatchModels:
         """Behaviour columns the segmenter reads (features and channel shares)."""
         if self.segments is None:
             return []
-        wrapper = self.segments.pyfunc.unwrap_python_model()
+        wrapper = self.segments.obj.unwrap_python_model()
         return input_names(self.segments, [str(c) for c in wrapper.model.columns_])
 
     def feature_columns(self, views: Mapping[str, View]) -> dict[str, list[str]]:
@@ -130,7 +131,7 @@ class BatchModels:
     def _churn_model(self) -> Any:
         if self.churn is None:
             return None
-        return getattr(self.churn.pyfunc.unwrap_python_model(), "model", None)
+        return getattr(self.churn.obj.unwrap_python_model(), "model", None)
 
 
 # ------------------------------------------------------------------------------------ value
@@ -155,7 +156,7 @@ def clv_config(loaded: LoadedModel) -> tuple[str, float]:
     """(purchase period, days per time unit) the CLV champion was fitted with."""
     from training.clv import FULL_FIT
 
-    wrapper = loaded.pyfunc.unwrap_python_model()
+    wrapper = loaded.obj.unwrap_python_model()
     model = wrapper.models[FULL_FIT]
     return getattr(wrapper, "settings", {}).get("period", "D"), float(model.time_unit_days)
 
@@ -179,11 +180,11 @@ def value_scores(
 
         _, unit = clv_config(models.clv)
         summary = aggregates.summary(end, unit)
-        wrapper = models.clv.pyfunc.unwrap_python_model()
+        wrapper = models.clv.obj.unwrap_python_model()
         params = {"model": FULL_FIT, "forecast_units": 12 * DAYS_PER_MONTH / unit}
         for start in range(0, len(summary), chunk_rows):
             part = summary.iloc[start : start + chunk_rows]
-            output = wrapper.predict(None, schema_inputs(models.clv.pyfunc, part), params)
+            output = wrapper.predict(None, schema_inputs(models.clv.obj, part), params)
             where = part.index.to_numpy()
             clv[where] = np.asarray(output["clv"], dtype=float)
             p_alive[where] = np.asarray(output["p_alive"], dtype=float)
@@ -222,8 +223,8 @@ def segment_chunk(
     for column in behaviour.columns:
         if pd.api.types.is_bool_dtype(behaviour[column]):
             behaviour[column] = behaviour[column].astype(float)
-    inputs = schema_inputs(models.segments.pyfunc, behaviour)
-    wrapper = models.segments.pyfunc.unwrap_python_model()
+    inputs = schema_inputs(models.segments.obj, behaviour)
+    wrapper = models.segments.obj.unwrap_python_model()
     model = getattr(wrapper, "model", None)
     if model is None or not hasattr(model, "segment_names_"):
         output = wrapper.predict(None, inputs)
@@ -253,7 +254,7 @@ class ChurnScorer:
         if self.failed or self.loaded is None:
             return empty
         try:
-            inputs = schema_inputs(self.loaded.pyfunc, frame)
+            inputs = schema_inputs(self.loaded.obj, frame)
             return np.asarray(self.model.predict_proba(inputs)[:, 1], dtype=float)
         except Exception as exc:  # a champion trained on other inputs must not block the scores
             log.warning("%s could not score the feature rows (%s): churn left empty",

@@ -524,7 +524,7 @@ def champion_segmenter(settings: Settings) -> tuple[NeedSegmenter | None, str | 
     loaded = registered_model(settings, MODEL_NAME, champion_only=True)
     if loaded is None:
         return None, None
-    wrapper = loaded.pyfunc.unwrap_python_model()
+    wrapper = loaded.obj.unwrap_python_model()
     log.info("keeping the segment ids of champion v%s", loaded.version)
     return wrapper.model, loaded.version
 

@@ -96,9 +96,7 @@ def test_churn_from_the_boosters_equals_the_pyfunc(scored_bank_home: Settings) -
     columns = models.feature_columns(built_views(scored_bank_home))
     frame = next(iter_chunks(snapshot, columns, chunk_rows=400)).to_pandas()
     fast = ChurnScorer(models)(frame)
-    output = models.churn.pyfunc.predict(
-        schema_inputs(models.churn.pyfunc, frame), params={"top": 0}
-    )
+    output = models.churn.obj.predict(schema_inputs(models.churn.obj, frame), params={"top": 0})
     served = pd.DataFrame(output)["churn_probability"].to_numpy(float)
     assert len(fast) == 400 and np.isfinite(fast).all()
     np.testing.assert_allclose(fast, served, rtol=0, atol=1e-12)
