@@ -435,10 +435,10 @@ def test_catalog_sentences_fall_back_to_the_column_name() -> None:
 
 def test_evaluate_budget_grows_with_the_table_and_folds_are_checked(tmp_path: Path) -> None:
     from loyal.errors import LoyalError
-    from training.churn import EVALUATE_BUDGET_SECONDS, default_budget, evaluate_table
+    from training.churn import DEFAULTS, default_budget, evaluate_table
 
-    assert default_budget(3_000) == EVALUATE_BUDGET_SECONDS
-    assert default_budget(45_000) == pytest.approx(4.5 * EVALUATE_BUDGET_SECONDS)
+    assert default_budget(3_000) == DEFAULTS.evaluate_budget_seconds == 60.0
+    assert default_budget(45_000) == pytest.approx(4.5 * DEFAULTS.evaluate_budget_seconds)
     path = tmp_path / "extract.csv"
     _extract().to_csv(path, index=False)
     with pytest.raises(LoyalError, match="--folds must be between 2 and 20"):
