@@ -374,16 +374,8 @@ def retention_catalog(catalog: Catalog) -> Catalog | None:
     offers = tuple(offer for offer in catalog.offers if offer.kind == ACTION_KIND)
     if not offers:
         return None
-    return Catalog(
-        version=catalog.version,
-        description=catalog.description,
-        channels=catalog.channels,
-        constants=catalog.constants,
-        spend=catalog.spend,
-        contact=catalog.contact,
-        als=catalog.als,
-        offers=offers,
-    )
+    kept = {name: getattr(catalog, name) for name in type(catalog).model_fields}
+    return Catalog(**{**kept, "offers": offers})  # validated again: its offer index is rebuilt
 
 
 def customer_scores(row: Mapping[str, Any], reasons: Sequence[str]) -> CustomerScores:

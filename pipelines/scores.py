@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from features.latest import IdIndex, LatestSnapshot
-    from inference.fast import BatchModels, ValueScores
+    from inference.fast import BatchModels, ChurnScorer, ValueScores
 
 log = logging.getLogger(__name__)
 
@@ -422,33 +422,27 @@ def _recommendations(settings: Settings, index: IdIndex) -> _Recommendations:
     return _Recommendations([str(p) for p in product.dictionary.to_pylist()], codes)
 
 
+@dataclass
 class _Chunks:
     """Scores the feature snapshot chunk by chunk and keeps the run's counts."""
 
-    def __init__(
-        self,
-        snapshot: LatestSnapshot,
-        models: BatchModels,
-        aggregates: Any,
-        values: ValueScores,
-        tiers: _Labels,
-        recommendations: _Recommendations,
-        progress: Progress,
-    ) -> None:
+    snapshot: LatestSnapshot
+    models: BatchModels
+    aggregates: Any
+    values: ValueScores
+    tiers: _Labels
+    recommendations: _Recommendations
+    progress: Progress
+    churn: ChurnScorer = field(init=False)
+    segment_counts: dict[str, int] = field(init=False, default_factory=dict)
+    with_churn: int = field(init=False, default=0)
+    done: int = field(init=False, default=0)
+    chunks: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
         from inference.fast import ChurnScorer
 
-        self.snapshot = snapshot
-        self.models = models
-        self.aggregates = aggregates
-        self.values = values
-        self.tiers = tiers
-        self.recommendations = recommendations
-        self.progress = progress
-        self.churn = ChurnScorer(models)
-        self.segment_counts: dict[str, int] = {}
-        self.with_churn = 0
-        self.done = 0
-        self.chunks = 0
+        self.churn = ChurnScorer(self.models)
 
     def run(self, settings: Settings, sink: Sink, chunk_rows: int) -> None:
         from features.latest import iter_chunks
