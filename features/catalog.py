@@ -21,6 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from loyal.products import BALANCE_TYPES as BALANCE_TYPES
+from loyal.products import SAMPLE_BANK_PRODUCTS as SAMPLE_BANK_PRODUCTS
+
 FeatureType = Literal["float", "int", "str", "bool"]
 
 ENTITY_KEY = "customer_id"
@@ -33,30 +36,6 @@ PANDAS_DTYPES: dict[FeatureType, str] = {
     "bool": "bool",
 }
 """The pandas dtype of each feature type in the view tables."""
-
-SAMPLE_BANK_PRODUCTS: tuple[str, ...] = (
-    "checking",
-    "savings",
-    "high_yield_savings",
-    "credit_card",
-    "premium_card",
-    "mortgage",
-    "personal_loan",
-    "investment_fund",
-    "insurance",
-    "overdraft_protection",
-)
-"""The sample bank's products: the default columns of the holdings view."""
-
-BALANCE_TYPES: tuple[str, ...] = (
-    "checking",
-    "savings",
-    "high_yield_savings",
-    "mortgage",
-    "personal_loan",
-    "investment_fund",
-)
-"""Account types with a balance and a rate column in the balances view."""
 
 DEPOSIT_TYPES: tuple[str, ...] = ("checking", "savings", "high_yield_savings")
 """Account types summed into `total_deposits`."""

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.catalog import BALANCE_TYPES
+from loyal.products import BALANCE_TYPES
 
 REGIONS = ("north", "south", "east", "west", "capital")
 CHANNELS = ("mobile", "online", "branch", "atm", "phone")
