@@ -44,7 +44,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.catalog import ENTITY_KEY, PROFILE, SCORES, TIMESTAMP_FIELD
-from features.store import apply_definitions, open_store, scores_table_path
+from features.store import (
+    PREVIOUS_SCORES_FILE,
+    apply_definitions,
+    open_store,
+    scores_table_path,
+)
 from features.tables_io import read_contract, recover_folder
 from loyal.errors import NotReadyError
 from loyal.logs import progress_bar
@@ -60,8 +65,6 @@ log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 100_000
 """Customers scored per chunk (and per row group of the scores table)."""
-PREVIOUS_SCORES_FILE = "scores.previous.parquet"
-"""The scores before the latest run, beside `scores.parquet` (the report's early warnings)."""
 RECOMMENDATION_COLUMNS = [f"recommendation_{rank}" for rank in (1, 2, 3)]
 _STAGING_PREFIX = f".{SCORES.name}.parquet.tmp-"
 _ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}

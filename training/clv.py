@@ -67,6 +67,7 @@ MARGIN_COLUMN = "monetary_margin"
 REVENUE_COLUMN = "monetary_value"
 LABEL = "frequency_holdout"
 TOP_SHARES = (0.01, 0.05, 0.20)
+"""Top customer shares whose margin share CLV logs and the report states."""
 REQUIREMENTS = ("mlflow", "scipy", "numpy", "pandas", "threadpoolctl", "pydantic", "pyarrow")
 
 
