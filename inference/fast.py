@@ -154,7 +154,7 @@ class ValueScores:
 
 def clv_config(loaded: LoadedModel) -> tuple[str, float]:
     """(purchase period, days per time unit) the CLV champion was fitted with."""
-    from training.clv import FULL_FIT
+    from models.clv import FULL_FIT
 
     wrapper = loaded.obj.unwrap_python_model()
     model = wrapper.models[FULL_FIT]
@@ -175,8 +175,7 @@ def value_scores(
     n = len(aggregates.purchases)
     clv, p_alive, expected = (np.full(n, np.nan) for _ in range(3))
     if models.clv is not None:
-        from models.clv import DAYS_PER_MONTH
-        from training.clv import FULL_FIT
+        from models.clv import DAYS_PER_MONTH, FULL_FIT
 
         _, unit = clv_config(models.clv)
         summary = aggregates.summary(end, unit)

@@ -128,8 +128,8 @@ def _clv_scores(
     loaded: LoadedModel, transactions: pd.DataFrame, end: pd.Timestamp, ids: pd.Index
 ) -> pd.DataFrame:
     """clv, p_alive and expected_purchases_12m of the customers with a purchase by `end`."""
-    from models.clv import DAYS_PER_MONTH
-    from training.clv import FULL_FIT, ClvSettings, customer_summary
+    from models.clv import DAYS_PER_MONTH, FULL_FIT
+    from training.clv import ClvSettings, customer_summary
 
     wrapper = loaded.obj.unwrap_python_model()
     model = wrapper.models[FULL_FIT]
