@@ -115,6 +115,10 @@ class ChurnSettings(BaseModel):
             under two minutes on a busy 2-core machine (`benchmarks/churn.py`).
         evaluate_max_trials: most search trials in each fold of `loyal churn evaluate` (the
             budget usually stops first).
+        isotonic_min_rows: "auto" calibration turns isotonic from this many held-out rows...
+        isotonic_min_per_class: ...with at least this many of each class (else Platt).
+        selection_standard_errors: standard errors of excess held-out log-loss within which
+            the search prefers the shallower trial (the one-standard-error rule).
     """
 
     search_trials: int = Field(default=20, ge=0)
@@ -122,6 +126,17 @@ class ChurnSettings(BaseModel):
     max_train_snapshots: int | None = Field(default=12, ge=1)
     evaluate_budget_seconds: float = Field(default=60.0, ge=0)
     evaluate_max_trials: int = Field(default=100, ge=0)
+    isotonic_min_rows: int = Field(default=50_000, ge=1)
+    isotonic_min_per_class: int = Field(default=1_000, ge=1)
+    selection_standard_errors: float = Field(default=1.0, ge=0.0)
+
+    def model_params(self) -> dict[str, Any]:
+        """The `models.churn.ChurnModel` parameters this section sets."""
+        return {
+            "isotonic_min_rows": self.isotonic_min_rows,
+            "isotonic_min_per_class": self.isotonic_min_per_class,
+            "selection_standard_errors": self.selection_standard_errors,
+        }
 
 
 class CrossSellSettings(BaseModel):

@@ -316,8 +316,8 @@ def evaluate_table(
     folds: int = 5,
     seed: int = 42,
     budget_seconds: float | None = None,
-    max_trials: int = DEFAULTS.evaluate_max_trials,
-    budget_per_10k_rows: float = DEFAULTS.evaluate_budget_seconds,
+    max_trials: int | None = None,
+    options: ChurnSettings = DEFAULTS,
 ) -> CrossValidation:
     """Cross-validate the churn model and the baselines on a one-row-per-customer table.
 
@@ -331,8 +331,10 @@ def evaluate_table(
         budget_seconds: time budget of the search over all folds; each fold's search gets
             an equal share (0: no search, the model's default settings; None:
             `default_budget` for the table's size).
-        max_trials: most search trials in each fold.
-        budget_per_10k_rows: `default_budget`'s seconds per 10,000 rows.
+        max_trials: most search trials in each fold (None: the churn section's
+            `evaluate_max_trials`).
+        options: the churn section (evaluate budget and trials, the model's calibration and
+            selection settings).
 
     Returns:
         The metrics (see `cross_validate`), chosen settings and wall time.
@@ -353,12 +355,14 @@ def evaluate_table(
         100 * table.y.mean(),
     )
     if budget_seconds is None:
-        budget_seconds = default_budget(len(table.X), budget_per_10k_rows)
+        budget_seconds = default_budget(len(table.X), options.evaluate_budget_seconds)
     if budget_seconds < 0:
         raise LoyalError(f"the search budget must be 0 or more seconds, got {budget_seconds}")
     searching = budget_seconds > 0
+    trials = options.evaluate_max_trials if max_trials is None else max_trials
     model = ChurnModel(
-        search_trials=max_trials if searching else 0,
+        **options.model_params(),
+        search_trials=trials if searching else 0,
         search_timeout=budget_seconds / folds if searching else None,
         random_state=seed,
     )
@@ -626,7 +630,7 @@ def train_from_frame(
     )
     X = frame[features]
     model = ChurnModel(
-        **dict(params or {}),
+        **{**settings.churn.model_params(), **dict(params or {})},
         search_trials=search_trials,
         search_timeout=search_timeout,
         random_state=seed,

@@ -101,8 +101,7 @@ def evaluate_churn(
         folds=folds,
         seed=seed,
         budget_seconds=budget_seconds,
-        max_trials=options.evaluate_max_trials,
-        budget_per_10k_rows=options.evaluate_budget_seconds,
+        options=options,
     )
     summary = result.summary()
     if settings is not None:

@@ -443,3 +443,10 @@ def test_evaluate_budget_grows_with_the_table_and_folds_are_checked(tmp_path: Pa
     _extract().to_csv(path, index=False)
     with pytest.raises(LoyalError, match="--folds must be between 2 and 20"):
         evaluate_table(path, "customerID", "Churn", folds=1)
+
+
+def test_the_churn_sections_model_settings_default_to_the_models_own() -> None:
+    from loyal.settings import ChurnSettings
+
+    configured = ChurnSettings().model_params()
+    assert configured == {name: ChurnModel().get_params()[name] for name in configured}
