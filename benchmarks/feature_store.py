@@ -34,7 +34,7 @@ def stage_generate(home: Path, customers: int) -> dict[str, float]:
     """Generate the bank straight into the contract folder (the generator emits the contract)."""
     from features.tables_io import replace_folder
     from loyal.settings import load_settings
-    from pipelines.sample_bank import generate_bank
+    from samplebank.bank import generate_bank
 
     settings = load_settings(home=home)
     bank = generate_bank(customers, seed=42)

@@ -11,8 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.generate import write_parquet
-from pipelines.sample_bank import SampleBank, generate_bank
+from samplebank.bank import SampleBank, generate_bank
+from samplebank.generate import write_parquet
 
 
 def peak_rss_mb() -> float:

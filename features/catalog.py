@@ -21,6 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from loyal.products import BALANCE_TYPES as BALANCE_TYPES
+from loyal.products import SAMPLE_BANK_PRODUCTS as SAMPLE_BANK_PRODUCTS
+
 FeatureType = Literal["float", "int", "str", "bool"]
 
 ENTITY_KEY = "customer_id"
@@ -33,30 +36,6 @@ PANDAS_DTYPES: dict[FeatureType, str] = {
     "bool": "bool",
 }
 """The pandas dtype of each feature type in the view tables."""
-
-SAMPLE_BANK_PRODUCTS: tuple[str, ...] = (
-    "checking",
-    "savings",
-    "high_yield_savings",
-    "credit_card",
-    "premium_card",
-    "mortgage",
-    "personal_loan",
-    "investment_fund",
-    "insurance",
-    "overdraft_protection",
-)
-"""The sample bank's products: the default columns of the holdings view."""
-
-BALANCE_TYPES: tuple[str, ...] = (
-    "checking",
-    "savings",
-    "high_yield_savings",
-    "mortgage",
-    "personal_loan",
-    "investment_fund",
-)
-"""Account types with a balance and a rate column in the balances view."""
 
 DEPOSIT_TYPES: tuple[str, ...] = ("checking", "savings", "high_yield_savings")
 """Account types summed into `total_deposits`."""
@@ -439,71 +418,105 @@ LIFECYCLE = View(
 )
 
 
-SCORES = View(
-    name="scores",
-    description=(
-        "Batch scores written back by `loyal score` at the latest snapshot: lifetime value, "
-        "P(alive), value tier, need segment and churn probability of the champion models. Not "
-        "built from the contract tables (so not in `VIEWS`): its table lives apart from the "
-        "feature tables and is registered once it exists."
+SCORE_FEATURES: tuple[Feature, ...] = (
+    Feature(
+        "clv",
+        "float",
+        "customer lifetime value: discounted expected margin over the CLV horizon (default "
+        "12 months) minus the cost to serve (NaN without a purchase to learn from)",
+        reason="expected to bring {value:,.0f} of margin over the next year",
     ),
-    features=(
+    Feature(
+        "p_alive",
+        "float",
+        "probability the customer is still an active buyer (BG/NBD; NaN without a purchase)",
+        reason="{value:.0%} likely to still be an active customer",
+    ),
+    Feature(
+        "expected_purchases_12m",
+        "float",
+        "expected purchase days in the next 12 months (BG/NBD; NaN without a purchase)",
+        reason="expected to buy on {value:.0f} days in the next 12 months",
+    ),
+    Feature(
+        "tier",
+        "str",
+        "value tier of the customer pyramid: platinum (top 1% by CLV), gold (next 4%), iron "
+        "(next 15%), lead (the rest); trailing 12-month margin where CLV is unknown",
+        reason="{value} tier customer",
+    ),
+    Feature(
+        "segment_id",
+        "int",
+        "need segment id, kept stable across retrains (-1 when no segment model exists)",
+        reason="in need segment {value}",
+    ),
+    Feature(
+        "segment_name",
+        "str",
+        "generated name of the need segment ('' when no segment model exists)",
+        reason="belongs to the '{value}' segment",
+    ),
+    Feature(
+        "churn_probability",
+        "float",
+        "calibrated churn probability of the churn champion (NaN without a champion)",
+        reason="churn risk of {value:.0%}",
+    ),
+    *(
         Feature(
-            "clv",
-            "float",
-            "customer lifetime value: discounted expected margin over the CLV horizon (default "
-            "12 months) minus the cost to serve (NaN without a purchase to learn from)",
-            reason="expected to bring {value:,.0f} of margin over the next year",
-        ),
-        Feature(
-            "p_alive",
-            "float",
-            "probability the customer is still an active buyer (BG/NBD; NaN without a purchase)",
-            reason="{value:.0%} likely to still be an active customer",
-        ),
-        Feature(
-            "expected_purchases_12m",
-            "float",
-            "expected purchase days in the next 12 months (BG/NBD; NaN without a purchase)",
-            reason="expected to buy on {value:.0f} days in the next 12 months",
-        ),
-        Feature(
-            "tier",
+            f"recommendation_{rank}",
             "str",
-            "value tier of the customer pyramid: platinum (top 1% by CLV), gold (next 4%), iron "
-            "(next 15%), lead (the rest); trailing 12-month margin where CLV is unknown",
-            reason="{value} tier customer",
-        ),
-        Feature(
-            "segment_id",
-            "int",
-            "need segment id, kept stable across retrains (-1 when no segment model exists)",
-            reason="in need segment {value}",
-        ),
-        Feature(
-            "segment_name",
-            "str",
-            "generated name of the need segment ('' when no segment model exists)",
-            reason="belongs to the '{value}' segment",
-        ),
-        Feature(
-            "churn_probability",
-            "float",
-            "calibrated churn probability of the churn champion (NaN without a champion)",
-            reason="churn risk of {value:.0%}",
-        ),
-        *(
-            Feature(
-                f"recommendation_{rank}",
-                "str",
-                f"cross-sell product ranked {rank} by the cross-sell champion among products the "
-                "customer does not hold ('' when none)",
-                reason=f"recommended product {rank}: {{value}}",
-            )
-            for rank in (1, 2, 3)
-        ),
+            f"cross-sell product ranked {rank} by the cross-sell champion among products the "
+            "customer does not hold ('' when none)",
+            reason=f"recommended product {rank}: {{value}}",
+        )
+        for rank in (1, 2, 3)
     ),
 )
+"""How each score field a model may publish reads, in the scores table's column order."""
+
+SCORES_DESCRIPTION = (
+    "Batch scores written back by `loyal score` at the latest snapshot: lifetime value, "
+    "P(alive), value tier, need segment and churn probability of the champion models. Not "
+    "built from the contract tables (so not in `VIEWS`): its table lives apart from the "
+    "feature tables and is registered once it exists."
+)
+
+
+def scores_view() -> View:
+    """The batch scores view, generated from the model specs.
+
+    Its fields are the `score_fields` of every registered model the scores table computes
+    (specs without a `batch_scorer` of their own), described by `SCORE_FEATURES`.
+
+    Raises:
+        LoyalError: a spec publishes a field `SCORE_FEATURES` does not describe.
+    """
+    from loyal.errors import LoyalError
+    from loyal.specs import MODELS
+
+    published = {
+        name: spec.name
+        for spec in MODELS.values()
+        if spec.batch_scorer is None
+        for name in spec.score_fields
+    }
+    known = {feature.name for feature in SCORE_FEATURES}
+    unknown = [f"{model}.{name}" for name, model in published.items() if name not in known]
+    if unknown:
+        raise LoyalError(
+            f"score fields without a description in features.catalog.SCORE_FEATURES: "
+            f"{', '.join(unknown)}"
+        )
+    return View(
+        name="scores",
+        description=SCORES_DESCRIPTION,
+        features=tuple(f for f in SCORE_FEATURES if f.name in published),
+    )
+
+
+SCORES = scores_view()
 """The batch scores view (`pipelines.scores` writes it; the API reads tier, segment and CLV)."""
 
 

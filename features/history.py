@@ -21,7 +21,7 @@ Pure functions: callers read the dates and write the choice where they log.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -121,23 +121,15 @@ def clv_holdout(days: int, configured_weeks: int) -> WindowChoice:
         configured_weeks: the configured holdout in weeks.
     """
     weeks = min(configured_weeks, days // 7 // 2)
-    if weeks < MIN_CLV_HOLDOUT_WEEKS:
-        return WindowChoice(
-            "CLV holdout",
-            configured_weeks,
-            None,
-            "weeks",
-            f"CLV needs a holdout of at least {MIN_CLV_HOLDOUT_WEEKS} weeks and as long a "
-            f"calibration before it; the history is {days} days (at least "
-            f"{2 * MIN_CLV_HOLDOUT_WEEKS * 7} needed)",
-        )
-    reason = (
-        f"CLV holdout {weeks} weeks (configured)"
-        if weeks == configured_weeks
-        else f"CLV holdout {weeks} weeks: half the {days}-day history (configured "
-        f"{configured_weeks})"
+    return _fitted_window(
+        WindowChoice("CLV holdout", configured_weeks, weeks, "weeks", ""),
+        MIN_CLV_HOLDOUT_WEEKS,
+        refusal=f"CLV needs a holdout of at least {MIN_CLV_HOLDOUT_WEEKS} weeks and as long a "
+        f"calibration before it; the history is {days} days (at least "
+        f"{2 * MIN_CLV_HOLDOUT_WEEKS * 7} needed)",
+        label=f"CLV holdout {weeks} weeks",
+        shortened=f"half the {days}-day history",
     )
-    return WindowChoice("CLV holdout", configured_weeks, weeks, "weeks", reason)
 
 
 def cross_sell_window(days: int, configured_days: int) -> WindowChoice:
@@ -149,20 +141,24 @@ def cross_sell_window(days: int, configured_days: int) -> WindowChoice:
     """
     quarter = days // 4 // 7 * 7
     window = min(configured_days, quarter)
-    if window < MIN_CROSS_SELL_WINDOW_DAYS:
-        return WindowChoice(
-            "cross-sell target window",
-            configured_days,
-            None,
-            "days",
-            f"cross-sell needs a target window of at least {MIN_CROSS_SELL_WINDOW_DAYS} days "
-            f"and three times that before it; the history is {days} days (at least "
-            f"{4 * MIN_CROSS_SELL_WINDOW_DAYS} needed)",
-        )
-    reason = (
-        f"cross-sell targets in the last {window} days (configured)"
-        if window == configured_days
-        else f"cross-sell targets in the last {window} days: a quarter of the {days}-day "
-        f"history (configured {configured_days})"
+    return _fitted_window(
+        WindowChoice("cross-sell target window", configured_days, window, "days", ""),
+        MIN_CROSS_SELL_WINDOW_DAYS,
+        refusal=f"cross-sell needs a target window of at least {MIN_CROSS_SELL_WINDOW_DAYS} "
+        f"days and three times that before it; the history is {days} days (at least "
+        f"{4 * MIN_CROSS_SELL_WINDOW_DAYS} needed)",
+        label=f"cross-sell targets in the last {window} days",
+        shortened=f"a quarter of the {days}-day history",
     )
-    return WindowChoice("cross-sell target window", configured_days, window, "days", reason)
+
+
+def _fitted_window(
+    fitted: WindowChoice, minimum: int, refusal: str, label: str, shortened: str
+) -> WindowChoice:
+    """`fitted` with its reason: refused (no window) below `minimum`, else configured or
+    shortened to what the history supports."""
+    if fitted.chosen is None or fitted.chosen < minimum:
+        return replace(fitted, chosen=None, reason=refusal)
+    if fitted.chosen == fitted.configured:
+        return replace(fitted, reason=f"{label} (configured)")
+    return replace(fitted, reason=f"{label}: {shortened} (configured {fitted.configured})")

@@ -196,7 +196,7 @@ def _rows_at(view: ViewSnapshot, columns: Sequence[str], chunk_rows: int) -> Ite
     file = pq.ParquetFile(view.path)
     read = list(dict.fromkeys([*columns, *([TIMESTAMP_FIELD] if view.mixed else [])]))
     moment = view.as_of.value
-    for group in view.row_groups:  # one reader per row group (see `training.transactions`)
+    for group in view.row_groups:  # one reader per row group (see `inference.transactions`)
         for batch in file.iter_batches(batch_size=chunk_rows, row_groups=[group], columns=read):
             table = pa.Table.from_batches([batch])
             if view.mixed:

@@ -70,6 +70,10 @@ SCORES_DIR = "scores"
 `loyal features build` replaces wholesale, so a rebuild never deletes the published scores."""
 
 
+PREVIOUS_SCORES_FILE = "scores.previous.parquet"
+"""The scores table a batch scoring replaced, kept beside it (the report compares the two)."""
+
+
 def scores_table_path(settings: Settings) -> Path:
     """Where batch scoring writes the scores view table."""
     return settings.paths.data_dir / SCORES_DIR / f"{SCORES.name}.parquet"

@@ -39,12 +39,15 @@ class ModelArtifact:
         version: the registered version.
         path: local folder holding `MLmodel` and the artifacts.
         source: where it came from, e.g. "mlflow:models:/churn/3" or "bento:loyal-churn:v3-...".
+        alias: "champion", or "latest" when a source falling back to the latest version found
+            no champion.
     """
 
     name: str
     version: str
     path: Path
     source: str
+    alias: str = CHAMPION
 
     def artifact(self, key: str) -> Path:
         """The local path of one pyfunc artifact, by its name in `MLmodel`."""
@@ -73,11 +76,16 @@ class MlflowChampions:
     Args:
         tracking_uri: the tracking and registry store.
         cache_dir: where remote artifacts are downloaded (local stores are read in place).
+        fallback_to_latest: without a champion, use the highest-numbered version (with a
+            warning), as batch scoring does for CLV and segments.
     """
 
-    def __init__(self, tracking_uri: str, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, tracking_uri: str, cache_dir: Path | None = None, fallback_to_latest: bool = False
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.cache_dir = cache_dir
+        self.fallback_to_latest = fallback_to_latest
 
     def _client(self) -> Any:
         from mlflow.tracking import MlflowClient
@@ -90,11 +98,15 @@ class MlflowChampions:
 
         import mlflow
 
+        alias = CHAMPION
         try:
             version = self._client().get_model_version_by_alias(name, CHAMPION)
         except MlflowException as exc:
-            log.warning("no %s@%s in %s: %s", name, CHAMPION, self.tracking_uri, exc)
-            return None
+            version = self._latest(name) if self.fallback_to_latest else None
+            if version is None:
+                log.warning("no %s@%s in %s: %s", name, CHAMPION, self.tracking_uri, exc)
+                return None
+            alias = "latest"
         uri = f"models:/{name}/{version.version}"
         dst = None
         if self.cache_dir is not None:
@@ -108,7 +120,25 @@ class MlflowChampions:
             )
         except MlflowException as exc:
             raise ModelLoadError(f"cannot download {uri}: {exc}") from exc
-        return ModelArtifact(name, str(version.version), Path(local), f"mlflow:{uri}")
+        return ModelArtifact(name, str(version.version), Path(local), f"mlflow:{uri}", alias)
+
+    def _latest(self, name: str) -> Any | None:
+        """The highest-numbered version of `name` (warned about), or None when none exists."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            versions = self._client().search_model_versions(f"name = '{name}'")
+        except MlflowException:
+            return None
+        if not versions:
+            return None
+        latest = max(versions, key=lambda v: int(v.version))
+        log.warning(
+            "'%s' has no champion: scoring with its latest version v%s; promote one with "
+            "`loyal promote %s`",
+            name, latest.version, name,
+        )  # fmt: skip
+        return latest
 
 
 class ChainedChampions:
@@ -128,13 +158,28 @@ class ChainedChampions:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A champion ready to serve, or why it is not."""
+    """A champion loaded (by the service's fast loader, or as an MLflow pyfunc), or why it is not.
+
+    Attributes:
+        name: registered model name.
+        obj: the loaded object (None when not loaded).
+        version: the registered version loaded.
+        source: where its artifacts came from.
+        problem: why it is not loaded.
+        alias: "champion", or "latest" when no champion existed and the source fell back.
+    """
 
     name: str
-    obj: Any | None
+    obj: Any  # None when not loaded
     version: str | None
     source: str | None
     problem: str | None = None
+    alias: str = CHAMPION
+
+    @property
+    def label(self) -> str:
+        """E.g. ``clv v3 (champion)``."""
+        return f"{self.name} v{self.version} ({self.alias})"
 
 
 def load_champions(
@@ -161,7 +206,9 @@ def load_champions(
             if artifact is None:
                 loaded[name] = LoadedModel(name, None, None, None, f"no {name}@{CHAMPION}")
                 continue
-            loaded[name] = LoadedModel(name, loader(artifact), artifact.version, artifact.source)
+            loaded[name] = LoadedModel(
+                name, loader(artifact), artifact.version, artifact.source, alias=artifact.alias
+            )
             log.info("loaded %s v%s from %s", name, artifact.version, artifact.source)
         except Exception as exc:  # one bad model degrades answers, never the service
             log.warning("cannot load %s: %s", name, exc)
@@ -173,8 +220,16 @@ def spec_loaders(names: Sequence[str]) -> dict[str, Callable[[ModelArtifact], An
     """The champion loader each registered model's spec names (models without one left out)."""
     from loyal.specs import MODELS, resolve
 
-    return {
-        name: resolve(MODELS[name].champion_loader)
-        for name in names
-        if name in MODELS and MODELS[name].champion_loader is not None
-    }
+    loaders: dict[str, Callable[[ModelArtifact], Any]] = {}
+    for name in names:
+        loader = MODELS[name].champion_loader if name in MODELS else None
+        if loader is not None:
+            loaders[name] = resolve(loader)
+    return loaders
+
+
+def load_pyfunc(artifact: ModelArtifact) -> Any:
+    """A champion as its MLflow pyfunc (the reference path and batch scoring)."""
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(str(artifact.path))

@@ -110,11 +110,33 @@ class ChurnSettings(BaseModel):
         max_train_snapshots: latest training snapshots fetched from the feature store (None:
             all). Feast's file offline store joins about 2-3 thousand rows a second; twelve
             snapshots gave the same test ROC-AUC as all fifteen on the sample bank.
+        evaluate_budget_seconds: search budget of `loyal churn evaluate` per 10,000 rows (and
+            at least this), shared by its folds: a 10,000-row, 20-column table finishes in
+            under two minutes on a busy 2-core machine (`benchmarks/churn.py`).
+        evaluate_max_trials: most search trials in each fold of `loyal churn evaluate` (the
+            budget usually stops first).
+        isotonic_min_rows: "auto" calibration turns isotonic from this many held-out rows...
+        isotonic_min_per_class: ...with at least this many of each class (else Platt).
+        selection_standard_errors: standard errors of excess held-out log-loss within which
+            the search prefers the shallower trial (the one-standard-error rule).
     """
 
     search_trials: int = Field(default=20, ge=0)
     search_timeout: float | None = Field(default=600.0, gt=0)
     max_train_snapshots: int | None = Field(default=12, ge=1)
+    evaluate_budget_seconds: float = Field(default=60.0, ge=0)
+    evaluate_max_trials: int = Field(default=100, ge=0)
+    isotonic_min_rows: int = Field(default=50_000, ge=1)
+    isotonic_min_per_class: int = Field(default=1_000, ge=1)
+    selection_standard_errors: float = Field(default=1.0, ge=0.0)
+
+    def model_params(self) -> dict[str, Any]:
+        """The `models.churn.ChurnModel` parameters this section sets."""
+        return {
+            "isotonic_min_rows": self.isotonic_min_rows,
+            "isotonic_min_per_class": self.isotonic_min_per_class,
+            "selection_standard_errors": self.selection_standard_errors,
+        }
 
 
 class CrossSellSettings(BaseModel):
@@ -171,6 +193,12 @@ class SegmentSettings(BaseModel):
         channel_window_days: days of transactions behind the channel mix.
         random_state: seed of sampling and k-means.
         columns: explicit model columns (default: holdings, channel mix and age).
+        max_need_columns: most product categories whose spend shares still read as needs.
+        degenerate_silhouette: a silhouette at least this high at every k marks a degenerate
+            segmentation (refused promotion).
+        degenerate_share: a segment holding at least this share of customers marks one too.
+        id_like_share: a whole-number column with distinct values on at least this share of
+            rows is an id, not a need.
     """
 
     k_min: int = Field(default=3, ge=2)
@@ -183,6 +211,10 @@ class SegmentSettings(BaseModel):
     channel_window_days: int = Field(default=365, ge=1)
     random_state: int = 0
     columns: list[str] | None = None
+    max_need_columns: int = Field(default=20, ge=2)
+    degenerate_silhouette: float = Field(default=0.99, gt=0.0, le=1.0)
+    degenerate_share: float = Field(default=0.95, gt=0.0, le=1.0)
+    id_like_share: float = Field(default=0.95, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _ordered(self) -> SegmentSettings:

@@ -44,6 +44,8 @@ class ModelSpec:
             version and returns a result with `model_version`.
         scorer_factory: reference to `factory(metric) -> Scorer` used by promotion.
         feature_service: the Feast feature service it reads (None: none, e.g. transactions).
+        feature_views: the feature views that service joins (`features.feature_repo.services`
+            builds each spec's service from them; a view missing from the store is left out).
         settings_section: its `loyal.yaml` section (None: no settings yet).
         applicable: reference to `check(settings)`, raising `StepSkippedError` with the reason
             when the loaded data cannot support the model (None: always applicable).
@@ -73,6 +75,7 @@ class ModelSpec:
     batch_scorer: str | None = None
     score_fields: tuple[str, ...] = field(default=())
     commands: tuple[str, str] | None = None
+    feature_views: tuple[str, ...] = ()
 
     def scorer(self, metric: str | None = None) -> Callable[..., float]:
         """The promotion scorer for `metric` (default: the spec's promotion metric)."""
@@ -91,6 +94,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         higher_is_better=True,
         train="training.churn:train_configured",
         feature_service="churn_v1",
+        feature_views=("profile", "rfm", "holdings", "engagement", "balances", "lifecycle"),
         settings_section="churn",
         applicable="training.applicability:check_churn",
         champion_loader="serving.champions:load_churn",
@@ -109,6 +113,8 @@ BUILTIN: tuple[ModelSpec, ...] = (
         higher_is_better=True,
         train="training.cross_sell:train_bank",
         scorer_factory="training.cross_sell:ranking_scorer",
+        feature_service="cross_sell_v1",
+        feature_views=("profile", "holdings"),
         settings_section="cross_sell",
         applicable="training.applicability:check_cross_sell",
         on_promoted="training.cross_sell:publish_recommendations",
@@ -145,6 +151,8 @@ BUILTIN: tuple[ModelSpec, ...] = (
         higher_is_better=True,
         train="training.segments:train_segments",
         scorer_factory="training.segments:silhouette_scorer",
+        feature_service="segments_v1",
+        feature_views=("profile", "rfm", "holdings", "engagement", "balances"),
         settings_section="segments",
         score_fields=("segment_id", "segment_name"),
         commands=(

@@ -15,7 +15,7 @@ How `ChurnModel.fit` works, and why:
   `eval_set` (time-ordered data) there is one booster, early-stopped and calibrated on the
   later validation snapshot instead.
 * **Calibration chosen by data size.** Platt scaling (two parameters) unless the held-out
-  set has at least `ISOTONIC_MIN_ROWS` rows and `ISOTONIC_MIN_PER_CLASS` of each class,
+  set has at least `isotonic_min_rows` rows and `isotonic_min_per_class` of each class,
   where isotonic regression's flexibility pays for its variance and its ties. The boosters
   optimise log-loss, so their log-odds are close to calibrated already: on synthetic bank
   data Platt matched or beat isotonic from 5k to 100k rows (ECE 0.004-0.005 vs
@@ -65,8 +65,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 STATE_FORMAT = "loyal.churn/1"
-ISOTONIC_MIN_ROWS = 50_000
-ISOTONIC_MIN_PER_CLASS = 1_000
 SEARCHED = (
     "max_depth",
     "learning_rate",
@@ -94,9 +92,6 @@ SEARCH_SPACE = {
 }
 """Ranges the TPE search draws from once the candidates are tried (rates and weights on a log
 scale)."""
-SELECTION_STANDARD_ERRORS = 1.0
-"""How many standard errors of excess held-out log-loss a shallower trial may trail the best
-by and still be chosen (see `_simplest_within_noise`)."""
 
 Sentence = Callable[[str, object], str]
 
@@ -218,12 +213,12 @@ _Fitted = tuple[list[xgb.Booster], NDArray[np.float64], NDArray[np.int64]]
 
 
 def _simplest_within_noise(
-    completed: Sequence[tuple[float, dict[str, Any], _Fitted]],
+    completed: Sequence[tuple[float, dict[str, Any], _Fitted]], standard_errors: float = 1.0
 ) -> tuple[float, dict[str, Any], _Fitted]:
     """The shallowest completed trial whose held-out log-loss is within noise of the best.
 
     "Within noise": its mean paired excess loss over the best trial, on the same held-out
-    rows, is at most `SELECTION_STANDARD_ERRORS` standard errors of that excess (the
+    rows, is at most `standard_errors` standard errors of that excess (the
     one-standard-error rule). Among those, the smallest `max_depth` wins, then the earlier
     trial (the constructor's and `CANDIDATES` come first): capacity and unusual settings are
     taken only when the data shows they pay. On Telco (5-fold ROC-AUC 0.8501-0.8502 with this
@@ -235,7 +230,7 @@ def _simplest_within_noise(
     for trial in completed:
         excess = _row_logloss(trial[2][2], trial[2][1]) - best_rows
         error = float(np.std(excess) / math.sqrt(len(excess)))
-        if float(np.mean(excess)) <= SELECTION_STANDARD_ERRORS * error:
+        if float(np.mean(excess)) <= standard_errors * error:
             close.append(trial)
     return min(close, key=lambda trial: trial[1]["max_depth"])  # ties: the earlier trial
 
@@ -255,16 +250,22 @@ def _suggest(trial: Any) -> dict[str, Any]:
     }
 
 
-def choose_calibration(y_holdout: NDArray[Any], requested: str = "auto") -> str:
-    """Calibration method for a held-out set: isotonic only when it is large enough."""
+def choose_calibration(
+    y_holdout: NDArray[Any],
+    requested: str = "auto",
+    isotonic_min_rows: int = 50_000,
+    isotonic_min_per_class: int = 1_000,
+) -> str:
+    """Calibration method for a held-out set: isotonic only when it is large enough (at least
+    `isotonic_min_rows` rows and `isotonic_min_per_class` of each class)."""
     if requested in ("platt", "isotonic"):
         return requested
     if requested != "auto":
         raise ValueError(f"calibration must be 'auto', 'platt' or 'isotonic', got '{requested}'")
     positives = int(y_holdout.sum())
     negatives = len(y_holdout) - positives
-    large = len(y_holdout) >= ISOTONIC_MIN_ROWS
-    return "isotonic" if large and min(positives, negatives) >= ISOTONIC_MIN_PER_CLASS else "platt"
+    large = len(y_holdout) >= isotonic_min_rows
+    return "isotonic" if large and min(positives, negatives) >= isotonic_min_per_class else "platt"
 
 
 class ChurnModel(ClassifierMixin, BaseEstimator):
@@ -294,6 +295,10 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             starts that would likely overrun it and a running one is cut when it is spent.
         random_state: seed for folds, row sampling and the search.
         n_jobs: XGBoost threads; 1 is fastest on small tables and on a busy machine.
+        isotonic_min_rows: "auto" calibration is isotonic from this many held-out rows...
+        isotonic_min_per_class: ...with at least this many of each class.
+        selection_standard_errors: how many standard errors of excess held-out log-loss a
+            shallower trial may trail the best by and still be chosen (`_simplest_within_noise`).
     """
 
     def __init__(
@@ -316,6 +321,9 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         search_timeout: float | None = None,
         random_state: int = 42,
         n_jobs: int = 1,
+        isotonic_min_rows: int = 50_000,
+        isotonic_min_per_class: int = 1_000,
+        selection_standard_errors: float = 1.0,
     ) -> None:
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -334,6 +342,9 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.search_timeout = search_timeout
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.isotonic_min_rows = isotonic_min_rows
+        self.isotonic_min_per_class = isotonic_min_per_class
+        self.selection_standard_errors = selection_standard_errors
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -557,7 +568,9 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             completed.append((loss, overrides, fitted))
             if not best or loss < best["loss"]:
                 best.update(loss=loss)
-        loss, params, (boosters, margins, labels) = _simplest_within_noise(completed)
+        loss, params, (boosters, margins, labels) = _simplest_within_noise(
+            completed, self.selection_standard_errors
+        )
         self.search_summary_: dict[str, Any] | None = {
             "trials": len(durations),
             "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
@@ -609,7 +622,9 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.boosters_ = boosters
         self.n_rounds_ = [b.num_boosted_rounds() for b in boosters]
         self.holdout_logloss_ = _logloss(held_out_y, margins)
-        method = choose_calibration(held_out_y, self.calibration)
+        method = choose_calibration(
+            held_out_y, self.calibration, self.isotonic_min_rows, self.isotonic_min_per_class
+        )
         self.calibrator_ = _Calibrator.fit(margins, held_out_y, method)
         return self
 

@@ -14,6 +14,10 @@ from threadpoolctl import threadpool_limits
 from loyal.errors import LoyalError
 
 DAYS_PER_MONTH = 365.25 / 12
+FULL_FIT = "full"
+"""The CLV model fitted on the whole history (what scores), by its name in a saved pair."""
+HOLDOUT_FIT = "holdout"
+"""The CLV model fitted before the holdout (what its evaluation reads)."""
 _EDGE = np.log(1e4)  # a shape parameter beyond [1e-4, 1e4] means the optimum ran to a boundary
 _SCALE_EDGE = np.log(1e8)  # scale parameters (alpha, v) carry units and may be large
 

@@ -32,8 +32,8 @@ from pydantic import (
     model_validator,
 )
 
-from features.catalog import BALANCE_TYPES, SAMPLE_BANK_PRODUCTS
 from loyal.errors import LoyalError
+from loyal.products import BALANCE_TYPES, SAMPLE_BANK_PRODUCTS
 
 Kind = Literal["cross_sell", "up_sell", "retention", "service"]
 Tier = Literal["platinum", "gold", "iron", "lead"]

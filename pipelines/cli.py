@@ -66,7 +66,7 @@ def generate(
     out: Annotated[Path | None, typer.Option(help="Output folder for the raw tables.")] = None,
 ) -> None:
     """Generate the sample bank's raw tables (and its ground truth, kept apart)."""
-    from pipelines.generate import generate_sample_bank
+    from samplebank.generate import generate_sample_bank
 
     generate_sample_bank(get_settings(), customers=customers, seed=seed, out=out)
 

@@ -50,10 +50,10 @@ def run_all(
     """
     from features.tables_io import read_contract
     from pipelines.features import show_customer
-    from pipelines.generate import generate_sample_bank
     from pipelines.ingest import ingest_folder, print_summary
     from pipelines.scores import publish_scores
     from pipelines.stages import feature_stages
+    from samplebank.generate import generate_sample_bank
 
     if data is None and not force:
         check_no_ingested_data(settings)
@@ -123,7 +123,7 @@ def check_no_ingested_data(settings: Settings) -> None:
         LoyalError: the contract folder holds data from another source.
     """
     from features.tables_io import MANIFEST_FILE, loaded_manifest
-    from pipelines.generate import SAMPLE_BANK_FOLDER
+    from samplebank.generate import SAMPLE_BANK_FOLDER
 
     if not (settings.paths.contract_dir / MANIFEST_FILE).is_file():
         return

@@ -7,7 +7,7 @@ writes `data/scores/scores.parquet`, in bounded memory:
 1. **Features**: the latest snapshot's rows straight from the offline Parquet tables the
    feature store reads (`features.latest`: Feast's point-in-time join at that snapshot,
    without Feast), a chunk of customers at a time.
-2. **Transactions**: one streaming pass over the contract log (`training.transactions`) gives
+2. **Transactions**: one streaming pass over the contract log (`inference.transactions`) gives
    every customer's CLV summary, trailing margin and channel mix as a few numbers each.
 3. **Value and tiers**: CLV for everyone from those summaries, then tiers, which rank all
    customers at once (`models.tiers.assign_tiers`): a handful of floats per customer.
@@ -44,7 +44,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.catalog import ENTITY_KEY, PROFILE, SCORES, TIMESTAMP_FIELD
-from features.store import apply_definitions, open_store, scores_table_path
+from features.store import (
+    PREVIOUS_SCORES_FILE,
+    apply_definitions,
+    open_store,
+    scores_table_path,
+)
 from features.tables_io import read_contract, recover_folder
 from loyal.errors import NotReadyError
 from loyal.logs import progress_bar
@@ -54,14 +59,12 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from features.latest import IdIndex, LatestSnapshot
-    from training.batch import BatchModels, ValueScores
+    from inference.fast import BatchModels, ChurnScorer, ValueScores
 
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 100_000
 """Customers scored per chunk (and per row group of the scores table)."""
-PREVIOUS_SCORES_FILE = "scores.previous.parquet"
-"""The scores before the latest run, beside `scores.parquet` (the report's early warnings)."""
 RECOMMENDATION_COLUMNS = [f"recommendation_{rank}" for rank in (1, 2, 3)]
 _STAGING_PREFIX = f".{SCORES.name}.parquet.tmp-"
 _ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}
@@ -227,7 +230,7 @@ def score_batches(settings: Settings, sink: Sink, chunk_rows: int = CHUNK_ROWS) 
     """
     from features.latest import IdIndex, population_ids
     from inference.batch import batch_specs, score_own_tables
-    from training.batch import BatchModels
+    from inference.fast import BatchModels
 
     seconds: dict[str, float] = {}
     clock = _Clock(seconds)
@@ -321,10 +324,10 @@ def _aggregate(
     progress: Progress,
 ) -> Any:
     """The streaming pass over the transactions (CLV summaries, trailing margin, channels)."""
-    from training.batch import channel_columns, clv_config
-    from training.scoring import TRAILING_DAYS
+    from inference.fast import channel_columns, clv_config
+    from inference.reference import TRAILING_DAYS
+    from inference.transactions import PassWindows, aggregate_transactions
     from training.segments import segment_settings
-    from training.transactions import PassWindows, aggregate_transactions
 
     period = clv_config(models.clv)[0] if models.clv is not None else "D"
     wants_mix = bool(channel_columns(models.segment_inputs()))
@@ -353,7 +356,7 @@ def _aggregate(
 
 
 def _values(models: BatchModels, aggregates: Any, snapshot: LatestSnapshot) -> ValueScores:
-    from training.batch import value_scores
+    from inference.fast import value_scores
 
     return value_scores(models, aggregates, _observation_end(snapshot))
 
@@ -380,7 +383,7 @@ def labels_column(codes: np.ndarray, names: list[str]) -> pa.Array:
 
 def _tiers(settings: Settings, ids: pa.Array, tier_value: np.ndarray) -> _Labels:
     """Tier of every customer: all customers ranked at once (exact sizes on ties)."""
-    from training.scoring import tiers_for
+    from inference.reference import tiers_for
 
     index = pd.Index(ids.to_numpy(zero_copy_only=False), name=ENTITY_KEY)
     tiers = tiers_for(settings, pd.Series(tier_value, index=index))
@@ -422,33 +425,27 @@ def _recommendations(settings: Settings, index: IdIndex) -> _Recommendations:
     return _Recommendations([str(p) for p in product.dictionary.to_pylist()], codes)
 
 
+@dataclass
 class _Chunks:
     """Scores the feature snapshot chunk by chunk and keeps the run's counts."""
 
-    def __init__(
-        self,
-        snapshot: LatestSnapshot,
-        models: BatchModels,
-        aggregates: Any,
-        values: ValueScores,
-        tiers: _Labels,
-        recommendations: _Recommendations,
-        progress: Progress,
-    ) -> None:
-        from training.batch import ChurnScorer
+    snapshot: LatestSnapshot
+    models: BatchModels
+    aggregates: Any
+    values: ValueScores
+    tiers: _Labels
+    recommendations: _Recommendations
+    progress: Progress
+    churn: ChurnScorer = field(init=False)
+    segment_counts: dict[str, int] = field(init=False, default_factory=dict)
+    with_churn: int = field(init=False, default=0)
+    done: int = field(init=False, default=0)
+    chunks: int = field(init=False, default=0)
 
-        self.snapshot = snapshot
-        self.models = models
-        self.aggregates = aggregates
-        self.values = values
-        self.tiers = tiers
-        self.recommendations = recommendations
-        self.progress = progress
-        self.churn = ChurnScorer(models)
-        self.segment_counts: dict[str, int] = {}
-        self.with_churn = 0
-        self.done = 0
-        self.chunks = 0
+    def __post_init__(self) -> None:
+        from inference.fast import ChurnScorer
+
+        self.churn = ChurnScorer(self.models)
 
     def run(self, settings: Settings, sink: Sink, chunk_rows: int) -> None:
         from features.latest import iter_chunks
@@ -466,7 +463,7 @@ class _Chunks:
             log.info("chunk %d: %d of %d customers scored", self.chunks, self.done, total)
 
     def _score(self, features: pa.Table) -> pa.Table:
-        from training.batch import segment_chunk, with_channel_mix
+        from inference.fast import segment_chunk, with_channel_mix
 
         rows = features.num_rows
         where = slice(self.done, self.done + rows)
@@ -653,7 +650,7 @@ def reference_scores(settings: Settings) -> pd.DataFrame:
     Slow (Feast's `get_historical_features` and every transaction in memory) but independent
     of the fast path: tests check that both give the same scores.
     """
-    from training.scoring import churn_scores, segment_scores, tiers_for, value_scores
+    from inference.reference import churn_scores, segment_scores, tiers_for, value_scores
     from training.segments import behaviour_frame
 
     tables = read_contract(settings)

@@ -35,8 +35,8 @@ def feature_bank(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     Session-scoped and read-only for tests: a test that changes the store must use its own copy.
     """
     from pipelines.features import apply_features, build_features, materialize_features
-    from pipelines.generate import generate_sample_bank
     from pipelines.ingest import ingest_folder
+    from samplebank.generate import generate_sample_bank
 
     home = tmp_path_factory.mktemp("feature_bank")
     bank = load_settings(home=home)

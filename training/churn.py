@@ -34,7 +34,7 @@ import pandas as pd
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
 from loyal.errors import DataContractError, LoyalError, NotReadyError, StepSkippedError
-from loyal.settings import Settings
+from loyal.settings import ChurnSettings, Settings
 from models.baselines import BASELINES, baseline
 from models.churn import (
     PYFUNC_ARTIFACT,
@@ -56,25 +56,12 @@ MODEL_NAME = "churn"
 CV_METRICS = ("roc_auc", "pr_auc", "brier", "ece", "lift_at_10", "capture_at_10")
 BASELINE_METRICS = ("roc_auc", "pr_auc", "brier")
 """Metrics reported for each baseline, as `baseline_<name>_<metric>`."""
-EVALUATE_BUDGET_SECONDS = 60.0
-"""Default search budget of `loyal churn evaluate` per 10,000 rows (at least this), shared by
-its folds (each gets an equal share): a 10,000-row, 20-column table finishes in under two
-minutes on a busy 2-core machine (`benchmarks/churn.py`); larger tables get proportionally
-more time."""
-EVALUATE_MAX_TRIALS = 100
-"""Most search trials in each fold of `loyal churn evaluate` (the budget usually stops first)."""
-SEARCH_TRIALS = 20
-"""Search budget of `train_from_frame`: most trials (each one cross-fit, median-pruned)..."""
-SEARCH_TIMEOUT = 600.0
-"""...and its time budget in seconds."""
-SEPARATORS = ",;\t|"
-"""Field separators `read_table` recognises in text tables."""
 CHURN_SERVICE = "churn_v1"
 """The feature service the churn model trains on (and serving reads)."""
-MAX_TRAIN_SNAPSHOTS = 12
-"""Training snapshots fetched from the feature store for `train_churn_bank`: the latest twelve.
-Feast's file offline store joins about 2-3 thousand rows a second here (20k-customer bank: 65 s
-for 12 training snapshots, 74 s for all 15); the test ROC-AUC was the same within noise."""
+SEPARATORS = ",;\t|"
+"""Field separators `read_table` recognises in text tables."""
+DEFAULTS = ChurnSettings()
+"""The churn section's defaults (`loyal.settings.ChurnSettings`), for callers without settings."""
 REQUIREMENTS = ("mlflow", "xgboost-cpu", "xgboost", "scikit-learn", "pandas", "numpy", "pyarrow")
 
 
@@ -329,7 +316,8 @@ def evaluate_table(
     folds: int = 5,
     seed: int = 42,
     budget_seconds: float | None = None,
-    max_trials: int = EVALUATE_MAX_TRIALS,
+    max_trials: int | None = None,
+    options: ChurnSettings = DEFAULTS,
 ) -> CrossValidation:
     """Cross-validate the churn model and the baselines on a one-row-per-customer table.
 
@@ -343,7 +331,10 @@ def evaluate_table(
         budget_seconds: time budget of the search over all folds; each fold's search gets
             an equal share (0: no search, the model's default settings; None:
             `default_budget` for the table's size).
-        max_trials: most search trials in each fold.
+        max_trials: most search trials in each fold (None: the churn section's
+            `evaluate_max_trials`).
+        options: the churn section (evaluate budget and trials, the model's calibration and
+            selection settings).
 
     Returns:
         The metrics (see `cross_validate`), chosen settings and wall time.
@@ -364,22 +355,24 @@ def evaluate_table(
         100 * table.y.mean(),
     )
     if budget_seconds is None:
-        budget_seconds = default_budget(len(table.X))
+        budget_seconds = default_budget(len(table.X), options.evaluate_budget_seconds)
     if budget_seconds < 0:
         raise LoyalError(f"the search budget must be 0 or more seconds, got {budget_seconds}")
     searching = budget_seconds > 0
+    trials = options.evaluate_max_trials if max_trials is None else max_trials
     model = ChurnModel(
-        search_trials=max_trials if searching else 0,
+        **options.model_params(),
+        search_trials=trials if searching else 0,
         search_timeout=budget_seconds / folds if searching else None,
         random_state=seed,
     )
     return cross_validate(table.X, table.y, model, folds=folds, seed=seed)
 
 
-def default_budget(rows: int) -> float:
-    """Search budget of `loyal churn evaluate` for a table of `rows` rows: `EVALUATE_BUDGET_SECONDS`
-    per 10,000 rows, and never less."""
-    return EVALUATE_BUDGET_SECONDS * max(1.0, rows / 10_000)
+def default_budget(rows: int, per_10k_rows: float = DEFAULTS.evaluate_budget_seconds) -> float:
+    """Search budget of `loyal churn evaluate` for a table of `rows` rows: `per_10k_rows`
+    seconds (the churn section's `evaluate_budget_seconds`) per 10,000 rows, and never less."""
+    return per_10k_rows * max(1.0, rows / 10_000)
 
 
 def log_evaluation(settings: Settings, path: Path, result: CrossValidation) -> str:
@@ -573,8 +566,8 @@ def train_from_frame(
     oracle_col: str | None = None,
     snapshot_id: str | None = None,
     horizon_days: int | None = None,
-    search_trials: int = SEARCH_TRIALS,
-    search_timeout: float | None = SEARCH_TIMEOUT,
+    search_trials: int = DEFAULTS.search_trials,
+    search_timeout: float | None = DEFAULTS.search_timeout,
     test_size: float = 0.2,
     seed: int = 42,
     n_jobs: int = 1,
@@ -637,7 +630,7 @@ def train_from_frame(
     )
     X = frame[features]
     model = ChurnModel(
-        **dict(params or {}),
+        **{**settings.churn.model_params(), **dict(params or {})},
         search_trials=search_trials,
         search_timeout=search_timeout,
         random_state=seed,
@@ -670,8 +663,8 @@ def train_from_table(
     path: Path,
     id_col: str | None,
     label_col: str,
-    search_trials: int = SEARCH_TRIALS,
-    search_timeout: float | None = SEARCH_TIMEOUT,
+    search_trials: int = DEFAULTS.search_trials,
+    search_timeout: float | None = DEFAULTS.search_timeout,
     seed: int = 42,
     register: bool = True,
 ) -> TrainResult:
@@ -702,7 +695,9 @@ def train_from_table(
 
 # ---------------------------------------------------------------- from the feature store
 def split_snapshots(
-    times: pd.Series, horizon_days: int, max_train_snapshots: int | None = MAX_TRAIN_SNAPSHOTS
+    times: pd.Series,
+    horizon_days: int,
+    max_train_snapshots: int | None = DEFAULTS.max_train_snapshots,
 ) -> list[pd.Timestamp]:
     """The snapshots a time split of these rows uses: the latest training ones, validation, test.
 
@@ -731,20 +726,20 @@ def split_snapshots(
 
 
 def bank_frame(
-    settings: Settings, max_train_snapshots: int | None = MAX_TRAIN_SNAPSHOTS
+    settings: Settings, max_train_snapshots: int | None = DEFAULTS.max_train_snapshots
 ) -> tuple[pd.DataFrame, str | None]:
     """The point-in-time `churn_v1` frame of the time split's snapshots, with the oracle.
 
     Every complete label of the chosen snapshots gets its features through Feast
     (`training.frames.training_frame`); `label_complete` is dropped (all rows are complete).
     When the data carries generator ground truth (the sample bank), the true probability of
-    closing within the horizon is added beside the label for evaluation (`training.truth`).
+    closing within the horizon is added beside the label for evaluation (`samplebank.truth`).
 
     Returns:
         The frame and the oracle column (None for data without ground truth).
     """
+    from samplebank.truth import with_oracle
     from training.frames import read_horizon, read_labels, training_frame
-    from training.truth import with_oracle
 
     choice = read_horizon(settings)
     if choice.chosen is None:
@@ -791,11 +786,11 @@ def ceiling_metrics(
     """ROC-AUC of the ground-truth ceilings on the holdout rows (empty without ground truth).
 
     Keys: `oracle_without_frailty_roc_auc` and `snapshot_hazard_without_frailty_roc_auc`
-    (see `training.truth.ceilings`); the latter is the best achievable ranking: the generator's
+    (see `samplebank.truth.ceilings`); the latter is the best achievable ranking: the generator's
     hazard at the snapshot from the causes observable before it.
     """
     from models.metrics import roc_auc
-    from training.truth import SNAPSHOT_HAZARD_COLUMN, WITHOUT_FRAILTY_COLUMN, ceilings
+    from samplebank.truth import SNAPSHOT_HAZARD_COLUMN, WITHOUT_FRAILTY_COLUMN, ceilings
 
     truth = ceilings(holdout, settings, horizon_days)
     if truth is None:
@@ -834,9 +829,9 @@ def train_configured(settings: Settings, **overrides: Any) -> TrainResult:
 def train_churn_bank(
     settings: Settings,
     *,
-    search_trials: int = SEARCH_TRIALS,
-    search_timeout: float | None = SEARCH_TIMEOUT,
-    max_train_snapshots: int | None = MAX_TRAIN_SNAPSHOTS,
+    search_trials: int = DEFAULTS.search_trials,
+    search_timeout: float | None = DEFAULTS.search_timeout,
+    max_train_snapshots: int | None = DEFAULTS.max_train_snapshots,
     seed: int = 42,
     n_jobs: int = 1,
     register: bool = True,

@@ -48,7 +48,7 @@ from loyal import settings as settings_module
 from loyal.errors import DataContractError, NotReadyError, StepSkippedError
 from loyal.settings import Settings, section
 from loyal.specs import promotion_for
-from models.clv import DAYS_PER_MONTH, ClvModel
+from models.clv import DAYS_PER_MONTH, FULL_FIT, HOLDOUT_FIT, ClvModel
 from training.clv_data import calibration_holdout, holdout_metrics, naive_forecast, rfm_summary
 
 if TYPE_CHECKING:
@@ -60,13 +60,12 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "clv"
 PYFUNC_ARTIFACT = "clv_model"
-FULL_FIT = "full"
-HOLDOUT_FIT = "holdout"
 INPUT_COLUMNS = ("frequency", "recency", "T")
 MARGIN_COLUMN = "monetary_margin"
 REVENUE_COLUMN = "monetary_value"
 LABEL = "frequency_holdout"
 TOP_SHARES = (0.01, 0.05, 0.20)
+"""Top customer shares whose margin share CLV logs and the report states."""
 REQUIREMENTS = ("mlflow", "scipy", "numpy", "pandas", "threadpoolctl", "pydantic", "pyarrow")
 
 

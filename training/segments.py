@@ -65,19 +65,11 @@ HOLDING_PREFIX = "holds_"
 CHANNEL_PREFIX = "channel_"
 CATEGORY_PREFIX = "category_"
 CHANNEL_SUFFIX = "_share"
-MAX_NEED_COLUMNS = 20
-"""Most categories whose spend shares still read as needs."""
 BEHAVIOUR_COLUMNS = (
     "recency_days", "frequency_365d", "monetary_365d", "avg_basket_365d",
     "distinct_categories_365d", "spend_trend", "tenure_days",
 )  # fmt: skip
 """RFM and basket columns segments fall back on when nothing else describes needs."""
-DEGENERATE_SILHOUETTE = 0.99
-"""A silhouette at least this high at every k marks a degenerate segmentation."""
-DEGENERATE_SHARE = 0.95
-"""A segment holding at least this share of customers marks a degenerate segmentation."""
-ID_LIKE_SHARE = 0.95
-"""A whole-number column with distinct values on at least this share of rows is an id."""
 
 TRUTH_FILE = Path("sample_bank") / "customers_truth.parquet"
 TRUTH_COLUMN = "true_segment"
@@ -107,6 +99,10 @@ class SegmentSettings(settings_module.SegmentSettings):
             "random_state": self.random_state,
         }
         return NeedSegmenter(**{**params, **overrides})
+
+
+DEFAULTS = SegmentSettings()
+"""The segments section's defaults, for callers without settings."""
 
 
 def segment_settings(settings: Settings) -> SegmentSettings:
@@ -158,18 +154,21 @@ def channel_mix(transactions: pd.DataFrame, snapshot: pd.Timestamp, days: int) -
     return shares
 
 
-def product_groups(products: pd.DataFrame | None) -> pd.Series | None:
+def product_groups(
+    products: pd.DataFrame | None, max_groups: int = DEFAULTS.max_need_columns
+) -> pd.Series | None:
     """Each product's group (`category`) when categories describe needs, else None.
 
     Categories count when at least two are known, they are fewer than the products (else
-    they are the products under another name) and at most `MAX_NEED_COLUMNS`.
+    they are the products under another name) and at most `max_groups` (the segments
+    section's `max_need_columns`).
     """
     if products is None or not has_values(products, "category"):
         return None
     groups = products.set_index(products["product_id"].astype(str))["category"]
     known = groups.dropna().astype(str).str.strip()
     distinct = known.nunique()
-    if distinct < 2 or distinct >= len(products) or distinct > MAX_NEED_COLUMNS:
+    if distinct < 2 or distinct >= len(products) or distinct > max_groups:
         return None
     return known
 
@@ -238,7 +237,7 @@ def behaviour_frame(
     if mix.empty:
         log.info("the transactions record fewer than two channels: no channel mix")
     frame = frame.join(mix, how="left")
-    groups = product_groups(contract.get("products"))
+    groups = product_groups(contract.get("products"), config.max_need_columns)
     if groups is not None:
         shares = category_mix(
             contract["transactions"], groups, snapshot.tz_localize(None), config.channel_window_days
@@ -307,7 +306,11 @@ def _varies(values: pd.Series) -> bool:
 
 
 def degenerate_reason(
-    model: NeedSegmenter, frame: pd.DataFrame, columns: list[str], labels: pd.Series
+    model: NeedSegmenter,
+    frame: pd.DataFrame,
+    columns: list[str],
+    labels: pd.Series,
+    limits: settings_module.SegmentSettings | None = None,
 ) -> str | None:
     """Why a segmentation means nothing (it is then refused promotion), or None.
 
@@ -315,20 +318,21 @@ def degenerate_reason(
     so any k separates them perfectly), one segment holding almost everyone, or a model
     column that is an id (named like one, or distinct whole numbers for nearly every row).
     """
+    limits = limits or DEFAULTS
     scores = [v for v in model.scores_.values() if np.isfinite(v)]
-    if scores and min(scores) >= DEGENERATE_SILHOUETTE:
+    if scores and min(scores) >= limits.degenerate_silhouette:
         return (
             f"silhouette {min(scores):.2f} or more at every k: the columns "
             f"({', '.join(columns)}) take a few distinct values, not needs"
         )
     largest = float(labels.value_counts(normalize=True).max()) if len(labels) else 1.0
-    if largest >= DEGENERATE_SHARE:
+    if largest >= limits.degenerate_share:
         return f"one segment holds {largest:.0%} of the customers"
     for column in columns:
         values = frame[column].dropna()
         named = re.search(r"(^|_)(id|code|key|number)($|_)", column.lower()) is not None
         whole = len(values) > 0 and bool((values == np.round(values)).all())
-        distinct = len(values) > 0 and values.nunique() >= ID_LIKE_SHARE * len(values)
+        distinct = len(values) > 0 and values.nunique() >= limits.id_like_share * len(values)
         if named or (whole and distinct):
             return f"column '{column}' looks like an id, not a need"
     return None
@@ -468,7 +472,7 @@ def train_segments(
     """
     from threadpoolctl import threadpool_limits
 
-    from training.scoring import value_scores
+    from inference.reference import value_scores
 
     config = segments or segment_settings(settings)
     contract = tables if tables is not None else read_contract(settings)
@@ -496,7 +500,7 @@ def train_segments(
     values = value_scores(settings, frame.index, contract)
     frame = frame.assign(clv=values["clv"])
     evaluation = _evaluate(settings, model, frame, columns, labels, values, config)
-    refused = degenerate_reason(model, frame, columns, labels)
+    refused = degenerate_reason(model, frame, columns, labels, config)
     evaluation.metrics["degenerate"] = float(refused is not None)
     if refused is not None:
         log.warning("segments: degenerate, promotion will refuse it: %s", refused)
@@ -519,12 +523,12 @@ def train_segments(
 
 def champion_segmenter(settings: Settings) -> tuple[NeedSegmenter | None, str | None]:
     """The `segments` champion's fitted segmenter and version, or (None, None)."""
-    from training.scoring import registered_model
+    from inference.reference import registered_model
 
     loaded = registered_model(settings, MODEL_NAME, champion_only=True)
     if loaded is None:
         return None, None
-    wrapper = loaded.pyfunc.unwrap_python_model()
+    wrapper = loaded.obj.unwrap_python_model()
     log.info("keeping the segment ids of champion v%s", loaded.version)
     return wrapper.model, loaded.version
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from loyal.errors import NotReadyError
-from loyal.settings import Settings, get_settings
+from loyal.settings import ChurnSettings, Settings, get_settings
 from loyal.specs import promotion_for
 from pipelines.commands.admin import promote_command_for
 
@@ -93,8 +93,15 @@ def evaluate_churn(
     """
     from training.churn import evaluate_table, log_evaluation
 
+    options = settings.churn if settings is not None else ChurnSettings()
     result = evaluate_table(
-        table, id_col, label_col, folds=folds, seed=seed, budget_seconds=budget_seconds
+        table,
+        id_col,
+        label_col,
+        folds=folds,
+        seed=seed,
+        budget_seconds=budget_seconds,
+        options=options,
     )
     summary = result.summary()
     if settings is not None:

@@ -13,7 +13,7 @@ import typer
 from loyal.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from pipelines.churn_list import ChurnListResult
+    from campaigns.churn_list import ChurnListResult
 
 
 def churn_list(
@@ -26,8 +26,8 @@ def churn_list(
     min_prob: float = 0.0,
     catalog: Path | None = None,
 ) -> ChurnListResult:
-    """Plain function behind `loyal churn-list` (see `pipelines.churn_list.build_churn_list`)."""
-    from pipelines.churn_list import ChurnListFilters, build_churn_list
+    """Plain function behind `loyal churn-list` (see `campaigns.churn_list.build_churn_list`)."""
+    from campaigns.churn_list import ChurnListFilters, build_churn_list
 
     filters = ChurnListFilters(
         top=top,

@@ -1,4 +1,4 @@
-"""`loyal report`: one offline HTML page for management (a thin shell over `pipelines.report`).
+"""`loyal report`: one offline HTML page for management (a thin shell over `reports.management`).
 
 Only typer and the settings are imported at module level, so the CLI starts fast; pandas,
 matplotlib and MLflow are imported when the command runs.
@@ -14,12 +14,12 @@ import typer
 from loyal.settings import Settings, get_settings
 
 DEFAULT_TOP = 20
-"""Rows of the early-warning list (kept equal to `pipelines.report.DEFAULT_TOP`)."""
+"""Rows of the early-warning list (kept equal to `reports.management.DEFAULT_TOP`)."""
 
 
 def report(settings: Settings, out: Path | None = None, top: int = DEFAULT_TOP) -> Path:
-    """Plain function behind `loyal report` (see `pipelines.report.build_report`)."""
-    from pipelines.report import build_report
+    """Plain function behind `loyal report` (see `reports.management.build_report`)."""
+    from reports.management import build_report
 
     return build_report(settings, out=out, top=top)
 

@@ -62,8 +62,8 @@ def _clean_environment() -> Iterator[None]:
 def bank_home(tmp_path_factory: pytest.TempPathFactory, _clean_environment: None) -> Settings:
     """A 2,000-customer sample bank, ingested, featurized, registered in Feast, materialized."""
     from pipelines.features import apply_features, build_features, materialize_features
-    from pipelines.generate import generate_sample_bank
     from pipelines.ingest import ingest_folder
+    from samplebank.generate import generate_sample_bank
 
     home = tmp_path_factory.mktemp("trained_bank")
     settings = load_settings(home=home)

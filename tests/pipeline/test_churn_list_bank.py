@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from campaigns.churn_list import COLUMNS, REASON_COLUMNS, sidecar_path
 from features.store import scores_table_path
 from loyal.errors import LoyalError
 from loyal.settings import Settings, get_settings
 from models.offers import load_catalog
-from pipelines.churn_list import COLUMNS, REASON_COLUMNS, sidecar_path
 from pipelines.cli import app
 
 pytestmark = pytest.mark.pipeline

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from features.store import scores_table_path
 from loyal.settings import Settings, get_settings, load_settings
-from pipelines.report import build_report, previous_scores_path
+from reports.management import build_report, previous_scores_path
 from training.models_admin import MODELS
 
 pytestmark = pytest.mark.pipeline

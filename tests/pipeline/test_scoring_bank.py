@@ -87,8 +87,8 @@ def test_latest_snapshot_features_equal_feasts_point_in_time_join(
 def test_churn_from_the_boosters_equals_the_pyfunc(scored_bank_home: Settings) -> None:
     from features.latest import iter_chunks
     from features.store import built_views
-    from training.batch import BatchModels, ChurnScorer
-    from training.scoring import schema_inputs
+    from inference.fast import BatchModels, ChurnScorer
+    from inference.reference import schema_inputs
 
     models = BatchModels.load(scored_bank_home)
     assert models.churn is not None
@@ -96,9 +96,7 @@ def test_churn_from_the_boosters_equals_the_pyfunc(scored_bank_home: Settings) -
     columns = models.feature_columns(built_views(scored_bank_home))
     frame = next(iter_chunks(snapshot, columns, chunk_rows=400)).to_pandas()
     fast = ChurnScorer(models)(frame)
-    output = models.churn.pyfunc.predict(
-        schema_inputs(models.churn.pyfunc, frame), params={"top": 0}
-    )
+    output = models.churn.obj.predict(schema_inputs(models.churn.obj, frame), params={"top": 0})
     served = pd.DataFrame(output)["churn_probability"].to_numpy(float)
     assert len(fast) == 400 and np.isfinite(fast).all()
     np.testing.assert_allclose(fast, served, rtol=0, atol=1e-12)

@@ -12,7 +12,7 @@ import pytest
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
 from features.tables_io import read_contract
 from loyal.settings import Settings
-from training.truth import ORACLE_COLUMN, window_overlap, window_probability
+from samplebank.truth import ORACLE_COLUMN, window_overlap, window_probability
 
 if TYPE_CHECKING:
     from conftest import TrainedBank

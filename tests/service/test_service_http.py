@@ -55,8 +55,8 @@ def bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bank]:
     from pipelines.commands.churn import promote_churn, train_churn
     from pipelines.commands.cross_sell import promote_cross_sell, train_cross_sell_command
     from pipelines.features import apply_features, build_features, materialize_features
-    from pipelines.generate import generate_sample_bank
     from pipelines.ingest import ingest_folder
+    from samplebank.generate import generate_sample_bank
 
     with pytest.MonkeyPatch.context() as patch:
         for name in list(os.environ):

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from campaigns.churn_list import retention_catalog, suggest_action
 from features.presets import catalog_for
 from features.tables_io import MANIFEST_FILE, recorded_catalog
 from loyal.settings import ServingSettings, load_settings
@@ -28,7 +29,6 @@ from models.offers import (
     load_catalog,
 )
 from models.recommender import PopularityRecommender
-from pipelines.churn_list import retention_catalog, suggest_action
 from serving.catalogs import features_without_data, product_names_from, report_missing_features
 from serving.champions import LoadedModel
 from serving.feedback import FeedbackStore

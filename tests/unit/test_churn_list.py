@@ -13,12 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loyal.errors import LoyalError, NotReadyError
-from loyal.settings import Settings
-from models.nba import CustomerScores, decide
-from models.offers import Catalog, catalog_from_yaml
-from pipelines import churn_list
-from pipelines.churn_list import (
+from campaigns import churn_list
+from campaigns.churn_list import (
     COLUMNS,
     ChurnListFilters,
     build_churn_list,
@@ -31,6 +27,10 @@ from pipelines.churn_list import (
     suggest_actions,
     write_list,
 )
+from loyal.errors import LoyalError, NotReadyError
+from loyal.settings import Settings
+from models.nba import CustomerScores, decide
+from models.offers import Catalog, catalog_from_yaml
 
 pytestmark = pytest.mark.unit
 

@@ -435,11 +435,18 @@ def test_catalog_sentences_fall_back_to_the_column_name() -> None:
 
 def test_evaluate_budget_grows_with_the_table_and_folds_are_checked(tmp_path: Path) -> None:
     from loyal.errors import LoyalError
-    from training.churn import EVALUATE_BUDGET_SECONDS, default_budget, evaluate_table
+    from training.churn import DEFAULTS, default_budget, evaluate_table
 
-    assert default_budget(3_000) == EVALUATE_BUDGET_SECONDS
-    assert default_budget(45_000) == pytest.approx(4.5 * EVALUATE_BUDGET_SECONDS)
+    assert default_budget(3_000) == DEFAULTS.evaluate_budget_seconds == 60.0
+    assert default_budget(45_000) == pytest.approx(4.5 * DEFAULTS.evaluate_budget_seconds)
     path = tmp_path / "extract.csv"
     _extract().to_csv(path, index=False)
     with pytest.raises(LoyalError, match="--folds must be between 2 and 20"):
         evaluate_table(path, "customerID", "Churn", folds=1)
+
+
+def test_the_churn_sections_model_settings_default_to_the_models_own() -> None:
+    from loyal.settings import ChurnSettings
+
+    configured = ChurnSettings().model_params()
+    assert configured == {name: ChurnModel().get_params()[name] for name in configured}

@@ -13,7 +13,7 @@ import pytest
 from features.store import scores_table_path
 from loyal.errors import NotReadyError
 from loyal.settings import Settings
-from pipelines.report import (
+from reports.management import (
     NO_SEGMENT,
     ReportInputs,
     build_report,

@@ -13,12 +13,12 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from sklearn.preprocessing import StandardScaler
 
-import pipelines.generate as generate_module
+import samplebank.generate as generate_module
 from features.contract import TABLES, TableSpec
 from loyal.errors import LoyalError
 from loyal.settings import Settings
-from pipelines.generate import generate_sample_bank
-from pipelines.sample_bank import PRODUCTS, SEGMENT_SHARES, SampleBank, generate_bank
+from samplebank.bank import PRODUCTS, SEGMENT_SHARES, SampleBank, generate_bank
+from samplebank.generate import generate_sample_bank
 
 pytestmark = pytest.mark.unit
 

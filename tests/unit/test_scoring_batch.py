@@ -12,10 +12,10 @@ import pytest
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
 from features.latest import IdIndex, iter_chunks, latest_snapshot, population_ids
+from inference.transactions import PassWindows, _sort_order, aggregate_transactions
 from training.clv import trailing_margins, with_margins
 from training.clv_data import rfm_summary
 from training.segments import channel_mix
-from training.transactions import PassWindows, _sort_order, aggregate_transactions
 
 pytestmark = pytest.mark.unit
 

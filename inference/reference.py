@@ -1,25 +1,25 @@
 """Scores from registered models: champion loading, CLV and tier values, segments and churn.
 
 Nothing here writes files: `pipelines.scores` assembles these scores into the `scores` view.
-Each model is read the way its training module logs it (an MLflow pyfunc, JSON state inside):
-the `champion` alias when set, else the latest version with a warning (`registered_model`).
+Each model is read the way its training module logs it (an MLflow pyfunc, JSON state inside),
+found by the one champion source (`inference.champions`): the `champion` alias when set, else
+the latest version with a warning (`registered_model`).
 
 These functions work on in-memory frames (Feast's point-in-time join, the whole transaction log
 in pandas): segments training uses them, and `pipelines.scores.reference_scores` checks the
-fast chunked path of `loyal score` (`training.batch`) against them.
+fast chunked path of `loyal score` (`inference.fast`) against them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from loyal.errors import NotReadyError
+from inference.champions import LoadedModel, MlflowChampions, load_pyfunc
 from loyal.settings import Settings
 
 if TYPE_CHECKING:
@@ -32,64 +32,32 @@ TRAILING_DAYS = 365
 VALUE_COLUMNS = ("clv", "p_alive", "expected_purchases_12m", "tier_value", "value_basis")
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A registered model loaded for scoring.
-
-    Attributes:
-        name: registered model name.
-        version: the version loaded.
-        alias: "champion", or "latest" when no champion exists.
-        pyfunc: the loaded MLflow pyfunc.
-    """
-
-    name: str
-    version: str
-    alias: str
-    pyfunc: PyFuncModel
-
-    @property
-    def label(self) -> str:
-        """E.g. ``clv v3 (champion)``."""
-        return f"{self.name} v{self.version} ({self.alias})"
-
-
 def registered_model(
     settings: Settings, model_name: str, champion_only: bool = False
 ) -> LoadedModel | None:
-    """The `champion` version of a registered model, else its latest version (with a warning).
+    """The `champion` version of a registered model as its pyfunc, else its latest version.
+
+    Found and loaded through the one champion source (`inference.champions`) the service uses.
 
     Args:
         settings: where MLflow lives.
         model_name: registered model name.
-        champion_only: return None instead of falling back to the latest version.
+        champion_only: return None instead of falling back to the latest version (warned about).
 
     Returns:
-        The loaded model, or None when nothing (suitable) is registered.
+        The loaded model (`obj` is the MLflow pyfunc), or None when nothing suitable is registered.
     """
-    import mlflow.pyfunc
-
-    from training import tracking
-    from training.registry import CHAMPION, champion_version, latest_version
-
-    registry = tracking.client(settings)
-    version = champion_version(registry, model_name)
-    alias = CHAMPION
-    if version is None:
-        if champion_only:
-            return None
-        try:
-            version = latest_version(registry, model_name)
-        except NotReadyError:
-            return None
-        alias = "latest"
-        log.warning(
-            "'%s' has no champion: scoring with its latest version v%s; promote one with "
-            "`loyal promote %s`",
-            model_name, version.version, model_name,
-        )  # fmt: skip
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}/{version.version}")
-    return LoadedModel(model_name, str(version.version), alias, pyfunc)
+    source = MlflowChampions(
+        settings.mlflow.tracking_uri,
+        settings.paths.runtime_dir / "scoring" / "models",
+        fallback_to_latest=not champion_only,
+    )
+    artifact = source.locate(model_name)
+    if artifact is None:
+        return None
+    return LoadedModel(
+        model_name, load_pyfunc(artifact), artifact.version, artifact.source, alias=artifact.alias
+    )
 
 
 def schema_inputs(pyfunc: PyFuncModel, frame: pd.DataFrame) -> pd.DataFrame:
@@ -160,10 +128,10 @@ def _clv_scores(
     loaded: LoadedModel, transactions: pd.DataFrame, end: pd.Timestamp, ids: pd.Index
 ) -> pd.DataFrame:
     """clv, p_alive and expected_purchases_12m of the customers with a purchase by `end`."""
-    from models.clv import DAYS_PER_MONTH
-    from training.clv import FULL_FIT, ClvSettings, customer_summary
+    from models.clv import DAYS_PER_MONTH, FULL_FIT
+    from training.clv import ClvSettings, customer_summary
 
-    wrapper = loaded.pyfunc.unwrap_python_model()
+    wrapper = loaded.obj.unwrap_python_model()
     model = wrapper.models[FULL_FIT]
     config = ClvSettings(
         period=getattr(wrapper, "settings", {}).get("period", "D"),
@@ -173,10 +141,10 @@ def _clv_scores(
     summary = summary[summary.index.isin(ids)]
     if summary.empty:
         return pd.DataFrame(columns=["clv", "p_alive", "expected_purchases_12m"])
-    inputs = schema_inputs(loaded.pyfunc, summary)
+    inputs = schema_inputs(loaded.obj, summary)
     units = 12 * DAYS_PER_MONTH / model.time_unit_days
     output = pd.DataFrame(
-        loaded.pyfunc.predict(inputs, params={"model": FULL_FIT, "forecast_units": units})
+        loaded.obj.predict(inputs, params={"model": FULL_FIT, "forecast_units": units})
     )
     return pd.DataFrame(
         {
@@ -210,7 +178,7 @@ def segment_scores(settings: Settings, frame: pd.DataFrame) -> pd.DataFrame:
     if loaded is None:
         log.warning("no 'segments' model registered: segment_id -1 for everyone")
         return scores
-    output = pd.DataFrame(loaded.pyfunc.predict(schema_inputs(loaded.pyfunc, frame)))
+    output = pd.DataFrame(loaded.obj.predict(schema_inputs(loaded.obj, frame)))
     scores["segment_id"] = output["segment_id"].to_numpy(np.int64)
     scores["segment_name"] = output["segment_name"].astype(str).to_numpy()
     log.info("segments from %s", loaded.label)
@@ -244,8 +212,8 @@ def churn_scores(settings: Settings, entities: pd.DataFrame) -> pd.Series:
     frame = frame.set_index(frame[ENTITY_KEY].astype(str)).reindex(ids)
     try:
         output = pd.DataFrame(
-            loaded.pyfunc.predict(
-                schema_inputs(loaded.pyfunc, frame.drop(columns=[TIMESTAMP_FIELD])),
+            loaded.obj.predict(
+                schema_inputs(loaded.obj, frame.drop(columns=[TIMESTAMP_FIELD])),
                 params={"top": 0},
             )
         )

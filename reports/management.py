@@ -39,20 +39,18 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
-from features.store import scores_table_path
+from features.store import PREVIOUS_SCORES_FILE, scores_table_path
 from features.tables_io import staged_file
 from loyal.errors import LoyalError, NotReadyError
 from loyal.settings import Settings
 from models.tiers import TIERS
-from pipelines.scores import PREVIOUS_SCORES_FILE
+from training.clv import TOP_SHARES
 from training.models_admin import MODELS, champion_versions
 
 log = logging.getLogger(__name__)
 
 REPORTS_DIR = "reports"
 """Folder under the home where reports go by default."""
-TOP_SHARES = (0.01, 0.05, 0.20)
-"""Top customer shares whose margin share the value section states."""
 DEFAULT_TOP = 20
 """Rows of the early-warning list."""
 TRAILING_DAYS = 365

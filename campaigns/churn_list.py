@@ -374,16 +374,8 @@ def retention_catalog(catalog: Catalog) -> Catalog | None:
     offers = tuple(offer for offer in catalog.offers if offer.kind == ACTION_KIND)
     if not offers:
         return None
-    return Catalog(
-        version=catalog.version,
-        description=catalog.description,
-        channels=catalog.channels,
-        constants=catalog.constants,
-        spend=catalog.spend,
-        contact=catalog.contact,
-        als=catalog.als,
-        offers=offers,
-    )
+    kept = {name: getattr(catalog, name) for name in type(catalog).model_fields}
+    return Catalog(**{**kept, "offers": offers})  # validated again: its offer index is rebuilt
 
 
 def customer_scores(row: Mapping[str, Any], reasons: Sequence[str]) -> CustomerScores:
@@ -621,8 +613,8 @@ def explain(
         (features, output), both indexed by customer id; output has `churn_probability` and
         `reasons` (a list of sentences each).
     """
+    from inference.reference import schema_inputs
     from training.frames import training_frame
-    from training.scoring import schema_inputs
 
     entities = pd.DataFrame({ENTITY_KEY: list(customer_ids), TIMESTAMP_FIELD: snapshot})
     frame = training_frame(settings, "churn_v1", entities, with_labels=False)
@@ -655,7 +647,7 @@ def build_churn_list(
         LoyalError: a bad option (named in the message).
         NotReadyError: no scores, no churn or CLV in them, or no churn champion.
     """
-    from training.scoring import registered_model
+    from inference.reference import registered_model
 
     filters = filters or ChurnListFilters()
     check_output(out)
@@ -680,7 +672,7 @@ def build_churn_list(
         )
     ids = selected[ENTITY_KEY].astype(str).tolist()
     if ids:
-        features, output = explain(settings, loaded.pyfunc, ids, snapshot)
+        features, output = explain(settings, loaded.obj, ids, snapshot)
     else:
         features, output = pd.DataFrame(), pd.DataFrame(columns=["churn_probability", "reasons"])
     reasons = {str(cid): list(r) for cid, r in output["reasons"].items()}

@@ -1,12 +1,12 @@
 """Batch scoring with the champions, fast: exact model answers on chunks of plain columns.
 
-`training.scoring` scores through the pyfuncs on frames built by Feast and pandas (the
+`inference.reference` scores through the pyfuncs on frames built by Feast and pandas (the
 reference path, and what segments training uses). Here the same champions score what
-`features.latest` and `training.transactions` read straight from Parquet: the churn model's
+`features.latest` and `inference.transactions` read straight from Parquet: the churn model's
 boosters and calibrator (`ChurnModel.predict_proba`, what the churn pyfunc returns), the
 segmenter and the CLV model behind their pyfuncs' `predict`, called without MLflow's
 per-call schema handling. Inputs are typed exactly as the pyfuncs' signatures state
-(`training.scoring.schema_inputs`), so the numbers equal the reference path's.
+(`inference.reference.schema_inputs`), so the numbers equal the reference path's.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from features.catalog import View
+from inference.champions import LoadedModel
+from inference.reference import registered_model, schema_inputs
+from inference.transactions import CHANNEL_PREFIX, CHANNEL_SUFFIX, TransactionAggregates
 from loyal.settings import Settings
-from training.scoring import LoadedModel, registered_model, schema_inputs
-from training.transactions import CHANNEL_PREFIX, CHANNEL_SUFFIX, TransactionAggregates
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def input_names(loaded: LoadedModel | None, own: Iterable[str] = ()) -> list[str
     """The columns a pyfunc reads: its signature's inputs, plus the model's own list."""
     if loaded is None:
         return []
-    schema = loaded.pyfunc.metadata.get_input_schema()
+    schema = loaded.obj.metadata.get_input_schema()
     names = list(schema.input_names()) if schema is not None else []
     return list(dict.fromkeys([*names, *(str(c) for c in own)]))
 
@@ -116,7 +117,7 @@ class BatchModels:
         """Behaviour columns the segmenter reads (features and channel shares)."""
         if self.segments is None:
             return []
-        wrapper = self.segments.pyfunc.unwrap_python_model()
+        wrapper = self.segments.obj.unwrap_python_model()
         return input_names(self.segments, [str(c) for c in wrapper.model.columns_])
 
     def feature_columns(self, views: Mapping[str, View]) -> dict[str, list[str]]:
@@ -130,7 +131,7 @@ class BatchModels:
     def _churn_model(self) -> Any:
         if self.churn is None:
             return None
-        return getattr(self.churn.pyfunc.unwrap_python_model(), "model", None)
+        return getattr(self.churn.obj.unwrap_python_model(), "model", None)
 
 
 # ------------------------------------------------------------------------------------ value
@@ -153,9 +154,9 @@ class ValueScores:
 
 def clv_config(loaded: LoadedModel) -> tuple[str, float]:
     """(purchase period, days per time unit) the CLV champion was fitted with."""
-    from training.clv import FULL_FIT
+    from models.clv import FULL_FIT
 
-    wrapper = loaded.pyfunc.unwrap_python_model()
+    wrapper = loaded.obj.unwrap_python_model()
     model = wrapper.models[FULL_FIT]
     return getattr(wrapper, "settings", {}).get("period", "D"), float(model.time_unit_days)
 
@@ -168,22 +169,21 @@ def value_scores(
 ) -> ValueScores:
     """CLV, P(alive) and 12-month purchases of every customer with a purchase by `end`.
 
-    The same numbers as `training.scoring.value_scores`: the RFM summary of the whole log up
+    The same numbers as `inference.reference.value_scores`: the RFM summary of the whole log up
     to `end` (here from the streaming pass) through the CLV champion's full-history fit.
     """
     n = len(aggregates.purchases)
     clv, p_alive, expected = (np.full(n, np.nan) for _ in range(3))
     if models.clv is not None:
-        from models.clv import DAYS_PER_MONTH
-        from training.clv import FULL_FIT
+        from models.clv import DAYS_PER_MONTH, FULL_FIT
 
         _, unit = clv_config(models.clv)
         summary = aggregates.summary(end, unit)
-        wrapper = models.clv.pyfunc.unwrap_python_model()
+        wrapper = models.clv.obj.unwrap_python_model()
         params = {"model": FULL_FIT, "forecast_units": 12 * DAYS_PER_MONTH / unit}
         for start in range(0, len(summary), chunk_rows):
             part = summary.iloc[start : start + chunk_rows]
-            output = wrapper.predict(None, schema_inputs(models.clv.pyfunc, part), params)
+            output = wrapper.predict(None, schema_inputs(models.clv.obj, part), params)
             where = part.index.to_numpy()
             clv[where] = np.asarray(output["clv"], dtype=float)
             p_alive[where] = np.asarray(output["p_alive"], dtype=float)
@@ -222,8 +222,8 @@ def segment_chunk(
     for column in behaviour.columns:
         if pd.api.types.is_bool_dtype(behaviour[column]):
             behaviour[column] = behaviour[column].astype(float)
-    inputs = schema_inputs(models.segments.pyfunc, behaviour)
-    wrapper = models.segments.pyfunc.unwrap_python_model()
+    inputs = schema_inputs(models.segments.obj, behaviour)
+    wrapper = models.segments.obj.unwrap_python_model()
     model = getattr(wrapper, "model", None)
     if model is None or not hasattr(model, "segment_names_"):
         output = wrapper.predict(None, inputs)
@@ -253,7 +253,7 @@ class ChurnScorer:
         if self.failed or self.loaded is None:
             return empty
         try:
-            inputs = schema_inputs(self.loaded.pyfunc, frame)
+            inputs = schema_inputs(self.loaded.obj, frame)
             return np.asarray(self.model.predict_proba(inputs)[:, 1], dtype=float)
         except Exception as exc:  # a champion trained on other inputs must not block the scores
             log.warning("%s could not score the feature rows (%s): churn left empty",

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.catalog import BALANCE_TYPES
+from loyal.products import BALANCE_TYPES
 
 REGIONS = ("north", "south", "east", "west", "capital")
 CHANNELS = ("mobile", "online", "branch", "atm", "phone")
@@ -215,7 +215,7 @@ class SampleBank:
     `customer_id` columns are pandas strings. Low-cardinality text columns (region, product_id,
     channel, kind, account_type, true_segment) are categoricals, one byte a row, so a million
     customers fit in memory: group by them with ``observed=True``. The Parquet files written by
-    `pipelines.generate` store every text column as plain strings.
+    `samplebank.generate` store every text column as plain strings.
     """
 
     tables: dict[str, pd.DataFrame]

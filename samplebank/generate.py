@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from loyal.errors import LoyalError
 from loyal.logs import progress_bar
 from loyal.settings import Settings
-from pipelines.sample_bank import SampleBank, generate_bank
+from samplebank.bank import SampleBank, generate_bank
 
 log = logging.getLogger(__name__)
 

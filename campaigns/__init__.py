@@ -1,0 +1,1 @@
+"""Marketing campaign lists: the churn list (who to call, ranked by expected loss)."""

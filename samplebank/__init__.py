@@ -1,0 +1,1 @@
+"""The sample bank: a synthetic bank generator, its writer and its hidden ground truth."""
