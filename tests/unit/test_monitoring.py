@@ -81,3 +81,22 @@ def test_expected_roc_auc_equals_the_mean_auc_of_labels_drawn_from_the_scores() 
 def test_expected_roc_auc_at_its_limits() -> None:
     assert expected_roc_auc(np.array([0.0, 0.0, 1.0, 1.0])) == 1.0
     assert expected_roc_auc(np.full(10, 0.3)) == pytest.approx(0.5)
+
+
+def test_every_logged_holdout_carries_a_reference_profile_with_score_calibration(settings) -> None:
+    from monitoring.reference import SCORE_PREFIX, download_profile
+    from training import tracking
+
+    rng = np.random.default_rng(4)
+    p = rng.uniform(0, 0.4, 2000)
+    frame = pd.DataFrame({"customer_id": [f"c{i}" for i in range(2000)],
+                          "tenure": rng.integers(0, 120, 2000), "churned": rng.random(2000) < p})  # fmt: skip
+    with tracking.start_run(settings, "any", "snap") as run:
+        tracking.log_holdout(frame, "churned", "p", exclude=["customer_id"], scores={"p": p})
+    profile = download_profile(run.info.run_id)
+    assert profile is not None
+    assert set(profile.columns) == {"tenure", "label:churned", SCORE_PREFIX + "p"}
+    score = profile.columns[SCORE_PREFIX + "p"]
+    realised = np.array(score.outcome, dtype=float)
+    assert np.all(np.diff(realised) > -0.1)  # calibrated scores: realised rate grows by bin
+    assert realised[-1] > realised[0] + 0.15
