@@ -44,6 +44,7 @@ from monitoring.drift import (
 )
 from monitoring.profile import ColumnProfile, Profile
 from monitoring.reference import SCORE_PREFIX, download_profile
+from monitoring.service import monitoring_dir
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,6 @@ class Champion:
     roc_auc_holdout: float | None
 
 
-def monitoring_dir(settings: Settings) -> Path:
-    """Where monitoring keeps its reports and the service's request samples."""
-    return settings.paths.data_dir / "monitoring"
-
-
 def champions(settings: Settings, names: Sequence[str]) -> tuple[list[Champion], dict[str, str]]:
     """The champions with a reference profile, and why the others are left out."""
     from mlflow.exceptions import MlflowException
@@ -109,8 +105,9 @@ def champions(settings: Settings, names: Sequence[str]) -> tuple[list[Champion],
             skipped[name] = f"v{version.version} logged no reference profile (retrain it)"
             continue
         auc = (version.tags or {}).get("test_roc_auc")
-        found.append(Champion(name, str(version.version), str(run_id), profile,
-                              float(auc) if auc else None))  # fmt: skip
+        found.append(
+            Champion(name, str(version.version), str(run_id), profile, float(auc) if auc else None)
+        )
     return found, skipped
 
 
@@ -158,8 +155,9 @@ def feature_chunks(settings: Settings, snapshot: Any, wanted: Sequence[str]) -> 
     return iter_chunks(snapshot, feature_layout(settings, wanted), CHUNK_ROWS)
 
 
-def count_table(table: pa.Table, profile: Profile, rename: Mapping[str, str] | None = None
-                ) -> dict[str, np.ndarray]:  # fmt: skip
+def count_table(
+    table: pa.Table, profile: Profile, rename: Mapping[str, str] | None = None
+) -> dict[str, np.ndarray]:
     """Counts of a table's columns in the profile's bins (`rename`: table column -> key)."""
     names = dict(rename or {})
     counts = {}
@@ -208,14 +206,16 @@ def _drift_dict(drift: Drift) -> dict[str, Any]:
     return payload
 
 
-def label_free(reference: ColumnProfile, counts: np.ndarray, probability: np.ndarray
-               ) -> dict[str, Any]:  # fmt: skip
+def label_free(
+    reference: ColumnProfile, counts: np.ndarray, probability: np.ndarray
+) -> dict[str, Any]:
     """CBPE ROC-AUC and the label-free calibration of churn scores."""
     calibration = estimated_calibration(reference, counts, probability)
     return {
         "roc_auc_estimated": _round(expected_roc_auc(probability)),
-        "calibration": None if calibration is None else
-        {k: _round(v) for k, v in asdict(calibration).items()},  # fmt: skip
+        "calibration": None
+        if calibration is None
+        else {k: _round(v) for k, v in asdict(calibration).items()},
         "assumption": ASSUMPTION,
     }
 
@@ -224,8 +224,9 @@ def _round(value: float) -> float | None:
     return None if value is None or value != value else round(float(value), 4)
 
 
-def labelled_performance(settings: Settings, churn_model: Any, months: int = LABELLED_MONTHS
-                         ) -> dict[str, Any]:  # fmt: skip
+def labelled_performance(
+    settings: Settings, churn_model: Any, months: int = LABELLED_MONTHS
+) -> dict[str, Any]:
     """Realised vs predicted churn for the latest snapshots whose labels are complete."""
     path = settings.paths.features_dir / LABELS_FILE
     if not path.is_file():
@@ -241,14 +242,16 @@ def labelled_performance(settings: Settings, churn_model: Any, months: int = LAB
         joined = scored.merge(month[["customer_id", "churned"]], on="customer_id", how="inner")
         y = joined["churned"].to_numpy(float)
         p = joined["churn_probability"].to_numpy(float)
-        rows.append({
-            "snapshot": str(pd.Timestamp(moment).date()),
-            "customers": len(joined),
-            "churn_rate": _round(float(y.mean())) if len(y) else None,
-            "predicted_rate": _round(float(np.nanmean(p))) if len(p) else None,
-            "roc_auc": _round(roc_auc(y, p)),
-            "roc_auc_estimated": _round(expected_roc_auc(p)),
-        })  # fmt: skip
+        rows.append(
+            {
+                "snapshot": str(pd.Timestamp(moment).date()),
+                "customers": len(joined),
+                "churn_rate": _round(float(y.mean())) if len(y) else None,
+                "predicted_rate": _round(float(np.nanmean(p))) if len(p) else None,
+                "roc_auc": _round(roc_auc(y, p)),
+                "roc_auc_estimated": _round(expected_roc_auc(p)),
+            }
+        )
         last = (y, p)
     deciles = decile_table(*last) if last is not None else []
     return {"months": rows, "deciles_latest_labelled": deciles}
@@ -267,24 +270,39 @@ def decile_table(label: np.ndarray, probability: np.ndarray) -> list[dict[str, A
     for d in range(1, 11):
         mask = decile == d
         if mask.any():
-            table.append({"decile": d, "customers": int(mask.sum()),
-                          "predicted": _round(p[mask].mean()),
-                          "realised": _round(y[mask].mean())})  # fmt: skip
+            table.append(
+                {
+                    "decile": d,
+                    "customers": int(mask.sum()),
+                    "predicted": _round(p[mask].mean()),
+                    "realised": _round(y[mask].mean()),
+                }
+            )
     return table
 
 
-def _score_snapshot(settings: Settings, model: Any, inputs: list[str], moment: pd.Timestamp
-                    ) -> pd.DataFrame:  # fmt: skip
+def _score_snapshot(
+    settings: Settings, model: Any, inputs: list[str], moment: pd.Timestamp
+) -> pd.DataFrame:
     snapshot = snapshot_at(settings, moment)
     parts = []
     for chunk in feature_chunks(settings, snapshot, inputs):
         frame = chunk.to_pandas()
         present = [c for c in inputs if c in frame]
         probability = model.predict_proba(frame.reindex(columns=inputs) if present else frame)
-        parts.append(pd.DataFrame({"customer_id": frame["customer_id"].astype(str),
-                                   "churn_probability": probability[:, 1]}))  # fmt: skip
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        {"customer_id": [], "churn_probability": []})  # fmt: skip
+        parts.append(
+            pd.DataFrame(
+                {
+                    "customer_id": frame["customer_id"].astype(str),
+                    "churn_probability": probability[:, 1],
+                }
+            )
+        )
+    return (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame({"customer_id": [], "churn_probability": []})
+    )
 
 
 def load_churn_model(settings: Settings) -> Any:
@@ -292,8 +310,9 @@ def load_churn_model(settings: Settings) -> Any:
     from inference.champions import MlflowChampions
     from serving.champions import load_churn
 
-    source = MlflowChampions(settings.mlflow.tracking_uri,
-                             settings.paths.runtime_dir / "monitoring" / "models")  # fmt: skip
+    source = MlflowChampions(
+        settings.mlflow.tracking_uri, settings.paths.runtime_dir / "monitoring" / "models"
+    )
     artifact = source.locate("churn")
     return None if artifact is None else load_churn(artifact).model
 
@@ -310,8 +329,11 @@ def monitor_model(settings: Settings, champion: Champion, snapshot: Any) -> dict
     counts: dict[str, np.ndarray] = {}
     for chunk in feature_chunks(settings, snapshot, features):
         add_counts(counts, count_table(chunk, profile))
-    section: dict[str, Any] = {"version": champion.version, "run_id": champion.run_id,
-                               "reference_rows": profile.rows}  # fmt: skip
+    section: dict[str, Any] = {
+        "version": champion.version,
+        "run_id": champion.run_id,
+        "reference_rows": profile.rows,
+    }
     scores_file = settings.paths.data_dir / "scores" / "scores.parquet"
     rename = score_columns(profile)
     probability = None
@@ -323,12 +345,16 @@ def monitor_model(settings: Settings, champion: Champion, snapshot: Any) -> dict
             probability = table["churn_probability"].to_numpy(zero_copy_only=False)
     section["batch"] = drift_section(profile, counts)
     served = served_counts(monitoring_dir(settings), profile)
-    section["served"] = drift_section(profile, served) if served else {
-        "rows": 0, "level": "ok", "note": "no request sample from the service yet"}  # fmt: skip
+    section["served"] = (
+        drift_section(profile, served)
+        if served
+        else {"rows": 0, "level": "ok", "note": "no request sample from the service yet"}
+    )
     key = SCORE_PREFIX + "churn_probability"
     if probability is not None and key in profile.columns:
-        section["label_free"] = label_free(profile.columns[key], counts[key],
-                                           np.asarray(probability, dtype=float))  # fmt: skip
+        section["label_free"] = label_free(
+            profile.columns[key], counts[key], np.asarray(probability, dtype=float)
+        )
         section["roc_auc_holdout"] = champion.roc_auc_holdout
     return section
 

@@ -29,7 +29,6 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import chi2
 
 from monitoring.profile import ColumnProfile
 
@@ -103,6 +102,8 @@ def column_drift(reference: ColumnProfile, counts: NDArray[np.int64]) -> Drift:
     raw = psi(ref, counts) if rows else 0.0
     scale = 1.0 / max(reference.rows, 1) + 1.0 / max(rows, 1)
     noise = expected_noise(used, reference.rows, rows)
+    from scipy.stats import chi2
+
     p_value = float(chi2.sf(raw / scale, max(used - 1, 1))) if rows else 1.0
     corrected = max(raw - noise, 0.0)
     return Drift(
@@ -190,7 +191,7 @@ class CalibrationEstimate:
 def estimated_calibration(
     reference: ColumnProfile, counts: NDArray[np.int64], probability: NDArray[np.float64]
 ) -> CalibrationEstimate | None:
-    """Calibration of the current scores estimated without labels; None without reference outcomes."""
+    """Label-free calibration of the current scores; None without reference outcomes."""
     p = np.asarray(probability, dtype=float)
     p = p[~np.isnan(p)]
     if reference.outcome is None or not len(p):

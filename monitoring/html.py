@@ -11,9 +11,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
 
-from features.tables_io import staged_folder  # noqa: E402
+from features.tables_io import staged_folder
 
 LEVEL_COLOURS = {"ok": "#2e7d32", "warn": "#ef6c00", "alert": "#c62828"}
 
@@ -69,8 +69,13 @@ def _auc_by_month(months: list[dict[str, Any]]) -> Figure:
     axes = figure.subplots()
     x = [m["snapshot"] for m in months]
     axes.plot(x, [m["roc_auc"] for m in months], marker="o", label="measured (labels)")
-    axes.plot(x, [m["roc_auc_estimated"] for m in months], marker="s", linestyle="--",
-              label="estimated without labels (CBPE)")  # fmt: skip
+    axes.plot(
+        x,
+        [m["roc_auc_estimated"] for m in months],
+        marker="s",
+        linestyle="--",
+        label="estimated without labels (CBPE)",
+    )
     axes.set_ylabel("churn ROC-AUC")
     axes.tick_params(axis="x", rotation=30)
     axes.legend(loc="lower left")
@@ -112,12 +117,15 @@ def _page(report: dict[str, Any], images: dict[str, list[str]]) -> str:
         served = section["served"]
         if served.get("features"):
             parts.append(_drift_table(served["scores"] + served["features"][:10], "Served sample"))
-        parts += [f"<p><img src='{html.escape(src)}' alt='{html.escape(src)}'></p>"
-                  for src in images.get(name, [])]  # fmt: skip
+        parts += [
+            f"<p><img src='{html.escape(src)}' alt='{html.escape(src)}'></p>"
+            for src in images.get(name, [])
+        ]
         parts.append(_months(section.get("labelled", {})))
     if report.get("skipped"):
-        items = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>"
-                        for k, v in report["skipped"].items())  # fmt: skip
+        items = "".join(
+            f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in report["skipped"].items()
+        )
         parts.append(f"<h2>Not monitored</h2><ul>{items}</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -126,9 +134,11 @@ def _page(report: dict[str, Any], images: dict[str, list[str]]) -> str:
 def _levels(section: dict[str, Any]) -> str:
     batch, served = section["batch"], section["served"]
     moved = ", ".join(batch.get("top_moved", [])) or "none"
-    return (f"<p>Batch ({batch['rows']} rows): <span class='{batch['level']}'>{batch['level']}"
-            f"</span>; served sample ({served['rows']} rows): <span class='{served['level']}'>"
-            f"{served['level']}</span>. Moved most: {html.escape(moved)}</p>")  # fmt: skip
+    return (
+        f"<p>Batch ({batch['rows']} rows): <span class='{batch['level']}'>{batch['level']}"
+        f"</span>; served sample ({served['rows']} rows): <span class='{served['level']}'>"
+        f"{served['level']}</span>. Moved most: {html.escape(moved)}</p>"
+    )
 
 
 def _label_free(section: dict[str, Any]) -> str:
@@ -161,8 +171,10 @@ def _months(labelled: dict[str, Any]) -> str:
     months = labelled.get("months") or []
     if not months:
         return ""
-    head = ("<tr><th>snapshot</th><th>customers</th><th>churn rate</th><th>predicted</th>"
-            "<th>ROC-AUC</th><th>estimated</th></tr>")  # fmt: skip
+    head = (
+        "<tr><th>snapshot</th><th>customers</th><th>churn rate</th><th>predicted</th>"
+        "<th>ROC-AUC</th><th>estimated</th></tr>"
+    )
     body = "".join(
         f"<tr><td>{m['snapshot']}</td><td>{m['customers']}</td><td>{m['churn_rate']}</td>"
         f"<td>{m['predicted_rate']}</td><td>{m['roc_auc']}</td><td>{m['roc_auc_estimated']}</td></tr>"

@@ -216,7 +216,7 @@ def _is_text(values: Any) -> bool:
     dtype = getattr(values, "dtype", None)
     if dtype is None:
         return _is_text(np.asarray(values))
-    return bool(dtype == object or str(dtype) in ("string", "category", "str") or dtype.kind in "OUS")
+    return str(dtype) in ("string", "category", "str") or dtype.kind in "OUS"
 
 
 def _as_float(values: Any) -> NDArray[np.float64]:

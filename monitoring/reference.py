@@ -1,4 +1,4 @@
-"""The reference profile a training run logs, and where `loyal monitor` finds a version's profile."""
+"""The reference profile a training run logs, and how `loyal monitor` reads a version's one."""
 
 from __future__ import annotations
 
@@ -70,5 +70,8 @@ def download_profile(run_id: str) -> Profile | None:
 
 def profile_facts(profile: Profile) -> dict[str, Any]:
     """Size facts of a profile, for logs."""
-    return {"columns": len(profile.columns), "rows": profile.rows,
-            "bytes": len(json.dumps(profile.to_json()))}  # fmt: skip
+    return {
+        "columns": len(profile.columns),
+        "rows": profile.rows,
+        "bytes": len(json.dumps(profile.to_json())),
+    }

@@ -63,8 +63,9 @@ class _Kind:
     act: Callable[[np.random.Generator, Any, Any, np.ndarray, bool], None]
 
 
-def _competitor(rng: np.random.Generator, population: Any, state: Any, target: np.ndarray,
-                first: bool) -> None:  # fmt: skip
+def _competitor(
+    rng: np.random.Generator, population: Any, state: Any, target: np.ndarray, first: bool
+) -> None:
     population.activity[target] *= np.float32(0.82)
     deposits = [BALANCE_TYPES.index(p) for p in DEPOSITS]
     balances = population.opening_balance[target]
@@ -73,8 +74,9 @@ def _competitor(rng: np.random.Generator, population: Any, state: Any, target: n
     state.disengaging[target] |= rng.random(len(target)) < 0.15
 
 
-def _rate_cut(rng: np.random.Generator, population: Any, state: Any, target: np.ndarray,
-              first: bool) -> None:  # fmt: skip
+def _rate_cut(
+    rng: np.random.Generator, population: Any, state: Any, target: np.ndarray, first: bool
+) -> None:
     sensitivity = np.minimum(population.rate_sensitivity, 1.7)
     savings = [BALANCE_TYPES.index(p) for p in SAVINGS]
     balances = population.opening_balance
@@ -83,8 +85,9 @@ def _rate_cut(rng: np.random.Generator, population: Any, state: Any, target: np.
         population.complaint_rate *= (1 + 1.2 * sensitivity).astype(np.float32)
 
 
-def _outage(rng: np.random.Generator, population: Any, state: Any, target: np.ndarray,
-            first: bool) -> None:  # fmt: skip
+def _outage(
+    rng: np.random.Generator, population: Any, state: Any, target: np.ndarray, first: bool
+) -> None:
     state.incident |= rng.random(len(state.incident)) < 0.06
     if first:
         population.complaint_rate *= np.float32(3.0)
@@ -93,23 +96,47 @@ def _outage(rng: np.random.Generator, population: Any, state: Any, target: np.nd
 
 KINDS: dict[str, _Kind] = {
     "competitor": _Kind(
-        causes=("a third of customers: activity -18% a month, deposits -15% a month, "
-                "15% a month start disengaging",),  # fmt: skip
-        features=("logins_30d", "logins_90d", "activity_trend", "frequency_30d", "monetary_30d",
-                  "balance_checking", "total_deposits", "idle_cash", "recency_days"),  # fmt: skip
+        causes=(
+            "a third of customers: activity -18% a month, deposits -15% a month, "
+            "15% a month start disengaging",
+        ),
+        features=(
+            "logins_30d",
+            "logins_90d",
+            "activity_trend",
+            "frequency_30d",
+            "monetary_30d",
+            "balance_checking",
+            "total_deposits",
+            "idle_cash",
+            "recency_days",
+        ),
         act=_competitor,
     ),
     "rate-cut": _Kind(
-        causes=("savings balances flow out with rate sensitivity (up to 20% a month)",
-                "complaint rate x (1 + 1.2 x rate sensitivity)"),  # fmt: skip
-        features=("balance_savings", "balance_high_yield_savings", "total_deposits",
-                  "complaints_90d", "low_satisfaction_90d"),  # fmt: skip
+        causes=(
+            "savings balances flow out with rate sensitivity (up to 20% a month)",
+            "complaint rate x (1 + 1.2 x rate sensitivity)",
+        ),
+        features=(
+            "balance_savings",
+            "balance_high_yield_savings",
+            "total_deposits",
+            "complaints_90d",
+            "low_satisfaction_90d",
+        ),
         act=_rate_cut,
     ),
     "outage": _Kind(
         causes=("6% a month hit by incidents", "complaint rate x3", "satisfaction -1 point"),
-        features=("complaints_30d", "complaints_90d", "calls_30d", "calls_90d",
-                  "last_satisfaction", "low_satisfaction_90d"),  # fmt: skip
+        features=(
+            "complaints_30d",
+            "complaints_90d",
+            "calls_30d",
+            "calls_90d",
+            "last_satisfaction",
+            "low_satisfaction_90d",
+        ),
         act=_outage,
     ),
 }

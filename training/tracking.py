@@ -173,7 +173,6 @@ def log_holdout(
     import json
 
     import mlflow
-
     from monitoring.reference import holdout_profile
 
     meta = {"label": label, "prediction": prediction, "exclude": list(exclude), **(extra or {})}

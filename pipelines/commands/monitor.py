@@ -28,17 +28,23 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = [f"monitoring {report['snapshot']}: {report['level'].upper()}"]
     for name, section in report["models"].items():
         batch, served = section["batch"], section["served"]
-        scores = ", ".join(f"{s['column']} PSI {s['corrected']:.3f} ({s['level']})"
-                           for s in batch.get("scores", []))  # fmt: skip
+        scores = ", ".join(
+            f"{s['column']} PSI {s['corrected']:.3f} ({s['level']})"
+            for s in batch.get("scores", [])
+        )
         moved = ", ".join(batch.get("top_moved", [])) or "nothing"
-        lines.append(f"  {name} v{section['version']}: batch {batch['level']}, served "
-                     f"{served['level']} ({served['rows']} rows); moved most: {moved}")  # fmt: skip
+        lines.append(
+            f"  {name} v{section['version']}: batch {batch['level']}, served "
+            f"{served['level']} ({served['rows']} rows); moved most: {moved}"
+        )
         if scores:
             lines.append(f"    scores: {scores}")
         free = section.get("label_free")
         if free:
-            lines.append(f"    churn ROC-AUC estimated without labels {free['roc_auc_estimated']}"
-                         f" (holdout {section.get('roc_auc_holdout')})")  # fmt: skip
+            lines.append(
+                f"    churn ROC-AUC estimated without labels {free['roc_auc_estimated']}"
+                f" (holdout {section.get('roc_auc_holdout')})"
+            )
     for name, reason in report.get("skipped", {}).items():
         lines.append(f"  {name}: not monitored ({reason})")
     return lines
@@ -47,8 +53,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 def monitor_command(
     out: Annotated[
         Path | None,
-        typer.Option(help="Folder for report.json, report.html and plots "
-                     "(default: data/monitoring/report)."),  # fmt: skip
+        typer.Option(
+            help="Folder for report.json, report.html and plots (default: data/monitoring/report)."
+        ),
     ] = None,
 ) -> None:
     """Compare the champions' training profiles with today's data: drift, estimated ROC-AUC.

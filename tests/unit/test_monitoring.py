@@ -29,8 +29,9 @@ def test_psi_is_zero_for_equal_shares_and_matches_a_hand_computed_case() -> None
 def test_expected_noise_matches_the_mean_psi_of_two_samples_of_one_distribution() -> None:
     rng = np.random.default_rng(0)
     reference = profile_columns({"x": rng.normal(size=5000)}).columns["x"]
-    values = [psi(reference.distribution(), reference.counts_of(rng.normal(size=500)))
-              for _ in range(200)]  # fmt: skip
+    values = [
+        psi(reference.distribution(), reference.counts_of(rng.normal(size=500))) for _ in range(200)
+    ]
     expected = expected_noise(reference.bins - 1, 5000, 500)  # the missing bin is empty
     assert np.mean(values) == pytest.approx(expected, rel=0.25)
 
@@ -89,8 +90,13 @@ def test_every_logged_holdout_carries_a_reference_profile_with_score_calibration
 
     rng = np.random.default_rng(4)
     p = rng.uniform(0, 0.4, 2000)
-    frame = pd.DataFrame({"customer_id": [f"c{i}" for i in range(2000)],
-                          "tenure": rng.integers(0, 120, 2000), "churned": rng.random(2000) < p})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(2000)],
+            "tenure": rng.integers(0, 120, 2000),
+            "churned": rng.random(2000) < p,
+        }
+    )
     with tracking.start_run(settings, "any", "snap") as run:
         tracking.log_holdout(frame, "churned", "p", exclude=["customer_id"], scores={"p": p})
     profile = download_profile(run.info.run_id)
