@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -71,7 +71,7 @@ class Drift:
     reference_missing: float
 
 
-def psi(reference: NDArray[np.float64], current: NDArray[np.float64]) -> float:
+def psi(reference: NDArray[Any], current: NDArray[Any]) -> float:
     """Population stability index of two share (or count) vectors over the same bins."""
     p = np.asarray(reference, dtype=float)
     q = np.asarray(current, dtype=float)
