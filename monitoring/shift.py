@@ -8,7 +8,7 @@ The truth of what moved is written apart from the data (``truth/sample_bank/shif
 like the other ground truth: `loyal monitor` never reads it, tests compare against it.
 
 Kinds:
-    competitor: a rival bank lures a third of the customers: their activity and deposits
+    competitor: a rival bank lures half the customers: their activity and deposits
         decay month by month and more of them start disengaging.
     rate-cut: a second deposit-rate cut: rate-sensitive savers move their savings out and
         complain more.
@@ -66,12 +66,12 @@ class _Kind:
 def _competitor(
     rng: np.random.Generator, population: Any, state: Any, target: np.ndarray, first: bool
 ) -> None:
-    population.activity[target] *= np.float32(0.82)
+    population.activity[target] *= np.float32(0.7)
     deposits = [BALANCE_TYPES.index(p) for p in DEPOSITS]
     balances = population.opening_balance[target]
-    balances[:, deposits] *= np.float32(0.85)
+    balances[:, deposits] *= np.float32(0.7)
     population.opening_balance[target] = balances
-    state.disengaging[target] |= rng.random(len(target)) < 0.15
+    state.disengaging[target] |= rng.random(len(target)) < 0.3
 
 
 def _rate_cut(
@@ -80,9 +80,9 @@ def _rate_cut(
     sensitivity = np.minimum(population.rate_sensitivity, 1.7)
     savings = [BALANCE_TYPES.index(p) for p in SAVINGS]
     balances = population.opening_balance
-    balances[:, savings] *= (1 - 0.12 * sensitivity)[:, None].astype(np.float32)
+    balances[:, savings] *= (0.85 - 0.3 * sensitivity)[:, None].astype(np.float32)
     if first:
-        population.complaint_rate *= (1 + 1.2 * sensitivity).astype(np.float32)
+        population.complaint_rate *= (2.0 + 3.0 * sensitivity).astype(np.float32)
 
 
 def _outage(
@@ -97,8 +97,8 @@ def _outage(
 KINDS: dict[str, _Kind] = {
     "competitor": _Kind(
         causes=(
-            "a third of customers: activity -18% a month, deposits -15% a month, "
-            "15% a month start disengaging",
+            "half the customers: activity -30% a month, deposits -30% a month, "
+            "30% a month start disengaging",
         ),
         features=(
             "logins_30d",
@@ -115,8 +115,8 @@ KINDS: dict[str, _Kind] = {
     ),
     "rate-cut": _Kind(
         causes=(
-            "savings balances flow out with rate sensitivity (up to 20% a month)",
-            "complaint rate x (1 + 1.2 x rate sensitivity)",
+            "savings flow out: 15% a month plus 30% x rate sensitivity",
+            "complaint rate x (2 + 3 x rate sensitivity)",
         ),
         features=(
             "balance_savings",
@@ -140,7 +140,7 @@ KINDS: dict[str, _Kind] = {
         act=_outage,
     ),
 }
-TARGET_SHARE = 1 / 3
+TARGET_SHARE = 0.5
 """Share of customers a targeted shift (competitor) acts on."""
 
 
