@@ -36,6 +36,7 @@ from loyal.errors import NotReadyError
 from loyal.settings import Settings
 from monitoring.drift import (
     Drift,
+    Level,
     drifts,
     estimated_calibration,
     expected_roc_auc,
@@ -190,11 +191,26 @@ def drift_section(profile: Profile, counts: Mapping[str, np.ndarray]) -> dict[st
     rows = max((d.rows for d in found), default=0)
     return {
         "rows": rows,
-        "level": worst_level(found),
+        "level": model_level(features, scores),
         "top_moved": [d.column for d in features[:TOP_MOVED] if d.corrected > 0],
         "scores": [_drift_dict(d) for d in scores],
         "features": [_drift_dict(d) for d in features],
     }
+
+
+def model_level(features: list[Drift], scores: list[Drift]) -> Level:
+    """A model's level: its scores' level, raised to warn when a feature alone alerts.
+
+    A feature that moves while the model's scores do not is worth a look, not a retraining
+    (e.g. a tenure-like feature that grows with calendar time); moving scores move decisions.
+    A model without a profiled score (segments, cross-sell) takes its features' level.
+    """
+    if not scores:
+        return worst_level(features)
+    level = worst_level(scores)
+    if level == "ok" and worst_level(features) != "ok":
+        return "warn"
+    return level
 
 
 def _drift_dict(drift: Drift) -> dict[str, Any]:

@@ -486,7 +486,6 @@ def _log_run(
                     "forecast_units": float(split["duration_holdout"].iloc[0]),
                 },
             },
-            scores=_reference_scores(model, config, split, value_column),
         )
         example = model_inputs(split.head(5), value_column)
         model_uri = _log_model(model, holdout_model, config, example)
@@ -495,14 +494,6 @@ def _log_run(
             register, settings, model_uri, MODEL_NAME, run.info.run_id, tags
         )
     return run.info.run_id, version
-
-
-def _reference_scores(
-    model: ClvModel, config: ClvSettings, split: pd.DataFrame, value_column: str
-) -> dict[str, np.ndarray]:
-    """The published CLV of the holdout's customers, profiled as the score's reference."""
-    output = model.predict(model_inputs(split, value_column), **config.economics())
-    return {"clv": output["clv"].to_numpy(dtype=float)}
 
 
 def _holdout_frame(split: pd.DataFrame, value_column: str) -> pd.DataFrame:
