@@ -323,14 +323,14 @@ def _score_snapshot(
 
 def load_churn_model(settings: Settings) -> Any:
     """The churn champion's fitted model (None without one)."""
+    import tempfile
+
     from inference.champions import MlflowChampions
     from serving.champions import load_churn
 
-    source = MlflowChampions(
-        settings.mlflow.tracking_uri, settings.paths.runtime_dir / "monitoring" / "models"
-    )
-    artifact = source.locate("churn")
-    return None if artifact is None else load_churn(artifact).model
+    with tempfile.TemporaryDirectory(prefix="loyal-monitor-") as cache:
+        artifact = MlflowChampions(settings.mlflow.tracking_uri, Path(cache)).locate("churn")
+        return None if artifact is None else load_churn(artifact).model
 
 
 # ------------------------------------------------------------------------------ running it

@@ -106,3 +106,26 @@ def test_every_logged_holdout_carries_a_reference_profile_with_score_calibration
     realised = np.array(score.outcome, dtype=float)
     assert np.all(np.diff(realised) > -0.1)  # calibrated scores: realised rate grows by bin
     assert realised[-1] > realised[0] + 0.15
+
+
+def test_request_sampler_sets_gauges_and_writes_a_sample_loyal_monitor_reads(tmp_path) -> None:
+    from monitoring.reference import SCORE_PREFIX
+    from monitoring.sampler import RequestSampler, served_counts
+
+    rng = np.random.default_rng(5)
+    reference = profile_columns(
+        {
+            "tenure_days": rng.integers(0, 3000, 5000),
+            SCORE_PREFIX + "churn_probability": rng.uniform(0, 0.2, 5000),
+        }
+    )
+    gauges: dict[str, float] = {}
+    sampler = RequestSampler(tmp_path, lambda: reference, gauges.__setitem__, window=300)
+    for _ in range(500):  # served scores far above the reference's: a shifted population
+        sampler.offer({"tenure_days": int(rng.integers(0, 3000))}, float(rng.uniform(0.3, 0.9)))
+    psi_by_column = sampler.flush()
+    assert set(gauges) == {"churn_probability", "tenure_days"}
+    assert gauges["churn_probability"] > 0.25
+    assert psi_by_column["tenure_days"] < 0.1
+    counts = served_counts(tmp_path, reference)
+    assert counts[SCORE_PREFIX + "churn_probability"].sum() == 300  # the window, not all 500
