@@ -1,4 +1,4 @@
-"""Benchmark monitoring at scale: profile + PSI of 1,000,000 customers x all features; one JSON line.
+"""Benchmark monitoring at scale: profile + PSI, 1,000,000 customers x all features; one JSON line.
 
 The 1M-row snapshot is synthesised, not generated: a small sample bank (`--seed-customers`,
 5,000) is generated, ingested and featurized (latest snapshot only), its feature views are
