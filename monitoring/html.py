@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from matplotlib.figure import Figure
 
 from features.tables_io import staged_folder
 
+logging.getLogger("matplotlib.category").setLevel(logging.WARNING)  # its notes on text x-labels
 LEVEL_COLOURS = {"ok": "#2e7d32", "warn": "#ef6c00", "alert": "#c62828"}
 
 

@@ -275,9 +275,9 @@ def _numeric_counts(values: NDArray[np.float64], edges: NDArray[np.float64]) -> 
 
 def _text_array(values: Any) -> pa.Array | pa.ChunkedArray:
     if isinstance(values, pa.ChunkedArray | pa.Array):
-        if pa.types.is_dictionary(values.type):
-            return pc.cast(values, pa.string())
-        return values
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            return values
+        return pc.cast(values, pa.string())  # categories, or numbers where text was profiled
     import pandas as pd
 
     series = pd.Series(values, copy=False)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.catalog import ENTITY_KEY
 from monitoring.profile import Profile, profile_columns
 
 LABEL_PREFIX = "label:"
@@ -28,11 +29,12 @@ def holdout_profile(
     Args:
         frame: the holdout rows.
         label: the label column (profiled as ``label:<name>``).
-        exclude: bookkeeping columns left out (ids, timestamps, ground truth).
+        exclude: bookkeeping columns left out (timestamps, ground truth); the customer id
+            is always left out.
         scores: output name -> values per row (profiled as ``score:<name>`` with the label's
             mean per bin when the label is numeric).
     """
-    skipped = {*exclude, label}
+    skipped = {*exclude, label, ENTITY_KEY}
     columns: dict[str, Any] = {c: frame[c] for c in frame.columns if c not in skipped}
     outcome = _numeric_label(frame[label]) if label in frame else None
     if label in frame:
