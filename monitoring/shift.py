@@ -12,7 +12,7 @@ Kinds:
         decay month by month and more of them start disengaging.
     rate-cut: a second deposit-rate cut: rate-sensitive savers move their savings out and
         complain more.
-    outage: a failing digital platform: incidents, complaints triple, satisfaction drops.
+    outage: a failing digital platform: incidents, complaints x4, satisfaction drops.
 """
 
 from __future__ import annotations
@@ -88,10 +88,10 @@ def _rate_cut(
 def _outage(
     rng: np.random.Generator, population: Any, state: Any, target: np.ndarray, first: bool
 ) -> None:
-    state.incident |= rng.random(len(state.incident)) < 0.06
+    state.incident |= rng.random(len(state.incident)) < 0.12
     if first:
-        population.complaint_rate *= np.float32(3.0)
-        population.satisfaction_base -= np.float32(1.0)
+        population.complaint_rate *= np.float32(4.0)
+        population.satisfaction_base -= np.float32(1.5)
 
 
 KINDS: dict[str, _Kind] = {
@@ -128,7 +128,7 @@ KINDS: dict[str, _Kind] = {
         act=_rate_cut,
     ),
     "outage": _Kind(
-        causes=("6% a month hit by incidents", "complaint rate x3", "satisfaction -1 point"),
+        causes=("12% a month hit by incidents", "complaint rate x4", "satisfaction -1.5 points"),
         features=(
             "complaints_30d",
             "complaints_90d",
