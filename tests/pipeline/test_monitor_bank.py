@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -79,3 +80,41 @@ def test_monitor_reports_drift_and_churn_performance_then_alerts_on_shifted_requ
     served = json.loads((tmp_path / "cli" / "report.json").read_text())["models"]["churn"]
     assert served["served"]["level"] == "alert"
     assert served["served"]["scores"][0]["level"] == "alert"
+
+
+def latest_features(customers: int, seed: int, shift: str | None) -> pd.DataFrame:
+    """The latest feature snapshot of a small generated bank, every view side by side."""
+    from features.engineering import build_feature_tables, latest_snapshot
+    from features.validation import validate_tables
+    from monitoring.shift import shift_hook
+    from pipelines.sample_bank import generate_bank
+
+    hook = None if shift is None else shift_hook(shift, 24, seed)
+    tables = validate_tables(generate_bank(customers, seed, shift=hook).tables).tables
+    frames = build_feature_tables(tables, latest_snapshot(tables))
+    return pd.concat(
+        [f.set_index("customer_id").drop(columns="event_timestamp") for f in frames.values()],
+        axis=1,
+    )
+
+
+def test_the_churn_score_is_flagged_on_an_outage_bank_and_not_on_another_seed(
+    trained_bank_home: Settings,
+) -> None:
+    from monitoring.batch import load_churn_model
+    from monitoring.drift import column_drift
+    from monitoring.reference import SCORE_PREFIX
+    from monitoring.service import champion_reference
+
+    model = load_churn_model(trained_bank_home)
+    reference = champion_reference(trained_bank_home)
+    assert model is not None and reference is not None
+    score = reference.columns[SCORE_PREFIX + "churn_probability"]
+    inputs = [str(c) for c in model.feature_names_in_]
+    levels = {}
+    for shift in (None, "outage"):
+        frame = latest_features(1500, 99, shift)
+        probability = model.predict_proba(frame.reindex(columns=inputs))[:, 1]
+        levels[shift] = column_drift(score, score.counts_of(probability)).level
+    assert levels[None] == "ok"
+    assert levels["outage"] in ("warn", "alert")
