@@ -118,7 +118,7 @@ def _request_sampler(settings: Settings) -> Any:
         "PSI (corrected for sample size) of the last served answers against the churn "
         "champion's training profile, by column (churn_probability and key features).",
         ["column"],
-        multiprocess_mode="max",
+        multiprocess_mode="livemax",
     )
     return RequestSampler(
         monitoring_dir(settings),
