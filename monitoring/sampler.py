@@ -37,6 +37,9 @@ SCORE_COLUMN = "churn_probability"
 KEY_FEATURES = ("tenure_days", "complaints_90d", "activity_trend", "total_deposits", "logins_30d")
 """Features whose served PSI `/metrics` exports beside the churn score's."""
 
+MAX_SAMPLE_AGE_SECONDS = 86_400.0
+"""`loyal monitor` reads the served samples written in the last day."""
+
 Gauge = Callable[[str, float], None]
 """Sets the PSI gauge of one column: (column, corrected PSI)."""
 
@@ -155,9 +158,20 @@ class RequestSampler:
         return found
 
 
-def served_counts(folder: Path, profile: Profile) -> dict[str, np.ndarray]:
-    """Counts of every served sample (all workers) in a reference profile's bins."""
-    files = sorted((folder / SERVED_FOLDER).glob("sample-*.parquet"))
+def served_counts(
+    folder: Path, profile: Profile, max_age_seconds: float = MAX_SAMPLE_AGE_SECONDS
+) -> dict[str, np.ndarray]:
+    """Counts of the recent served samples (one per worker) in a reference profile's bins.
+
+    Samples not rewritten for `max_age_seconds` (a worker gone, a server stopped) are left out.
+    """
+    import time
+
+    files = [
+        file
+        for file in sorted((folder / SERVED_FOLDER).glob("sample-*.parquet"))
+        if time.time() - file.stat().st_mtime <= max_age_seconds
+    ]
     renamed = _served_profile(profile)
     total: dict[str, np.ndarray] = {}
     for file in files:
