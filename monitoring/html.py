@@ -80,7 +80,7 @@ def _auc_by_month(months: list[dict[str, Any]]) -> Figure:
     )
     axes.set_ylabel("churn ROC-AUC")
     axes.tick_params(axis="x", rotation=30)
-    axes.legend(loc="lower left")
+    axes.legend(loc="best")
     axes.set_title("Churn ROC-AUC per labelled month")
     return figure
 
