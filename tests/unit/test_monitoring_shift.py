@@ -23,8 +23,8 @@ from pipelines.sample_bank import generate_bank
 pytestmark = pytest.mark.unit
 
 MONTHS = 24
-REFERENCE_CUSTOMERS = 3000
-CUSTOMERS = 600
+REFERENCE_CUSTOMERS = 2000
+CUSTOMERS = 400
 
 
 def latest_features(customers: int, seed: int, shift: str | None = None) -> pd.DataFrame:
