@@ -247,8 +247,11 @@ def labelled_performance(
     path = settings.paths.features_dir / LABELS_FILE
     if not path.is_file():
         return {"months": [], "note": "no churn labels yet (`loyal features build` writes them)"}
-    labels = pq.read_table(path).to_pandas()
-    labels = labels[labels["label_complete"].astype(bool)]
+    labels = pq.read_table(
+        path,
+        columns=["customer_id", "event_timestamp", "churned"],
+        filters=[("label_complete", "==", True)],
+    ).to_pandas()
     moments = sorted(pd.to_datetime(labels["event_timestamp"], utc=True).unique())[-months:]
     inputs = [str(c) for c in churn_model.feature_names_in_]
     rows, last = [], None
