@@ -64,11 +64,15 @@ def generate(
     customers: Annotated[int | None, typer.Option(help="Number of customers.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder for the raw tables.")] = None,
+    shift: Annotated[
+        str | None,
+        typer.Option(help="A shifted future: competitor, rate-cut or outage (truth kept apart)."),
+    ] = None,
 ) -> None:
     """Generate the sample bank's raw tables (and its ground truth, kept apart)."""
     from samplebank.generate import generate_sample_bank
 
-    generate_sample_bank(get_settings(), customers=customers, seed=seed, out=out)
+    generate_sample_bank(get_settings(), customers=customers, seed=seed, out=out, shift=shift)
 
 
 @app.command()
@@ -146,7 +150,7 @@ def features_show(
 
 def _register_model_commands() -> None:
     """`loyal train MODEL` and `loyal promote MODEL` for every registered spec, then the rest."""
-    from pipelines.commands import admin, churn, lists, report, scoring, serve
+    from pipelines.commands import admin, churn, lists, monitor, report, scoring, serve
 
     for spec in MODELS.values():
         if spec.commands is None:
@@ -160,6 +164,7 @@ def _register_model_commands() -> None:
     app.command("score")(scoring.score_command)
     app.command("churn-list")(lists.churn_list_command)
     app.command("report")(report.report_command)
+    app.command("monitor")(monitor.monitor_command)
     app.command("models")(admin.models_command)
     app.command("rollback")(admin.rollback_command)
     app.add_typer(admin.pipeline_app, name="pipeline")

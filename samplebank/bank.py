@@ -344,6 +344,7 @@ def generate_bank(
     months: int = 24,
     end_date: str = "2026-10-31",
     on_month: Callable[[int, int], None] | None = None,
+    shift: Callable[[np.random.Generator, _Population, _State, int], None] | None = None,
 ) -> SampleBank:
     """Generate a retail bank's contract tables and the ground truth behind them.
 
@@ -353,6 +354,8 @@ def generate_bank(
         months: length of the history window in months, ending with the month of `end_date`.
         end_date: last day of the history (no event after it).
         on_month: optional progress callback, called with (months done, months) after each month.
+        shift: optional hook changing the latent population and state at the start of each
+            month (`monitoring.shift`: a shifted future); None leaves the draws unchanged.
 
     Returns:
         The contract tables (customers, transactions, products, interactions, balances) and the
@@ -370,6 +373,8 @@ def generate_bank(
     chunks = _Chunks(months)
     for m in range(months):
         _advance_latent_state(rng, state, m)
+        if shift is not None:
+            shift(rng, population, state, m)
         _churn_step(rng, population, state, calendar, m, rate_cut_month, chunks)
         _events_for_month(rng, population, state, calendar, m, rate_cut_month, chunks)
         if on_month is not None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 SAMPLE_BANK_FOLDER = "sample_bank"
 MANIFEST_FILE = "generator.json"
+SHIFT_FILE = "shift.json"
+"""Truth of a shifted future (`loyal generate --shift`): what moved, from which month."""
 ROWS_PER_WRITE = 1_000_000
 
 
@@ -32,6 +35,7 @@ def generate_sample_bank(
     customers: int | None = None,
     seed: int | None = None,
     out: Path | None = None,
+    shift: str | None = None,
 ) -> Path:
     """Generate the sample bank and write it as Parquet, replacing any earlier one atomically.
 
@@ -44,6 +48,8 @@ def generate_sample_bank(
         customers: number of customers (default `settings.generate.customers`).
         seed: random seed (default `settings.generate.seed`).
         out: folder for the raw tables.
+        shift: a shifted future (`monitoring.shift.KINDS`); what moved goes to the truth
+            folder as `shift.json`.
 
     Returns:
         The folder holding the raw tables, ready for `loyal ingest`.
@@ -63,24 +69,43 @@ def generate_sample_bank(
         options.end_date,
     )
     started = time.perf_counter()
-    bank = _generate_with_progress(customers, seed, options.months, options.end_date)
+    hook, truth = _shift(shift, options.months, seed)
+    bank = _generate_with_progress(customers, seed, options.months, options.end_date, hook)
     log.info("Generated in %.1f s", time.perf_counter() - started)
     manifest = {
         "customers": customers,
         "seed": seed,
         "months": options.months,
         "end_date": options.end_date,
+        "shift": shift,
     }
     with _staged(raw_folder) as raw_staging, _staged(truth_folder) as truth_staging:
         _write_tables(bank, raw_staging, truth_staging)
         (truth_staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        if truth is not None:
+            (truth_staging / SHIFT_FILE).write_text(json.dumps(truth, indent=2) + "\n")
     for name, rows in bank.rows().items():
         log.info("%-24s %12s rows", name, f"{rows:,}")
     log.info("Raw tables in %s, ground truth in %s", raw_folder, truth_folder)
     return raw_folder
 
 
-def _generate_with_progress(customers: int, seed: int, months: int, end_date: str) -> SampleBank:
+def _shift(kind: str | None, months: int, seed: int) -> tuple[Any, dict[str, Any] | None]:
+    """The generator hook and the truth of a shifted future (None, None without one)."""
+    if kind is None:
+        return None, None
+    from dataclasses import asdict
+
+    from monitoring.shift import shift_hook, shift_truth
+
+    truth = asdict(shift_truth(kind, months))
+    log.info("Shifted future: %s from month %d", kind, truth["start_month"])
+    return shift_hook(kind, months, seed), truth
+
+
+def _generate_with_progress(
+    customers: int, seed: int, months: int, end_date: str, shift: Any = None
+) -> SampleBank:
     with progress_bar() as progress:
         task = progress.add_task("Simulating months", total=months)
         return generate_bank(
@@ -89,6 +114,7 @@ def _generate_with_progress(customers: int, seed: int, months: int, end_date: st
             months=months,
             end_date=end_date,
             on_month=lambda done, _total: progress.update(task, completed=done),
+            shift=shift,
         )
 
 

@@ -25,6 +25,7 @@ from models.nba import ContactEvent, CustomerScores, Decision, decide
 from models.offers import (
     Catalog,
 )
+from monitoring.sampler import NullSampler
 from serving.catalogs import (
     channel_problem,
     cold_start_reason,
@@ -199,6 +200,8 @@ class Runtime:
         self.options = options or ServingSettings()
         self.feedback_store = feedback
         self.recorder = recorder or NullRecorder()
+        self.sampler: Any = NullSampler()
+        """Keeps served churn answers for drift monitoring (`monitoring.sampler`), off-path."""
         self.clock = clock or (lambda: datetime.now(UTC))
         self._reader_factory = reader_factory
         self._reader: OnlineReader | None = None
@@ -369,6 +372,7 @@ class Runtime:
         model = self._model("churn")
         if model is not None:
             probability, reasons = model.score(customer.features, top)
+            self.sampler.offer(customer.features, probability)
             return probability, reasons, "model"
         customer.problems.extend(self._model_problems("churn"))
         batch = _score(customer.features, "churn_probability")

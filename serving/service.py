@@ -20,7 +20,7 @@ from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from loyal.settings import ServingSettings, get_settings
+from loyal.settings import ServingSettings, Settings, get_settings
 from serving.auth import ApiKeyMiddleware
 from serving.guard import QuietRejections, RequestGuard, Schemas, loyal_spec
 from serving.schemas import (
@@ -106,6 +106,27 @@ class PrometheusRecorder:
         _counters()["feedback"].labels(outcome=outcome).inc()
 
 
+def _request_sampler(settings: Settings) -> Any:
+    """The served-request sampler: PSI gauges on `/metrics`, samples for `loyal monitor`."""
+    from prometheus_client import Gauge
+
+    from monitoring.sampler import RequestSampler
+    from monitoring.service import champion_reference, monitoring_dir
+
+    gauge = Gauge(
+        "loyal_served_psi",
+        "PSI (corrected for sample size) of the last served answers against the churn "
+        "champion's training profile, by column (churn_probability and key features).",
+        ["column"],
+        multiprocess_mode="livemax",
+    )
+    return RequestSampler(
+        monitoring_dir(settings),
+        lambda: champion_reference(settings),
+        lambda column, value: gauge.labels(column=column).set(value),
+    ).start()
+
+
 def _rejected(path: str) -> None:
     _counters()["rejected"].labels(path=path).inc()
 
@@ -151,6 +172,7 @@ class Loyal:
         # BentoML logs each rejected request with a traceback holding its values: one line instead.
         logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietRejections())
         self.runtime = Runtime.start(settings, OPTIONS, source, PrometheusRecorder())
+        self.runtime.sampler = _request_sampler(settings)
         # Everything loaded so far (mlflow, feast, pandas, the models) lives as long as the
         # worker: keep it out of the cyclic GC, whose full passes over it cost long pauses.
         gc.collect()

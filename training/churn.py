@@ -984,6 +984,7 @@ def _log_run(
             exclude=[c for c in bookkeeping if c != label_col],
             extra={"rows": len(plain), "positives": int(y.sum()), "snapshot_id": snapshot_id,
                    "predict_params": {"top": 0}},
+            scores={"churn_probability": probability},
         )  # fmt: skip
         model_uri = _log_model(model, templates, _plain(holdout[features].head(5)))
         tags = tracking.lineage(snapshot_id, test_roc_auc=float(metrics["roc_auc"]))

@@ -34,6 +34,9 @@ TAG_REFUSED = "promotion.refused"
 HOLDOUT_DIR = "holdout"
 HOLDOUT_FILE = "holdout.parquet"
 HOLDOUT_META = "holdout.json"
+PROFILE_DIR = "monitoring"
+PROFILE_FILE = "profile.json"
+"""Every run that logs a holdout also logs `monitoring/profile.json`, its reference profile."""
 _REPO = Path(__file__).resolve().parent.parent
 
 
@@ -151,8 +154,13 @@ def log_holdout(
     prediction: str,
     exclude: Iterable[str] = (),
     extra: Mapping[str, Any] | None = None,
+    scores: Mapping[str, Any] | None = None,
 ) -> None:
     """Log the evaluation holdout of the active run for promotion to re-score on.
+
+    Also logs `monitoring/profile.json`: the reference profile of the holdout's columns and
+    of `scores` (the model's outputs on it), each score's bins remembering the label's mean,
+    which `loyal monitor` compares later data with.
 
     Args:
         frame: holdout rows with features, the label and any bookkeeping columns.
@@ -160,10 +168,12 @@ def log_holdout(
         prediction: the column of the pyfunc output the metric is computed on.
         exclude: columns that are not model inputs (ids, timestamps, ground truth).
         extra: more facts kept in the metadata (rows, positives, snapshot id, ...).
+        scores: the model's outputs on the holdout rows (e.g. churn_probability), profiled.
     """
     import json
 
     import mlflow
+    from monitoring.reference import holdout_profile
 
     meta = {"label": label, "prediction": prediction, "exclude": list(exclude), **(extra or {})}
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,6 +182,11 @@ def log_holdout(
         frame.to_parquet(folder / HOLDOUT_FILE, index=False)
         (folder / HOLDOUT_META).write_text(json.dumps(meta, default=str), encoding="utf-8")
         mlflow.log_artifacts(str(folder), HOLDOUT_DIR)
+        profiled = Path(tmp) / PROFILE_DIR
+        profiled.mkdir()
+        profile = holdout_profile(frame, label, exclude, scores or {})
+        profile.save(profiled / PROFILE_FILE)
+        mlflow.log_artifacts(str(profiled), PROFILE_DIR)
 
 
 def load_holdout(run_id: str) -> tuple[pd.DataFrame, dict[str, Any]]:

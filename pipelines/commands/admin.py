@@ -151,10 +151,21 @@ def retrain_command(
         int | None, typer.Option(help="ALS settings tried by the cross-sell search (0: none).")
     ] = None,
     bento: Annotated[bool, typer.Option(help="Rebuild the Bento on the new champions.")] = True,
+    if_drift: Annotated[
+        bool, typer.Option(help="Retrain only when `loyal monitor` raises an alert now.")
+    ] = False,
 ) -> None:
     """Rebuild features, retrain every model, promote the winners, rescore, rebuild the Bento.
 
     No champion moves until every model is trained and compared, so an interrupted run
     leaves the champions, scores and features as they were.
     """
+    if if_drift:
+        from pipelines.commands.monitor import monitor
+
+        level = monitor(get_settings())["level"]
+        if level != "alert":
+            typer.echo(f"monitoring level {level}: no drift alert, nothing retrained")
+            return
+        typer.echo("drift alert: retraining")
     retrain_pipeline(get_settings(), churn_trials, churn_timeout, cross_sell_trials, bento)

@@ -1,0 +1,1 @@
+"""Model monitoring: reference profiles, drift (PSI), label-free performance, shifted futures."""

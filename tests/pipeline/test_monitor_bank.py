@@ -1,0 +1,120 @@
+"""`loyal monitor` on the scored sample bank: the report, label-free and labelled churn
+performance, and the alert (exit code 2) a shifted served population raises.
+
+The session's scored bank is read-only: the test copies its feature and scores tables into a
+fresh home that reads the bank's MLflow store (champions and their reference profiles).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from loyal.settings import Settings, get_settings, load_settings
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture
+def monitor_home(scored_bank_home: Settings, tmp_path: Path) -> Settings:
+    """A fresh home with the bank's feature and scores tables, reading the bank's MLflow."""
+    home = load_settings(
+        home=tmp_path, mlflow={"tracking_uri": scored_bank_home.mlflow.tracking_uri}
+    )
+    shutil.copytree(scored_bank_home.paths.features_dir, home.paths.features_dir)
+    source = scored_bank_home.paths.data_dir / "scores"
+    shutil.copytree(source, home.paths.data_dir / "scores")
+    return home
+
+
+def test_monitor_reports_drift_and_churn_performance_then_alerts_on_shifted_requests(
+    monitor_home: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitoring.batch import run_monitor
+    from monitoring.service import champion_reference, monitoring_dir
+    from pipelines.commands.monitor import ALERT_EXIT_CODE, monitor_command
+
+    report = run_monitor(monitor_home, tmp_path / "report")
+    churn = report["models"]["churn"]
+    # same bank, same model: the batch scores have not moved
+    assert churn["batch"]["scores"][0]["column"] == "churn_probability"
+    assert churn["batch"]["scores"][0]["level"] == "ok"
+    assert churn["batch"]["rows"] > 1000
+    assert 0.5 < churn["label_free"]["roc_auc_estimated"] < 1.0
+    months = churn["labelled"]["months"]
+    assert months and all(0.5 < m["roc_auc"] <= 1.0 for m in months)
+    assert len(churn["labelled"]["deciles_latest_labelled"]) == 10
+    written = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert written["level"] == report["level"]
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "plots/churn_auc.png" in page and (tmp_path / "report" / "plots").is_dir()
+
+    # the service's sample: real feature rows, but served scores far above the reference's
+    from monitoring.sampler import RequestSampler
+
+    reference = champion_reference(monitor_home)
+    assert reference is not None
+    rows = [{name: 100.0 for name in reference.columns if ":" not in name}] * 400
+    sampler = RequestSampler(monitoring_dir(monitor_home), lambda: reference, lambda c, v: None)
+    for row, p in zip(rows, np.linspace(0.5, 0.95, len(rows)), strict=True):
+        sampler.offer(row, float(p))
+    sampler.flush()
+
+    app = typer.Typer()
+    app.command()(monitor_command)
+    monkeypatch.setenv("LOYAL_HOME", str(monitor_home.home))
+    monkeypatch.setenv("LOYAL_MLFLOW__TRACKING_URI", monitor_home.mlflow.tracking_uri)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["--out", str(tmp_path / "cli")])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == ALERT_EXIT_CODE, result.output
+    served = json.loads((tmp_path / "cli" / "report.json").read_text())["models"]["churn"]
+    assert served["served"]["level"] == "alert"
+    assert served["served"]["scores"][0]["level"] == "alert"
+
+
+def latest_features(customers: int, seed: int, shift: str | None) -> pd.DataFrame:
+    """The latest feature snapshot of a small generated bank, every view side by side."""
+    from features.engineering import build_feature_tables, latest_snapshot
+    from features.validation import validate_tables
+    from monitoring.shift import shift_hook
+    from samplebank.bank import generate_bank
+
+    hook = None if shift is None else shift_hook(shift, 24, seed)
+    tables = validate_tables(generate_bank(customers, seed, shift=hook).tables).tables
+    frames = build_feature_tables(tables, latest_snapshot(tables))
+    return pd.concat(
+        [f.set_index("customer_id").drop(columns="event_timestamp") for f in frames.values()],
+        axis=1,
+    )
+
+
+def test_the_churn_score_is_flagged_on_an_outage_bank_and_not_on_another_seed(
+    trained_bank_home: Settings,
+) -> None:
+    from monitoring.batch import load_churn_model
+    from monitoring.drift import column_drift
+    from monitoring.reference import SCORE_PREFIX
+    from monitoring.service import champion_reference
+
+    model = load_churn_model(trained_bank_home)
+    reference = champion_reference(trained_bank_home)
+    assert model is not None and reference is not None
+    score = reference.columns[SCORE_PREFIX + "churn_probability"]
+    inputs = [str(c) for c in model.feature_names_in_]
+    levels = {}
+    for shift in (None, "outage"):
+        frame = latest_features(1500, 99, shift)
+        probability = model.predict_proba(frame.reindex(columns=inputs))[:, 1]
+        levels[shift] = column_drift(score, score.counts_of(probability)).level
+    assert levels[None] == "ok"
+    assert levels["outage"] in ("warn", "alert")
