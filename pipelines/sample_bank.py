@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.catalog import BALANCE_TYPES
+from pipelines.retention_sim import CampaignSimulation, current_effects
 
 REGIONS = ("north", "south", "east", "west", "capital")
 CHANNELS = ("mobile", "online", "branch", "atm", "phone")
@@ -344,6 +345,7 @@ def generate_bank(
     months: int = 24,
     end_date: str = "2026-10-31",
     on_month: Callable[[int, int], None] | None = None,
+    with_campaigns: bool = True,
 ) -> SampleBank:
     """Generate a retail bank's contract tables and the ground truth behind them.
 
@@ -353,6 +355,7 @@ def generate_bank(
         months: length of the history window in months, ending with the month of `end_date`.
         end_date: last day of the history (no event after it).
         on_month: optional progress callback, called with (months done, months) after each month.
+        with_campaigns: simulate past retention campaigns (`pipelines.retention_sim`).
 
     Returns:
         The contract tables (customers, transactions, products, interactions, balances) and the
@@ -368,9 +371,10 @@ def generate_bank(
     population = _draw_population(rng, customers, calendar)
     state = _initial_state(customers)
     chunks = _Chunks(months)
+    campaigns = CampaignSimulation(seed, months, rate_cut_month) if with_campaigns else None
     for m in range(months):
         _advance_latent_state(rng, state, m)
-        _churn_step(rng, population, state, calendar, m, rate_cut_month, chunks)
+        _churn_step(rng, population, state, calendar, m, rate_cut_month, chunks, campaigns)
         _events_for_month(rng, population, state, calendar, m, rate_cut_month, chunks)
         if on_month is not None:
             on_month(m + 1, months)
@@ -387,7 +391,40 @@ def generate_bank(
         "monthly_churn": _monthly_churn_frame(chunks, ids, calendar),
         "rate_changes": _rate_changes_frame(calendar, rate_cut_month),
     }
+    if campaigns is not None:
+        _add_campaigns(campaigns, population, state, calendar, ids, tables, truth)
     return SampleBank(tables=tables, truth=truth)
+
+
+def _add_campaigns(
+    campaigns: CampaignSimulation,
+    population: _Population,
+    state: _State,
+    calendar: _Calendar,
+    ids: pa.Array,
+    tables: dict[str, pd.DataFrame],
+    truth: dict[str, pd.DataFrame],
+) -> None:
+    """The campaigns table and its truth, plus every open customer's contact effect at the end."""
+    m = calendar.months
+    tables["campaigns"] = campaigns.campaigns_frame(ids, calendar.month_start)
+    truth["campaigns_truth"] = campaigns.truth_frame(ids, calendar.month_start)
+    open_rows = np.flatnonzero(state.closed_month == NEVER)
+    truth["retention_effects"] = current_effects(
+        population, state, open_rows, m, campaigns.rate_cut_month,
+        lambda rows, month: _contact_features(population, state, rows, month),
+        lambda rows, month: _churn_probability(population, state, rows, month, campaigns.rate_cut_month),
+        ids, pd.Timestamp(int(calendar.bounds[-1])),
+    )  # fmt: skip
+
+
+def _contact_features(
+    population: _Population, state: _State, rows: np.ndarray, m: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a contact's effect reads: activity trend, products and savings held last month."""
+    held = _held(population, rows, max(m - 1, -1))
+    savers = held[:, [PRODUCT_IDS.index(p) for p in SAVINGS_PRODUCTS]].any(axis=1)
+    return _activity_trend(population, state, rows, m), held.sum(axis=1), savers
 
 
 def products_frame() -> pd.DataFrame:
@@ -630,11 +667,19 @@ def _churn_step(
     m: int,
     rate_cut_month: int,
     chunks: _Chunks,
+    campaigns: CampaignSimulation | None = None,
 ) -> None:
     """Draw closures for month m from a hazard that only reads what happened before it."""
     start_ns = calendar.bounds[m]
     at_risk = np.flatnonzero((population.signup_ns < start_ns) & (state.closed_month == NEVER))
     probability = _churn_probability(population, state, at_risk, m, rate_cut_month)
+    if campaigns is not None:  # past retention campaigns (pipelines.retention_sim)
+        campaigns.start_month(
+            population, state, at_risk, m,
+            lambda rows, month: _contact_features(population, state, rows, month),
+            lambda rows, month: _churn_probability(population, state, rows, month, rate_cut_month),
+        )  # fmt: skip
+        probability = campaigns.adjust(at_risk, m, probability)
     closes = rng.random(len(at_risk)) < probability
     days = (calendar.bounds[m + 1] - start_ns) // NS_PER_DAY
     closing = at_risk[closes]
