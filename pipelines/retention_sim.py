@@ -220,7 +220,6 @@ class CampaignSimulation:
         self, c: _Campaign, ids: Any, month_start: Callable[[int], pd.Timestamp]
     ) -> pd.DataFrame:
         start = month_start(c.month)
-        names = _names(ids, c.members)
         return pd.DataFrame(
             {
                 "campaign_id": _repeat(f"retention-{start:%Y-%m}", len(c.members)),

@@ -410,10 +410,11 @@ def _add_campaigns(
     tables["campaigns"] = campaigns.campaigns_frame(ids, calendar.month_start)
     truth["campaigns_truth"] = campaigns.truth_frame(ids, calendar.month_start)
     open_rows = np.flatnonzero(state.closed_month == NEVER)
+    cut = campaigns.rate_cut_month
     truth["retention_effects"] = current_effects(
-        population, state, open_rows, m, campaigns.rate_cut_month,
+        population, state, open_rows, m, cut,
         lambda rows, month: _contact_features(population, state, rows, month),
-        lambda rows, month: _churn_probability(population, state, rows, month, campaigns.rate_cut_month),
+        lambda rows, month: _churn_probability(population, state, rows, month, cut),
         ids, pd.Timestamp(int(calendar.bounds[-1])),
     )  # fmt: skip
 
@@ -424,7 +425,7 @@ def _contact_features(
     """What a contact's effect reads: activity trend, products and savings held last month."""
     held = _held(population, rows, max(m - 1, -1))
     savers = held[:, [PRODUCT_IDS.index(p) for p in SAVINGS_PRODUCTS]].any(axis=1)
-    return _activity_trend(population, state, rows, m), held.sum(axis=1), savers
+    return _activity_trend(population, state, rows, m), held.sum(axis=1), np.asarray(savers)
 
 
 def products_frame() -> pd.DataFrame:
