@@ -117,7 +117,7 @@ def assign_control(
     control = np.zeros(len(customer_ids), dtype=bool)
     for _, positions in keys.groupby(keys).indices.items():
         size = len(positions)
-        count = int(round(share * size))
+        count = round(share * size)
         if count == 0 and size >= 2:
             count = 1
         chosen = positions[np.argsort(draws[positions], kind="stable")[:count]]

@@ -38,6 +38,14 @@ from loyal.errors import LoyalError, NotReadyError
 from loyal.settings import Settings
 from models.nba import ContactEvent, CustomerScores, Decision, decide
 from models.offers import TIERS, Catalog, choose_catalog, load_catalog
+from pipelines.list_campaigns import (
+    GROUP_COLUMNS,
+    ControlOptions,
+    campaign_meta,
+    hold_out,
+    record_campaign,
+    seed_for,
+)
 from training.models_admin import champion_versions
 
 log = logging.getLogger(__name__)
@@ -163,6 +171,13 @@ class ChurnListResult:
             return f"No customer matches: wrote an empty list to {self.path} (see {self.sidecar})"
         top = float(self.frame["expected_loss"].iloc[0])
         actions = int((self.frame["action_id"] != "").sum())
+        campaign = self.meta.get("campaign", {})
+        held = (
+            f"; {campaign['control']} held out as control (do not contact), "
+            f"{campaign.get('recorded', 'campaign ' + str(campaign['campaign_id']))}"
+            if campaign
+            else ""
+        )
         consent = self.meta.get("filters", {}).get("consent_marketing", True)
         if consent is True:
             unknown = ""
@@ -173,7 +188,7 @@ class ChurnListResult:
         return (
             f"Wrote {rows} customer{'s' if rows != 1 else ''} to {self.path} "
             f"(snapshot {self.meta['snapshot'][:10]}; top expected loss ${top:,.2f}; "
-            f"{actions} with a retention action{unknown}); sidecar {self.sidecar}"
+            f"{actions} with a retention action{unknown}{held}); sidecar {self.sidecar}"
         )
 
 
@@ -638,6 +653,7 @@ def build_churn_list(
     out: Path,
     filters: ChurnListFilters | None = None,
     catalog_path: Path | None = None,
+    control: ControlOptions | None = None,
 ) -> ChurnListResult:
     """Write marketing's churn list and its sidecar (plain function behind `loyal churn-list`).
 
@@ -647,6 +663,8 @@ def build_churn_list(
         filters: top N, minimum tier, segments, regions, minimum churn probability.
         catalog_path: the offer catalog (default: the service's: `serving.catalog_path`, else
             `serving.catalog`, else the one the loaded data calls for).
+        control: the control group held out and the campaign recorded
+            (`pipelines.list_campaigns`; default: 10% of each tier, recorded).
 
     Returns:
         The paths, the list and the sidecar's contents.
@@ -658,6 +676,7 @@ def build_churn_list(
     from training.scoring import registered_model
 
     filters = filters or ChurnListFilters()
+    control = (control or ControlOptions()).checked()
     check_output(out)
     check_filters(filters)
     serving = settings.serving
@@ -687,7 +706,8 @@ def build_churn_list(
     actions = suggest_actions(
         selected, features, reasons, retention_catalog(catalog), snapshot.to_pydatetime()
     )
-    frame = churn_list_frame(selected, reasons, actions)
+    seed = seed_for(control, snapshot)
+    frame = hold_out(churn_list_frame(selected, reasons, actions), control.share, seed)
     models = {
         "churn_reasons": {"version": loaded.version, "alias": loaded.alias},
         "champions": champion_versions(settings),
@@ -702,7 +722,12 @@ def build_churn_list(
         "contact_history": "not applied",
     }
     meta = list_meta(settings, selection, scores, customers, snapshot, models, actions_meta)
+    meta["columns"] = [*COLUMNS, *GROUP_COLUMNS]
+    days = settings.snapshots.horizon_days
+    meta["campaign"] = campaign_meta(frame, ACTION_KIND, snapshot, control.share, seed, days)
     written = write_list(frame, meta, out)
+    if control.record:
+        written["campaign"]["recorded"] = record_campaign(settings, frame, written, out, snapshot)
     return ChurnListResult(out, sidecar_path(out), frame, written)
 
 
