@@ -102,6 +102,8 @@ def measure(members: pd.DataFrame, confidence: float = 0.95) -> Lift:
     lift, low, high = lift_interval(churn_t, churn_c, confidence)
     kept_t = _rate((1 - churn_t) * treated["clv"].fillna(0).clip(lower=0).to_numpy(float))
     kept_c = _rate((1 - churn_c) * control["clv"].fillna(0).clip(lower=0).to_numpy(float))
+    if members["clv"].isna().all():  # no value known: say so rather than count zeros
+        kept_t = kept_c = math.nan
     saved = lift * len(treated) if not math.isnan(lift) else math.nan
     value_saved = (kept_t - kept_c) * len(treated) if len(treated) and len(control) else math.nan
     cost = float(treated["cost"].fillna(0).sum())
@@ -119,7 +121,9 @@ def measure(members: pd.DataFrame, confidence: float = 0.95) -> Lift:
         value_saved=value_saved,
         cost=cost,
         cost_per_customer_saved=cost / saved if saved > 0 else None,
-        return_on_spend=(value_saved - cost) / cost if cost > 0 else None,
+        return_on_spend=(value_saved - cost) / cost
+        if cost > 0 and not math.isnan(value_saved)
+        else None,
         verdict=verdict(len(treated), len(control), low, high),
     )
 

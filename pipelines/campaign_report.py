@@ -13,9 +13,10 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 
-from features.catalog import ENTITY_KEY
+from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
 from features.engineering import observed_until
 from features.labels import churn_labels
 from features.tables_io import read_contract
@@ -145,12 +146,15 @@ def campaign_report(
         CampaignError: unknown campaign, no store, or a window that has not ended.
     """
     store = CampaignStore(store_path(settings.paths.runtime_dir))
-    campaign = store.campaign(campaign_id)
     now = now or datetime.now(UTC)
+    if campaign_id in store.campaign_ids() or not contract_campaign_ids(settings):
+        campaign, members = store.campaign(campaign_id), store.members(campaign_id)
+    else:
+        campaign, members = contract_campaign(settings, campaign_id, store.campaign_ids())
     check_window(campaign, None, now)
     tables = read_contract(settings)
     check_window(campaign, observed_until(tables), now)
-    outcomes, unlabelled = member_outcomes(settings, campaign, store.members(campaign_id), tables)
+    outcomes, unlabelled = member_outcomes(settings, campaign, members, tables)
     return CampaignReport(
         campaign=campaign,
         total=measure(outcomes),
@@ -160,13 +164,129 @@ def campaign_report(
     )
 
 
+def contract_campaign_ids(settings: Settings) -> list[str]:
+    """Campaign ids of the loaded data's own `campaigns` table (empty when it has none)."""
+    path = settings.paths.contract_dir / "campaigns.parquet"
+    if not path.is_file():
+        return []
+    ids = pd.read_parquet(path, columns=["campaign_id"])["campaign_id"].astype(str)
+    return sorted(set(ids))
+
+
+def contract_campaign(
+    settings: Settings, campaign_id: str, recorded: list[str]
+) -> tuple[Campaign, pd.DataFrame]:
+    """A past campaign from the data's `campaigns` table, as the store would hold it.
+
+    Tier and segment are today's (the published scores), as the data does not record them.
+
+    Raises:
+        CampaignError: the id is neither recorded nor in the data.
+    """
+    table = read_contract(settings, only=["campaigns"]).get("campaigns")
+    rows = table[table["campaign_id"].astype(str) == campaign_id] if table is not None else None
+    if rows is None or rows.empty:
+        known = ", ".join([*recorded, *contract_campaign_ids(settings)][-8:]) or "none"
+        raise CampaignError(f"unknown campaign {campaign_id!r} (known: {known})")
+    treated = rows["treated"].astype(bool)
+    start = pd.Timestamp(rows["ts"].min())
+    start = start.tz_localize("UTC") if start.tz is None else start.tz_convert("UTC")
+    campaign = Campaign(
+        campaign_id=campaign_id,
+        kind="from data",
+        created_at=start.to_pydatetime(),
+        snapshot=start.to_pydatetime(),
+        window_days=settings.snapshots.horizon_days,
+        seed=0,
+        control_share=float(1 - treated.mean()),
+        list_file="contract table campaigns",
+        list_sha256="",
+    )
+    ids = rows["customer_id"].astype(str)
+    scores = _current_scores(settings).reindex(ids)
+    cost = rows["cost"] if "cost" in rows.columns else pd.Series(0.0, index=rows.index)
+    members = pd.DataFrame(
+        {
+            "customer_id": ids.to_numpy(),
+            "grp": np.where(treated, "treated", "control"),
+            "tier": scores["tier"].to_numpy(),
+            "segment_name": scores["segment_name"].to_numpy(),
+            "action_id": rows.get("action_id", pd.Series("", index=rows.index)).to_numpy(),
+            "action_cost": cost.fillna(0.0).astype(float).to_numpy(),
+            "churn_probability": scores["churn_probability"].to_numpy(),
+            "clv": scores["clv"].to_numpy(),
+        }
+    )
+    return campaign, members
+
+
+def _current_scores(settings: Settings) -> pd.DataFrame:
+    """Tier, segment, churn probability and CLV per customer id (NaN without scores)."""
+    from features.store import scores_table_path
+
+    columns = ["tier", "segment_name", "churn_probability", "clv"]
+    path = scores_table_path(settings)
+    if not path.is_file():
+        return pd.DataFrame(columns=columns, index=pd.Index([], name=ENTITY_KEY))
+    scores = pd.read_parquet(path)
+    scores = scores[scores[TIMESTAMP_FIELD] == scores[TIMESTAMP_FIELD].max()]
+    for column in columns:
+        if column not in scores.columns:
+            scores[column] = np.nan
+    return scores.set_index(scores[ENTITY_KEY].astype(str))[columns]
+
+
 def finished_reports(settings: Settings, now: datetime | None = None) -> list[CampaignReport]:
-    """Reports of every recorded campaign whose window has ended in the loaded data."""
+    """Reports of every recorded campaign (and the data's own) whose window has ended."""
     store = CampaignStore(store_path(settings.paths.runtime_dir))
     reports = []
-    for campaign_id in store.campaign_ids():
+    for campaign_id in dict.fromkeys([*contract_campaign_ids(settings), *store.campaign_ids()]):
         try:
             reports.append(campaign_report(settings, campaign_id, now))
         except CampaignError:
             continue
     return reports
+
+
+SUMMARY_COLUMNS = {
+    "treated": "treated",
+    "control": "control",
+    "churn_treated": "churn treated",
+    "churn_control": "churn control",
+    "lift": "lift",
+    "low": "95% CI low",
+    "high": "95% CI high",
+    "cost_per_customer_saved": "cost per saved",
+    "return_on_spend": "return on spend",
+    "verdict": "verdict",
+}
+
+
+def campaigns_section(settings: Settings, now: datetime | None = None) -> str:
+    """The report's "Retention campaigns" section (HTML): every campaign whose window ended."""
+    from pipelines.report import html_table, paragraph, percent
+
+    reports = finished_reports(settings, now)
+    if not reports:
+        return ""
+    rows = {r.campaign.campaign_id: r.total.as_row() for r in reports}
+    table = pd.DataFrame.from_dict(rows, orient="index")[list(SUMMARY_COLUMNS)]
+    formats = {
+        "churn_treated": percent,
+        "churn_control": percent,
+        "lift": lambda v: _pts(float(v)),
+        "low": lambda v: _pts(float(v)),
+        "high": lambda v: _pts(float(v)),
+        "cost_per_customer_saved": lambda v: _money(None if pd.isna(v) else float(v)),
+        "return_on_spend": lambda v: _ratio(None if pd.isna(v) else float(v)),
+    }
+    parts = [
+        "<h2>Retention campaigns: measured lift</h2>",
+        paragraph(
+            "Churn over each campaign's outcome window in the contacted (treated) group against "
+            "its random control group; lift = control churn - treated churn, with a 95% "
+            "interval. `loyal campaign report CAMPAIGN` gives tiers and segments."
+        ),
+        html_table(table, formats, SUMMARY_COLUMNS, index="campaign"),
+    ]
+    return "\n".join(parts)

@@ -40,6 +40,9 @@ def recorded(settings: Settings) -> list[str]:
             f"{c.campaign_id}  {c.kind}  snapshot {c.snapshot:%Y-%m-%d}  "
             f"window ends {c.window_end:%Y-%m-%d}  control share {c.control_share:.0%}"
         )
+    from pipelines.campaign_report import contract_campaign_ids
+
+    lines += [f"{cid}  from the data's campaigns table" for cid in contract_campaign_ids(settings)]
     return lines
 
 
