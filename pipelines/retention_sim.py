@@ -16,14 +16,19 @@ Assumptions (stated in the README, "Retention campaigns"):
 * the effect is driven by what the bank can observe, and not by churn risk alone:
 
   - service recovery: a complaint or a low satisfaction score in the last three months makes a
-    call work (the complaint also raises the risk);
+    call work (the complaint also raises the risk), but not after two or more complaints
+    (those customers have decided: lost causes);
   - personal channels: customers who use the branch or the phone answer a call (this does not
     move the risk at all);
   - rate matching: savers after the deposit-rate cut can be kept with a rate offer;
   - lost causes: customers whose activity already collapsed (last three months against the
     three before) have mostly left in practice, the contact does little;
-  - sleeping dogs: long-standing, single-product, quiet customers are reminded by the contact
-    that they meant to leave (a negative effect);
+  - sleeping dogs: long-standing, quiet customers with one or two products are reminded by
+    the contact that they meant to leave (a negative effect);
+  - advised clients: the wealthiest customers (wealth multiplier >= 5, visible in their
+    balances) have their own adviser and resent a call-center retention call unless they
+    complained (a small negative effect). They carry most of the value and a fair share of
+    the risk, so a list ranked by expected loss spends much of its budget on them;
   - digital-first customers (mostly mobile and online) barely react to a call (a third of the
     effect).
 
@@ -68,10 +73,13 @@ class EffectModel:
     digital_share: float = 0.7
     lost_cause_factor: float = 0.15
     lost_cause_trend: float = -0.7
+    lost_cause_complaints: int = 2
     sleeping_dog: float = -1.0
     sleeping_dog_tenure_months: int = 48
     sleeping_dog_activity: int = 12
     baseline: float = 0.1
+    advised_wealth: float = 5.0
+    advised: float = -0.15
 
 
 EFFECTS = EffectModel()
@@ -103,19 +111,21 @@ def contact_effect(
     channels = population.channel_probs[rows]
     personal = channels[:, 2] + channels[:, 4]  # branch + phone
     digital = channels[:, 0] + channels[:, 1]  # mobile + online
-    complained = state.complaints[rows].sum(axis=1) > 0
-    unhappy = complained | state.low_satisfaction[rows].any(axis=1)
+    complaints = state.complaints[rows].sum(axis=1)
+    unhappy = (complaints > 0) | state.low_satisfaction[rows].any(axis=1)
     effect = np.full(len(rows), e.baseline, np.float64)
-    effect += e.service_recovery * unhappy
+    effect += e.service_recovery * (unhappy & (complaints < e.lost_cause_complaints))
     effect += e.personal_channel * np.clip(personal / e.personal_channel_share, 0.0, 1.5)
     if m > rate_cut_month:
         effect += e.rate_match * savers
     effect = np.where(digital > e.digital_share, effect * e.digital_only_factor, effect)
-    lost = trend < e.lost_cause_trend
+    lost = (trend < e.lost_cause_trend) | (complaints >= e.lost_cause_complaints)
     effect = np.where(lost, effect * e.lost_cause_factor, effect)
     tenure = m - population.signup_month[rows]
     quiet = state.activity[rows].sum(axis=1) < e.sleeping_dog_activity
     dog = (tenure >= e.sleeping_dog_tenure_months) & (products <= 2) & quiet & ~unhappy
+    advised = (population.wealth[rows] >= e.advised_wealth) & ~unhappy
+    effect = np.where(advised, e.advised, effect)
     return np.where(dog, e.sleeping_dog, effect)
 
 
