@@ -1,4 +1,4 @@
-"""Benchmark uplift: saved-value vs expected-loss ranking on the sample bank, and Hillstrom; one JSON line.
+"""Benchmark uplift: saved-value vs expected-loss lists on the sample bank, and Hillstrom.
 
 Sample bank (`--customers`, seed 42): the generator's three past retention campaigns (random
 50/50 split) are the training rows (`training.uplift_data.campaign_rows`); the uplift model
@@ -63,9 +63,9 @@ def churn_probabilities(
 ) -> np.ndarray:
     """A churn model on the last 9 monthly snapshots with complete labels, scored today."""
     end = observed_until(tables)
-    snapshots = [
-        s for s in snapshot_times(tables) if s + pd.Timedelta(days=HORIZON_DAYS) <= end
-    ][-9:]
+    snapshots = [s for s in snapshot_times(tables) if s + pd.Timedelta(days=HORIZON_DAYS) <= end][
+        -9:
+    ]
     labels = churn_labels(tables, snapshots, HORIZON_DAYS)
     labels[TIMESTAMP_FIELD] = labels[TIMESTAMP_FIELD].dt.tz_localize(None)
     history = feature_frame(tables, list(snapshots))

@@ -114,6 +114,49 @@ class XLearner:
         e = self.treated_share_
         return e * self.control_effect_.predict(x) + (1 - e) * self.treated_effect_.predict(x)
 
+    def to_state(self) -> dict[str, Any]:
+        """The fitted learner as plain JSON-able data (boosters in XGBoost's JSON format)."""
+        boosters = {
+            "control": self.outcomes_.control_model_,
+            "treated": self.outcomes_.treated_model_,
+            "control_effect": self.control_effect_,
+            "treated_effect": self.treated_effect_,
+        }
+        return {
+            "kind": "x_learner",
+            "treated_share": self.treated_share_,
+            "boosters": {
+                name: bytes(model.get_booster().save_raw("json")).decode("utf-8")
+                for name, model in boosters.items()
+            },
+        }
+
+
+@dataclass(frozen=True)
+class FittedUplift:
+    """A fitted X-learner read back from `XLearner.to_state` (prediction only)."""
+
+    treated_share: float
+    boosters: dict[str, xgb.Booster]
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> FittedUplift:
+        """Rebuild the boosters from their JSON."""
+        boosters = {}
+        for name, text in state["boosters"].items():
+            booster = xgb.Booster()
+            booster.load_model(bytearray(text.encode("utf-8")))
+            boosters[name] = booster
+        return cls(float(state["treated_share"]), boosters)
+
+    def predict(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Predicted uplift per row (as `XLearner.predict`)."""
+        x = _matrix(features)
+        e = self.treated_share
+        tau0 = self.boosters["control_effect"].inplace_predict(x)
+        tau1 = self.boosters["treated_effect"].inplace_predict(x)
+        return np.asarray(e * tau0 + (1 - e) * tau1, dtype=float)
+
 
 def _classifier(params: dict[str, Any], seed: int) -> xgb.XGBClassifier:
     return xgb.XGBClassifier(**params, random_state=seed, eval_metric="logloss")
@@ -162,7 +205,7 @@ def uplift_at_k(outcome: np.ndarray, treated: np.ndarray, uplift: np.ndarray, k:
     """Treated minus control outcome rate among the top `k` share by predicted uplift."""
     if not 0 < k <= 1:
         raise ValueError(f"k must be in (0, 1], got {k}")
-    order = _order(uplift)[: max(1, int(round(k * len(uplift))))]
+    order = _order(uplift)[: max(1, round(k * len(uplift)))]
     y, t = np.asarray(outcome, float)[order], np.asarray(treated, bool)[order]
     if t.all() or not t.any():
         return float("nan")

@@ -33,30 +33,69 @@ def feature_frame(tables: Tables, snapshots: list[pd.Timestamp]) -> pd.DataFrame
     return frame
 
 
-def numeric_features(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
-    """The feature columns as floats: booleans 0/1, text as category codes (-1: missing).
+def vocabulary(frame: pd.DataFrame, columns: list[str]) -> dict[str, list[str]]:
+    """The sorted values of each text column (their codes are their positions)."""
+    return {
+        c: sorted(str(v) for v in frame[c].dropna().unique())
+        for c in columns
+        if not (pd.api.types.is_bool_dtype(frame[c]) or pd.api.types.is_numeric_dtype(frame[c]))
+    }
+
+
+def feature_columns(frame: pd.DataFrame) -> list[str]:
+    """Every column but the keys, the outcome, the treatment and bookkeeping."""
+    skip = {ENTITY_KEY, TIMESTAMP_FIELD, OUTCOME, TREATED, "churned", "label_complete"}
+    return [c for c in frame.columns if c not in skip and c != "campaign_id"]
+
+
+def numeric_features(
+    frame: pd.DataFrame,
+    columns: list[str] | None = None,
+    vocab: dict[str, list[str]] | None = None,
+) -> pd.DataFrame:
+    """The feature columns as floats: booleans 0/1, text as codes in `vocab` (NaN: unknown).
 
     Args:
         frame: features with keys.
-        columns: which columns (default: every column but the keys, label and treatment).
+        columns: which columns (default: `feature_columns(frame)`); missing ones are NaN.
+        vocab: the text columns' values (default: `vocabulary(frame, columns)`), so the codes
+            at scoring time are those of training.
     """
-    skip = {ENTITY_KEY, TIMESTAMP_FIELD, OUTCOME, TREATED, "churned", "label_complete"}
-    columns = columns or [c for c in frame.columns if c not in skip and c != "campaign_id"]
+    columns = columns or feature_columns(frame)
+    vocab = vocab if vocab is not None else vocabulary(frame, columns)
     out = {}
     for column in columns:
-        values = frame[column]
-        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
-            out[column] = pd.to_numeric(values, errors="coerce").astype(float)
+        if column not in frame.columns:
+            out[column] = np.full(len(frame), np.nan)
+        elif column in vocab:
+            codes = pd.Categorical(frame[column].astype("string"), categories=vocab[column]).codes
+            out[column] = np.where(codes < 0, np.nan, codes.astype(float))
         else:
-            codes = pd.Categorical(values.astype("string")).codes.astype(float)
-            out[column] = np.where(codes < 0, np.nan, codes)
+            out[column] = pd.to_numeric(frame[column], errors="coerce").astype(float).to_numpy()
     return pd.DataFrame(out, index=frame.index)
 
 
 def campaign_rows(
     tables: Tables, horizon_days: int, definition: Definition = "auto"
 ) -> pd.DataFrame:
-    """Members of past campaigns with features at `ts`, `treated` and `stayed`.
+    """Members of past campaigns with `treated`, `stayed` and every feature at `ts` (built
+    here from the tables, without Feast: the benchmark's path).
+
+    Raises:
+        StepSkippedError: the data has no campaigns table, or too few members with an outcome.
+    """
+    members = campaign_members(tables, horizon_days, definition)
+    snapshots = sorted(pd.DatetimeIndex(members[TIMESTAMP_FIELD].unique()))
+    features = feature_frame(tables, snapshots)
+    features[TIMESTAMP_FIELD] = pd.to_datetime(features[TIMESTAMP_FIELD]).dt.tz_localize(None)
+    return members.merge(features, on=[ENTITY_KEY, TIMESTAMP_FIELD], how="left")
+
+
+def campaign_members(
+    tables: Tables, horizon_days: int, definition: Definition = "auto"
+) -> pd.DataFrame:
+    """Members of past campaigns with a complete outcome: keys (naive UTC), `campaign_id`,
+    `treated` and `stayed`, by time then customer.
 
     Raises:
         StepSkippedError: the data has no campaigns table, or too few members with an outcome.
@@ -72,11 +111,8 @@ def campaign_rows(
     labels = churn_labels(tables, snapshots, horizon_days, definition)
     labels = labels[labels["label_complete"]]
     labels[TIMESTAMP_FIELD] = labels[TIMESTAMP_FIELD].dt.tz_localize(None)
-    features = feature_frame(tables, snapshots)
-    features[TIMESTAMP_FIELD] = pd.to_datetime(features[TIMESTAMP_FIELD]).dt.tz_localize(None)
     keys = [ENTITY_KEY, TIMESTAMP_FIELD]
     rows = members.drop(columns=["ts"]).merge(labels[[*keys, "churned"]], on=keys)
-    rows = rows.merge(features, on=keys, how="left")
     rows[OUTCOME] = 1 - rows.pop("churned").astype(int)
     counts = rows[TREATED].value_counts()
     if min(int(counts.get(True, 0)), int(counts.get(False, 0))) < MIN_PER_GROUP:
