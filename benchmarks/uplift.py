@@ -17,7 +17,7 @@ Hillstrom (../shared/data/hillstrom; women's e-mail vs no e-mail, outcome `visit
 stratified CV (seed 42), the uplift model against a plain two-model baseline (two XGBoost
 classifiers with default settings) in the same folds: Qini AUC and uplift@30%.
 
-    .venv/bin/python benchmarks/uplift.py [--customers 40000] [--budget 1000] [--skip-hillstrom]
+    .venv/bin/python benchmarks/uplift.py [--customers 20000] [--budget 500] [--skip-hillstrom]
 """
 
 from __future__ import annotations
@@ -154,8 +154,8 @@ def hillstrom() -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=40_000)
-    parser.add_argument("--budget", type=int, default=1_000)
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--budget", type=int, default=500)
     parser.add_argument("--skip-hillstrom", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -27,7 +27,7 @@ Assumptions (stated in the README, "Retention campaigns"):
     the contact that they meant to leave (a negative effect);
   - advised clients: the wealthiest customers (wealth multiplier >= 5, visible in their
     balances) have their own adviser and resent a call-center retention call unless they
-    complained (a small negative effect). They carry most of the value and a fair share of
+    complained (a negative effect). They carry most of the value and a fair share of
     the risk, so a list ranked by expected loss spends much of its budget on them;
   - digital-first customers (mostly mobile and online) barely react to a call (a third of the
     effect).
@@ -79,7 +79,7 @@ class EffectModel:
     sleeping_dog_activity: int = 12
     baseline: float = 0.1
     advised_wealth: float = 5.0
-    advised: float = -0.15
+    advised: float = -0.3
 
 
 EFFECTS = EffectModel()

@@ -18,7 +18,7 @@ from loyal.errors import StepSkippedError
 
 OUTCOME = "stayed"
 TREATED = "treated"
-MIN_PER_GROUP = 200
+MIN_PER_GROUP = 100
 """Fewest treated and control members with an outcome for an uplift model to be trained."""
 
 
