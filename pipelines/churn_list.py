@@ -39,13 +39,14 @@ from loyal.settings import Settings
 from models.nba import ContactEvent, CustomerScores, Decision, decide
 from models.offers import TIERS, Catalog, choose_catalog, load_catalog
 from pipelines.list_campaigns import (
-    GROUP_COLUMNS,
     ControlOptions,
     campaign_meta,
     hold_out,
     record_campaign,
     seed_for,
 )
+from pipelines.saved_value import RANKING as SAVED_VALUE_RANKING
+from pipelines.saved_value import check_rank_by, uplift_champion, with_saved_value
 from training.models_admin import champion_versions
 
 log = logging.getLogger(__name__)
@@ -303,6 +304,7 @@ def select_customers(
     customers: pd.DataFrame,
     filters: ChurnListFilters,
     assume_consent: bool = False,
+    rank_key: str = "expected_loss",
 ) -> Selection:
     """Who to call: open, consenting, scored customers within the filters, ranked, top N.
 
@@ -314,6 +316,8 @@ def select_customers(
         filters: the list's options (checked here against the data).
         assume_consent: when the table records no consent at all, treat every customer as
             consenting (`serving.consent_when_unrecorded: allow`).
+        rank_key: the column ranked by, descending: `expected_loss`, or `saved_value` when
+            the scores carry it (`pipelines.saved_value`).
 
     Returns:
         The ranked rows (`rank` from 1) and the counts of every rule.
@@ -339,12 +343,15 @@ def select_customers(
     frame["closed"] = attributes["closed"].eq(True).to_numpy()
     frame["expected_loss"] = expected_loss(frame["churn_probability"], frame["clv"])
     counts = {"scored": len(frame)}
-    for rule, keep in _rules(filters, consent_known):
+    rules = _rules(filters, consent_known)
+    if rank_key != "expected_loss":
+        rules.append((f"no_{rank_key}", lambda f: f[rank_key].notna()))
+    for rule, keep in rules:
         mask = keep(frame).fillna(False).astype(bool)
         counts[rule] = int((~mask).sum())
         frame = frame[mask]
     counts["eligible"] = len(frame)
-    ranked = rank_by_expected_loss(frame).head(filters.top)
+    ranked = rank_by_expected_loss(frame, rank_key).head(filters.top)
     counts["listed"] = len(ranked)
     assumed = assume_consent and not consent_known
     return Selection(ranked.drop(columns=["closed"]), counts, filters, consent_known, assumed)
@@ -370,10 +377,10 @@ def _rules(filters: ChurnListFilters, consent_known: bool = True) -> list[Rule]:
     return rules
 
 
-def rank_by_expected_loss(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows sorted by expected loss descending, ties by customer id ascending; `rank` from 1."""
+def rank_by_expected_loss(frame: pd.DataFrame, key: str = "expected_loss") -> pd.DataFrame:
+    """Rows sorted by `key` (expected loss) descending, ties by customer id; `rank` from 1."""
     ranked = frame.sort_values(
-        ["expected_loss", ENTITY_KEY], ascending=[False, True], kind="stable"
+        [key, ENTITY_KEY], ascending=[False, True], kind="stable"
     ).reset_index(drop=True)
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1, dtype=np.int64))
     return ranked
@@ -654,6 +661,7 @@ def build_churn_list(
     filters: ChurnListFilters | None = None,
     catalog_path: Path | None = None,
     control: ControlOptions | None = None,
+    rank_by: str | None = None,
 ) -> ChurnListResult:
     """Write marketing's churn list and its sidecar (plain function behind `loyal churn-list`).
 
@@ -665,6 +673,8 @@ def build_churn_list(
             `serving.catalog`, else the one the loaded data calls for).
         control: the control group held out and the campaign recorded
             (`pipelines.list_campaigns`; default: 10% of each tier, recorded).
+        rank_by: `expected-loss` or `saved-value` (`pipelines.saved_value`); default:
+            saved value when an uplift champion exists, else expected loss.
 
     Returns:
         The paths, the list and the sidecar's contents.
@@ -677,6 +687,7 @@ def build_churn_list(
 
     filters = filters or ChurnListFilters()
     control = (control or ControlOptions()).checked()
+    check_rank_by(rank_by)
     check_output(out)
     check_filters(filters)
     serving = settings.serving
@@ -688,9 +699,16 @@ def build_churn_list(
     customers = read_contract(settings, only=["customers"])["customers"]
     catalog = load_catalog(catalog_file)
     assume_consent = serving.consent_when_unrecorded == "allow"
-    selection = select_customers(scores, customers, filters, assume_consent)
-    selected = selection.frame
     snapshot = pd.Timestamp(scores[TIMESTAMP_FIELD].max())
+    uplift_model = uplift_champion(settings) if rank_by != "expected-loss" else None
+    if rank_by is None:
+        rank_by = "saved-value" if uplift_model is not None else "expected-loss"
+    uplift_meta: dict[str, Any] = {}
+    if rank_by == "saved-value":
+        scores, uplift_meta = with_saved_value(settings, scores, catalog, snapshot, uplift_model)
+    rank_key = rank_by.replace("-", "_")
+    selection = select_customers(scores, customers, filters, assume_consent, rank_key)
+    selected = selection.frame
     loaded = registered_model(settings, "churn", champion_only=True)
     if loaded is None:
         raise NotReadyError(
@@ -708,6 +726,9 @@ def build_churn_list(
     )
     seed = seed_for(control, snapshot)
     frame = hold_out(churn_list_frame(selected, reasons, actions), control.share, seed)
+    if rank_key == "saved_value":
+        frame["uplift"] = selected["uplift"].astype(float).round(4).to_numpy()
+        frame["saved_value"] = selected["saved_value"].astype(float).round(2).to_numpy()
     models = {
         "churn_reasons": {"version": loaded.version, "alias": loaded.alias},
         "champions": champion_versions(settings),
@@ -722,7 +743,10 @@ def build_churn_list(
         "contact_history": "not applied",
     }
     meta = list_meta(settings, selection, scores, customers, snapshot, models, actions_meta)
-    meta["columns"] = [*COLUMNS, *GROUP_COLUMNS]
+    meta["columns"] = [str(c) for c in frame.columns]
+    if rank_key == "saved_value":
+        meta["ranking"] = SAVED_VALUE_RANKING
+        meta["models"]["uplift"] = uplift_meta
     days = settings.snapshots.horizon_days
     meta["campaign"] = campaign_meta(frame, ACTION_KIND, snapshot, control.share, seed, days)
     written = write_list(frame, meta, out)

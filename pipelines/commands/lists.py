@@ -28,6 +28,7 @@ def churn_list(
     control_share: float = 0.10,
     seed: int | None = None,
     record: bool = True,
+    rank_by: str | None = None,
 ) -> ChurnListResult:
     """Plain function behind `loyal churn-list` (see `pipelines.churn_list.build_churn_list`)."""
     from pipelines.churn_list import ChurnListFilters, build_churn_list
@@ -41,7 +42,9 @@ def churn_list(
         min_probability=min_prob,
     )
     control = ControlOptions(share=control_share, seed=seed, record=record)
-    return build_churn_list(settings, out, filters, catalog_path=catalog, control=control)
+    return build_churn_list(
+        settings, out, filters, catalog_path=catalog, control=control, rank_by=rank_by
+    )
 
 
 def churn_list_command(
@@ -86,6 +89,13 @@ def churn_list_command(
         bool,
         typer.Option(help="Record the list as a campaign (`loyal campaign report` measures it)."),
     ] = True,
+    rank_by: Annotated[
+        str | None,
+        typer.Option(
+            help="expected-loss (churn probability x CLV) or saved-value (uplift x CLV - "
+            "contact cost); default: saved-value once an uplift champion exists."
+        ),
+    ] = None,
 ) -> None:
     """Rank consenting customers by expected loss (churn probability x CLV): who to call.
 
@@ -95,6 +105,6 @@ def churn_list_command(
     """
     result = churn_list(
         get_settings(), out, top, min_tier, segment, region, min_prob, catalog,
-        control_share, seed, record,
+        control_share, seed, record, rank_by,
     )  # fmt: skip
     typer.echo(result.summary())
