@@ -79,7 +79,7 @@ class EffectModel:
     sleeping_dog_activity: int = 12
     baseline: float = 0.1
     advised_wealth: float = 5.0
-    advised: float = -0.3
+    advised: float = -0.2
 
 
 EFFECTS = EffectModel()
