@@ -101,6 +101,14 @@ def test_report_without_previous_scores_has_every_section(report_home: Settings)
         "Value contribution",
         "Churn risk and expected loss",
         "Early warning: churn risk rising",
+        "Retention campaigns: measured lift",  # the bank's past campaigns, windows ended
+    ]
+    campaigns = parsed.tables[-1]
+    assert campaigns[0][:3] == ["campaign", "treated", "control"]
+    assert [row[0] for row in campaigns[1:]] == [
+        "retention-2025-11",
+        "retention-2026-02",
+        "retention-2026-05",
     ]
     assert "No previous scoring to compare with" in page
     assert "model is missing" not in page
@@ -160,7 +168,7 @@ def test_cli_report_lists_the_customers_whose_risk_rose(
     assert [p.name for p in out.parent.iterdir()] == ["page.html"]
 
     parsed = parse(out.read_text(encoding="utf-8"))
-    warning = parsed.tables[-1]
+    warning = parsed.tables[-2]  # the last table measures the bank's past campaigns
     assert warning[0] == [
         "customer",
         "tier",
