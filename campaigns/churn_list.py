@@ -31,6 +31,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from campaigns.list_campaigns import (
+    ControlOptions,
+    campaign_meta,
+    hold_out,
+    record_campaign,
+    seed_for,
+)
+from campaigns.saved_value import RANKING as SAVED_VALUE_RANKING
+from campaigns.saved_value import check_rank_by, uplift_champion, with_saved_value
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
 from features.contract import has_values
 from features.tables_io import read_contract, recorded_catalog, staged_file
@@ -163,6 +172,13 @@ class ChurnListResult:
             return f"No customer matches: wrote an empty list to {self.path} (see {self.sidecar})"
         top = float(self.frame["expected_loss"].iloc[0])
         actions = int((self.frame["action_id"] != "").sum())
+        campaign = self.meta.get("campaign", {})
+        held = (
+            f"; {campaign['control']} held out as control (do not contact), "
+            f"{campaign.get('recorded', 'campaign ' + str(campaign['campaign_id']))}"
+            if campaign
+            else ""
+        )
         consent = self.meta.get("filters", {}).get("consent_marketing", True)
         if consent is True:
             unknown = ""
@@ -173,7 +189,7 @@ class ChurnListResult:
         return (
             f"Wrote {rows} customer{'s' if rows != 1 else ''} to {self.path} "
             f"(snapshot {self.meta['snapshot'][:10]}; top expected loss ${top:,.2f}; "
-            f"{actions} with a retention action{unknown}); sidecar {self.sidecar}"
+            f"{actions} with a retention action{unknown}{held}); sidecar {self.sidecar}"
         )
 
 
@@ -288,6 +304,7 @@ def select_customers(
     customers: pd.DataFrame,
     filters: ChurnListFilters,
     assume_consent: bool = False,
+    rank_key: str = "expected_loss",
 ) -> Selection:
     """Who to call: open, consenting, scored customers within the filters, ranked, top N.
 
@@ -299,6 +316,8 @@ def select_customers(
         filters: the list's options (checked here against the data).
         assume_consent: when the table records no consent at all, treat every customer as
             consenting (`serving.consent_when_unrecorded: allow`).
+        rank_key: the column ranked by, descending: `expected_loss`, or `saved_value` when
+            the scores carry it (`campaigns.saved_value`).
 
     Returns:
         The ranked rows (`rank` from 1) and the counts of every rule.
@@ -324,12 +343,15 @@ def select_customers(
     frame["closed"] = attributes["closed"].eq(True).to_numpy()
     frame["expected_loss"] = expected_loss(frame["churn_probability"], frame["clv"])
     counts = {"scored": len(frame)}
-    for rule, keep in _rules(filters, consent_known):
+    rules = _rules(filters, consent_known)
+    if rank_key != "expected_loss":
+        rules.append((f"no_{rank_key}", lambda f: f[rank_key].notna()))
+    for rule, keep in rules:
         mask = keep(frame).fillna(False).astype(bool)
         counts[rule] = int((~mask).sum())
         frame = frame[mask]
     counts["eligible"] = len(frame)
-    ranked = rank_by_expected_loss(frame).head(filters.top)
+    ranked = rank_by_expected_loss(frame, rank_key).head(filters.top)
     counts["listed"] = len(ranked)
     assumed = assume_consent and not consent_known
     return Selection(ranked.drop(columns=["closed"]), counts, filters, consent_known, assumed)
@@ -355,10 +377,10 @@ def _rules(filters: ChurnListFilters, consent_known: bool = True) -> list[Rule]:
     return rules
 
 
-def rank_by_expected_loss(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows sorted by expected loss descending, ties by customer id ascending; `rank` from 1."""
+def rank_by_expected_loss(frame: pd.DataFrame, key: str = "expected_loss") -> pd.DataFrame:
+    """Rows sorted by `key` (expected loss) descending, ties by customer id; `rank` from 1."""
     ranked = frame.sort_values(
-        ["expected_loss", ENTITY_KEY], ascending=[False, True], kind="stable"
+        [key, ENTITY_KEY], ascending=[False, True], kind="stable"
     ).reset_index(drop=True)
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1, dtype=np.int64))
     return ranked
@@ -630,6 +652,8 @@ def build_churn_list(
     out: Path,
     filters: ChurnListFilters | None = None,
     catalog_path: Path | None = None,
+    control: ControlOptions | None = None,
+    rank_by: str | None = None,
 ) -> ChurnListResult:
     """Write marketing's churn list and its sidecar (plain function behind `loyal churn-list`).
 
@@ -639,6 +663,10 @@ def build_churn_list(
         filters: top N, minimum tier, segments, regions, minimum churn probability.
         catalog_path: the offer catalog (default: the service's: `serving.catalog_path`, else
             `serving.catalog`, else the one the loaded data calls for).
+        control: the control group held out and the campaign recorded
+            (`campaigns.list_campaigns`; default: 10% of each tier, recorded).
+        rank_by: `expected-loss` or `saved-value` (`campaigns.saved_value`); default:
+            saved value when an uplift champion exists, else expected loss.
 
     Returns:
         The paths, the list and the sidecar's contents.
@@ -650,6 +678,8 @@ def build_churn_list(
     from inference.reference import registered_model
 
     filters = filters or ChurnListFilters()
+    control = (control or ControlOptions()).checked()
+    check_rank_by(rank_by)
     check_output(out)
     check_filters(filters)
     serving = settings.serving
@@ -661,9 +691,16 @@ def build_churn_list(
     customers = read_contract(settings, only=["customers"])["customers"]
     catalog = load_catalog(catalog_file)
     assume_consent = serving.consent_when_unrecorded == "allow"
-    selection = select_customers(scores, customers, filters, assume_consent)
-    selected = selection.frame
     snapshot = pd.Timestamp(scores[TIMESTAMP_FIELD].max())
+    uplift_model = uplift_champion(settings) if rank_by != "expected-loss" else None
+    if rank_by is None:
+        rank_by = "saved-value" if uplift_model is not None else "expected-loss"
+    uplift_meta: dict[str, Any] = {}
+    if rank_by == "saved-value":
+        scores, uplift_meta = with_saved_value(settings, scores, catalog, snapshot, uplift_model)
+    rank_key = rank_by.replace("-", "_")
+    selection = select_customers(scores, customers, filters, assume_consent, rank_key)
+    selected = selection.frame
     loaded = registered_model(settings, "churn", champion_only=True)
     if loaded is None:
         raise NotReadyError(
@@ -679,7 +716,11 @@ def build_churn_list(
     actions = suggest_actions(
         selected, features, reasons, retention_catalog(catalog), snapshot.to_pydatetime()
     )
-    frame = churn_list_frame(selected, reasons, actions)
+    seed = seed_for(control, snapshot)
+    frame = hold_out(churn_list_frame(selected, reasons, actions), control.share, seed)
+    if rank_key == "saved_value":
+        frame["uplift"] = selected["uplift"].astype(float).round(4).to_numpy()
+        frame["saved_value"] = selected["saved_value"].astype(float).round(2).to_numpy()
     models = {
         "churn_reasons": {"version": loaded.version, "alias": loaded.alias},
         "champions": champion_versions(settings),
@@ -694,7 +735,15 @@ def build_churn_list(
         "contact_history": "not applied",
     }
     meta = list_meta(settings, selection, scores, customers, snapshot, models, actions_meta)
+    meta["columns"] = [str(c) for c in frame.columns]
+    if rank_key == "saved_value":
+        meta["ranking"] = SAVED_VALUE_RANKING
+        meta["models"]["uplift"] = uplift_meta
+    days = settings.snapshots.horizon_days
+    meta["campaign"] = campaign_meta(frame, ACTION_KIND, snapshot, control.share, seed, days)
     written = write_list(frame, meta, out)
+    if control.record:
+        written["campaign"]["recorded"] = record_campaign(settings, frame, written, out, snapshot)
     return ChurnListResult(out, sidecar_path(out), frame, written)
 
 

@@ -127,8 +127,27 @@ BALANCES = TableSpec(
     ),
 )
 
+CAMPAIGNS = TableSpec(
+    name="campaigns",
+    required_table=False,
+    description=(
+        "Past retention campaigns with a random control group: one row per member, contacted "
+        "(treated) or held out; the outcome is the churn label at ts (what the uplift model "
+        "learns from)."
+    ),
+    references={"customer_id": "customers"},
+    columns=(
+        Column("campaign_id", "str", required=True, nullable=False),
+        Column("customer_id", "str", required=True, nullable=False),
+        Column("ts", "timestamp", required=True, nullable=False, not_in_future=True),
+        Column("treated", "bool", required=True, nullable=False),
+        Column("action_id", "str", description="the action taken (blank for control)"),
+        Column("cost", "float", min_value=0.0, description="cost of the contact"),
+    ),
+)
+
 TABLES: dict[str, TableSpec] = {
-    t.name: t for t in (CUSTOMERS, TRANSACTIONS, PRODUCTS, INTERACTIONS, BALANCES)
+    t.name: t for t in (CUSTOMERS, TRANSACTIONS, PRODUCTS, INTERACTIONS, BALANCES, CAMPAIGNS)
 }
 """Every contract table by name, in load order (referenced tables first)."""
 

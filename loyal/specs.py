@@ -160,8 +160,22 @@ BUILTIN: tuple[ModelSpec, ...] = (
             "pipelines.commands.value:promote_segments_command",
         ),
     ),
+    ModelSpec(
+        name="uplift",
+        command="uplift",
+        title="uplift",
+        run_metric="qini_auc",
+        promotion_metric="qini_auc",
+        higher_is_better=True,
+        train="training.uplift:train_uplift",
+        scorer_factory="training.uplift:qini_scorer",
+        feature_service="churn_v1",
+        applicable="training.uplift:check_uplift",
+        champion_loader="models.pyfuncs.uplift:load",
+    ),
 )
-"""The shipped models, in training order (CLV before segments: tiers read CLV)."""
+"""The shipped models, in training order (CLV before segments: tiers read CLV; uplift last: it
+learns from the data's past campaigns and is skipped, with the reason, when there are none)."""
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in BUILTIN}
 """Every registered model, in training order."""

@@ -39,6 +39,7 @@ Stage = Literal[
     "channel",
     "als",
     "consent",
+    "holdout",
     "tier",
     "holding",
     "eligibility",
@@ -183,6 +184,7 @@ class _Context:
     history: dict[str, list[ContactEvent]]
     product_names: Mapping[str, str]
     unavailable: Mapping[str, Sequence[str]]
+    holdout: str | None = None
 
 
 def decide(
@@ -198,6 +200,7 @@ def decide(
     functions: Mapping[str, TemplateFunction] | None = None,
     product_names: Mapping[str, str] | None = None,
     unavailable: Mapping[str, Sequence[str]] | None = None,
+    holdout: str | None = None,
 ) -> Decision:
     """Choose the next best actions for one customer on one channel.
 
@@ -215,6 +218,8 @@ def decide(
         unavailable: offer id -> features it reads that the data does not have
             (`Catalog.missing_names`); such offers are left out for known customers (a
             cold-start answer reads no customer data).
+        holdout: why the customer may get no marketing contact now (a running campaign's
+            control group, `loyal.campaigns.ControlGroups`); None: no hold-out.
 
     Returns:
         Up to `k` actions, best first, plus every candidate left out and why.
@@ -243,6 +248,7 @@ def decide(
         history=_by_offer(_events(contact_history or ())),
         product_names=product_names or {},
         unavailable=unavailable or {},
+        holdout=holdout,
     )
     rejected: list[Rejected] = []
     candidates = _candidates(ctx, _ranked(recommendations or ()), rejected)
@@ -471,6 +477,13 @@ def _consent(cand: _Candidate, ctx: _Context) -> Verdict:
     return "consent", f"marketing offer and marketing consent is {given}"
 
 
+def _holdout(cand: _Candidate, ctx: _Context) -> Verdict:
+    """A running campaign's control group gets no marketing offer, in every mode."""
+    if ctx.holdout is None or not cand.offer.is_marketing:
+        return None
+    return "holdout", ctx.holdout
+
+
 def _tier(cand: _Candidate, ctx: _Context) -> Verdict:
     if ctx.cold_start or cand.offer.allows_tier(ctx.tier):
         return None
@@ -594,7 +607,17 @@ def _message(cand: _Candidate, ctx: _Context) -> Verdict:
     return None
 
 
-_CHECKS = (_channel, _consent, _tier, _holding, _eligibility, _contact, _economics, _message)
+_CHECKS = (
+    _channel,
+    _consent,
+    _holdout,
+    _tier,
+    _holding,
+    _eligibility,
+    _contact,
+    _economics,
+    _message,
+)
 """The filters, cheapest first; each returns None or (stage, reason)."""
 
 

@@ -150,7 +150,7 @@ def features_show(
 
 def _register_model_commands() -> None:
     """`loyal train MODEL` and `loyal promote MODEL` for every registered spec, then the rest."""
-    from pipelines.commands import admin, churn, lists, monitor, report, scoring, serve
+    from pipelines.commands import admin, campaign, churn, lists, monitor, report, scoring, serve
 
     for spec in MODELS.values():
         if spec.commands is None:
@@ -165,6 +165,7 @@ def _register_model_commands() -> None:
     app.command("churn-list")(lists.churn_list_command)
     app.command("report")(report.report_command)
     app.command("monitor")(monitor.monitor_command)
+    app.add_typer(campaign.app, name="campaign")
     app.command("models")(admin.models_command)
     app.command("rollback")(admin.rollback_command)
     app.add_typer(admin.pipeline_app, name="pipeline")

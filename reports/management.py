@@ -76,6 +76,7 @@ class ReportInputs:
         model_versions: champion version per registered model (None: no champion).
         scored_at: when the scores table was written (UTC), if known.
         generated_at: when this page was built (UTC).
+        campaigns: the measured campaigns section (HTML; empty: no campaign has ended).
     """
 
     scores: pd.DataFrame
@@ -85,6 +86,7 @@ class ReportInputs:
     model_versions: Mapping[str, str | None] = field(default_factory=dict)
     scored_at: pd.Timestamp | None = None
     generated_at: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz=UTC))
+    campaigns: str = ""
 
 
 # ------------------------------------------------------------------------ section tables
@@ -756,6 +758,7 @@ def render_html(inputs: ReportInputs, top: int = DEFAULT_TOP) -> str:
         value_section(inputs.margin, inputs.margin_basis),
         risk_section(scores),
         early_warning_section(scores, inputs.previous, top),
+        inputs.campaigns,
     ]
     title = f"Loyal report {_stamp(snapshot_of(scores), with_time=False)}"
     return PAGE.substitute(title=_escape(title), style=STYLE, body="\n".join(body))
@@ -852,6 +855,8 @@ def report_inputs(settings: Settings) -> ReportInputs:
     if snapshot is None:
         raise NotReadyError(f"the scores table {path} has no snapshot: run `loyal score` again")
     margin, basis = trailing_margin(settings, scores)
+    from campaigns.campaign_report import campaigns_section
+
     return ReportInputs(
         scores=scores,
         previous=read_previous(previous_scores_path(settings)),
@@ -859,6 +864,7 @@ def report_inputs(settings: Settings) -> ReportInputs:
         margin_basis=basis,
         model_versions=champion_versions(settings),
         scored_at=file_time(path),
+        campaigns=campaigns_section(settings),
     )
 
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loyal.products import BALANCE_TYPES
+from samplebank.retention_sim import CampaignSimulation, current_effects
 
 REGIONS = ("north", "south", "east", "west", "capital")
 CHANNELS = ("mobile", "online", "branch", "atm", "phone")
@@ -345,6 +346,7 @@ def generate_bank(
     end_date: str = "2026-10-31",
     on_month: Callable[[int, int], None] | None = None,
     shift: Callable[[np.random.Generator, _Population, _State, int], None] | None = None,
+    with_campaigns: bool = True,
 ) -> SampleBank:
     """Generate a retail bank's contract tables and the ground truth behind them.
 
@@ -356,6 +358,7 @@ def generate_bank(
         on_month: optional progress callback, called with (months done, months) after each month.
         shift: optional hook changing the latent population and state at the start of each
             month (`monitoring.shift`: a shifted future); None leaves the draws unchanged.
+        with_campaigns: simulate past retention campaigns (`samplebank.retention_sim`).
 
     Returns:
         The contract tables (customers, transactions, products, interactions, balances) and the
@@ -371,11 +374,12 @@ def generate_bank(
     population = _draw_population(rng, customers, calendar)
     state = _initial_state(customers)
     chunks = _Chunks(months)
+    campaigns = CampaignSimulation(seed, months, rate_cut_month) if with_campaigns else None
     for m in range(months):
         _advance_latent_state(rng, state, m)
         if shift is not None:
             shift(rng, population, state, m)
-        _churn_step(rng, population, state, calendar, m, rate_cut_month, chunks)
+        _churn_step(rng, population, state, calendar, m, rate_cut_month, chunks, campaigns)
         _events_for_month(rng, population, state, calendar, m, rate_cut_month, chunks)
         if on_month is not None:
             on_month(m + 1, months)
@@ -392,7 +396,41 @@ def generate_bank(
         "monthly_churn": _monthly_churn_frame(chunks, ids, calendar),
         "rate_changes": _rate_changes_frame(calendar, rate_cut_month),
     }
+    if campaigns is not None:
+        _add_campaigns(campaigns, population, state, calendar, ids, tables, truth)
     return SampleBank(tables=tables, truth=truth)
+
+
+def _add_campaigns(
+    campaigns: CampaignSimulation,
+    population: _Population,
+    state: _State,
+    calendar: _Calendar,
+    ids: pa.Array,
+    tables: dict[str, pd.DataFrame],
+    truth: dict[str, pd.DataFrame],
+) -> None:
+    """The campaigns table and its truth, plus every open customer's contact effect at the end."""
+    m = calendar.months
+    tables["campaigns"] = campaigns.campaigns_frame(ids, calendar.month_start)
+    truth["campaigns_truth"] = campaigns.truth_frame(ids, calendar.month_start)
+    open_rows = np.flatnonzero(state.closed_month == NEVER)
+    cut = campaigns.rate_cut_month
+    truth["retention_effects"] = current_effects(
+        population, state, open_rows, m, cut,
+        lambda rows, month: _contact_features(population, state, rows, month),
+        lambda rows, month: _churn_probability(population, state, rows, month, cut),
+        ids, pd.Timestamp(int(calendar.bounds[-1])),
+    )  # fmt: skip
+
+
+def _contact_features(
+    population: _Population, state: _State, rows: np.ndarray, m: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a contact's effect reads: activity trend, products and savings held last month."""
+    held = _held(population, rows, max(m - 1, -1))
+    savers = held[:, [PRODUCT_IDS.index(p) for p in SAVINGS_PRODUCTS]].any(axis=1)
+    return _activity_trend(population, state, rows, m), held.sum(axis=1), np.asarray(savers)
 
 
 def products_frame() -> pd.DataFrame:
@@ -635,11 +673,19 @@ def _churn_step(
     m: int,
     rate_cut_month: int,
     chunks: _Chunks,
+    campaigns: CampaignSimulation | None = None,
 ) -> None:
     """Draw closures for month m from a hazard that only reads what happened before it."""
     start_ns = calendar.bounds[m]
     at_risk = np.flatnonzero((population.signup_ns < start_ns) & (state.closed_month == NEVER))
     probability = _churn_probability(population, state, at_risk, m, rate_cut_month)
+    if campaigns is not None:  # past retention campaigns (samplebank.retention_sim)
+        campaigns.start_month(
+            population, state, at_risk, m,
+            lambda rows, month: _contact_features(population, state, rows, month),
+            lambda rows, month: _churn_probability(population, state, rows, month, rate_cut_month),
+        )  # fmt: skip
+        probability = campaigns.adjust(at_risk, m, probability)
     closes = rng.random(len(at_risk)) < probability
     days = (calendar.bounds[m + 1] - start_ns) // NS_PER_DAY
     closing = at_risk[closes]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from features.tables_io import consent_recorded
+from loyal.campaigns import ControlGroups, store_path
 from loyal.errors import LoyalError
 from loyal.settings import ServingSettings, Settings
 from models.nba import ContactEvent, CustomerScores, Decision, decide
@@ -189,8 +190,10 @@ class Runtime:
         catalog_name: str = "",
         absent_features: Iterable[str] = (),
         assume_consent: bool = False,
+        control_groups: ControlGroups | None = None,
     ) -> None:
         self.catalog = catalog
+        self.control_groups = control_groups
         self.assume_consent = assume_consent
         self.catalog_name = catalog_name
         self.product_names = dict(product_names or {})
@@ -248,6 +251,7 @@ class Runtime:
             catalog_name=catalog_name,
             absent_features=features_without_data(settings),
             assume_consent=_assumes_consent(settings, options),
+            control_groups=ControlGroups(store_path(settings.paths.runtime_dir)),
         )
         log.info(
             "serving runtime ready in %.1f s: models %s, features %s",
@@ -478,11 +482,21 @@ class Runtime:
             recommendations=self._recommendations(customer, self.options.recommendations),
             product_names=self.product_names,
             unavailable=self.unavailable_offers,
+            holdout=self._holdout(customer, now),
         )
         reasons = self._report("next_best_action", customer.problems, decision.cold_start)
         return _nba_answer(
             request, customer, scores, decision, self.model_versions, reasons, sorted(applied)
         )
+
+    def _holdout(self, customer: _Customer, now: datetime) -> str | None:
+        """Why a running campaign holds this customer out of marketing (None: it does not)."""
+        if self.control_groups is None:
+            return None
+        reason = self.control_groups.holdout(customer.customer_id, now)
+        if self.control_groups.error is not None:
+            customer.problems.append(Problem("campaigns", "campaigns store unreadable"))
+        return reason
 
     def _consent_override(self) -> Row:
         """Consent for a known customer when the business allows it without a record."""

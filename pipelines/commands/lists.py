@@ -25,9 +25,14 @@ def churn_list(
     region: list[str] | None = None,
     min_prob: float = 0.0,
     catalog: Path | None = None,
+    control_share: float = 0.10,
+    seed: int | None = None,
+    record: bool = True,
+    rank_by: str | None = None,
 ) -> ChurnListResult:
     """Plain function behind `loyal churn-list` (see `campaigns.churn_list.build_churn_list`)."""
     from campaigns.churn_list import ChurnListFilters, build_churn_list
+    from campaigns.list_campaigns import ControlOptions
 
     filters = ChurnListFilters(
         top=top,
@@ -36,7 +41,10 @@ def churn_list(
         regions=tuple(region or ()),
         min_probability=min_prob,
     )
-    return build_churn_list(settings, out, filters, catalog_path=catalog)
+    control = ControlOptions(share=control_share, seed=seed, record=record)
+    return build_churn_list(
+        settings, out, filters, catalog_path=catalog, control=control, rank_by=rank_by
+    )
 
 
 def churn_list_command(
@@ -66,7 +74,37 @@ def churn_list_command(
         Path | None,
         typer.Option(help="Offer catalog for the actions (default: the service's catalog)."),
     ] = None,
+    control_share: Annotated[
+        float,
+        typer.Option(
+            help="Share of each tier held out as a random control group (do not contact), "
+            "in (0, 0.5]; the lift is measured against it."
+        ),
+    ] = 0.10,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of the control group's draw (default: fixed by the snapshot)."),
+    ] = None,
+    record: Annotated[
+        bool,
+        typer.Option(help="Record the list as a campaign (`loyal campaign report` measures it)."),
+    ] = True,
+    rank_by: Annotated[
+        str | None,
+        typer.Option(
+            help="expected-loss (churn probability x CLV) or saved-value (uplift x CLV - "
+            "contact cost); default: saved-value once an uplift champion exists."
+        ),
+    ] = None,
 ) -> None:
-    """Rank consenting customers by expected loss (churn probability x CLV): who to call."""
-    result = churn_list(get_settings(), out, top, min_tier, segment, region, min_prob, catalog)
+    """Rank consenting customers by expected loss (churn probability x CLV): who to call.
+
+    A random share of each tier is held out as the control group, marked "do not contact" in
+    the list and the sidecar, and the list is recorded as a campaign; the NBA service does not
+    contact the control group until the outcome window ends.
+    """
+    result = churn_list(
+        get_settings(), out, top, min_tier, segment, region, min_prob, catalog,
+        control_share, seed, record, rank_by,
+    )  # fmt: skip
     typer.echo(result.summary())

@@ -16,7 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from campaigns.churn_list import COLUMNS, REASON_COLUMNS, sidecar_path
+from campaigns.list_campaigns import GROUP_COLUMNS
 from features.store import scores_table_path
+from loyal.campaigns import CampaignStore, assign_control, store_path
 from loyal.errors import LoyalError
 from loyal.settings import Settings, get_settings
 from models.offers import load_catalog
@@ -35,6 +37,7 @@ TEXT_COLUMNS = [
     "action_title",
     "action_message",
     "action_note",
+    *GROUP_COLUMNS,
 ]
 
 
@@ -88,7 +91,7 @@ def test_churn_list_file_and_sidecar(cli_home: Settings, tmp_path: Path, suffix:
     listed = read_list(out)
 
     assert f"Wrote {TOP} customers to {out}" in printed
-    assert list(listed.columns) == COLUMNS
+    assert list(listed.columns) == [*COLUMNS, *GROUP_COLUMNS]
     assert listed["customer_id"].tolist() == expected_ids(cli_home, TOP)
     assert listed["rank"].tolist() == list(range(1, TOP + 1))
     assert listed["expected_loss"].is_monotonic_decreasing
@@ -108,6 +111,40 @@ def test_churn_list_file_and_sidecar(cli_home: Settings, tmp_path: Path, suffix:
     assert sidecar["counts"]["no_consent"] > 0
     assert sidecar["filters"]["top"] == TOP
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
+    control = listed.loc[listed["group"] == "control", "customer_id"].tolist()
+    assert sidecar["campaign"]["control_ids"] == control and control
+    assert set(listed.loc[listed["group"] == "control", "contact"]) == {
+        "do not contact (control group)"
+    }
+
+
+def test_the_control_group_is_recorded_and_reproducible_from_its_seed(
+    cli_home: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "calls.csv"
+    run_cli("--out", str(out), "--top", "100", "--control-share", "0.2", "--seed", "5")
+    listed = read_list(out)
+    campaign_id = json.loads(sidecar_path(out).read_text())["campaign"]["campaign_id"]
+    store = CampaignStore(store_path(cli_home.paths.runtime_dir))
+    campaign = store.campaign(campaign_id)
+    members = store.members(campaign_id).set_index("customer_id")
+    assert campaign.seed == 5 and campaign.control_share == 0.2
+    assert len(members) == 100 and (members["grp"] == "control").sum() == 20
+    again = assign_control(listed["customer_id"].tolist(), listed["tier"].tolist(), 0.2, 5)
+    assert (members.loc[listed["customer_id"], "grp"].eq("control").to_numpy() == again).all()
+    assert members.loc[listed["customer_id"], "grp"].tolist() == listed["group"].tolist()
+
+
+@pytest.mark.parametrize("share", ["0", "0.6", "-1"])
+def test_a_control_share_outside_the_range_is_one_line(
+    cli_home: Settings, tmp_path: Path, share: str
+) -> None:
+    result = CliRunner().invoke(
+        app, ["churn-list", "--out", str(tmp_path / "c.csv"), "--control-share", share]
+    )
+    assert isinstance(result.exception, LoyalError)
+    assert "--control-share: must be in (0, 0.5]" in str(result.exception)
+    assert not (tmp_path / "c.csv").exists()
 
 
 def test_actions_are_retention_offers_within_the_tier_cap(

@@ -101,6 +101,14 @@ def test_report_without_previous_scores_has_every_section(report_home: Settings)
         "Value contribution",
         "Churn risk and expected loss",
         "Early warning: churn risk rising",
+        "Retention campaigns: measured lift",  # the bank's past campaigns, windows ended
+    ]
+    campaigns = parsed.tables[-1]
+    assert campaigns[0][:3] == ["campaign", "treated", "control"]
+    assert [row[0] for row in campaigns[1:]] == [
+        "retention-2025-11",
+        "retention-2026-02",
+        "retention-2026-05",
     ]
     assert "No previous scoring to compare with" in page
     assert "model is missing" not in page
@@ -108,6 +116,9 @@ def test_report_without_previous_scores_has_every_section(report_home: Settings)
     assert facts["snapshot"] == snapshot
     assert facts["customers scored"] == f"{len(scores):,}"
     for name, version in champions(report_home).items():
+        if name == "uplift":  # not trained on this home: the page says so
+            assert version is None and facts["uplift model"] == "no champion"
+            continue
         assert version is not None
         assert facts[f"{name} model"] == f"v{version}"
     tiers = {row[0]: int(row[1].replace(",", "")) for row in parsed.tables[1][1:]}
@@ -157,7 +168,7 @@ def test_cli_report_lists_the_customers_whose_risk_rose(
     assert [p.name for p in out.parent.iterdir()] == ["page.html"]
 
     parsed = parse(out.read_text(encoding="utf-8"))
-    warning = parsed.tables[-1]
+    warning = parsed.tables[-2]  # the last table measures the bank's past campaigns
     assert warning[0] == [
         "customer",
         "tier",
