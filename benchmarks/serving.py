@@ -16,7 +16,10 @@ rates stepped up until p99 reaches 50 ms, an error occurs or the server falls be
         [--duration 10] [--step-duration 5] [--api-key KEY]
 
 Without `--url` it starts `bentoml serve` for the trained project at `--home` (default: the
-configured home) and stops it at the end.
+configured home) and stops it at the end. Before the HTTP phases (unless `--no-stages`), one
+in-process runtime answers the same requests and `stages_us` gives the mean microseconds per
+request of each stage of `/next_best_action` (parse, context check, online read, churn and
+scores, cross-sell, contact history, policy, answer, encode; `total` includes what lies between).
 """
 
 from __future__ import annotations
@@ -225,15 +228,20 @@ class Client:
         self._idle.clear()
 
 
-def nba_requests(client: Client, customer_ids: list[str], headers: dict[str, str]) -> list[bytes]:
-    """Next-best-action requests over the customers and channels, shuffled (seeded)."""
+def nba_bodies(customer_ids: list[str]) -> list[dict[str, Any]]:
+    """Next-best-action request bodies over the customers and channels, shuffled (seeded)."""
     rng = random.Random(7)
-    bodies = [
+    bodies: list[dict[str, Any]] = [
         {"customer_id": cid, "channel": rng.choice(CHANNELS), "k": rng.choice((1, 3))}
         for cid in customer_ids
     ]
     rng.shuffle(bodies)
-    return [client.build("/next_best_action", body, headers) for body in bodies]
+    return bodies
+
+
+def nba_requests(client: Client, customer_ids: list[str], headers: dict[str, str]) -> list[bytes]:
+    """Next-best-action requests over the customers and channels, shuffled (seeded)."""
+    return [client.build("/next_best_action", body, headers) for body in nba_bodies(customer_ids)]
 
 
 def sample_customers(home: Path | None, n: int = 1000) -> list[str]:
@@ -253,6 +261,70 @@ def sample_customers(home: Path | None, n: int = 1000) -> list[str]:
     if not ids:
         ids = [f"C{i:07d}" for i in range(1, n + 1)]
     return ids + [f"UNKNOWN-{i}" for i in range(max(1, len(ids) // 50))]
+
+
+STAGES = {
+    "context": "_checked_context",
+    "features": "_customers",
+    "scores": "_scores",
+    "cross_sell": "_recommendations",
+    "history": "_history",
+}
+"""Stage -> the runtime method timed for it."""
+STAGE_FUNCTIONS = {"policy": "decide", "answer": "_nba_answer"}
+"""Stage -> the `serving.runtime` function timed for it."""
+
+
+def stage_times(home: Path, bodies: list[bytes], rounds: int = 3) -> dict[str, float]:
+    """Mean microseconds per request of each stage, answered by one in-process runtime.
+
+    The runtime's own methods and functions are wrapped with timers (a fraction of a microsecond
+    each); parsing and encoding are the service's own steps. The first round warms up.
+    """
+    import serving.runtime as runtime_module
+    from loyal.settings import load_settings
+    from serving.runtime import Runtime
+    from serving.schemas import NextBestActionRequest
+    from serving.wire import encode_answer
+
+    spent: dict[str, float] = {}
+
+    def timed(stage: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[stage] = spent.get(stage, 0.0) + time.perf_counter() - started
+
+        return wrapper
+
+    runtime = Runtime.start(load_settings(home=home))
+    for stage, method in STAGES.items():
+        setattr(runtime, method, timed(stage, getattr(runtime, method)))
+    originals = {name: getattr(runtime_module, name) for name in STAGE_FUNCTIONS.values()}
+    for stage, name in STAGE_FUNCTIONS.items():
+        setattr(runtime_module, name, timed(stage, originals[name]))
+    try:
+        for round_ in range(rounds):
+            if round_ == 1:
+                spent.clear()
+            for body in bodies:
+                started = time.perf_counter()
+                request = NextBestActionRequest.model_validate_json(body)
+                parsed = time.perf_counter()
+                answer = runtime.next_best_action(request)
+                answered = time.perf_counter()
+                encode_answer(answer)
+                done = time.perf_counter()
+                spent["parse"] = spent.get("parse", 0.0) + parsed - started
+                spent["encode"] = spent.get("encode", 0.0) + done - answered
+                spent["total"] = spent.get("total", 0.0) + done - started
+    finally:
+        for name, function in originals.items():
+            setattr(runtime_module, name, function)
+    count = len(bodies) * (rounds - 1)
+    return {stage: round(seconds * 1e6 / count, 1) for stage, seconds in spent.items()}
 
 
 def holds(result: Result) -> bool:
@@ -340,6 +412,7 @@ async def measure(
         "floor_endpoint": "/status",
         "floor_p50_ms": floor.quantile_ms(0.50),
         "floor_p99_ms": floor.quantile_ms(0.99),
+        "gap_p50_ms": _gap(fixed.quantile_ms(0.50), floor.quantile_ms(0.50)),
         "client_late_p99_ms": _quantile_ms(fixed.late, 0.99),
         "server_cpu_ms_per_request": fixed_cpu["server_cpu_ms"],
         "floor_server_cpu_ms_per_request": floor_cpu["server_cpu_ms"],
@@ -347,6 +420,11 @@ async def measure(
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "steps": steps,
     }
+
+
+def _gap(nba: float | None, floor: float | None) -> float | None:
+    """NBA p50 minus the /status floor p50 (ms): what the NBA work adds at the median."""
+    return None if nba is None or floor is None else round(nba - floor, 3)
 
 
 def main() -> None:
@@ -359,6 +437,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds at the fixed rate")
     parser.add_argument("--step-duration", type=float, default=5.0, help="seconds per step")
     parser.add_argument("--api-key", default=os.environ.get("LOYAL_SERVING__API_KEY"))
+    parser.add_argument(
+        "--no-stages", action="store_true", help="skip the in-process time of each stage"
+    )
     args = parser.parse_args()
     with contextlib.suppress(ImportError):
         import uvloop
@@ -372,11 +453,16 @@ def main() -> None:
         from serving.process import running_server
 
         home = (home or load_settings().home).resolve()
+        stages = None
+        if not args.no_stages:
+            bodies = nba_bodies(sample_customers(home))
+            stages = stage_times(home, [json.dumps(body).encode() for body in bodies])
         env = {"LOYAL_SERVING__WORKERS": str(args.workers)}
         log_path = home / ".loyal" / "serving" / "benchmark-server.log"
         with running_server(home, env=env, log_path=log_path) as server:
             report = asyncio.run(measure(args, server.url, home, server.process.pid))
         report["workers"] = args.workers
+        report["stages_us"] = stages
     report["cpus"] = os.cpu_count()
     print(json.dumps(report))
 

@@ -75,6 +75,8 @@ PROBE_SECONDS = 1.0
 """How long a feature store probe result is reused (readiness and status calls)."""
 RANKINGS_KEPT = 20_000
 """Cross-sell rankings a runtime keeps (about 1.5 kB each with 10 products), then restarts."""
+CHURN_KEPT = 20_000
+"""Live churn answers a runtime keeps, by feature row (about 6 kB each), then restarts."""
 STORE_DOWN = "feature store unavailable"
 """What callers are told when the online store cannot be read (the cause goes to the log)."""
 
@@ -207,6 +209,7 @@ class Runtime:
         self._probed: tuple[float, str] | None = None
         self._history_days = history_days(catalog)
         self._ranked: dict[tuple[str, int], tuple[tuple[str, float], ...]] = {}
+        self._churned: dict[tuple[Any, ...], tuple[float, tuple[str, ...]]] = {}
         self._open_reader()
 
     # ----------------------------------------------------------------------------- start-up
@@ -368,11 +371,33 @@ class Runtime:
             return None, [], None
         model = self._model("churn")
         if model is not None:
-            probability, reasons = model.score(customer.features, top)
-            return probability, reasons, "model"
+            probability, reasons = self._live_churn(model, customer.features, top)
+            return probability, list(reasons), "model"
         customer.problems.extend(self._model_problems("churn"))
         batch = _score(customer.features, "churn_probability")
         return (None, [], None) if batch is None else (float(batch), [], "batch")
+
+    def _live_churn(self, model: Any, features: Row, top: int) -> tuple[float, tuple[str, ...]]:
+        """The churn champion's probability and top reasons for one feature row, computed once.
+
+        They depend only on the row (stored features, with any request context applied) and
+        the loaded champion, so a row seen before is answered from `_churned`; a changed store
+        or context makes a new row (bounded, then restarted).
+        """
+        try:
+            key: tuple[Any, ...] | None = (top, *features.items())
+            known = self._churned.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable value (a list feature): not kept
+            key, known = None, None
+        if known is not None:
+            return known
+        probability, reasons = model.score(features, top)
+        answer = (probability, tuple(reasons))
+        if key is not None:
+            if len(self._churned) >= CHURN_KEPT:
+                self._churned.clear()
+            self._churned[key] = answer
+        return answer
 
     def _scores(self, customer: _Customer, reasons_needed: bool = True) -> CustomerScores:
         """The customer's scores: live churn (champion) plus the batch scores view.
