@@ -77,6 +77,8 @@ RANKINGS_KEPT = 20_000
 """Cross-sell rankings a runtime keeps (about 1.5 kB each with 10 products), then restarts."""
 CHURN_KEPT = 20_000
 """Live churn answers a runtime keeps, by feature row (about 6 kB each), then restarts."""
+DECISIONS_KEPT = 5_000
+"""Policy decisions a runtime keeps (about 20 kB each with the bank catalog), then restarts."""
 STORE_DOWN = "feature store unavailable"
 """What callers are told when the online store cannot be read (the cause goes to the log)."""
 
@@ -210,6 +212,7 @@ class Runtime:
         self._history_days = history_days(catalog)
         self._ranked: dict[tuple[str, int], tuple[tuple[str, float], ...]] = {}
         self._churned: dict[tuple[Any, ...], tuple[float, tuple[str, ...]]] = {}
+        self._decided: dict[tuple[Any, ...], Decision] = {}
         self._open_reader()
 
     # ----------------------------------------------------------------------------- start-up
@@ -270,6 +273,7 @@ class Runtime:
             self._reader_error = None
             served = set(self._reader.feature_names) - self.absent_features
             self.unavailable_offers = report_missing_features(self.catalog, served)
+            self._decided.clear()  # decided with the offers then available
         except FeatureStoreError as exc:
             self._reader_error = str(exc)
             log.warning("feature store unavailable: %s", exc)
@@ -488,22 +492,56 @@ class Runtime:
         if customer.features is not None:
             customer.features = {**customer.features, **applied, **self._consent_override()}
         scores = self._scores(customer, self.catalog.reads_churn_reasons(request.channel))
+        decision = self._decide(customer, scores, request, now)
+        reasons = self._report("next_best_action", customer.problems, decision.cold_start)
+        return _nba_answer(
+            request, customer, scores, decision, self.model_versions, reasons, sorted(applied)
+        )
+
+    def _decide(
+        self,
+        customer: _Customer,
+        scores: CustomerScores,
+        request: NextBestActionRequest,
+        now: datetime,
+    ) -> Decision:
+        """The policy's decision, kept while no contact history bears on it.
+
+        With no contact in the history window the decision reads only the customer's row
+        (stored features with the request's context), the scores and ranking that row and id
+        give, the channel and k: the clock matters only through contacts. Such a decision is
+        kept by (id, channel, k, row) and given again with this request's time; any contact
+        history, a new row or a reopened store decides afresh (bounded, then restarted).
+        """
+        history = self._history(customer, now)
+        recommendations = self._recommendations(customer, self.options.recommendations)
+        key: tuple[Any, ...] | None = None
+        if not history:
+            try:
+                row = (customer.features or {}).items()
+                key = (customer.customer_id, request.channel, request.k, *row)
+                kept = self._decided.get(key)
+            except TypeError:  # an unhashable value (a list feature): not kept
+                key, kept = None, None
+            if kept is not None:
+                return kept.model_copy(update={"decided_at": _utc(now)})
         decision = decide(
             customer.features,
             scores,
             request.channel,
             self.catalog,
-            self._history(customer, now),
+            history,
             now,
             k=request.k,
-            recommendations=self._recommendations(customer, self.options.recommendations),
+            recommendations=recommendations,
             product_names=self.product_names,
             unavailable=self.unavailable_offers,
         )
-        reasons = self._report("next_best_action", customer.problems, decision.cold_start)
-        return _nba_answer(
-            request, customer, scores, decision, self.model_versions, reasons, sorted(applied)
-        )
+        if key is not None:
+            if len(self._decided) >= DECISIONS_KEPT:
+                self._decided.clear()
+            self._decided[key] = decision
+        return decision
 
     def _consent_override(self) -> Row:
         """Consent for a known customer when the business allows it without a record."""

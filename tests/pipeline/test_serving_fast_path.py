@@ -46,6 +46,7 @@ def _comparable(answer: NextBestActionResponse) -> dict[str, object]:
 def _forget(runtime: Runtime) -> None:
     runtime._ranked.clear()
     runtime._churned.clear()
+    runtime._decided.clear()
 
 
 def test_kept_work_gives_the_answers_of_a_runtime_that_keeps_nothing(
