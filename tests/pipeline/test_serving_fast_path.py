@@ -1,7 +1,8 @@
 """The request path's kept work (rankings, churn answers) never changes an answer.
 
-One runtime answers a stream of requests the way a worker does, keeping what it may; a
-reference runtime forgets everything it kept before each request. Over many real customers
+One runtime answers a stream of requests the way a worker does, keeping what it may (rows read
+from the store, churn answers, rankings, decisions without contact history); a reference runtime
+forgets everything it kept before each request. Over many real customers
 (the trained and scored sample bank), every channel, with and without context, and after a
 decline is recorded, both give the same answers, and the trust rules still hold.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +50,9 @@ def _forget(runtime: Runtime) -> None:
     runtime._ranked.clear()
     runtime._churned.clear()
     runtime._decided.clear()
+    local = getattr(runtime._reader, "_local", None)
+    if local is not None:  # the reader's connection and rows: a thread seen for the first time
+        vars(local).clear()
 
 
 def test_kept_work_gives_the_answers_of_a_runtime_that_keeps_nothing(
@@ -102,3 +108,45 @@ def test_kept_work_gives_the_answers_of_a_runtime_that_keeps_nothing(
     after = fast.next_best_action(request)
     assert answer.actions[0].action_id not in [a.action_id for a in after.actions]
     assert _comparable(after) == _comparable(reference.next_best_action(request))
+
+
+def test_the_sqlite_reader_keeps_rows_only_until_the_store_is_written(
+    scored_bank_home: Settings, tmp_path: Path
+) -> None:
+    from features.store import open_store
+    from serving.online import SqliteReader, _entity_key
+
+    store = open_store(scored_bank_home)
+    online = tmp_path / "online.db"
+    shutil.copy(store.config.online_store.path, online)
+    store.config.online_store.path = str(online)
+    reader = SqliteReader(store, "nba_v1")
+    customers = pd.read_parquet(scored_bank_home.paths.contract_dir / "customers.parquet")
+    ids = customers["customer_id"].astype(str).head(60).tolist()
+    rows = {cid: reader.read([cid])[0] for cid in ids}
+    cash = {cid: row["idle_cash"] for cid, row in rows.items() if row and row["idle_cash"]}
+    (first, low), *_, (second, high) = sorted(cash.items(), key=lambda item: item[1])
+    assert low != high
+    kept = reader.read([first])[0]
+    assert kept is not None and kept == rows[first]
+    kept["idle_cash"] = -1.0  # a caller changing its copy changes nothing kept
+    assert reader.read([first])[0] == rows[first]
+
+    version = store.config.entity_key_serialization_version
+    with sqlite3.connect(online) as writer:  # another connection, as a materialization
+        (table,) = {
+            name
+            for (name,) in writer.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            if writer.execute(
+                f'SELECT 1 FROM "{name}" WHERE feature_name = ? LIMIT 1', ("idle_cash",)
+            ).fetchone()
+        }
+        writer.execute(
+            f'UPDATE "{table}" SET value = (SELECT value FROM "{table}" '
+            "WHERE entity_key = ? AND feature_name = 'idle_cash') "
+            "WHERE entity_key = ? AND feature_name = 'idle_cash'",
+            (_entity_key(second, version), _entity_key(first, version)),
+        )
+    after = reader.read([first])[0]
+    assert after is not None and after["idle_cash"] == cash[second]
+    assert after == SqliteReader(store, "nba_v1").read([first])[0]
