@@ -12,8 +12,8 @@ errors); the same rate on `/status`, a trivial endpoint of the same service (flo
 rates stepped up until p99 reaches 50 ms, an error occurs or the server falls behind
 (`max_rps` = the highest rate that held).
 
-    .venv/bin/python benchmarks/serving.py [--home PATH | --url URL] [--workers 2]
-        [--duration 10] [--step-duration 5] [--api-key KEY]
+    .venv/bin/python benchmarks/serving.py [--home PATH | --url URL] [--workers 2] [--port N]
+        [--duration 10] [--step-duration 5] [--api-key KEY] [--no-stages]
 
 Without `--url` it starts `bentoml serve` for the trained project at `--home` (default: the
 configured home) and stops it at the end. Before the HTTP phases (unless `--no-stages`), one
@@ -445,6 +445,7 @@ def main() -> None:
     parser.add_argument("--url", help="benchmark this running server instead of starting one")
     parser.add_argument("--home", type=Path, help="Loyal home with trained champions")
     parser.add_argument("--workers", type=int, default=2, help="server workers (started server)")
+    parser.add_argument("--port", type=int, help="port of the started server (default: a free one)")
     parser.add_argument("--rate", type=float, default=200.0, help="fixed rate, requests/s")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds at the fixed rate")
     parser.add_argument("--step-duration", type=float, default=5.0, help="seconds per step")
@@ -471,7 +472,7 @@ def main() -> None:
             stages = stage_times(home, [json.dumps(body).encode() for body in bodies])
         env = {"LOYAL_SERVING__WORKERS": str(args.workers)}
         log_path = home / ".loyal" / "serving" / "benchmark-server.log"
-        with running_server(home, env=env, log_path=log_path) as server:
+        with running_server(home, env=env, log_path=log_path, port=args.port) as server:
             report = asyncio.run(measure(args, server.url, home, server.process.pid))
         report["workers"] = args.workers
         report["stages_us"] = stages
