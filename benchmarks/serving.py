@@ -12,11 +12,14 @@ errors); the same rate on `/status`, a trivial endpoint of the same service (flo
 rates stepped up until p99 reaches 50 ms, an error occurs or the server falls behind
 (`max_rps` = the highest rate that held).
 
-    .venv/bin/python benchmarks/serving.py [--home PATH | --url URL] [--workers 2]
-        [--duration 10] [--step-duration 5] [--api-key KEY]
+    .venv/bin/python benchmarks/serving.py [--home PATH | --url URL] [--workers 2] [--port N]
+        [--duration 10] [--step-duration 5] [--api-key KEY] [--no-stages]
 
 Without `--url` it starts `bentoml serve` for the trained project at `--home` (default: the
-configured home) and stops it at the end.
+configured home) and stops it at the end. Before the HTTP phases (unless `--no-stages`), one
+in-process runtime answers the same requests and `stages_us` gives the mean microseconds per
+request of each stage of `/next_best_action` (parse, context check, online read, churn and
+scores, cross-sell, contact history, policy, answer, encode; `total` includes what lies between).
 """
 
 from __future__ import annotations
@@ -225,15 +228,20 @@ class Client:
         self._idle.clear()
 
 
-def nba_requests(client: Client, customer_ids: list[str], headers: dict[str, str]) -> list[bytes]:
-    """Next-best-action requests over the customers and channels, shuffled (seeded)."""
+def nba_bodies(customer_ids: list[str]) -> list[dict[str, Any]]:
+    """Next-best-action request bodies over the customers and channels, shuffled (seeded)."""
     rng = random.Random(7)
-    bodies = [
+    bodies: list[dict[str, Any]] = [
         {"customer_id": cid, "channel": rng.choice(CHANNELS), "k": rng.choice((1, 3))}
         for cid in customer_ids
     ]
     rng.shuffle(bodies)
-    return [client.build("/next_best_action", body, headers) for body in bodies]
+    return bodies
+
+
+def nba_requests(client: Client, customer_ids: list[str], headers: dict[str, str]) -> list[bytes]:
+    """Next-best-action requests over the customers and channels, shuffled (seeded)."""
+    return [client.build("/next_best_action", body, headers) for body in nba_bodies(customer_ids)]
 
 
 def sample_customers(home: Path | None, n: int = 1000) -> list[str]:
@@ -253,6 +261,82 @@ def sample_customers(home: Path | None, n: int = 1000) -> list[str]:
     if not ids:
         ids = [f"C{i:07d}" for i in range(1, n + 1)]
     return ids + [f"UNKNOWN-{i}" for i in range(max(1, len(ids) // 50))]
+
+
+STAGES = {
+    "context": "_checked_context",
+    "features": "_customers",
+    "scores": "_scores",
+    "cross_sell": "_recommendations",
+    "history": "_history",
+}
+"""Stage -> the runtime method timed for it."""
+STAGE_FUNCTIONS = {"policy": "decide", "answer": "_nba_answer"}
+"""Stage -> the `serving.runtime` function timed for it."""
+
+
+def stage_times(home: Path, bodies: list[bytes], rounds: int = 3) -> dict[str, dict[str, float]]:
+    """Mean microseconds per request of each stage, answered by one in-process runtime.
+
+    The runtime's own methods and functions are wrapped with timers (a fraction of a microsecond
+    each); parsing and encoding are the service's own steps; `other` is the rest of `total`.
+    `first`: each request's first answer (nothing kept yet, as for a customer not seen since
+    start-up); `kept`: the later rounds (what the runtime keeps per customer and row reused).
+    """
+    import serving.runtime as runtime_module
+    from loyal.settings import load_settings
+    from serving.runtime import Runtime
+    from serving.schemas import NextBestActionRequest
+    from serving.wire import encode_answer
+
+    spent: dict[str, float] = {}
+
+    def timed(stage: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[stage] = spent.get(stage, 0.0) + time.perf_counter() - started
+
+        return wrapper
+
+    runtime = Runtime.start(load_settings(home=home))
+    for stage, method in STAGES.items():
+        setattr(runtime, method, timed(stage, getattr(runtime, method)))
+    originals = {name: getattr(runtime_module, name) for name in STAGE_FUNCTIONS.values()}
+    for stage, name in STAGE_FUNCTIONS.items():
+        setattr(runtime_module, name, timed(stage, originals[name]))
+    figures: dict[str, dict[str, float]] = {}
+    kept: dict[str, float] = {}
+    try:
+        for round_ in range(rounds):
+            spent.clear()
+            for body in bodies:
+                started = time.perf_counter()
+                request = NextBestActionRequest.model_validate_json(body)
+                parsed = time.perf_counter()
+                answer = runtime.next_best_action(request)
+                answered = time.perf_counter()
+                encode_answer(answer)
+                done = time.perf_counter()
+                spent["parse"] = spent.get("parse", 0.0) + parsed - started
+                spent["encode"] = spent.get("encode", 0.0) + done - answered
+                spent["total"] = spent.get("total", 0.0) + done - started
+            spent["other"] = 2 * spent["total"] - sum(spent.values())
+            if round_ == 0:
+                figures["first"] = _per_request_us(spent, len(bodies))
+            else:
+                kept = {stage: kept.get(stage, 0.0) + seconds for stage, seconds in spent.items()}
+    finally:
+        for name, function in originals.items():
+            setattr(runtime_module, name, function)
+    figures["kept"] = _per_request_us(kept, len(bodies) * max(1, rounds - 1))
+    return figures
+
+
+def _per_request_us(spent: dict[str, float], requests: int) -> dict[str, float]:
+    return {stage: round(seconds * 1e6 / requests, 1) for stage, seconds in spent.items()}
 
 
 def holds(result: Result) -> bool:
@@ -340,6 +424,7 @@ async def measure(
         "floor_endpoint": "/status",
         "floor_p50_ms": floor.quantile_ms(0.50),
         "floor_p99_ms": floor.quantile_ms(0.99),
+        "gap_p50_ms": _gap(fixed.quantile_ms(0.50), floor.quantile_ms(0.50)),
         "client_late_p99_ms": _quantile_ms(fixed.late, 0.99),
         "server_cpu_ms_per_request": fixed_cpu["server_cpu_ms"],
         "floor_server_cpu_ms_per_request": floor_cpu["server_cpu_ms"],
@@ -349,16 +434,25 @@ async def measure(
     }
 
 
+def _gap(nba: float | None, floor: float | None) -> float | None:
+    """NBA p50 minus the /status floor p50 (ms): what the NBA work adds at the median."""
+    return None if nba is None or floor is None else round(nba - floor, 3)
+
+
 def main() -> None:
     """Parse arguments, start the server unless given one, run the phases, print one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="benchmark this running server instead of starting one")
     parser.add_argument("--home", type=Path, help="Loyal home with trained champions")
     parser.add_argument("--workers", type=int, default=2, help="server workers (started server)")
+    parser.add_argument("--port", type=int, help="port of the started server (default: a free one)")
     parser.add_argument("--rate", type=float, default=200.0, help="fixed rate, requests/s")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds at the fixed rate")
     parser.add_argument("--step-duration", type=float, default=5.0, help="seconds per step")
     parser.add_argument("--api-key", default=os.environ.get("LOYAL_SERVING__API_KEY"))
+    parser.add_argument(
+        "--no-stages", action="store_true", help="skip the in-process time of each stage"
+    )
     args = parser.parse_args()
     with contextlib.suppress(ImportError):
         import uvloop
@@ -372,11 +466,16 @@ def main() -> None:
         from serving.process import running_server
 
         home = (home or load_settings().home).resolve()
+        stages = None
+        if not args.no_stages:
+            bodies = nba_bodies(sample_customers(home))
+            stages = stage_times(home, [json.dumps(body).encode() for body in bodies])
         env = {"LOYAL_SERVING__WORKERS": str(args.workers)}
         log_path = home / ".loyal" / "serving" / "benchmark-server.log"
-        with running_server(home, env=env, log_path=log_path) as server:
+        with running_server(home, env=env, log_path=log_path, port=args.port) as server:
             report = asyncio.run(measure(args, server.url, home, server.process.pid))
         report["workers"] = args.workers
+        report["stages_us"] = stages
     report["cpus"] = os.cpu_count()
     print(json.dumps(report))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 from loyal.errors import LoyalError
+
+LOGGER = logging.getLogger(__name__)
 
 STORE_FILE = "campaigns.db"
 """The store's file name under `<runtime_dir>/campaigns/`."""
@@ -333,6 +336,8 @@ class ControlGroups:
             self._controls = self.store.running_controls(now)
             self._stamp, self.error = stamp, None
         except CampaignError as exc:
+            if self.error is None:
+                LOGGER.warning("campaigns store unreadable, every customer held out: %s", exc)
             self.error = str(exc)
 
     def holdout(self, customer_id: str, now: datetime) -> str | None:
@@ -340,7 +345,7 @@ class ControlGroups:
         with self._lock:
             self._load(now)
             if self.error is not None:
-                return f"campaigns store unreadable, every customer held out ({self.error})"
+                return "campaigns store unreadable, every customer held out"  # details: the log
             found = self._controls.get(customer_id)
         if found is None or found[1] <= now:
             return None

@@ -128,6 +128,10 @@ class FeastReader:
 # --- SQLite fast path ----------------------------------------------------------------------------
 
 
+ROWS_KEPT = 20_000
+"""Decoded rows a reader keeps per thread while the store is unchanged (then restarted)."""
+
+
 @dataclass(frozen=True)
 class _Table:
     """One feature view's online table and the features the service takes from it."""
@@ -152,7 +156,8 @@ class SqliteReader:
     Values are Feast `ValueProto`s decoded with Feast's own converter, so rows equal
     `get_online_features(...).to_dict()`. The file is opened read-only (a missing file is an
     error, never a new empty store) and reopened when it is replaced; the plan is rebuilt when
-    the Feast registry changes (a view added, e.g. batch scores).
+    the Feast registry changes (a view added, e.g. batch scores). Decoded rows are kept while
+    SQLite's `data_version` says nothing was written since (checked on every read).
     """
 
     name = "sqlite"
@@ -277,9 +282,33 @@ class SqliteReader:
 
     def _read_one(self, customer_id: str) -> Row | None:
         plan = self._plan
-        key = self._key(customer_id)
-        rows = self._query(plan.one_sql, [key] * len(plan.tables))
-        return self._decode(plan, ((t, n, v) for t, n, v in rows))
+        kept = self._kept(plan)
+        if customer_id in kept:
+            row = kept[customer_id]
+        else:
+            key = self._key(customer_id)
+            rows = self._query(plan.one_sql, [key] * len(plan.tables))
+            row = self._decode(plan, ((t, n, v) for t, n, v in rows))
+            if len(kept) >= ROWS_KEPT:
+                kept.clear()
+            kept[customer_id] = row
+        return None if row is None else dict(row)
+
+    def _kept(self, plan: _Plan) -> dict[str, Row | None]:
+        """This thread's decoded rows, valid while nothing was written to the store.
+
+        SQLite's `data_version` changes when any other connection (a materialization, another
+        process) commits to the file, so rows kept under the same version, connection and plan
+        are exactly what the tables hold now; a change starts them afresh.
+        """
+        version = self._query("PRAGMA data_version", ())[0][0]
+        local = self._local
+        state = (local.conn, plan, version)
+        kept: dict[str, Row | None] | None = getattr(local, "kept", None)
+        if kept is None or local.kept_state != state:
+            kept = local.kept = {}
+            local.kept_state = state
+        return kept
 
     def _read_many(self, customer_ids: Sequence[str]) -> list[Row | None]:
         plan = self._plan

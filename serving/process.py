@@ -203,9 +203,10 @@ def running_server(
     log_path: Path | None = None,
     ready_path: str = "/readyz",
     timeout: float = 120.0,
+    port: int | None = None,
 ) -> Iterator[ServerProcess]:
-    """A started and ready server, stopped on exit."""
-    server = start_server(home, env=env, log_path=log_path)
+    """A started and ready server (on `port`, default a free one), stopped on exit."""
+    server = start_server(home, port=port, env=env, log_path=log_path)
     try:
         server.wait(ready_path, timeout)
         yield server

@@ -77,6 +77,10 @@ PROBE_SECONDS = 1.0
 """How long a feature store probe result is reused (readiness and status calls)."""
 RANKINGS_KEPT = 20_000
 """Cross-sell rankings a runtime keeps (about 1.5 kB each with 10 products), then restarts."""
+CHURN_KEPT = 20_000
+"""Live churn answers a runtime keeps, by feature row (about 1 kB each), then restarts."""
+DECISIONS_KEPT = 5_000
+"""Policy decisions a runtime keeps (about 15 kB each with the bank catalog), then restarts."""
 STORE_DOWN = "feature store unavailable"
 """What callers are told when the online store cannot be read (the cause goes to the log)."""
 
@@ -213,6 +217,9 @@ class Runtime:
         self._probed: tuple[float, str] | None = None
         self._history_days = history_days(catalog)
         self._ranked: dict[tuple[str, int], tuple[tuple[str, float], ...]] = {}
+        self._churned: dict[tuple[Any, ...], tuple[float, tuple[str, ...]]] = {}
+        self._decided: dict[tuple[Any, ...], Decision] = {}
+        self._row_names: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._open_reader()
 
     # ----------------------------------------------------------------------------- start-up
@@ -274,6 +281,7 @@ class Runtime:
             self._reader_error = None
             served = set(self._reader.feature_names) - self.absent_features
             self.unavailable_offers = report_missing_features(self.catalog, served)
+            self._decided.clear()  # decided with the offers then available
         except FeatureStoreError as exc:
             self._reader_error = str(exc)
             log.warning("feature store unavailable: %s", exc)
@@ -375,12 +383,44 @@ class Runtime:
             return None, [], None
         model = self._model("churn")
         if model is not None:
-            probability, reasons = model.score(customer.features, top)
+            probability, reasons = self._live_churn(model, customer.features, top)
             self.sampler.offer(customer.features, probability)
-            return probability, reasons, "model"
+            return probability, list(reasons), "model"
         customer.problems.extend(self._model_problems("churn"))
         batch = _score(customer.features, "churn_probability")
         return (None, [], None) if batch is None else (float(batch), [], "batch")
+
+    def _row_key(self, row: Row) -> tuple[Any, ...]:
+        """A row as a key: its names (one shared tuple per distinct list of names), its values."""
+        names = tuple(row)
+        shared = self._row_names.get(names)
+        if shared is None:
+            if len(self._row_names) >= 1_000:
+                self._row_names.clear()
+            shared = self._row_names[names] = names
+        return (shared, *row.values())
+
+    def _live_churn(self, model: Any, features: Row, top: int) -> tuple[float, tuple[str, ...]]:
+        """The churn champion's probability and top reasons for one feature row, computed once.
+
+        They depend only on the row (stored features, with any request context applied) and
+        the loaded champion, so a row seen before is answered from `_churned`; a changed store
+        or context makes a new row (bounded, then restarted).
+        """
+        try:
+            key: tuple[Any, ...] | None = (top, *self._row_key(features))
+            known = self._churned.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable value (a list feature): not kept
+            key, known = None, None
+        if known is not None:
+            return known
+        probability, reasons = model.score(features, top)
+        answer = (probability, tuple(reasons))
+        if key is not None:
+            if len(self._churned) >= CHURN_KEPT:
+                self._churned.clear()
+            self._churned[key] = answer
+        return answer
 
     def _scores(self, customer: _Customer, reasons_needed: bool = True) -> CustomerScores:
         """The customer's scores: live churn (champion) plus the batch scores view.
@@ -471,23 +511,59 @@ class Runtime:
         if customer.features is not None:
             customer.features = {**customer.features, **applied, **self._consent_override()}
         scores = self._scores(customer, self.catalog.reads_churn_reasons(request.channel))
+        decision = self._decide(customer, scores, request, now)
+        reasons = self._report("next_best_action", customer.problems, decision.cold_start)
+        return _nba_answer(
+            request, customer, scores, decision, self.model_versions, reasons, sorted(applied)
+        )
+
+    def _decide(
+        self,
+        customer: _Customer,
+        scores: CustomerScores,
+        request: NextBestActionRequest,
+        now: datetime,
+    ) -> Decision:
+        """The policy's decision, kept while no contact history bears on it.
+
+        With no contact in the history window the decision reads only the customer's row
+        (stored features with the request's context), the scores and ranking that row and id
+        give, the channel, k and the campaign holdout: the clock matters only through contacts
+        and campaigns. Such a decision is kept by (id, channel, k, holdout, row) and given again
+        with this request's time; any contact history, a new row or a reopened store decides
+        afresh (bounded, then restarted).
+        """
+        history = self._history(customer, now)
+        recommendations = self._recommendations(customer, self.options.recommendations)
+        holdout = self._holdout(customer, now)
+        key: tuple[Any, ...] | None = None
+        if not history:
+            try:
+                row = self._row_key(customer.features or {})
+                key = (customer.customer_id, request.channel, request.k, holdout, *row)
+                kept = self._decided.get(key)
+            except TypeError:  # an unhashable value (a list feature): not kept
+                key, kept = None, None
+            if kept is not None:
+                return kept.model_copy(update={"decided_at": _utc(now)})
         decision = decide(
             customer.features,
             scores,
             request.channel,
             self.catalog,
-            self._history(customer, now),
+            history,
             now,
             k=request.k,
-            recommendations=self._recommendations(customer, self.options.recommendations),
+            recommendations=recommendations,
             product_names=self.product_names,
             unavailable=self.unavailable_offers,
-            holdout=self._holdout(customer, now),
+            holdout=holdout,
         )
-        reasons = self._report("next_best_action", customer.problems, decision.cold_start)
-        return _nba_answer(
-            request, customer, scores, decision, self.model_versions, reasons, sorted(applied)
-        )
+        if key is not None:
+            if len(self._decided) >= DECISIONS_KEPT:
+                self._decided.clear()
+            self._decided[key] = decision
+        return decision
 
     def _holdout(self, customer: _Customer, now: datetime) -> str | None:
         """Why a running campaign holds this customer out of marketing (None: it does not)."""

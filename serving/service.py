@@ -36,6 +36,7 @@ from serving.schemas import (
     SegmentResponse,
     StatusResponse,
 )
+from serving.wire import json_response
 
 OPTIONS = get_settings().serving
 """Read once when BentoML imports the service: worker count and tracing shape the server."""
@@ -188,9 +189,11 @@ class Loyal:
         from serving.runtime import RequestError
 
         try:
-            return self.runtime.next_best_action(request)
+            answer = self.runtime.next_best_action(request)
         except RequestError as exc:
             raise _invalid(NextBestActionRequest, exc.field, exc.message, None) from None
+        # Encoded once (serving.wire): the same JSON as BentoML's own path, which dumps twice.
+        return json_response(answer)  # type: ignore[return-value]
 
     @bentoml.api(route="/recommend")
     async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
