@@ -151,3 +151,18 @@ def test_an_unreadable_store_holds_everyone_out_and_flags_it(tmp_path: Path) -> 
     )
     assert not marketing(answer)
     assert "campaigns store unreadable" in answer.degraded_reasons
+
+
+def test_a_decision_kept_before_a_campaign_starts_is_not_given_to_its_control_group(
+    tmp_path: Path,
+) -> None:
+    service = runtime(tmp_path, NOW)
+    before = service.next_best_action(
+        NextBestActionRequest(customer_id="C2", channel="call_center")
+    )
+    assert marketing(before), "without a campaign the customer gets marketing offers"
+    record(tmp_path / "campaigns.db", {"C1": "treated", "C2": "control"}, NOW - timedelta(days=1))
+    during = service.next_best_action(
+        NextBestActionRequest(customer_id="C2", channel="call_center")
+    )
+    assert not marketing(during)
