@@ -84,6 +84,9 @@ class ModelSpec:
         return scorer
 
 
+CUSTOMER_VIEWS = ("profile", "rfm", "holdings", "engagement", "balances", "lifecycle")
+"""The views describing a customer (the churn model's feature service joins them all)."""
+
 BUILTIN: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="churn",
@@ -94,7 +97,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         higher_is_better=True,
         train="training.churn:train_configured",
         feature_service="churn_v1",
-        feature_views=("profile", "rfm", "holdings", "engagement", "balances", "lifecycle"),
+        feature_views=CUSTOMER_VIEWS,
         settings_section="churn",
         applicable="training.applicability:check_churn",
         champion_loader="serving.champions:load_churn",
@@ -169,7 +172,8 @@ BUILTIN: tuple[ModelSpec, ...] = (
         higher_is_better=True,
         train="training.uplift:train_uplift",
         scorer_factory="training.uplift:qini_scorer",
-        feature_service="churn_v1",
+        feature_service="churn_v1",  # the churn model's inputs: what a contact acts on
+        feature_views=CUSTOMER_VIEWS,
         applicable="training.uplift:check_uplift",
         champion_loader="models.pyfuncs.uplift:load",
     ),
