@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.catalog import ENTITY_KEY, PROFILE, SCORES, TIMESTAMP_FIELD
-from features.store import apply_definitions, open_store, scores_table_path
+from features.store import apply_definitions, materialize, scores_table_path
 from features.tables_io import read_contract, recover_folder
 from loyal.errors import NotReadyError
 from loyal.logs import progress_bar
@@ -196,11 +196,8 @@ def materialize_scores(settings: Settings, snapshot: pd.Timestamp) -> None:
     """Load the scores of one snapshot into the online store (the other views are untouched)."""
     moment = pd.Timestamp(snapshot).tz_convert("UTC").to_pydatetime()
     started = time.perf_counter()
-    store = open_store(settings)
-    store.materialize(
-        start_date=moment - timedelta(seconds=1),
-        end_date=moment + timedelta(seconds=1),
-        feature_views=[SCORES.name],
+    materialize(
+        settings, moment - timedelta(seconds=1), moment + timedelta(seconds=1), [SCORES.name]
     )
     log.info("Scores of %s are online (%.1f s)", moment, time.perf_counter() - started)
 
