@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 CHUNK_ROWS = 50_000
 """Customers per chunk: bounds memory (about 60 features x 50,000 values in flight)."""
 
+SQLITE_CACHE_MB = 512
+"""Page cache of the loading connection: the index updates of a large load stay in memory."""
+
 _DOUBLE_TAG, _INT64_TAG, _BOOL_TAG, _STRING_TAG = 0x29, 0x20, 0x38, 0x12
 """Protobuf field tags of `feast.types.Value`: double_val=5 (fixed64), int64_val=4 (varint),
 bool_val=7 (varint), string_val=2 (length-delimited)."""
@@ -158,6 +161,7 @@ def _write_sqlite(
     features = sorted(view.features, key=lambda f: f.name)
     customers, cells = 0, 0
     connection = sqlite3.connect(_sqlite_path(store), timeout=60)
+    connection.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_MB * 1024}")
     try:
         with connection:
             for batch in batches:
