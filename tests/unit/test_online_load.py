@@ -40,3 +40,20 @@ def test_bools_and_strings_encode_as_feast_values() -> None:
         Value(string_val=w).SerializeToString() for w in ["north", "", "é"]
     ] + [b""]
     assert texts.tolist() == ["north", "", "é", None]
+
+
+def test_entity_keys_are_feast_serialized_keys() -> None:
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+
+    from features.online_load import entity_keys
+
+    ids = ["C0000001", "C12", "", "é-42"]
+    expected = [
+        serialize_entity_key(
+            EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=c)]),
+            entity_key_serialization_version=3,
+        )
+        for c in ids
+    ]
+    assert entity_keys(ids, 3) == expected
