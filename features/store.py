@@ -51,7 +51,7 @@ def repo_config(settings: Settings) -> RepoConfig:
         provider="local",
         registry=registry,
         online_store=online,
-        offline_store={"type": "file"},
+        offline_store={"type": feast.offline_store},
         repo_path=runtime,
         entity_key_serialization_version=feast.entity_key_serialization_version,
     )
@@ -129,7 +129,11 @@ def _definitions(settings: Settings, views: dict[str, View]) -> list[Any]:
 
 
 def materialize(
-    settings: Settings, start: datetime | None = None, end: datetime | None = None
+    settings: Settings,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    views: list[str] | None = None,
+    row_by_row: bool = False,
 ) -> None:
     """Load the newest snapshot of every registered view into the online store.
 
@@ -139,18 +143,28 @@ def materialize(
             every customer still open; older rows would only be overwritten).
         end: load rows up to this moment (default: just after the newest snapshot, so the
             result does not depend on the wall clock).
+        views: the views to load (default: every registered view).
+        row_by_row: use Feast's own `materialize` (one row at a time) instead of the bulk load
+            of `features.online_load`; kept to check that both write the same values.
     """
     store = open_store(settings)
-    feature_views = store.list_feature_views()
-    if not feature_views:
+    registered = [fv.name for fv in store.list_feature_views()]
+    if not registered:
         raise NotReadyError("no feature views registered: run `loyal features apply` first")
-    newest = latest_snapshot_time(settings)
-    start = start or newest - timedelta(seconds=1)
-    end = end or newest + timedelta(seconds=1)
-    log.info("Materializing %d views from %s to %s", len(feature_views), start, end)
-    store.materialize(
-        start_date=start, end_date=end, feature_views=[fv.name for fv in feature_views]
-    )
+    names = [name for name in registered if views is None or name in views]
+    if start is None or end is None:
+        newest = latest_snapshot_time(settings)
+        start = start or newest - timedelta(seconds=1)
+        end = end or newest + timedelta(seconds=1)
+    log.info("Materializing %d views from %s to %s", len(names), start, end)
+    if row_by_row:
+        store.materialize(start_date=start, end_date=end, feature_views=names)
+        return
+    from features.online_load import bulk_load
+
+    built = built_views(settings)
+    tables = {name: table_path(settings, built[name]) for name in names if name in built}
+    bulk_load(store, tables, start, end)
 
 
 def latest_snapshot_time(settings: Settings) -> datetime:
@@ -209,7 +223,7 @@ def _render_feature_store_yaml(settings: Settings) -> None:
         "provider": config.provider,
         "registry": config.registry_config,
         "online_store": config.online_config,
-        "offline_store": {"type": "file"},
+        "offline_store": {"type": config.offline_store.type},
         "entity_key_serialization_version": config.entity_key_serialization_version,
     }
     target = feast_dir(settings) / "feature_store.yaml"

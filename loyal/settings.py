@@ -66,6 +66,8 @@ class FeastSettings(BaseModel):
     project: str = "loyal"
     online_store: Literal["sqlite", "redis"] = "sqlite"
     registry: Literal["file", "sql"] = "file"
+    offline_store: Literal["duckdb", "file"] = "duckdb"
+    """Point-in-time joins of training sets: DuckDB (flat memory, default) or Feast's pandas."""
     redis_connection_string: str = "127.0.0.1:6379"
     registry_sql_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/loyal_feast"
     entity_key_serialization_version: int = 3

@@ -47,7 +47,7 @@ from features.catalog import ENTITY_KEY, PROFILE, SCORES, TIMESTAMP_FIELD
 from features.store import (
     PREVIOUS_SCORES_FILE,
     apply_definitions,
-    open_store,
+    materialize,
     scores_table_path,
 )
 from features.tables_io import read_contract, recover_folder
@@ -199,11 +199,8 @@ def materialize_scores(settings: Settings, snapshot: pd.Timestamp) -> None:
     """Load the scores of one snapshot into the online store (the other views are untouched)."""
     moment = pd.Timestamp(snapshot).tz_convert("UTC").to_pydatetime()
     started = time.perf_counter()
-    store = open_store(settings)
-    store.materialize(
-        start_date=moment - timedelta(seconds=1),
-        end_date=moment + timedelta(seconds=1),
-        feature_views=[SCORES.name],
+    materialize(
+        settings, moment - timedelta(seconds=1), moment + timedelta(seconds=1), [SCORES.name]
     )
     log.info("Scores of %s are online (%.1f s)", moment, time.perf_counter() - started)
 

@@ -1,0 +1,74 @@
+"""The bulk online load writes exactly what Feast's row-by-row materialize writes."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_feature_store import assert_same_values
+
+from features.catalog import ENTITY_KEY
+from features.store import feast_dir, materialize, online_features, open_store
+from loyal.settings import Settings, load_settings
+
+pytestmark = pytest.mark.pipeline
+
+
+def online_rows(settings: Settings) -> dict[str, pd.DataFrame]:
+    """Every row of every Feast SQLite table, sorted, by table."""
+    with sqlite3.connect(feast_dir(settings) / "online.db") as connection:
+        tables = [
+            name
+            for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        return {
+            table: pd.read_sql(
+                f"SELECT entity_key, feature_name, value, value_text, event_ts, created_ts "
+                f'FROM "{table}" ORDER BY entity_key, feature_name',
+                connection,
+            )
+            for table in tables
+        }
+
+
+def emptied(settings: Settings) -> Settings:
+    """Delete every online row, so the next load alone decides the contents."""
+    with sqlite3.connect(feast_dir(settings) / "online.db") as connection:
+        for (name,) in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'"
+        ).fetchall():
+            connection.execute(f'DELETE FROM "{name}"')
+    return settings
+
+
+def test_bulk_load_writes_the_same_rows_as_feast_materialize(
+    feature_bank: Settings, tmp_path: Path
+) -> None:
+    home = tmp_path / "copy"
+    shutil.copytree(feature_bank.home, home)
+    settings = load_settings(home=home)
+
+    materialize(emptied(settings), row_by_row=True)
+    by_feast = online_rows(settings)
+    customers = _customer_ids(settings, 30)
+    read_from_feast = online_features(open_store(settings), "churn_v1", customers)
+    materialize(emptied(settings))
+    in_bulk = online_rows(settings)
+    read_from_bulk = online_features(open_store(settings), "churn_v1", customers)
+
+    assert sorted(in_bulk) == sorted(by_feast)
+    for table, rows in by_feast.items():
+        assert len(rows) > 0, table
+        pd.testing.assert_frame_equal(in_bulk[table], rows, check_dtype=False, obj=table)
+    features = [c for c in read_from_feast.columns if c != ENTITY_KEY]
+    assert len(features) > 40
+    assert read_from_bulk[features].notna().to_numpy().mean() > 0.5
+    assert_same_values(read_from_bulk, read_from_feast, features)
+
+
+def _customer_ids(settings: Settings, n: int) -> list[str]:
+    customers = pd.read_parquet(settings.paths.contract_dir / "customers.parquet")
+    return customers[ENTITY_KEY].astype(str).head(n).tolist()
