@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from decisions.log import DecisionLog, DecisionLogError
+from decisions.record import DecisionRecorder, open_recorder
 from features.tables_io import consent_recorded
 from loyal.errors import LoyalError
 from loyal.settings import ServingSettings, Settings
@@ -188,8 +190,12 @@ class Runtime:
         catalog_name: str = "",
         absent_features: Iterable[str] = (),
         assume_consent: bool = False,
+        decisions: DecisionRecorder | None = None,
     ) -> None:
         self.catalog = catalog
+        self.decisions = decisions or DecisionRecorder(
+            DecisionLog(feedback.path.parent / "decisions.db")
+        )
         self.assume_consent = assume_consent
         self.catalog_name = catalog_name
         self.product_names = dict(product_names or {})
@@ -245,6 +251,7 @@ class Runtime:
             catalog_name=catalog_name,
             absent_features=features_without_data(settings),
             assume_consent=_assumes_consent(settings, options),
+            decisions=open_recorder(settings),
         )
         log.info(
             "serving runtime ready in %.1f s: models %s, features %s",
@@ -475,9 +482,27 @@ class Runtime:
             product_names=self.product_names,
             unavailable=self.unavailable_offers,
         )
+        decision_id = new_decision_id(decision.decided_at)
+        decision, unlogged = self.decisions.settle(
+            decision,
+            decision_id,
+            request.customer_id,
+            customer.features,
+            self.model_versions,
+            request.k,
+        )
+        if unlogged:
+            customer.problems.append(Problem("decision_log", unlogged))
         reasons = self._report("next_best_action", customer.problems, decision.cold_start)
         return _nba_answer(
-            request, customer, scores, decision, self.model_versions, reasons, sorted(applied)
+            request,
+            customer,
+            scores,
+            decision,
+            self.model_versions,
+            reasons,
+            sorted(applied),
+            decision_id,
         )
 
     def _consent_override(self) -> Row:
@@ -628,7 +653,9 @@ class Runtime:
             ) from None
         if stored.new:
             self.recorder.feedback(request.outcome)
+        matched = self._answer_decision(request, ts)
         return FeedbackResponse(
+            decision_id=matched,
             recorded=stored.new,
             feedback_id=stored.feedback_id,
             customer_id=request.customer_id,
@@ -637,6 +664,27 @@ class Runtime:
             outcome=request.outcome,
             ts=stored.ts,
         )
+
+    def _answer_decision(self, request: FeedbackRequest, ts: datetime) -> str | None:
+        """File the answer with its decision (the latest one that showed the action without an id).
+
+        Raises:
+            UnavailableError: the decision log cannot be written (the feedback itself is kept;
+                a retry with the same key files it).
+        """
+        store = self.decisions.store
+        if store is None:
+            return request.decision_id
+        try:
+            return store.answer(
+                request.customer_id, request.action_id, request.outcome, ts, request.decision_id
+            )
+        except DecisionLogError as exc:
+            log.error("%s", exc)
+            raise UnavailableError(
+                "decision log unavailable: the answer is kept for the contact policy but not "
+                "filed with its decision; retry with the same idempotency key"
+            ) from None
 
     def _check_feedback_time(self, ts: datetime, now: datetime, decision: str | None) -> None:
         """`ts` not in the future beyond the skew, not too old, not before its decision."""
@@ -765,6 +813,7 @@ def _nba_answer(
     versions: dict[str, str | None],
     reasons: list[str],
     context: list[str],
+    decision_id: str,
 ) -> NextBestActionResponse:
     """The answer; `context` names the request's context fields (applied if the customer is
     known, else listed as ignored)."""
@@ -782,6 +831,7 @@ def _nba_answer(
             segment_weight=a.segment_weight,
             als_rank=a.als_rank,
             reasons=a.reasons,
+            p_accept_evidence=a.evidence or "catalog prior",
         )
         for a in decision.actions
     ]
@@ -811,7 +861,7 @@ def _nba_answer(
             else None
         ),
         decided_at=decision.decided_at,
-        decision_id=new_decision_id(decision.decided_at),
+        decision_id=decision_id,
         context_used=context if customer.known else [],
         context_ignored=[] if customer.known else context,
         filtered=filtered,
