@@ -13,6 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+ARTIFACT = "acceptance_model"
+"""The JSON artifact's name in the registered pyfunc."""
+
 Cell = tuple[str, str, str]
 """(offer id, channel, segment) with the segment as text ('?' unknown)."""
 
@@ -92,8 +95,14 @@ class AcceptanceModel:
     def for_customer(
         self, priors: Mapping[str, float], channel: str, segment: Any
     ) -> dict[str, tuple[float, str]]:
-        """P(accept) and evidence of every offer with a prior, for one customer and channel."""
-        return {o: self.predict(o, channel, segment, p) for o, p in priors.items()}
+        """P(accept) and evidence of every offer with answers, for one customer and channel.
+
+        Offers without answers are left out: the policy keeps the catalog's prior for them
+        (with its cross-sell lift).
+        """
+        return {
+            o: self.predict(o, channel, segment, p) for o, p in priors.items() if o in self.offers_
+        }
 
     def scores(self, customer_id: str, features: Any) -> dict[str, Any]:
         """No customer-level score field (the service asks `for_customer` per decision)."""
@@ -115,6 +124,28 @@ class AcceptanceModel:
         model.offers_ = {k: (int(v[0]), int(v[1])) for k, v in state["offers"].items()}
         model.cells_ = {(o, ch, s): (int(a), int(n)) for o, ch, s, a, n in state["cells"]}
         return model
+
+
+def predict_rows(
+    model: AcceptanceModel,
+    offers: Iterable[Any],
+    channels: Iterable[Any],
+    segments: Iterable[Any],
+    priors: Iterable[Any],
+) -> list[float]:
+    """P(accept) of rows given column by column."""
+    return [
+        model.predict(str(o), str(c), s, float(p))[0]
+        for o, c, s, p in zip(offers, channels, segments, priors, strict=True)
+    ]
+
+
+def load_champion(artifact: Any) -> AcceptanceModel:
+    """The champion loader (spec `acceptance`): the JSON artifact as an `AcceptanceModel`."""
+    import json
+
+    path = artifact.artifact(ARTIFACT)
+    return AcceptanceModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def _cell(answer: Answer) -> Cell:

@@ -152,8 +152,21 @@ BUILTIN: tuple[ModelSpec, ...] = (
             "pipelines.commands.value:promote_segments_command",
         ),
     ),
+    ModelSpec(
+        name="acceptance",
+        command="acceptance",
+        title="acceptance",
+        run_metric="ope_dr_value",
+        promotion_metric="ope_dr_value",
+        higher_is_better=True,
+        train="training.acceptance:train",
+        scorer_factory="training.acceptance:ope_scorer",
+        applicable="training.acceptance:check_applicable",
+        champion_loader="decisions.acceptance:load_champion",
+    ),
 )
-"""The shipped models, in training order (CLV before segments: tiers read CLV)."""
+"""The shipped models, in training order (CLV before segments: tiers read CLV; acceptance last,
+from the decision log)."""
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in BUILTIN}
 """Every registered model, in training order."""

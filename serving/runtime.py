@@ -481,6 +481,7 @@ class Runtime:
             recommendations=self._recommendations(customer, self.options.recommendations),
             product_names=self.product_names,
             unavailable=self.unavailable_offers,
+            acceptance=self._acceptance(customer, request.channel),
         )
         decision_id = new_decision_id(decision.decided_at)
         decision, unlogged = self.decisions.settle(
@@ -504,6 +505,17 @@ class Runtime:
             sorted(applied),
             decision_id,
         )
+
+    def _acceptance(self, customer: _Customer, channel: str) -> dict[str, tuple[float, str]]:
+        """Learned P(accept) per offer with its evidence (empty: no acceptance champion)."""
+        model = self._model("acceptance")
+        if model is None or customer.features is None:
+            return {}
+        priors = {offer.id: offer.p_accept for offer in self.catalog.offers}
+        learned: dict[str, tuple[float, str]] = model.for_customer(
+            priors, channel, customer.features.get("segment_id")
+        )
+        return learned
 
     def _consent_override(self) -> Row:
         """Consent for a known customer when the business allows it without a record."""
