@@ -104,6 +104,16 @@ class AcceptanceModel:
             o: self.predict(o, channel, segment, p) for o, p in priors.items() if o in self.offers_
         }
 
+    def acceptance(
+        self,
+        customer_id: str,
+        features: Mapping[str, Any],
+        channel: str,
+        priors: Mapping[str, float],
+    ) -> dict[str, tuple[float, str]]:
+        """The serving protocol: `for_customer` on the customer's need segment."""
+        return self.for_customer(priors, channel, features.get("segment_id"))
+
     def scores(self, customer_id: str, features: Any) -> dict[str, Any]:
         """No customer-level score field (the service asks `for_customer` per decision)."""
         return {}

@@ -512,8 +512,8 @@ class Runtime:
         if model is None or customer.features is None:
             return {}
         priors = {offer.id: offer.p_accept for offer in self.catalog.offers}
-        learned: dict[str, tuple[float, str]] = model.for_customer(
-            priors, channel, customer.features.get("segment_id")
+        learned: dict[str, tuple[float, str]] = model.acceptance(
+            customer.customer_id, customer.features, channel, priors
         )
         return learned
 
