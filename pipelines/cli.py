@@ -146,7 +146,7 @@ def features_show(
 
 def _register_model_commands() -> None:
     """`loyal train MODEL` and `loyal promote MODEL` for every registered spec, then the rest."""
-    from pipelines.commands import admin, churn, lists, policy, report, scoring, serve
+    from pipelines.commands import admin, churn, lists, policy, report, scoring, serve, simulate
 
     for spec in MODELS.values():
         if spec.commands is None:
@@ -166,6 +166,7 @@ def _register_model_commands() -> None:
     app.command("serve")(serve.serve_command)
     app.add_typer(serve.bento_app, name="bento")
     app.add_typer(policy.policy_app, name="policy")
+    app.command("simulate")(simulate.simulate_command)
 
 
 train_app = typer.Typer(
