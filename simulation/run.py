@@ -312,7 +312,11 @@ def simulate(
     means = mean_by_offer(truth, catalog)
     gap = max(abs(means[o.id] - o.p_accept) for o in catalog.offers)
     known = set(read_contract(settings, only=["customers"])["customers"]["customer_id"].astype(str))
-    customers = sorted(c for c in truth.customers if c in known)
+    candidates = sorted(c for c in truth.customers if c in known)
+    probe = _runtime(
+        settings, (folder or settings.paths.runtime_dir / "simulation") / "probe", 0.0, _Clock()
+    )
+    customers = [c.customer_id for c in probe._customers(candidates) if c.known]  # served ones
     if not customers:
         raise LoyalError("simulate: no customer of the truth is in the loaded data")
     traffic = requests(customers, list(catalog.channels), days, per_day, seed)

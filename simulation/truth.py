@@ -24,9 +24,9 @@ from models.offers import Catalog
 
 TRUTH_FILE = "acceptance_truth.json"
 CUSTOMERS_TRUTH = "customers_truth.parquet"
-CHANNEL_SD = 0.8
-SEGMENT_SD = 1.2
-SENSITIVITY_SD = 0.5
+CHANNEL_SD = 1.2
+SEGMENT_SD = 2.0
+SENSITIVITY_SD = 0.8
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
