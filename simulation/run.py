@@ -11,8 +11,9 @@ cores); answers drawn from the hidden truth go back through `Runtime.feedback` w
 - learned: the same, plus nightly retraining of the acceptance model on the decision log and
   promotion when its doubly robust lower bound (on the last week) beats the champion's estimate;
 - oracle: P(accept) from the truth itself, no exploration;
-- learned-frozen: the learned run's final model, no learning and no exploration, the simulated
-  value the off-policy estimate from the static log is checked against.
+- learned-frozen: the learned run's final model (or, when none was ever promoted, the model its
+  log's answers fit), no learning and no exploration: the simulated value the off-policy
+  estimate from the static log is checked against.
 """
 
 from __future__ import annotations
@@ -336,6 +337,11 @@ def simulate(
             nightly = nightly_retraining(runtime, priors, ignore)
         results[name] = run_policy(name, runtime, clock, traffic, truth, nightly)
     final = results["learned"].model
+    learned_log = results["learned"].log
+    if final is None and learned_log is not None:
+        # never promoted: the OPE check still judges what the log's answers would have taught
+        answered = _answered(learned_log, START + timedelta(days=days + 30), ignore)
+        final = fit(answered) if answered else None
     clock = _Clock()
     runtime = _runtime(settings, folder / "learned_frozen", 0.0, clock)
     runtime.models.pop("acceptance", None)
@@ -355,7 +361,7 @@ def _ope(
 ) -> tuple[float | None, tuple[float, float] | None, str | None]:
     """DR estimate of the frozen learned policy's value per decision from the static log."""
     if model is None or static.log is None:
-        return None, None, "no learned model was promoted"
+        return None, None, "no learned model to evaluate"
     end = START + timedelta(days=days + 30)
     outcomes = _answered(static.log, end, ignore)
     frame = ope_frame(outcomes, priors)
