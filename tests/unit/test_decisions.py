@@ -159,3 +159,22 @@ def test_an_unanswered_decision_is_ignored_after_the_window(tmp_path: Path) -> N
     assert reopened.ids() == {"d-1"}
     assert [c.action_id for c in next(reopened.decisions()).candidates] == ["x"]
     assert datetime.fromtimestamp(0, tz=UTC) < next(reopened.decisions()).ts
+
+
+def test_a_served_acceptance_model_replaces_the_prior_and_shows_its_evidence(
+    tmp_path: Path,
+) -> None:
+    from decisions.acceptance import AcceptanceModel, Answer
+
+    runtime = make_runtime(tmp_path, 0.0, {"C1": customer()})
+    before = runtime.next_best_action(NextBestActionRequest(customer_id="C1", channel="atm"))
+    first = before.actions[0]
+    assert first.p_accept_evidence == "catalog prior"
+    answers = [Answer(first.action_id, "atm", "2", i < 90) for i in range(100)]
+    runtime.models["acceptance"] = LoadedModel(
+        "acceptance", AcceptanceModel().fit(answers), "1", "test", None
+    )
+    after = runtime.next_best_action(NextBestActionRequest(customer_id="C1", channel="atm"))
+    learned = next(a for a in after.actions if a.action_id == first.action_id)
+    assert learned.p_accept > first.p_accept  # 90 of 100 accepted moves it up
+    assert "90 of 100 accepted" in learned.p_accept_evidence
