@@ -301,6 +301,34 @@ class ServingSettings(BaseModel):
         return self.api_key is not None and bool(self.api_key.get_secret_value())
 
 
+class DecisionSettings(BaseModel):
+    """The decision log, exploration and the learning loop (issue: close the loop).
+
+    Attributes:
+        db: the embedded log (default: `<runtime_dir>/serving/decisions.db`; relative to home).
+        url: a PostgreSQL URL; the log goes there instead (default in the production profile:
+            `postgresql://postgres@127.0.0.1:5432/loyal_decisions`).
+        explore_share: share of customers whose decisions are randomised among the eligible
+            actions in each period (0 switches exploration off).
+        explore_period_days: how long a customer's exploration assignment holds.
+        explore_salt: keeps the assignment unpredictable to callers.
+        ignore_after_hours: a decision without an answer after this long counts as ignored.
+        log_features: keep the features the policy read with each decision.
+    """
+
+    db: Path | None = None
+    url: str | None = None
+    explore_share: float = Field(default=0.05, ge=0, le=0.5)
+    explore_period_days: float = Field(default=7.0, gt=0, le=366)
+    explore_salt: str = "loyal"
+    ignore_after_hours: float = Field(default=72.0, gt=0)
+    log_features: bool = True
+
+
+PRODUCTION_DECISIONS_URL = "postgresql://postgres@127.0.0.1:5432/loyal_decisions"
+"""Where the production profile logs decisions unless `decisions.url` says otherwise."""
+
+
 class Settings(BaseSettings):
     """Everything configurable in Loyal."""
 
@@ -322,6 +350,7 @@ class Settings(BaseSettings):
     segments: SegmentSettings = SegmentSettings()
     generate: GenerateSettings = GenerateSettings()
     serving: ServingSettings = ServingSettings()
+    decisions: DecisionSettings = DecisionSettings()
 
     @field_validator("log_level")
     @classmethod
@@ -338,6 +367,8 @@ class Settings(BaseSettings):
         self.mlflow.artifact_root = self.resolve(self.mlflow.artifact_root)
         if self.serving.feedback_db is not None:
             self.serving.feedback_db = self.resolve(self.serving.feedback_db)
+        if self.decisions.db is not None:
+            self.decisions.db = self.resolve(self.decisions.db)
         if self.serving.catalog_path is not None:
             self.serving.catalog_path = self.resolve(self.serving.catalog_path)
         prefix = "sqlite:///"

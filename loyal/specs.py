@@ -177,9 +177,22 @@ BUILTIN: tuple[ModelSpec, ...] = (
         applicable="training.uplift:check_uplift",
         champion_loader="models.pyfuncs.uplift:load",
     ),
+    ModelSpec(
+        name="acceptance",
+        command="acceptance",
+        title="acceptance",
+        run_metric="ope_dr_value",
+        promotion_metric="ope_dr_value",
+        higher_is_better=True,
+        train="training.acceptance:train",
+        scorer_factory="training.acceptance:ope_scorer",
+        applicable="training.acceptance:check_applicable",
+        champion_loader="models.acceptance:load_champion",
+    ),
 )
-"""The shipped models, in training order (CLV before segments: tiers read CLV; uplift last: it
-learns from the data's past campaigns and is skipped, with the reason, when there are none)."""
+"""The shipped models, in training order (CLV before segments: tiers read CLV; uplift: it
+learns from the data's past campaigns and is skipped, with the reason, when there are none;
+acceptance last, from the decision log, skipped while it holds too few answers)."""
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in BUILTIN}
 """Every registered model, in training order."""

@@ -128,6 +128,8 @@ class Action(BaseModel):
     als_score: float | None = None
     reasons: list[str]
     cold_start: bool = False
+    marketing: bool = True
+    evidence: str | None = None
 
 
 class Rejected(BaseModel):
@@ -147,6 +149,8 @@ class Decision(BaseModel):
     decided_at: datetime
     actions: list[Action]
     filtered: list[Rejected]
+    eligible: list[Action] = Field(default_factory=list)
+    marketing_quota: int | None = None
 
 
 @dataclass
@@ -163,6 +167,7 @@ class _Candidate:
     weight: float = 1.0
     expected_value: float = 0.0
     message: str = ""
+    evidence: str | None = None
 
     @property
     def rank_key(self) -> tuple[float, float, str]:
@@ -185,6 +190,7 @@ class _Context:
     product_names: Mapping[str, str]
     unavailable: Mapping[str, Sequence[str]]
     holdout: str | None = None
+    acceptance: Mapping[str, tuple[float, str]] = field(default_factory=dict)
 
 
 def decide(
@@ -201,6 +207,7 @@ def decide(
     product_names: Mapping[str, str] | None = None,
     unavailable: Mapping[str, Sequence[str]] | None = None,
     holdout: str | None = None,
+    acceptance: Mapping[str, tuple[float, str]] | None = None,
 ) -> Decision:
     """Choose the next best actions for one customer on one channel.
 
@@ -220,6 +227,8 @@ def decide(
             cold-start answer reads no customer data).
         holdout: why the customer may get no marketing contact now (a running campaign's
             control group, `loyal.campaigns.ControlGroups`); None: no hold-out.
+        acceptance: offer id -> (P(accept), the evidence behind it) from a learned acceptance
+            model; it replaces the catalog's `p_accept` (and its cross-sell lift) for that offer.
 
     Returns:
         Up to `k` actions, best first, plus every candidate left out and why.
@@ -249,19 +258,25 @@ def decide(
         product_names=product_names or {},
         unavailable=unavailable or {},
         holdout=holdout,
+        acceptance=acceptance or {},
     )
     rejected: list[Rejected] = []
     candidates = _candidates(ctx, _ranked(recommendations or ()), rejected)
     survivors = [c for c in candidates if _survives(c, ctx, rejected)]
     survivors = _top_als(survivors, k, rejected)
     survivors.sort(key=lambda c: c.rank_key)
+    quota = _marketing_quota(ctx)
     chosen = _select(survivors, k, ctx, rejected)
+    actions = {id(c): _action(c, ctx) for c in chosen}
+    selectable = [c for c in survivors if not (c.offer.is_marketing and quota == 0)]
     return Decision(
         channel=channel,
         cold_start=cold,
         decided_at=now,
-        actions=[_action(c, ctx) for c in chosen],
+        actions=list(actions.values()),
         filtered=rejected,
+        eligible=[actions.get(id(c)) or _action(c, ctx) for c in selectable],
+        marketing_quota=quota,
     )
 
 
@@ -589,7 +604,11 @@ def _economics(cand: _Candidate, ctx: _Context) -> Verdict:
         return "value", f"value unknown: needs {', '.join(offer.value.names)}"
     cand.value = value
     cand.weight = offer.segment_weight(ctx.values.get("segment_id"), ctx.values.get("segment"))
-    cand.p_accept = min(1.0, offer.p_accept * ctx.catalog.als.lift(cand.als_rank))
+    learned = ctx.acceptance.get(offer.id)
+    if learned is not None:
+        cand.p_accept, cand.evidence = learned
+    else:
+        cand.p_accept = min(1.0, offer.p_accept * ctx.catalog.als.lift(cand.als_rank))
     cand.expected_value = cand.p_accept * value * cand.weight - offer.cost
     if not math.isfinite(cand.expected_value) or cand.expected_value <= 0:
         return "value", (
@@ -717,6 +736,8 @@ def _action(cand: _Candidate, ctx: _Context) -> Action:
         als_score=cand.als_score,
         reasons=reasons,
         cold_start=ctx.cold_start,
+        marketing=offer.is_marketing,
+        evidence=cand.evidence,
     )
 
 

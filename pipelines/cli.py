@@ -150,7 +150,18 @@ def features_show(
 
 def _register_model_commands() -> None:
     """`loyal train MODEL` and `loyal promote MODEL` for every registered spec, then the rest."""
-    from pipelines.commands import admin, campaign, churn, lists, monitor, report, scoring, serve
+    from pipelines.commands import (
+        admin,
+        campaign,
+        churn,
+        lists,
+        monitor,
+        policy,
+        report,
+        scoring,
+        serve,
+        simulate,
+    )
 
     for spec in MODELS.values():
         if spec.commands is None:
@@ -171,6 +182,8 @@ def _register_model_commands() -> None:
     app.add_typer(admin.pipeline_app, name="pipeline")
     app.command("serve")(serve.serve_command)
     app.add_typer(serve.bento_app, name="bento")
+    app.add_typer(policy.policy_app, name="policy")
+    app.command("simulate")(simulate.simulate_command)
 
 
 train_app = typer.Typer(

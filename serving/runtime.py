@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from decisions.log import DecisionLog, DecisionLogError
+from decisions.record import DecisionRecorder, open_recorder
 from features.tables_io import consent_recorded
 from loyal.campaigns import ControlGroups, store_path
 from loyal.errors import LoyalError
@@ -195,9 +197,13 @@ class Runtime:
         absent_features: Iterable[str] = (),
         assume_consent: bool = False,
         control_groups: ControlGroups | None = None,
+        decisions: DecisionRecorder | None = None,
     ) -> None:
         self.catalog = catalog
         self.control_groups = control_groups
+        self.decisions = decisions or DecisionRecorder(
+            DecisionLog(feedback.path.parent / "decisions.db")
+        )
         self.assume_consent = assume_consent
         self.catalog_name = catalog_name
         self.product_names = dict(product_names or {})
@@ -259,6 +265,7 @@ class Runtime:
             absent_features=features_without_data(settings),
             assume_consent=_assumes_consent(settings, options),
             control_groups=ControlGroups(store_path(settings.paths.runtime_dir)),
+            decisions=open_recorder(settings),
         )
         log.info(
             "serving runtime ready in %.1f s: models %s, features %s",
@@ -512,9 +519,27 @@ class Runtime:
             customer.features = {**customer.features, **applied, **self._consent_override()}
         scores = self._scores(customer, self.catalog.reads_churn_reasons(request.channel))
         decision = self._decide(customer, scores, request, now)
+        decision_id = new_decision_id(decision.decided_at)
+        decision, unlogged = self.decisions.settle(
+            decision,
+            decision_id,
+            request.customer_id,
+            customer.features,
+            self.model_versions,
+            request.k,
+        )
+        if unlogged:
+            customer.problems.append(Problem("decision_log", unlogged))
         reasons = self._report("next_best_action", customer.problems, decision.cold_start)
         return _nba_answer(
-            request, customer, scores, decision, self.model_versions, reasons, sorted(applied)
+            request,
+            customer,
+            scores,
+            decision,
+            self.model_versions,
+            reasons,
+            sorted(applied),
+            decision_id,
         )
 
     def _decide(
@@ -529,9 +554,10 @@ class Runtime:
         With no contact in the history window the decision reads only the customer's row
         (stored features with the request's context), the scores and ranking that row and id
         give, the channel, k and the campaign holdout: the clock matters only through contacts
-        and campaigns. Such a decision is kept by (id, channel, k, holdout, row) and given again
-        with this request's time; any contact history, a new row or a reopened store decides
-        afresh (bounded, then restarted).
+        and campaigns. Such a greedy decision is kept by (id, channel, k, holdout, row) and
+        given again with this request's time (exploration and the decision log act on it after,
+        on every request: `decisions.record`); any contact history, a new row or a reopened
+        store decides afresh (bounded, then restarted).
         """
         history = self._history(customer, now)
         recommendations = self._recommendations(customer, self.options.recommendations)
@@ -558,6 +584,7 @@ class Runtime:
             product_names=self.product_names,
             unavailable=self.unavailable_offers,
             holdout=holdout,
+            acceptance=self._acceptance(customer, request.channel),
         )
         if key is not None:
             if len(self._decided) >= DECISIONS_KEPT:
@@ -573,6 +600,17 @@ class Runtime:
         if self.control_groups.error is not None:
             customer.problems.append(Problem("campaigns", "campaigns store unreadable"))
         return reason
+
+    def _acceptance(self, customer: _Customer, channel: str) -> dict[str, tuple[float, str]]:
+        """Learned P(accept) per offer with its evidence (empty: no acceptance champion)."""
+        model = self._model("acceptance")
+        if model is None or customer.features is None:
+            return {}
+        priors = {offer.id: offer.p_accept for offer in self.catalog.offers}
+        learned: dict[str, tuple[float, str]] = model.acceptance(
+            customer.customer_id, customer.features, channel, priors
+        )
+        return learned
 
     def _consent_override(self) -> Row:
         """Consent for a known customer when the business allows it without a record."""
@@ -722,7 +760,9 @@ class Runtime:
             ) from None
         if stored.new:
             self.recorder.feedback(request.outcome)
+        matched = self._answer_decision(request, ts)
         return FeedbackResponse(
+            decision_id=matched,
             recorded=stored.new,
             feedback_id=stored.feedback_id,
             customer_id=request.customer_id,
@@ -731,6 +771,27 @@ class Runtime:
             outcome=request.outcome,
             ts=stored.ts,
         )
+
+    def _answer_decision(self, request: FeedbackRequest, ts: datetime) -> str | None:
+        """File the answer with its decision (the latest one that showed the action without an id).
+
+        Raises:
+            UnavailableError: the decision log cannot be written (the feedback itself is kept;
+                a retry with the same key files it).
+        """
+        store = self.decisions.store
+        if store is None:
+            return request.decision_id
+        try:
+            return store.answer(
+                request.customer_id, request.action_id, request.outcome, ts, request.decision_id
+            )
+        except DecisionLogError as exc:
+            log.error("%s", exc)
+            raise UnavailableError(
+                "decision log unavailable: the answer is kept for the contact policy but not "
+                "filed with its decision; retry with the same idempotency key"
+            ) from None
 
     def _check_feedback_time(self, ts: datetime, now: datetime, decision: str | None) -> None:
         """`ts` not in the future beyond the skew, not too old, not before its decision."""
@@ -859,6 +920,7 @@ def _nba_answer(
     versions: dict[str, str | None],
     reasons: list[str],
     context: list[str],
+    decision_id: str,
 ) -> NextBestActionResponse:
     """The answer; `context` names the request's context fields (applied if the customer is
     known, else listed as ignored)."""
@@ -876,6 +938,7 @@ def _nba_answer(
             segment_weight=a.segment_weight,
             als_rank=a.als_rank,
             reasons=a.reasons,
+            p_accept_evidence=a.evidence or "catalog prior",
         )
         for a in decision.actions
     ]
@@ -905,7 +968,7 @@ def _nba_answer(
             else None
         ),
         decided_at=decision.decided_at,
-        decision_id=new_decision_id(decision.decided_at),
+        decision_id=decision_id,
         context_used=context if customer.known else [],
         context_ignored=[] if customer.known else context,
         filtered=filtered,

@@ -98,6 +98,10 @@ class ActionOut(BaseModel):
     segment_weight: float
     als_rank: int | None = Field(description="Rank in the cross-sell recommendations, if any.")
     reasons: list[str]
+    p_accept_evidence: str = Field(
+        default="catalog prior",
+        description="Where p_accept comes from: the catalog's prior or the learned evidence.",
+    )
 
 
 class RejectedOut(BaseModel):
@@ -327,6 +331,13 @@ class FeedbackResponse(BaseModel):
     channel: Channel
     outcome: Outcome
     ts: datetime
+    decision_id: str | None = Field(
+        default=None,
+        description=(
+            "The decision this answer was filed with: the one sent, else the customer's latest "
+            "decision that showed the action (None: no such decision logged)."
+        ),
+    )
 
 
 # --- status --------------------------------------------------------------------------------------

@@ -686,3 +686,83 @@ def test_bento_build_packs_the_champions_under_pinned_tags(bank: Bank, tmp_path:
     assert (bento / "src" / "serving" / "service.py").is_file()
     assert (bento / "src" / "models" / "offer_catalog.yaml").is_file()
     assert (bento / "src" / "models" / "retail_catalog.yaml").is_file()
+
+
+# --- the decision log ----------------------------------------------------------------------------
+
+
+def test_killing_the_service_mid_burst_loses_no_acknowledged_decision_or_answer(
+    bank: Bank, online: pd.DataFrame, tmp_path: Path
+) -> None:
+    """SIGKILL the server during a burst: every decision and answer it acknowledged is kept."""
+    import signal
+    import threading
+    import time
+
+    from decisions.log import DecisionLog
+    from serving.process import start_server
+
+    db = tmp_path / "decisions.db"
+    env = {"LOYAL_SERVING__WORKERS": "1", "LOYAL_DECISIONS__DB": str(db)}
+    server = start_server(bank.settings.home, env=env, log_path=tmp_path / "server.log")
+    decided: list[str] = []
+    answered: list[tuple[str, str, str]] = []
+    stop = threading.Event()
+    ids = online[ENTITY_KEY].astype(str).tolist()
+
+    def burst(worker: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=10.0) as http:
+            for n in range(10_000):
+                if stop.is_set():
+                    return
+                customer = ids[(worker * 997 + n * 13) % len(ids)]
+                try:
+                    answer = http.post(
+                        "/next_best_action", json={"customer_id": customer, "channel": "web"}
+                    )
+                    if answer.status_code != 200:
+                        continue
+                    body = answer.json()
+                    decided.append(body["decision_id"])
+                    if not body["actions"]:
+                        continue
+                    action = body["actions"][0]["action_id"]
+                    outcome = "accepted" if n % 3 == 0 else "declined"
+                    sent = http.post(
+                        "/feedback",
+                        json={
+                            "customer_id": customer,
+                            "action_id": action,
+                            "channel": "web",
+                            "outcome": outcome,
+                            "decision_id": body["decision_id"],
+                        },
+                    )
+                    if sent.status_code == 200:
+                        answered.append((body["decision_id"], action, outcome))
+                except httpx.HTTPError:
+                    return
+
+    try:
+        server.wait("/readyz", 120)
+        threads = [threading.Thread(target=burst, args=(w,)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while len(answered) < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(server.process.pid, signal.SIGKILL)  # the server and its worker, mid-burst
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait(10)
+    assert len(decided) >= 60 and answered, (tmp_path / "server.log").read_text()[-2000:]
+    log = DecisionLog(db)
+    assert set(decided) <= log.ids()
+    assert set(answered) <= log.answered()
+    for decision in log.decisions():
+        if decision.action_id is not None:
+            assert decision.propensity is not None and 0 < decision.propensity <= 1

@@ -44,9 +44,9 @@ def _render(renderable: Any) -> str:
 
 def test_models_are_found_by_registered_or_command_name() -> None:
     assert model_spec("cross-sell") is model_spec("cross_sell") is MODELS["cross_sell"]
-    assert list(MODELS) == ["churn", "cross_sell", "clv", "segments", "uplift"]
-    with pytest.raises(LoyalError, match="churn, cross-sell, clv, segments, uplift"):
-        model_spec("acceptance")
+    assert list(MODELS) == ["churn", "cross_sell", "clv", "segments", "uplift", "acceptance"]
+    with pytest.raises(LoyalError, match="churn, cross-sell, clv, segments, uplift, acceptance"):
+        model_spec("tenure")
 
 
 @pytest.mark.parametrize("name", ["churn", "cross_sell", "clv", "segments"])
@@ -55,6 +55,7 @@ def test_retrain_promotes_each_model_as_loyal_promote_does(
 ) -> None:
     """The spec's metric, direction and scorer are the ones the `loyal promote` path passes."""
     import training.registry
+    from loyal.specs import promotion_for
     from pipelines.commands.churn import promote_churn
     from pipelines.commands.cross_sell import promote_cross_sell
     from pipelines.commands.value import promote_clv, promote_segments
@@ -70,6 +71,7 @@ def test_retrain_promotes_each_model_as_loyal_promote_does(
         "cross_sell": promote_cross_sell,
         "clv": promote_clv,
         "segments": promote_segments,
+        "acceptance": promotion_for("acceptance"),
     }
     promoters[name](settings, version="7")
     (call,) = calls

@@ -289,7 +289,7 @@ def test_cli_models_lists_versions_metrics_champion_and_reasons(
 def test_cli_models_rejects_an_unknown_model(
     store: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result = _loyal(store, monkeypatch, "models", "acceptance")
+    result = _loyal(store, monkeypatch, "models", "tenure")
     assert isinstance(result.exception, LoyalError)
     assert "cross-sell" in str(result.exception)
 

@@ -1,0 +1,211 @@
+"""Off-policy evaluation: what a candidate policy would have earned, estimated from a logged one.
+
+Pure numpy. For each logged decision i: the reward r_i of the action the logging policy took,
+the probability p_i with which it took it (the logged propensity), the probability pi_i with
+which the candidate would have taken that same action, and (for doubly robust) a reward model's
+prediction q_i for the logged action and its expectation v_i under the candidate's choices.
+
+- IPS: mean(w r), w = min(pi / p, clip);
+- self-normalised IPS: sum(w r) / sum(w);
+- doubly robust: mean(v + w (r - q)).
+
+Confidence intervals are percentile bootstraps over decisions. Overlap is checked before any
+verdict: a candidate whose weights leave too small an effective sample size (sum w)^2 / sum w^2,
+or that chooses actions the logging policy never could, gets no verdict, and the reason says
+which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate and its bootstrap confidence interval."""
+
+    value: float
+    low: float
+    high: float
+
+    def as_dict(self) -> dict[str, float]:
+        """Plain numbers (JSON)."""
+        return {"value": self.value, "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A candidate's estimated value per decision and whether the log supports a verdict.
+
+    Attributes:
+        n: logged decisions used.
+        logged: the logged policy's observed mean reward (with its bootstrap interval).
+        ips: inverse propensity scoring.
+        snips: self-normalised IPS.
+        dr: doubly robust (None without a reward model).
+        ess: effective sample size of the (clipped) weights.
+        clipped_share: share of decisions whose weight was clipped.
+        unsupported_share: share of the candidate's probability mass on actions the logging
+            policy could not take (zero propensity): no estimator sees it.
+        refusal: why no verdict is given (None: the overlap is good enough).
+    """
+
+    n: int
+    logged: Interval
+    ips: Interval
+    snips: Interval
+    dr: Interval | None
+    ess: float
+    clipped_share: float
+    unsupported_share: float
+    refusal: str | None
+
+    @property
+    def best(self) -> Interval:
+        """The estimate to act on: doubly robust when there is a reward model, else SNIPS."""
+        return self.dr if self.dr is not None else self.snips
+
+
+def _vector(values: ArrayLike, name: str, n: int | None = None) -> Array:
+    array = np.asarray(values, dtype=float).ravel()
+    if n is not None and array.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} values, got {array.shape[0]}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name}: every value must be finite")
+    return array
+
+
+def weights(target: ArrayLike, propensity: ArrayLike, clip: float | None = None) -> Array:
+    """Importance weights pi / p of the logged actions, clipped at `clip` (None: not clipped).
+
+    Raises:
+        ValueError: a logged propensity outside (0, 1] or a target probability outside [0, 1].
+    """
+    p = _vector(propensity, "propensity")
+    pi = _vector(target, "target", p.shape[0])
+    if np.any((p <= 0) | (p > 1)):
+        raise ValueError("propensity: every logged propensity must be in (0, 1]")
+    if np.any((pi < 0) | (pi > 1)):
+        raise ValueError("target: every target probability must be in [0, 1]")
+    w = pi / p
+    return w if clip is None else np.minimum(w, clip)
+
+
+def effective_sample_size(w: ArrayLike) -> float:
+    """(sum w)^2 / sum w^2: how many decisions the weighted estimate is worth (0: no overlap)."""
+    array = np.asarray(w, dtype=float)
+    squares = float(np.sum(array**2))
+    return 0.0 if squares == 0 else float(np.sum(array) ** 2 / squares)
+
+
+def _ips(w: Array, r: Array) -> Array:
+    return np.asarray(np.mean(w * r, axis=-1), dtype=float)
+
+
+def _snips(w: Array, r: Array) -> Array:
+    total = np.sum(w, axis=-1)
+    safe = np.where(total > 0, total, 1.0)
+    return np.asarray(np.where(total > 0, np.sum(w * r, axis=-1) / safe, 0.0), dtype=float)
+
+
+def _dr(w: Array, r: Array, q: Array, v: Array) -> Array:
+    return np.asarray(np.mean(v + w * (r - q), axis=-1), dtype=float)
+
+
+def evaluate(
+    rewards: ArrayLike,
+    propensity: ArrayLike,
+    target: ArrayLike,
+    q_logged: ArrayLike | None = None,
+    v_target: ArrayLike | None = None,
+    *,
+    unsupported: ArrayLike | None = None,
+    clip: float | None = 100.0,
+    min_ess: float = 50.0,
+    max_unsupported: float = 0.01,
+    confidence: float = 0.95,
+    bootstrap: int = 500,
+    seed: int = 0,
+) -> Evaluation:
+    """Estimate a candidate policy's mean reward per decision from a logged policy's decisions.
+
+    Args:
+        rewards: reward of each logged action (accepted: 1/0, or the value accepted).
+        propensity: probability with which the logging policy took it, in (0, 1].
+        target: probability with which the candidate would take the same action.
+        q_logged: a reward model's prediction for each logged action (doubly robust).
+        v_target: the reward model's expected reward under the candidate, per decision.
+        unsupported: per decision, the candidate's probability on actions the logging policy
+            could not take (default 0).
+        clip: largest importance weight (None: no clipping).
+        min_ess: below this effective sample size there is no verdict.
+        max_unsupported: above this average unsupported mass there is no verdict.
+        confidence: the bootstrap intervals' level.
+        bootstrap: bootstrap resamples.
+        seed: the resampling seed.
+
+    Raises:
+        ValueError: inputs of different lengths, no decision, or probabilities out of range.
+    """
+    r = _vector(rewards, "rewards")
+    n = r.shape[0]
+    if n == 0:
+        raise ValueError("rewards: no logged decision to evaluate")
+    w = weights(target, propensity, clip)
+    raw = weights(target, propensity, None)
+    has_model = q_logged is not None and v_target is not None
+    q = _vector(q_logged, "q_logged", n) if has_model else np.zeros(n)  # type: ignore[arg-type]
+    v = _vector(v_target, "v_target", n) if has_model else np.zeros(n)  # type: ignore[arg-type]
+    lost = np.zeros(n) if unsupported is None else _vector(unsupported, "unsupported", n)
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, n, size=(bootstrap, n))
+    tail = (1 - confidence) / 2 * 100
+
+    def interval(point: float, samples: Array) -> Interval:
+        low, high = np.percentile(samples, [tail, 100 - tail])
+        return Interval(float(point), float(low), float(high))
+
+    ess = effective_sample_size(w)
+    unsupported_share = float(np.mean(lost))
+    return Evaluation(
+        n=n,
+        logged=interval(float(np.mean(r)), np.mean(r[rows], axis=-1)),
+        ips=interval(float(_ips(w, r)), _ips(w[rows], r[rows])),
+        snips=interval(float(_snips(w, r)), _snips(w[rows], r[rows])),
+        dr=(
+            interval(float(_dr(w, r, q, v)), _dr(w[rows], r[rows], q[rows], v[rows]))
+            if has_model
+            else None
+        ),
+        ess=ess,
+        clipped_share=float(np.mean(raw > w)),
+        unsupported_share=unsupported_share,
+        refusal=_refusal(ess, n, unsupported_share, min_ess, max_unsupported),
+    )
+
+
+def _refusal(
+    ess: float, n: int, unsupported: float, min_ess: float, max_unsupported: float
+) -> str | None:
+    """Why the log cannot support a verdict on this candidate (None: it can)."""
+    if ess == 0:
+        return (
+            "no overlap: the candidate never takes an action the logging policy took "
+            f"(all {n} importance weights are 0)"
+        )
+    if unsupported > max_unsupported:
+        return (
+            f"poor overlap: {unsupported:.1%} of the candidate's choices are actions the logging "
+            f"policy never takes (allowed {max_unsupported:.1%}); log more exploration first"
+        )
+    if ess < min_ess:
+        return (
+            f"poor overlap: the weights leave an effective sample size of {ess:.0f} of {n} "
+            f"decisions (needs {min_ess:.0f}); log more exploration or wait for more decisions"
+        )
+    return None

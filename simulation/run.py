@@ -1,0 +1,375 @@
+"""`loyal simulate`: days of traffic replayed in-process against the policy, answers from the truth.
+
+Each policy gets a fresh feedback store and decision log and the same requests (customers and
+channels drawn once, with the same uniform draw deciding each answer, so the policies differ
+only by what they show). Requests go to the serving `Runtime` in-process (the service's engine,
+without HTTP: a live server replay of tens of thousands of requests would take far longer on two
+cores); answers drawn from the hidden truth go back through `Runtime.feedback` with their
+`decision_id`. Policies:
+
+- static: the catalog's `p_accept`, with the configured exploration share (the logging policy);
+- learned: the same, plus nightly retraining of the acceptance model on the decision log and
+  promotion when its doubly robust lower bound (on the last week) beats the champion's estimate;
+- oracle: P(accept) from the truth itself, no exploration;
+- learned-frozen: the learned run's final model (or, when none was ever promoted, the model its
+  log's answers fit), no learning and no exploration: the simulated value the off-policy
+  estimate from the static log is checked against.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from decisions.explore import Exploration
+from decisions.log import PENDING, DecisionLog, Outcome
+from decisions.record import DecisionRecorder
+from loyal.settings import Settings
+from models.acceptance import AcceptanceModel
+from serving.champions import LoadedModel
+from serving.runtime import RequestError, Runtime
+from serving.schemas import FeedbackRequest, NextBestActionRequest
+from simulation.truth import AcceptanceTruth, load_or_draw
+from training.acceptance import fit, ope_frame, policy_value, predict_frame
+
+log = logging.getLogger(__name__)
+
+START = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
+HOLDOUT_DAYS = 7
+IGNORE_SHARE = 0.5
+"""Of the answers that are not an acceptance, the share never sent back (ignored)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One simulated request and the uniform draws that decide its answer."""
+
+    at: datetime
+    customer_id: str
+    channel: str
+    accept_draw: float
+    ignore_draw: float
+
+
+@dataclass
+class PolicyResult:
+    """What one policy earned over the simulated days."""
+
+    name: str
+    decisions: int = 0
+    shown: int = 0
+    accepted: int = 0
+    value: float = 0.0
+    promotions: int = 0
+    daily_value: list[float] = field(default_factory=list)
+    model: AcceptanceModel | None = None
+    log: DecisionLog | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain numbers."""
+        return {
+            "decisions": self.decisions,
+            "shown": self.shown,
+            "accepted": self.accepted,
+            "accepted_value": round(self.value, 2),
+            "value_per_decision": round(self.value / max(self.decisions, 1), 4),
+            "promotions": self.promotions,
+        }
+
+
+def requests(
+    customers: list[str], channels: list[str], days: int, per_day: int, seed: int
+) -> list[list[Request]]:
+    """The same traffic for every policy: per day, customers and channels at random."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for day in range(days):
+        base = START + timedelta(days=day)
+        picks = rng.integers(0, len(customers), per_day)
+        where = rng.integers(0, len(channels), per_day)
+        seconds = np.sort(rng.uniform(0, 10 * 3600, per_day))
+        draws = rng.random((per_day, 2))
+        out.append(
+            [
+                Request(
+                    base + timedelta(seconds=float(s)),
+                    customers[int(p)],
+                    channels[int(w)],
+                    float(a),
+                    float(i),
+                )
+                for p, w, s, (a, i) in zip(picks, where, seconds, draws, strict=True)
+            ]
+        )
+    return out
+
+
+class _Clock:
+    """The simulated time the runtime reads."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _runtime(settings: Settings, folder: Path, share: float, clock: _Clock) -> Runtime:
+    """A runtime with its own stores and exploration share, on the simulated clock."""
+    own = settings.model_copy(deep=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db*"):
+        stale.unlink()
+    own.serving.feedback_db = folder / "feedback.db"
+    own.decisions.db = folder / "decisions.db"
+    own.decisions.url = None
+    runtime = Runtime.start(own)
+    runtime.decisions = DecisionRecorder(
+        DecisionLog(folder / "decisions.db"),
+        Exploration(share, own.decisions.explore_period_days, own.decisions.explore_salt),
+        log_features=True,
+    )
+    runtime.clock = clock
+    return runtime
+
+
+def _serve(name: str, model: Any) -> LoadedModel:
+    return LoadedModel("acceptance", model, name, "simulation", None)
+
+
+def run_policy(
+    name: str,
+    runtime: Runtime,
+    clock: _Clock,
+    traffic: list[list[Request]],
+    truth: AcceptanceTruth,
+    nightly: Callable[[PolicyResult, datetime], None] | None = None,
+) -> PolicyResult:
+    """Serve every request, answer from the truth, retrain nightly if asked."""
+    result = PolicyResult(name, log=runtime.decisions.store)
+    started = time.perf_counter()
+    for day, batch in enumerate(traffic):
+        day_value = 0.0
+        for request in batch:
+            clock.now = request.at
+            answer = runtime.next_best_action(
+                NextBestActionRequest(customer_id=request.customer_id, channel=request.channel)
+            )
+            result.decisions += 1
+            if not answer.actions:
+                continue
+            action = answer.actions[0]
+            result.shown += 1
+            p = truth.probability(action.action_id, request.channel, request.customer_id)
+            accepted = request.accept_draw < p
+            if not accepted and request.ignore_draw < IGNORE_SHARE:
+                continue  # ignored: no answer comes back
+            try:
+                runtime.feedback(
+                    FeedbackRequest(
+                        customer_id=request.customer_id,
+                        action_id=action.action_id,
+                        channel=request.channel,
+                        outcome="accepted" if accepted else "declined",
+                        decision_id=answer.decision_id,
+                        ts=request.at + timedelta(minutes=1),
+                    )
+                )
+            except RequestError as exc:
+                log.warning("feedback refused: %s", exc)
+                continue
+            if accepted:
+                result.accepted += 1
+                day_value += action.value
+        result.value += day_value
+        result.daily_value.append(day_value)
+        if nightly is not None:
+            nightly(result, START + timedelta(days=day + 1))
+        if (day + 1) % 10 == 0:
+            log.info(
+                "%s: day %d of %d, %d decisions, accepted value %.0f (%.0f s)",
+                name, day + 1, len(traffic), result.decisions, result.value,
+                time.perf_counter() - started,
+            )  # fmt: skip
+    return result
+
+
+def _answered(store: DecisionLog, now: datetime, ignore: timedelta) -> list[Outcome]:
+    return [
+        o
+        for o in store.outcomes(now, ignore)
+        if o.outcome != PENDING and o.decision.action_id and o.decision.candidates
+    ]
+
+
+def nightly_retraining(
+    runtime: Runtime, priors: dict[str, float], ignore: timedelta
+) -> Callable[[PolicyResult, datetime], None]:
+    """Each night: fit on answers before the last week, judge on the last week by DR OPE,
+    promote when the lower bound beats the champion's estimate, then refit on every answer."""
+
+    def night(result: PolicyResult, now: datetime) -> None:
+        store = result.log
+        if store is None:
+            return
+        outcomes = _answered(store, now, ignore)
+        cut = now - timedelta(days=HOLDOUT_DAYS)
+        early = [o for o in outcomes if o.decision.ts < cut]
+        late = [o for o in outcomes if o.decision.ts >= cut]
+        if len(early) < 100 or len(late) < 100:
+            return
+        holdout = ope_frame(late, priors)
+        challenger = policy_value(holdout, predict_frame(fit(early), holdout))
+        if challenger.refusal is not None:
+            return
+        if result.model is None:
+            bar = challenger.logged.value  # the first model must beat the logged policy
+        else:
+            bar = policy_value(holdout, predict_frame(result.model, holdout)).best.value
+        if challenger.best.low <= bar:
+            return
+        result.model = fit(outcomes)  # promoted: refit on every answer, served from now on
+        result.promotions += 1
+        runtime.models["acceptance"] = _serve(f"night-{now:%m%d}", result.model)
+
+    return night
+
+
+@dataclass
+class SimulationReport:
+    """The policies' results over the same simulated days and the OPE check."""
+
+    days: int
+    per_day: int
+    results: dict[str, PolicyResult]
+    ope_dr_value: float | None
+    ope_dr_interval: tuple[float, float] | None
+    ope_refusal: str | None
+    truth_mean_gap: float
+
+    def summary(self) -> dict[str, Any]:
+        """The benchmark's figures."""
+        static = self.results["static"].value
+        learned = self.results["learned"].value
+        oracle = self.results["oracle"].value
+        frozen = self.results["learned_frozen"]
+        frozen_per = frozen.value / max(frozen.decisions, 1)
+        error = None
+        if self.ope_dr_value is not None and frozen_per > 0:
+            error = abs(self.ope_dr_value - frozen_per) / frozen_per
+        return {
+            "days": self.days,
+            "requests_per_day": self.per_day,
+            "static_value": round(static, 2),
+            "learned_value": round(learned, 2),
+            "oracle_value": round(oracle, 2),
+            "learned_over_static": round(learned / static, 4) if static else None,
+            "learned_to_oracle": round(learned / oracle, 4) if oracle else None,
+            "ope_dr_value_per_decision": self.ope_dr_value,
+            "ope_dr_interval": self.ope_dr_interval,
+            "ope_refusal": self.ope_refusal,
+            "learned_frozen_value_per_decision": round(frozen_per, 4),
+            "ope_dr_rel_error": None if error is None else round(error, 4),
+            "truth_mean_max_gap": round(self.truth_mean_gap, 6),
+            "policies": {name: r.as_dict() for name, r in self.results.items()},
+        }
+
+
+def simulate(
+    settings: Settings,
+    days: int = 60,
+    per_day: int = 200,
+    seed: int = 7,
+    folder: Path | None = None,
+) -> SimulationReport:
+    """Replay `days` of traffic for the static, learned and oracle policies (and the frozen
+    learned one) on a trained, scored sample-bank home.
+
+    Raises:
+        LoyalError: the home has no sample-bank truth or no served customers.
+    """
+    from features.tables_io import read_contract
+    from loyal.errors import LoyalError
+    from serving.catalogs import load_home_catalog
+    from simulation.truth import mean_by_offer
+    from training.acceptance import catalog_priors
+    from training.truth import truth_folder
+
+    catalog, _ = load_home_catalog(settings, settings.serving)
+    try:
+        truth = load_or_draw(truth_folder(settings), catalog)
+    except FileNotFoundError:
+        raise LoyalError(
+            "simulate needs the generated sample bank's ground truth "
+            f"({truth_folder(settings)}); run `loyal run --no-serve` on the sample bank first"
+        ) from None
+    means = mean_by_offer(truth, catalog)
+    gap = max(abs(means[o.id] - o.p_accept) for o in catalog.offers)
+    known = set(read_contract(settings, only=["customers"])["customers"]["customer_id"].astype(str))
+    candidates = sorted(c for c in truth.customers if c in known)
+    probe = _runtime(
+        settings, (folder or settings.paths.runtime_dir / "simulation") / "probe", 0.0, _Clock()
+    )
+    customers = [c.customer_id for c in probe._customers(candidates) if c.known]  # served ones
+    if not customers:
+        raise LoyalError("simulate: no customer of the truth is in the loaded data")
+    traffic = requests(customers, list(catalog.channels), days, per_day, seed)
+    folder = folder or settings.paths.runtime_dir / "simulation"
+    priors = catalog_priors(settings)
+    ignore = timedelta(hours=settings.decisions.ignore_after_hours)
+    share = settings.decisions.explore_share
+    results: dict[str, PolicyResult] = {}
+    for name, explore in (("static", share), ("learned", share), ("oracle", 0.0)):
+        clock = _Clock()
+        runtime = _runtime(settings, folder / name, explore, clock)
+        runtime.models.pop("acceptance", None)
+        nightly = None
+        if name == "oracle":
+            runtime.models["acceptance"] = _serve("truth", truth)
+        if name == "learned":
+            nightly = nightly_retraining(runtime, priors, ignore)
+        results[name] = run_policy(name, runtime, clock, traffic, truth, nightly)
+    final = results["learned"].model
+    learned_log = results["learned"].log
+    if final is None and learned_log is not None:
+        # never promoted: the OPE check still judges what the log's answers would have taught
+        answered = _answered(learned_log, START + timedelta(days=days + 30), ignore)
+        final = fit(answered) if answered else None
+    clock = _Clock()
+    runtime = _runtime(settings, folder / "learned_frozen", 0.0, clock)
+    runtime.models.pop("acceptance", None)
+    if final is not None:
+        runtime.models["acceptance"] = _serve("final", final)
+    results["learned_frozen"] = run_policy("learned_frozen", runtime, clock, traffic, truth)
+    ope_value, interval, refusal = _ope(results["static"], final, priors, ignore, days)
+    return SimulationReport(days, per_day, results, ope_value, interval, refusal, gap)
+
+
+def _ope(
+    static: PolicyResult,
+    model: AcceptanceModel | None,
+    priors: dict[str, float],
+    ignore: timedelta,
+    days: int,
+) -> tuple[float | None, tuple[float, float] | None, str | None]:
+    """DR estimate of the frozen learned policy's value per decision from the static log."""
+    if model is None or static.log is None:
+        return None, None, "no learned model to evaluate"
+    end = START + timedelta(days=days + 30)
+    outcomes = _answered(static.log, end, ignore)
+    frame = ope_frame(outcomes, priors)
+    estimate = policy_value(frame, predict_frame(model, frame))
+    share = len(outcomes) / max(static.decisions, 1)  # decisions without an action earn 0
+    best = estimate.best
+    return (
+        round(best.value * share, 4),
+        (round(best.low * share, 4), round(best.high * share, 4)),
+        estimate.refusal,
+    )
