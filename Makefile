@@ -1,7 +1,8 @@
 # Two commands set everything up on a fresh machine with Python 3.11 and make:
 #   make run    install from the lock file, then run the main job end to end
 #               (make run PORT=8080 CUSTOMERS=2000: the API's port, the sample bank's size;
-#               the sample bank lives in its own home, SAMPLE_HOME=sample-bank by default)
+#               the sample bank lives in its own home, SAMPLE_HOME=sample-bank by default;
+#               SAMPLE_CHURN_TRIALS=8 the churn search budget of this sample run)
 #   make test   install from the lock file, then run the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 UV_VERSION := 0.13.8
@@ -11,11 +12,14 @@ STAMP := $(VENV)/.installed
 PORT ?= 3000
 CUSTOMERS ?=
 SAMPLE_HOME ?= sample-bank
+# The sample run's churn search budget: on the default bank 8 trials pick the same model as the
+# configured 20 (same test ROC-AUC), and the API is up in under 3 minutes.
+SAMPLE_CHURN_TRIALS ?= 8
 
 .PHONY: run test test-unit lint format install clean
 
 run: $(STAMP)
-	LOYAL_HOME=$(abspath $(SAMPLE_HOME)) $(VENV)/bin/loyal run --port $(PORT) $(if $(CUSTOMERS),--customers $(CUSTOMERS))
+	LOYAL_HOME=$(abspath $(SAMPLE_HOME)) LOYAL_CHURN__SEARCH_TRIALS=$(SAMPLE_CHURN_TRIALS) $(VENV)/bin/loyal run --port $(PORT) $(if $(CUSTOMERS),--customers $(CUSTOMERS))
 
 test: $(STAMP)
 	$(VENV)/bin/pytest
