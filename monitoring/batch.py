@@ -203,10 +203,13 @@ def model_level(features: list[Drift], scores: list[Drift]) -> Level:
 
     A feature that moves while the model's scores do not is worth a look, not a retraining
     (e.g. a tenure-like feature that grows with calendar time); moving scores move decisions.
-    A model without a profiled score (segments, cross-sell) takes its features' level.
+    A model without a profiled score in the scores table (segments, cross-sell, uplift) takes
+    its features' level capped at warn, by the same rule: its reference rows may come from older
+    snapshots (uplift learns from past campaigns' members), so calendar-time features alone
+    would alert on every unshifted bank; an alert needs a score that moves.
     """
     if not scores:
-        return worst_level(features)
+        return "warn" if worst_level(features) != "ok" else "ok"
     level = worst_level(scores)
     if level == "ok" and worst_level(features) != "ok":
         return "warn"
