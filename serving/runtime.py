@@ -165,6 +165,32 @@ class _Customer:
         return cold_start_reason(self.customer_id, failed)
 
 
+class ServedModels(dict[str, LoadedModel]):
+    """The champions a worker serves; every change counts, so what the worker kept is dropped."""
+
+    changes = 0
+
+    def __setitem__(self, name: str, model: LoadedModel) -> None:
+        super().__setitem__(name, model)
+        self.changes += 1
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(name)
+        self.changes += 1
+
+    def pop(self, name: str, *default: Any) -> Any:
+        self.changes += 1
+        return super().pop(name, *default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self.changes += 1
+
+    def clear(self) -> None:
+        super().clear()
+        self.changes += 1
+
+
 class Runtime:
     """Everything an answer needs, loaded once; one method per endpoint.
 
@@ -209,7 +235,7 @@ class Runtime:
         self.product_names = dict(product_names or {})
         self.absent_features = frozenset(absent_features)
         self.unavailable_offers: dict[str, tuple[str, ...]] = {}
-        self.models = dict(models)
+        self.models = ServedModels(models)
         self.options = options or ServingSettings()
         self.feedback_store = feedback
         self.recorder = recorder or NullRecorder()
@@ -226,6 +252,7 @@ class Runtime:
         self._churned: dict[tuple[Any, ...], tuple[float, tuple[str, ...]]] = {}
         self._decided: dict[tuple[Any, ...], Decision] = {}
         self._row_names: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._models_seen = self.models.changes
         self._open_reader()
 
     # ----------------------------------------------------------------------------- start-up
@@ -293,6 +320,14 @@ class Runtime:
             self._reader_error = str(exc)
             log.warning("feature store unavailable: %s", exc)
         return self._reader
+
+    def _forget_if_models_changed(self) -> None:
+        """Drop what this worker kept (rankings, churn answers, decisions): a champion changed."""
+        if self.models.changes != self._models_seen:
+            self._ranked.clear()
+            self._churned.clear()
+            self._decided.clear()
+            self._models_seen = self.models.changes
 
     # ------------------------------------------------------------------------------ status
     @property
@@ -509,6 +544,7 @@ class Runtime:
         Raises:
             RequestError: the channel is not one of the catalog's, or a bad `context` name.
         """
+        self._forget_if_models_changed()
         problem = channel_problem(self.catalog, request.channel)
         if problem is not None:
             raise RequestError("channel", problem)
@@ -641,6 +677,7 @@ class Runtime:
 
     def recommend(self, request: RecommendRequest) -> RecommendResponse:
         """Cross-sell products the customer does not hold yet."""
+        self._forget_if_models_changed()
         model = self._model("cross_sell")
         problems = self._model_problems("cross_sell")
         products: list[ProductScore] = []
@@ -669,6 +706,7 @@ class Runtime:
 
     def churn_score(self, request: ChurnScoreRequest) -> ChurnScoreResponse:
         """Churn probability and top reasons of each customer, in the order asked."""
+        self._forget_if_models_changed()
         customers = self._customers(request.customer_ids)
         scores: list[ChurnScore] = []
         problems: list[Problem] = []

@@ -171,7 +171,7 @@ def test_a_served_acceptance_model_replaces_the_prior_and_shows_its_evidence(
     first = before.actions[0]
     assert first.p_accept_evidence == "catalog prior"
     answers = [Answer(first.action_id, "atm", "2", i < 90) for i in range(100)]
-    runtime = make_runtime(tmp_path, 0.0, {"C1": customer()})  # a worker starts with champions
+    # a champion replaced in a running worker (the simulator's nightly promotion) is used at once
     runtime.models["acceptance"] = LoadedModel(
         "acceptance", AcceptanceModel().fit(answers), "1", "test", None
     )
