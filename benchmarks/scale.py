@@ -38,8 +38,8 @@ SEED = 42
 
 def stage_generate(home: Path, customers: int) -> None:
     """Generate the bank's raw tables and load them through the contract's validation."""
-    from pipelines.generate import generate_sample_bank
     from pipelines.ingest import ingest_folder
+    from samplebank.generate import generate_sample_bank
 
     settings = _settings(home)
     ingest_folder(settings, generate_sample_bank(settings, customers=customers, seed=SEED))

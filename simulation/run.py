@@ -297,10 +297,10 @@ def simulate(
     """
     from features.tables_io import read_contract
     from loyal.errors import LoyalError
+    from samplebank.truth import truth_folder
     from serving.catalogs import load_home_catalog
     from simulation.truth import mean_by_offer
     from training.acceptance import catalog_priors
-    from training.truth import truth_folder
 
     catalog, _ = load_home_catalog(settings, settings.serving)
     try:
