@@ -104,14 +104,14 @@ def clv_outcomes(settings: Settings) -> dict[str, Any]:
     }
 
 
-def tier_rows(predicted: np.ndarray, realised: np.ndarray, tiers: pd.Series) -> list[dict[str, Any]]:
+def tier_rows(
+    predicted: np.ndarray, realised: np.ndarray, tiers: pd.Series
+) -> list[dict[str, Any]]:
     """One row per tier, platinum first."""
     from models.tiers import TIERS
 
     codes = tiers.astype(str).to_numpy()
-    return [
-        outcome_row(tier, predicted[codes == tier], realised[codes == tier]) for tier in TIERS
-    ]
+    return [outcome_row(tier, predicted[codes == tier], realised[codes == tier]) for tier in TIERS]
 
 
 def outcome_row(name: str, predicted: np.ndarray, realised: np.ndarray) -> dict[str, Any]:
