@@ -77,12 +77,28 @@ def test_monitor_reports_drift_and_churn_performance_then_alerts_on_shifted_requ
     get_settings.cache_clear()
     try:
         result = CliRunner().invoke(app, ["--out", str(tmp_path / "cli")])
+        retrained = retrain_if_drift(monkeypatch)
     finally:
         get_settings.cache_clear()
     assert result.exit_code == ALERT_EXIT_CODE, result.output
     served = json.loads((tmp_path / "cli" / "report.json").read_text())["models"]["churn"]
     assert served["served"]["level"] == "alert"
     assert served["served"]["scores"][0]["level"] == "alert"
+    # the same alert makes `loyal pipeline retrain --if-drift` retrain (the retrain is recorded,
+    # not run: the full retrain has tests of its own)
+    output, calls = retrained
+    assert "drift alert: retraining" in output and len(calls) == 1
+
+
+def retrain_if_drift(monkeypatch: pytest.MonkeyPatch) -> tuple[str, list[tuple]]:
+    """`loyal pipeline retrain --if-drift` with the retrain itself recorded instead of run."""
+    from pipelines.commands import admin
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(admin, "retrain_pipeline", lambda *args: calls.append(args))
+    result = CliRunner().invoke(admin.pipeline_app, ["retrain", "--if-drift", "--no-bento"])
+    assert result.exit_code == 0, result.output
+    return result.output, calls
 
 
 def check_clv_outcomes(outcomes: dict, home: Settings) -> None:
