@@ -388,6 +388,7 @@ def run_monitor(settings: Settings, out: Path | None = None) -> dict[str, Any]:
         The report (its `level` is "alert" when any feature or score alerts).
     """
     from loyal.specs import MODELS
+    from monitoring.clv_outcomes import clv_outcomes
     from monitoring.html import write_report
 
     started = time.perf_counter()
@@ -415,6 +416,7 @@ def run_monitor(settings: Settings, out: Path | None = None) -> dict[str, Any]:
         "method": METHOD,
         "models": models,
         "skipped": skipped,
+        "clv_outcomes": clv_outcomes(settings),
         "seconds": round(time.perf_counter() - started, 2),
     }
     folder = out or monitoring_dir(settings) / REPORT_FOLDER

@@ -124,6 +124,7 @@ def _page(report: dict[str, Any], images: dict[str, list[str]]) -> str:
             for src in images.get(name, [])
         ]
         parts.append(_months(section.get("labelled", {})))
+    parts.append(_outcomes(report.get("clv_outcomes", {})))
     if report.get("skipped"):
         items = "".join(
             f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in report["skipped"].items()
@@ -183,3 +184,25 @@ def _months(labelled: dict[str, Any]) -> str:
         for m in months
     )
     return f"<h3>Churn once labels exist</h3><table>{head}{body}</table>"
+
+
+def _outcomes(outcomes: dict[str, Any]) -> str:
+    if not outcomes:
+        return ""
+    note = f"<p><small>{html.escape(outcomes.get('note', ''))}</small></p>"
+    if "tiers" not in outcomes:
+        return f"<h3>CLV once outcomes exist</h3>{note}"
+    window = outcomes["window"]
+    head = (
+        "<tr><th>tier</th><th>customers</th><th>mean predicted</th><th>mean realised</th>"
+        "<th>realised / predicted</th><th>MAE</th></tr>"
+    )
+    body = "".join(
+        f"<tr><td>{r['tier']}</td><td>{r['customers']}</td><td>{r['mean_predicted']}</td>"
+        f"<td>{r['mean_realised']}</td><td>{r['ratio']}</td><td>{r['mae']}</td></tr>"
+        for r in [*outcomes["tiers"], outcomes["total"]]
+    )
+    return (
+        f"<h3>CLV once outcomes exist: {window['start']} to {window['end']} "
+        f"({window['days']} days)</h3><table>{head}{body}</table>{note}"
+    )

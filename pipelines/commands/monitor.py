@@ -47,7 +47,23 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             )
     for name, reason in report.get("skipped", {}).items():
         lines.append(f"  {name}: not monitored ({reason})")
+    lines += clv_outcome_lines(report.get("clv_outcomes", {}))
     return lines
+
+
+def clv_outcome_lines(outcomes: dict[str, Any]) -> list[str]:
+    """Realised vs predicted CLV per tier, or why there is no outcome window."""
+    if "tiers" not in outcomes:
+        return [f"  CLV outcomes: {outcomes['note']}"] if outcomes.get("note") else []
+    window = outcomes["window"]
+    rows = ", ".join(
+        f"{r['tier']} {r['mean_realised']} vs {r['mean_predicted']}"
+        for r in [*outcomes["tiers"], outcomes["total"]]
+    )
+    return [
+        f"  CLV outcomes {window['start']}..{window['end']} ({window['days']} days), mean "
+        f"realised vs predicted: {rows}; MAE {outcomes['total']['mae']}"
+    ]
 
 
 def monitor_command(

@@ -31,6 +31,7 @@ def monitor_home(scored_bank_home: Settings, tmp_path: Path) -> Settings:
     shutil.copytree(scored_bank_home.paths.features_dir, home.paths.features_dir)
     source = scored_bank_home.paths.data_dir / "scores"
     shutil.copytree(source, home.paths.data_dir / "scores")
+    shutil.copytree(scored_bank_home.paths.contract_dir, home.paths.contract_dir)
     return home
 
 
@@ -55,6 +56,8 @@ def test_monitor_reports_drift_and_churn_performance_then_alerts_on_shifted_requ
     assert written["level"] == report["level"]
     page = (tmp_path / "report" / "report.html").read_text()
     assert "plots/churn_auc.png" in page and (tmp_path / "report" / "plots").is_dir()
+    check_clv_outcomes(report["clv_outcomes"], monitor_home)
+    assert "CLV once outcomes exist" in page
 
     # the service's sample: real feature rows, but served scores far above the reference's
     from monitoring.sampler import RequestSampler
@@ -74,12 +77,49 @@ def test_monitor_reports_drift_and_churn_performance_then_alerts_on_shifted_requ
     get_settings.cache_clear()
     try:
         result = CliRunner().invoke(app, ["--out", str(tmp_path / "cli")])
+        retrained = retrain_if_drift(monkeypatch)
     finally:
         get_settings.cache_clear()
     assert result.exit_code == ALERT_EXIT_CODE, result.output
     served = json.loads((tmp_path / "cli" / "report.json").read_text())["models"]["churn"]
     assert served["served"]["level"] == "alert"
     assert served["served"]["scores"][0]["level"] == "alert"
+    # the same alert makes `loyal pipeline retrain --if-drift` retrain (the retrain is recorded,
+    # not run: the full retrain has tests of its own)
+    output, calls = retrained
+    assert "drift alert: retraining" in output and len(calls) == 1
+
+
+def retrain_if_drift(monkeypatch: pytest.MonkeyPatch) -> tuple[str, list[tuple]]:
+    """`loyal pipeline retrain --if-drift` with the retrain itself recorded instead of run."""
+    from pipelines.commands import admin
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(admin, "retrain_pipeline", lambda *args: calls.append(args))
+    result = CliRunner().invoke(admin.pipeline_app, ["retrain", "--if-drift", "--no-bento"])
+    assert result.exit_code == 0, result.output
+    return result.output, calls
+
+
+def check_clv_outcomes(outcomes: dict, home: Settings) -> None:
+    """Four tiers; the realised margin is the transactions' own sum over the window."""
+    from features.tables_io import read_contract
+
+    assert [row["tier"] for row in outcomes["tiers"]] == ["platinum", "gold", "iron", "lead"]
+    total = outcomes["total"]
+    assert sum(row["customers"] for row in outcomes["tiers"]) == total["customers"] > 1000
+    window = outcomes["window"]
+    transactions = read_contract(home, only=["transactions"])["transactions"]
+    days = pd.to_datetime(transactions["ts"]).dt.normalize()
+    calibration_end = pd.Timestamp(window["calibration_end"])
+    bought = transactions[(days <= calibration_end) & (transactions["amount"] > 0)]
+    in_window = transactions[(days > calibration_end) & (days <= pd.Timestamp(window["end"]))]
+    realised = in_window[in_window["customer_id"].isin(bought["customer_id"])]["margin"].sum()
+    assert total["realised_total"] == pytest.approx(realised, rel=1e-6)
+    # the prediction is of the same order as what came in, and ranks: platinum earns more
+    assert 0.5 < total["ratio"] < 2.0
+    platinum, lead = outcomes["tiers"][0], outcomes["tiers"][-1]
+    assert platinum["mean_realised"] > 3 * lead["mean_realised"]
 
 
 def latest_features(customers: int, seed: int, shift: str | None) -> pd.DataFrame:
