@@ -57,6 +57,9 @@ class ModelSpec:
         score_fields: the columns it publishes in the scores table.
         commands: references to its own `loyal train` and `loyal promote` commands (typer
             functions with the model's options); None: the generic ones.
+        current_reference: its training rows come from recent snapshots, so features that moved
+            alone may raise a monitoring alert; False when they come from older snapshots by
+            design (uplift: past campaigns' members), where features alone only warn.
     """
 
     name: str
@@ -75,6 +78,7 @@ class ModelSpec:
     batch_scorer: str | None = None
     score_fields: tuple[str, ...] = field(default=())
     commands: tuple[str, str] | None = None
+    current_reference: bool = True
     feature_views: tuple[str, ...] = ()
 
     def scorer(self, metric: str | None = None) -> Callable[..., float]:
@@ -176,6 +180,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         feature_views=CUSTOMER_VIEWS,
         applicable="training.uplift:check_uplift",
         champion_loader="models.pyfuncs.uplift:load",
+        current_reference=False,
     ),
     ModelSpec(
         name="acceptance",

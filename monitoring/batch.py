@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from loyal.errors import NotReadyError
 from loyal.settings import Settings
+from loyal.specs import MODELS
 from monitoring.drift import (
     Drift,
     Level,
@@ -183,7 +184,9 @@ def score_columns(profile: Profile) -> dict[str, str]:
 # ------------------------------------------------------------------------------ the report
 
 
-def drift_section(profile: Profile, counts: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def drift_section(
+    profile: Profile, counts: Mapping[str, np.ndarray], current_reference: bool = True
+) -> dict[str, Any]:
     """Drift of features and scores against the reference, with the most moved features."""
     found = drifts(profile.columns, counts)
     features = [d for d in found if not d.column.startswith(SCORE_PREFIX)]
@@ -191,25 +194,28 @@ def drift_section(profile: Profile, counts: Mapping[str, np.ndarray]) -> dict[st
     rows = max((d.rows for d in found), default=0)
     return {
         "rows": rows,
-        "level": model_level(features, scores),
+        "level": model_level(features, scores, current_reference),
         "top_moved": [d.column for d in features[:TOP_MOVED] if d.corrected > 0],
         "scores": [_drift_dict(d) for d in scores],
         "features": [_drift_dict(d) for d in features],
     }
 
 
-def model_level(features: list[Drift], scores: list[Drift]) -> Level:
+def model_level(
+    features: list[Drift], scores: list[Drift], current_reference: bool = True
+) -> Level:
     """A model's level: its scores' level, raised to warn when a feature alone alerts.
 
     A feature that moves while the model's scores do not is worth a look, not a retraining
     (e.g. a tenure-like feature that grows with calendar time); moving scores move decisions.
-    A model without a profiled score in the scores table (segments, cross-sell, uplift) takes
-    its features' level capped at warn, by the same rule: its reference rows may come from older
-    snapshots (uplift learns from past campaigns' members), so calendar-time features alone
-    would alert on every unshifted bank; an alert needs a score that moves.
+    A model without a profiled score (segments, cross-sell) takes its features' level, capped
+    at warn when its reference rows come from older snapshots by design (`current_reference`
+    False in its spec: uplift learns from past campaigns' members, so calendar-time features
+    alone would alert on every unshifted bank).
     """
     if not scores:
-        return "warn" if worst_level(features) != "ok" else "ok"
+        level = worst_level(features)
+        return "warn" if level == "alert" and not current_reference else level
     level = worst_level(scores)
     if level == "ok" and worst_level(features) != "ok":
         return "warn"
@@ -365,10 +371,11 @@ def monitor_model(settings: Settings, champion: Champion, snapshot: Any) -> dict
         add_counts(counts, count_table(table, profile, rename))
         if "churn_probability" in present:
             probability = table["churn_probability"].to_numpy(zero_copy_only=False)
-    section["batch"] = drift_section(profile, counts)
+    current = MODELS[champion.name].current_reference if champion.name in MODELS else True
+    section["batch"] = drift_section(profile, counts, current)
     served = served_counts(monitoring_dir(settings), profile)
     section["served"] = (
-        drift_section(profile, served)
+        drift_section(profile, served, current)
         if served
         else {"rows": 0, "level": "ok", "note": "no request sample from the service yet"}
     )
@@ -387,7 +394,6 @@ def run_monitor(settings: Settings, out: Path | None = None) -> dict[str, Any]:
     Returns:
         The report (its `level` is "alert" when any feature or score alerts).
     """
-    from loyal.specs import MODELS
     from monitoring.clv_outcomes import clv_outcomes
     from monitoring.html import write_report
 

@@ -8,7 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from loyal.specs import MODELS
 from monitoring.drift import (
+    Drift,
     column_drift,
     expected_noise,
     expected_roc_auc,
@@ -129,3 +131,18 @@ def test_request_sampler_sets_gauges_and_writes_a_sample_loyal_monitor_reads(tmp
     assert psi_by_column["tenure_days"] < 0.1
     counts = served_counts(tmp_path, reference)
     assert counts[SCORE_PREFIX + "churn_probability"].sum() == 300  # the window, not all 500
+
+
+def _drift(column: str, level: str) -> Drift:
+    return Drift(column, 0.3, 0.01, 0.29, 1e-9, level, 1000, 1000, 0.0, 0.0)  # type: ignore[arg-type]
+
+
+def test_features_alone_alert_only_for_a_model_trained_on_current_snapshots() -> None:
+    from monitoring.batch import model_level
+
+    moved = [_drift("months_since_last_new_product", "alert")]
+    assert model_level(moved, []) == "alert"  # segments, cross-sell: no score of their own
+    assert model_level(moved, [], current_reference=False) == "warn"  # uplift: past campaigns
+    assert model_level(moved, [_drift("score:churn_probability", "ok")]) == "warn"
+    assert model_level(moved, [_drift("score:churn_probability", "alert")]) == "alert"
+    assert MODELS["uplift"].current_reference is False and MODELS["churn"].current_reference
