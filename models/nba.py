@@ -52,6 +52,11 @@ Stage = Literal[
 
 _DAY_SECONDS = 86_400.0
 
+LIFECYCLE_FIELD = "state"
+"""The online feature holding the lifecycle state (`features.catalog.LIFECYCLE_STATES`)."""
+LAPSED_STATES: frozenset[str] = frozenset({"lapsed", "lost"})
+"""Lifecycle states of customers who already left: win-back offers, not retention, apply."""
+
 
 class PolicyError(LoyalError):
     """A request to the policy is malformed (unknown channel, k < 1, bad contact history)."""
@@ -506,6 +511,34 @@ def _tier(cand: _Candidate, ctx: _Context) -> Verdict:
     return "tier", f"tier {ctx.tier or 'unknown'} not allowed (allowed: {', '.join(allowed)})"
 
 
+def _lifecycle(cand: _Candidate, ctx: _Context) -> Verdict:
+    """Win-back offers are for lapsed or lost customers only; retention offers never reach them.
+
+    An unknown lifecycle state keeps retention offers as they were and allows no win-back; a
+    catalog without any win-back offer keeps retention offers for lapsed customers too.
+    """
+    kind = cand.offer.kind
+    if kind not in ("retention", "win_back") or ctx.cold_start:
+        return None
+    state = _values(cand, ctx).get(LIFECYCLE_FIELD)
+    lapsed = isinstance(state, str) and state in LAPSED_STATES
+    if kind == "retention" and lapsed and _has_win_back(ctx.catalog):
+        return (
+            "eligibility",
+            f"lifecycle state {state}: the customer already left; win-back applies",
+        )
+    if kind == "win_back" and not lapsed:
+        shown = "unknown" if is_missing(state) else str(state)
+        return "eligibility", f"win-back is for lapsed or lost customers; lifecycle state {shown}"
+    if kind == "win_back":
+        cand.reasons.append(f"lifecycle state {state}: worth winning back at tier {ctx.tier}")
+    return None
+
+
+def _has_win_back(catalog: Catalog) -> bool:
+    return any(offer.kind == "win_back" for offer in catalog.offers)
+
+
 def _holding(cand: _Candidate, ctx: _Context) -> Verdict:
     """Selling offers skip customers who already hold the product (missing reads as not held)."""
     offer = cand.offer
@@ -631,6 +664,7 @@ _CHECKS = (
     _consent,
     _holdout,
     _tier,
+    _lifecycle,
     _holding,
     _eligibility,
     _contact,
