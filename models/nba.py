@@ -54,6 +54,8 @@ _DAY_SECONDS = 86_400.0
 
 LIFECYCLE_FIELD = "state"
 """The online feature holding the lifecycle state (`features.catalog.LIFECYCLE_STATES`)."""
+UPLIFT_FIELD = "uplift"
+"""The uplift champion's score (`CustomerScores.extra`); retention values read it if present."""
 LAPSED_STATES: frozenset[str] = frozenset({"lapsed", "lost"})
 """Lifecycle states of customers who already left: win-back offers, not retention, apply."""
 
@@ -638,7 +640,11 @@ def _economics(cand: _Candidate, ctx: _Context) -> Verdict:
     cand.value = value
     cand.weight = offer.segment_weight(ctx.values.get("segment_id"), ctx.values.get("segment"))
     learned = ctx.acceptance.get(offer.id)
-    if learned is not None:
+    uplift = _uplift_value(cand, ctx)
+    if uplift is not None:
+        value, cand.p_accept, cand.evidence = uplift
+        cand.value = value
+    elif learned is not None:
         cand.p_accept, cand.evidence = learned
     else:
         cand.p_accept = min(1.0, offer.p_accept * ctx.catalog.als.lift(cand.als_rank))
@@ -649,6 +655,28 @@ def _economics(cand: _Candidate, ctx: _Context) -> Verdict:
             f"({cand.p_accept:.3f} x {value:.2f} x {cand.weight:g} - {offer.cost:.2f})"
         )
     return None
+
+
+def _uplift_value(cand: _Candidate, ctx: _Context) -> tuple[float, float, str] | None:
+    """A retention offer's value from the uplift champion: (uplift x CLV, 1.0, the evidence).
+
+    The uplift is the contact's own effect on the chance of staying (the acceptance is already
+    in it), so P(accept) is 1 and expected value = uplift x CLV x segment weight - cost; a
+    negative uplift (a contact makes the customer leave) gives a negative value. None: no
+    uplift estimate for this customer, or not a retention offer valued by churn risk.
+    """
+    if cand.offer.kind != "retention" or not isinstance(cand.offer.value, RetentionValue):
+        return None
+    uplift, clv = number(ctx.values.get(UPLIFT_FIELD)), number(ctx.values.get("clv"))
+    if uplift is None or clv is None or not math.isfinite(uplift):
+        return None
+    value = uplift * max(clv, 0.0)
+    evidence = (
+        f"uplift model: a contact changes the chance of staying by {uplift:+.1%}; "
+        f"value = uplift x CLV {format_money(clv)} = {format_money(value)} "
+        "(instead of churn probability x CLV)"
+    )
+    return value, 1.0, evidence
 
 
 def _message(cand: _Candidate, ctx: _Context) -> Verdict:
@@ -745,6 +773,8 @@ def _action(cand: _Candidate, ctx: _Context) -> Action:
     offer = cand.offer
     reasons = list(cand.reasons)
     if isinstance(offer.value, RetentionValue):
+        if cand.evidence is not None and cand.evidence.startswith("uplift model"):
+            reasons.append(cand.evidence)
         reasons.extend(ctx.scores.churn_reasons)
         if offer.cost > 0:
             tier = ctx.tier or "unknown"
