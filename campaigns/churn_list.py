@@ -45,7 +45,14 @@ from features.contract import has_values
 from features.tables_io import read_contract, recorded_catalog, staged_file
 from loyal.errors import LoyalError, NotReadyError
 from loyal.settings import Settings
-from models.nba import ContactEvent, CustomerScores, Decision, decide
+from models.nba import (
+    LAPSED_STATES,
+    LIFECYCLE_FIELD,
+    ContactEvent,
+    CustomerScores,
+    Decision,
+    decide,
+)
 from models.offers import TIERS, Catalog, choose_catalog, load_catalog
 from training.models_admin import champion_versions
 
@@ -56,7 +63,11 @@ FORMAT = "loyal.churn_list/1"
 CHANNEL = "call_center"
 """The channel the suggested actions are chosen for: marketing calls the customers."""
 ACTION_KIND = "retention"
-"""The only offer kind the list suggests."""
+"""The campaign's kind: the list suggests retention offers (and win-back, `ACTION_KINDS`)."""
+ACTION_KINDS = (ACTION_KIND, "win_back")
+"""Offer kinds the list suggests: retention for customers still here, win-back for the lapsed."""
+NO_WIN_BACK = "no win-back effort: lapsed or lost at tier lead"
+"""The note of a lapsed or lost lead customer: listed, measured, but not fought for."""
 SUFFIXES = (".csv", ".parquet", ".xlsx")
 """Output formats, by file suffix."""
 SIDECAR_SUFFIX = ".meta.json"
@@ -388,12 +399,12 @@ def rank_by_expected_loss(frame: pd.DataFrame, key: str = "expected_loss") -> pd
 
 # ------------------------------------------------------------------------------ actions
 def retention_catalog(catalog: Catalog) -> Catalog | None:
-    """The catalog restricted to retention offers (None when it has none).
+    """The catalog restricted to retention and win-back offers (None when it has none).
 
     Constants, tier spend caps and contact caps stay as they are, so `models.nba.decide` on
     this catalog chooses exactly as the service would if only retention offers existed.
     """
-    offers = tuple(offer for offer in catalog.offers if offer.kind == ACTION_KIND)
+    offers = tuple(offer for offer in catalog.offers if offer.kind in ACTION_KINDS)
     if not offers:
         return None
     kept = {name: getattr(catalog, name) for name in type(catalog).model_fields}
@@ -436,6 +447,9 @@ def suggest_action(
         return Suggestion(note=f"the offer catalog declares no {CHANNEL} channel")
     decision = decide(features, scores, CHANNEL, catalog, history, now, k=1)
     if not decision.actions:
+        lapsed = (features or {}).get(LIFECYCLE_FIELD) in LAPSED_STATES
+        if lapsed and scores.tier == "lead":
+            return Suggestion(note=NO_WIN_BACK)
         return Suggestion(note=no_action_note(decision))
     action = decision.actions[0]
     offer = catalog.offer(action.action_id)
@@ -731,7 +745,7 @@ def build_churn_list(
         "kind": ACTION_KIND,
         "catalog": str(catalog_file),
         "catalog_snapshot_id": _sha256(catalog_file)[:16],
-        "offers": [o.id for o in catalog.offers if o.kind == ACTION_KIND],
+        "offers": [o.id for o in catalog.offers if o.kind in ACTION_KINDS],
         "contact_history": "not applied",
     }
     meta = list_meta(settings, selection, scores, customers, snapshot, models, actions_meta)

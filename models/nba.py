@@ -52,6 +52,13 @@ Stage = Literal[
 
 _DAY_SECONDS = 86_400.0
 
+LIFECYCLE_FIELD = "state"
+"""The online feature holding the lifecycle state (`features.catalog.LIFECYCLE_STATES`)."""
+UPLIFT_FIELD = "uplift"
+"""The uplift champion's score (`CustomerScores.extra`); retention values read it if present."""
+LAPSED_STATES: frozenset[str] = frozenset({"lapsed", "lost"})
+"""Lifecycle states of customers who already left: win-back offers, not retention, apply."""
+
 
 class PolicyError(LoyalError):
     """A request to the policy is malformed (unknown channel, k < 1, bad contact history)."""
@@ -506,6 +513,34 @@ def _tier(cand: _Candidate, ctx: _Context) -> Verdict:
     return "tier", f"tier {ctx.tier or 'unknown'} not allowed (allowed: {', '.join(allowed)})"
 
 
+def _lifecycle(cand: _Candidate, ctx: _Context) -> Verdict:
+    """Win-back offers are for lapsed or lost customers only; retention offers never reach them.
+
+    An unknown lifecycle state keeps retention offers as they were and allows no win-back; a
+    catalog without any win-back offer keeps retention offers for lapsed customers too.
+    """
+    kind = cand.offer.kind
+    if kind not in ("retention", "win_back") or ctx.cold_start:
+        return None
+    state = _values(cand, ctx).get(LIFECYCLE_FIELD)
+    lapsed = isinstance(state, str) and state in LAPSED_STATES
+    if kind == "retention" and lapsed and _has_win_back(ctx.catalog):
+        return (
+            "eligibility",
+            f"lifecycle state {state}: the customer already left; win-back applies",
+        )
+    if kind == "win_back" and not lapsed:
+        shown = "unknown" if is_missing(state) else str(state)
+        return "eligibility", f"win-back is for lapsed or lost customers; lifecycle state {shown}"
+    if kind == "win_back":
+        cand.reasons.append(f"lifecycle state {state}: worth winning back at tier {ctx.tier}")
+    return None
+
+
+def _has_win_back(catalog: Catalog) -> bool:
+    return any(offer.kind == "win_back" for offer in catalog.offers)
+
+
 def _holding(cand: _Candidate, ctx: _Context) -> Verdict:
     """Selling offers skip customers who already hold the product (missing reads as not held)."""
     offer = cand.offer
@@ -605,7 +640,11 @@ def _economics(cand: _Candidate, ctx: _Context) -> Verdict:
     cand.value = value
     cand.weight = offer.segment_weight(ctx.values.get("segment_id"), ctx.values.get("segment"))
     learned = ctx.acceptance.get(offer.id)
-    if learned is not None:
+    uplift = _uplift_value(cand, ctx)
+    if uplift is not None:
+        value, cand.p_accept, cand.evidence = uplift
+        cand.value = value
+    elif learned is not None:
         cand.p_accept, cand.evidence = learned
     else:
         cand.p_accept = min(1.0, offer.p_accept * ctx.catalog.als.lift(cand.als_rank))
@@ -616,6 +655,28 @@ def _economics(cand: _Candidate, ctx: _Context) -> Verdict:
             f"({cand.p_accept:.3f} x {value:.2f} x {cand.weight:g} - {offer.cost:.2f})"
         )
     return None
+
+
+def _uplift_value(cand: _Candidate, ctx: _Context) -> tuple[float, float, str] | None:
+    """A retention offer's value from the uplift champion: (uplift x CLV, 1.0, the evidence).
+
+    The uplift is the contact's own effect on the chance of staying (the acceptance is already
+    in it), so P(accept) is 1 and expected value = uplift x CLV x segment weight - cost; a
+    negative uplift (a contact makes the customer leave) gives a negative value. None: no
+    uplift estimate for this customer, or not a retention offer valued by churn risk.
+    """
+    if cand.offer.kind != "retention" or not isinstance(cand.offer.value, RetentionValue):
+        return None
+    uplift, clv = number(ctx.values.get(UPLIFT_FIELD)), number(ctx.values.get("clv"))
+    if uplift is None or clv is None or not math.isfinite(uplift):
+        return None
+    value = uplift * max(clv, 0.0)
+    evidence = (
+        f"uplift model: a contact changes the chance of staying by {uplift:+.1%}; "
+        f"value = uplift x CLV {format_money(clv)} = {format_money(value)} "
+        "(instead of churn probability x CLV)"
+    )
+    return value, 1.0, evidence
 
 
 def _message(cand: _Candidate, ctx: _Context) -> Verdict:
@@ -631,6 +692,7 @@ _CHECKS = (
     _consent,
     _holdout,
     _tier,
+    _lifecycle,
     _holding,
     _eligibility,
     _contact,
@@ -711,6 +773,8 @@ def _action(cand: _Candidate, ctx: _Context) -> Action:
     offer = cand.offer
     reasons = list(cand.reasons)
     if isinstance(offer.value, RetentionValue):
+        if cand.evidence is not None and cand.evidence.startswith("uplift model"):
+            reasons.append(cand.evidence)
         reasons.extend(ctx.scores.churn_reasons)
         if offer.cost > 0:
             tier = ctx.tier or "unknown"

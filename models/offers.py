@@ -35,7 +35,7 @@ from pydantic import (
 from loyal.errors import LoyalError
 from loyal.products import BALANCE_TYPES, SAMPLE_BANK_PRODUCTS
 
-Kind = Literal["cross_sell", "up_sell", "retention", "service"]
+Kind = Literal["cross_sell", "up_sell", "retention", "win_back", "service"]
 Tier = Literal["platinum", "gold", "iron", "lead"]
 Trigger = Literal["rules", "als"]
 
@@ -717,7 +717,8 @@ class Offer(_Strict):
 
     Attributes:
         id: unique id, also the action id in answers and in the contact history.
-        kind: cross_sell, up_sell, retention or service.
+        kind: cross_sell, up_sell, retention, win_back (customers already lapsed or lost,
+            `models.nba.LAPSED_STATES`) or service.
         product_id: the product sold or kept (required for cross_sell and up_sell); `*` with
             trigger `als` makes a generic cross-sell offer: any recommended product no other
             offer sells, named in the message by `{product_name}`.

@@ -50,6 +50,11 @@ class UpliftScorer:
         """How much a retention contact raises each customer's chance of staying."""
         return self.model.predict(self.matrix(pd.DataFrame(frame).reset_index(drop=True)))
 
+    def scores(self, customer_id: str, features: dict[str, Any]) -> dict[str, float]:
+        """The serving path (`serving.runtime`): `{"uplift": estimate}` for one customer."""
+        estimate = float(self.predict(pd.DataFrame([features]))[0])
+        return {"uplift": estimate} if np.isfinite(estimate) else {}
+
 
 def load(artifact: Any) -> UpliftScorer:
     """The champion loader: the JSON artifact as an `UpliftScorer`."""

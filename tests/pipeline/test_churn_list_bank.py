@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from campaigns.churn_list import COLUMNS, REASON_COLUMNS, sidecar_path
+from campaigns.churn_list import COLUMNS, NO_WIN_BACK, REASON_COLUMNS, sidecar_path
 from campaigns.list_campaigns import GROUP_COLUMNS
 from features.store import scores_table_path
 from loyal.campaigns import CampaignStore, assign_control, store_path
@@ -160,12 +160,13 @@ def test_actions_are_retention_offers_within_the_tier_cap(
     assert len(with_action) > 0
     for row in with_action.to_dict("records"):
         offer = catalog.offer(str(row["action_id"]))
-        assert offer is not None and offer.kind == "retention"
+        assert offer is not None and offer.kind in ("retention", "win_back")
         assert "call_center" in offer.channels
         assert float(row["action_cost"]) == offer.cost <= catalog.spend.cap(str(row["tier"]))
         assert row["action_message"] and float(row["action_expected_value"]) > 0
     assert (without["action_cost"] == 0).all()
-    assert (without["action_note"].str.startswith("no retention offer allowed")).all()
+    notes = without["action_note"]
+    assert (notes.str.startswith("no retention offer allowed") | (notes == NO_WIN_BACK)).all()
 
 
 def test_min_tier_and_probability_filters(cli_home: Settings, tmp_path: Path) -> None:
