@@ -325,6 +325,35 @@ class DecisionSettings(BaseModel):
     log_features: bool = True
 
 
+class ComputeSettings(BaseModel):
+    """Where the heavy stages run: in this process, or on a Dask cluster (issue: scale).
+
+    Attributes:
+        engine: `local` (default: nothing to start) or `dask`.
+        scheduler: with `dask`, `local-cluster` (a LocalCluster started for the run) or the
+            address of a running scheduler, e.g. `tcp://scheduler:8786`.
+        workers: worker processes of a `local-cluster`.
+        threads_per_worker: threads per worker of a `local-cluster`.
+        memory_limit: memory per worker of a `local-cluster` (Dask's notation, e.g. `4GiB`).
+    """
+
+    engine: Literal["local", "dask"] = "local"
+    scheduler: str = "local-cluster"
+    workers: int = Field(default=2, ge=1, le=256)
+    threads_per_worker: int = Field(default=1, ge=1, le=64)
+    memory_limit: str = "4GiB"
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        if value != "local-cluster" and "://" not in value:
+            raise ValueError(
+                "compute.scheduler must be 'local-cluster' or a scheduler address such as "
+                f"tcp://host:8786, not {value!r}"
+            )
+        return value
+
+
 PRODUCTION_DECISIONS_URL = "postgresql://postgres@127.0.0.1:5432/loyal_decisions"
 """Where the production profile logs decisions unless `decisions.url` says otherwise."""
 
@@ -351,6 +380,7 @@ class Settings(BaseSettings):
     generate: GenerateSettings = GenerateSettings()
     serving: ServingSettings = ServingSettings()
     decisions: DecisionSettings = DecisionSettings()
+    compute: ComputeSettings = ComputeSettings()
 
     @field_validator("log_level")
     @classmethod

@@ -63,3 +63,13 @@ def test_missing_explicit_config_file_is_reported(
     monkeypatch.setenv("LOYAL_CONFIG", str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match=r"nope\.yaml"):
         load_settings()
+
+
+def test_compute_engine_defaults_to_local_and_rejects_a_bad_scheduler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().compute.engine == "local"
+    monkeypatch.setenv("LOYAL_COMPUTE__ENGINE", "dask")
+    monkeypatch.setenv("LOYAL_COMPUTE__SCHEDULER", "scheduler-host")
+    with pytest.raises(ConfigError, match=r"compute\.scheduler"):
+        load_settings()
