@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -176,6 +177,7 @@ def start_server(
     port = port or free_port(host)
     _prctl()  # resolved before the fork: the child only calls it
     full_env = {**os.environ, **QUIET_ENV, "LOYAL_HOME": str(home), **(env or {})}
+    full_env.update(_own_metrics_home(full_env, port, target))
     output: IO[bytes] | int | None = None
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +196,20 @@ def start_server(
         if output is not None and not isinstance(output, int):
             output.close()
     return ServerProcess(process, f"http://{host}:{port}", log_path)
+
+
+def _own_metrics_home(env: Mapping[str, str], port: int, target: str) -> dict[str, str]:
+    """A BentoML home of this server's own when it serves the source (not a built Bento).
+
+    BentoML keeps Prometheus' multiprocess files in `$BENTOML_HOME/prometheus_multiproc_dir` and
+    empties that folder when a server starts, so two servers sharing a home wipe each other's
+    metrics. A source-served Loyal reads its champions from MLflow, not from BentoML's model store,
+    so it needs nothing else from that home. A home the caller set, or a Bento, is left alone.
+    """
+    if target != SERVICE or "BENTOML_HOME" in env:
+        return {}
+    own = Path(tempfile.gettempdir()) / f"loyal-bentoml-{os.getuid()}-{port}"
+    return {"BENTOML_HOME": str(own)}
 
 
 @contextlib.contextmanager

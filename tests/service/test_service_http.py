@@ -447,8 +447,10 @@ def test_feature_store_outage_degrades_answers_and_readiness(
 
 
 def test_missing_models_degrade_answers_without_errors(
-    bank: Bank, online: pd.DataFrame, tmp_path: Path
+    bank: Bank, online: pd.DataFrame, tmp_path: Path, client: httpx.Client
 ) -> None:
+    nba(client, "NOBODY-43", "web")  # the running server counts a cold start...
+    counted = metric(client.get("/metrics").text, "loyal_cold_start_answers_total")
     empty_registry = f"sqlite:///{tmp_path / 'empty' / 'mlflow.db'}"
     (tmp_path / "empty").mkdir()
     env = {"LOYAL_MLFLOW__TRACKING_URI": empty_registry}
@@ -469,6 +471,8 @@ def test_missing_models_degrade_answers_without_errors(
         metrics = httpx.get(bare.url + "/metrics").text
         assert metric(metrics, "loyal_degraded_answers_total", kind="model:churn") >= 1
         assert not math.isnan(metric(metrics, "loyal_degraded_answers_total"))
+    # ...and a second server starting beside it leaves its metrics alone
+    assert metric(client.get("/metrics").text, "loyal_cold_start_answers_total") >= counted >= 1
 
 
 # --- trust boundaries (issue 16) -----------------------------------------------------------------
