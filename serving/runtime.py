@@ -950,10 +950,6 @@ def _assumes_consent(settings: Settings, options: ServingSettings) -> bool:
     return False
 
 
-_ACTION_FIELDS = set(ActionOut.model_fields) - {"p_accept_evidence"}
-"""The fields of a policy's `Action` the API shows as they are."""
-
-
 def _nba_answer(
     request: NextBestActionRequest,
     customer: _Customer,
@@ -968,14 +964,30 @@ def _nba_answer(
     known, else listed as ignored)."""
     actions = [
         ActionOut(
-            **a.model_dump(include=_ACTION_FIELDS),
+            action_id=a.action_id,
+            kind=a.kind,
+            product_id=a.product_id,
+            message=a.message,
+            score=a.score,
+            expected_value=a.expected_value,
+            p_accept=a.p_accept,
+            value=a.value,
+            cost=a.cost,
+            segment_weight=a.segment_weight,
+            als_rank=a.als_rank,
+            reasons=a.reasons,
             p_accept_evidence=a.evidence or "catalog prior",
         )
         for a in decision.actions
     ]
     filtered = None
     if request.explain:
-        filtered = [RejectedOut(**r.model_dump()) for r in decision.filtered]
+        filtered = [
+            RejectedOut(
+                action_id=r.action_id, product_id=r.product_id, stage=r.stage, reason=r.reason
+            )
+            for r in decision.filtered
+        ]
     return NextBestActionResponse(
         customer_id=request.customer_id,
         channel=request.channel,
