@@ -649,8 +649,8 @@ def explain(
         (features, output), both indexed by customer id; output has `churn_probability` and
         `reasons` (a list of sentences each).
     """
+    from features.frames import training_frame
     from inference.reference import schema_inputs
-    from training.frames import training_frame
 
     entities = pd.DataFrame({ENTITY_KEY: list(customer_ids), TIMESTAMP_FIELD: snapshot})
     frame = training_frame(settings, "churn_v1", entities, with_labels=False)

@@ -54,7 +54,7 @@ def predicted_uplift(
     settings: Settings, loaded: object, customer_ids: list[str], snapshot: pd.Timestamp
 ) -> pd.Series:
     """The uplift champion's estimate per customer id at the snapshot."""
-    from training.frames import training_frame
+    from features.frames import training_frame
 
     if not customer_ids:
         return pd.Series(dtype=float)

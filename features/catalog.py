@@ -109,17 +109,25 @@ class View:
         return {f.name: PANDAS_DTYPES[f.type] for f in self.features}
 
 
-def _counts(kind: str, plural: str, windows: Iterable[int]) -> tuple[Feature, ...]:
-    """Count features `<kind>_<N>d` of one interaction kind over several windows."""
+def _windowed(
+    name: str, type_: FeatureType, description: str, reason: str, windows: Iterable[int]
+) -> tuple[Feature, ...]:
+    """One feature per window of days; `{days}` in the texts is the window."""
     return tuple(
         Feature(
-            f"{kind}_{days}d",
-            "int",
-            f"{plural} in the last {days} days",
-            reason=f"{{value:.0f}} {plural} in the last {days} days",
+            name.replace("{days}", str(days)),
+            type_,
+            description.replace("{days}", str(days)),
+            reason=reason.replace("{days}", str(days)),
         )
         for days in windows
     )
+
+
+def _counts(kind: str, plural: str, windows: Iterable[int]) -> tuple[Feature, ...]:
+    """Count features `<kind>_<N>d` of one interaction kind over several windows."""
+    in_window = plural + " in the last {days} days"
+    return _windowed(kind + "_{days}d", "int", in_window, "{value:.0f} " + in_window, windows)
 
 
 PROFILE = View(
@@ -176,23 +184,19 @@ RFM = View(
             reason="last purchase {value:.0f} days ago",
             missing="no purchase yet",
         ),
-        *(
-            Feature(
-                f"frequency_{days}d",
-                "int",
-                f"purchase days in the last {days} days",
-                reason=f"bought on {{value:.0f}} days in the last {days} days",
-            )
-            for days in (30, 90, 365)
+        *_windowed(
+            "frequency_{days}d",
+            "int",
+            "purchase days in the last {days} days",
+            "bought on {value:.0f} days in the last {days} days",
+            (30, 90, 365),
         ),
-        *(
-            Feature(
-                f"monetary_{days}d",
-                "float",
-                f"net revenue in the last {days} days",
-                reason=f"spent {{value:,.2f}} in the last {days} days",
-            )
-            for days in (30, 90, 365)
+        *_windowed(
+            "monetary_{days}d",
+            "float",
+            "net revenue in the last {days} days",
+            "spent {value:,.2f} in the last {days} days",
+            (30, 90, 365),
         ),
         Feature(
             "avg_basket_365d",

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
+from features.clv_inputs import observation_end, rfm_summary, trailing_margins, with_margins
 from inference.champions import LoadedModel, MlflowChampions, load_pyfunc
 from loyal.settings import Settings
 
@@ -101,8 +103,6 @@ def value_scores(
         One row per customer (index `customer_id`) with `VALUE_COLUMNS`; `value_basis` says
         "clv" or "trailing_margin".
     """
-    from training.clv import observation_end, trailing_margins, with_margins
-
     ids = pd.Index(customers.astype(str), name="customer_id")
     transactions, _ = with_margins(tables["transactions"], tables.get("products"))
     end = observation_end(settings, transactions)
@@ -129,15 +129,11 @@ def _clv_scores(
 ) -> pd.DataFrame:
     """clv, p_alive and expected_purchases_12m of the customers with a purchase by `end`."""
     from models.clv import DAYS_PER_MONTH, FULL_FIT
-    from training.clv import ClvSettings, customer_summary
 
     wrapper = loaded.obj.unwrap_python_model()
     model = wrapper.models[FULL_FIT]
-    config = ClvSettings(
-        period=getattr(wrapper, "settings", {}).get("period", "D"),
-        time_unit_days=model.time_unit_days,
-    )
-    summary = customer_summary(transactions, end, config)
+    period = getattr(wrapper, "settings", {}).get("period", "D")
+    summary = rfm_summary(transactions, end, period=period, time_unit_days=model.time_unit_days)
     summary = summary[summary.index.isin(ids)]
     if summary.empty:
         return pd.DataFrame(columns=["clv", "p_alive", "expected_purchases_12m"])
@@ -199,8 +195,7 @@ def churn_scores(settings: Settings, entities: pd.DataFrame) -> pd.Series:
     Returns:
         Probabilities indexed by customer id.
     """
-    from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
-    from training.frames import training_frame
+    from features.frames import training_frame  # Feast, only when churn is scored this way
 
     ids = pd.Index(entities[ENTITY_KEY].astype(str), name=ENTITY_KEY)
     empty = pd.Series(np.nan, index=ids, name="churn_probability")

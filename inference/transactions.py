@@ -1,9 +1,9 @@
 """Per-customer aggregates of the contract transactions in one streaming pass (pyarrow, numpy).
 
 Batch scoring needs, for every customer of a population, three things from the whole log: the
-CLV model's RFM summary (`training.clv_data.rfm_summary`: purchases netted per period,
+CLV model's RFM summary (`features.clv_inputs.rfm_summary`: purchases netted per period,
 frequency, recency, T, mean repeat spend and margin), the trailing 365-day margin that ranks
-tiers where CLV is unknown (`training.clv.trailing_margins`) and the channel mix of the need
+tiers where CLV is unknown (`features.clv_inputs.trailing_margins`) and the channel mix of the need
 segments (`training.segments.channel_mix`). `aggregate_transactions` computes all three in one
 pass over the Parquet log, a batch of rows at a time, with the same rules as those pandas
 functions, so the numbers agree (up to the order of floating-point additions).
@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from features.clv_inputs import MARGIN_COLUMN, REVENUE_COLUMN
 from features.contract import has_values
 from features.latest import NANOS_PER_DAY, IdIndex
 from loyal.errors import DataContractError
@@ -41,8 +42,6 @@ from loyal.errors import DataContractError
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 1 << 20
-MARGIN_COLUMN = "monetary_margin"
-REVENUE_COLUMN = "monetary_value"
 CHANNEL_PREFIX = "channel_"
 CHANNEL_SUFFIX = "_share"
 _NEVER = np.iinfo(np.int64).min
@@ -88,7 +87,7 @@ class TransactionAggregates:
     def summary(self, end: pd.Timestamp, time_unit_days: float) -> pd.DataFrame:
         """The RFM summary of the customers with a purchase, indexed by population position.
 
-        Columns as `training.clv_data.rfm_summary`: frequency, recency, T, monetary_value and,
+        Columns as `features.clv_inputs.rfm_summary`: frequency, recency, T, monetary_value and,
         with margins, monetary_margin (the mean over the repeat purchase periods, 0 without).
         """
         buyers = np.flatnonzero(self.purchases > 0)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -103,6 +104,56 @@ class TierSettings(BaseModel):
         return self
 
 
+class BoosterSettings(BaseModel):
+    """One point of the churn search: the XGBoost settings `models.churn.SEARCHED` names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_depth: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    min_child_weight: float = Field(ge=0)
+    reg_lambda: float = Field(ge=0)
+    subsample: float = Field(default=0.8, gt=0, le=1)
+    colsample_bynode: float = Field(default=0.8, gt=0, le=1)
+
+
+Range = tuple[float, float]
+
+
+class SearchSpaceSettings(BaseModel):
+    """[low, high] of each setting the churn search draws from once its candidates are tried
+    (learning rate, `min_child_weight` and `reg_lambda` on a log scale)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_depth: tuple[int, int] = (1, 8)
+    learning_rate: Range = (0.02, 0.2)
+    min_child_weight: Range = (0.5, 100.0)
+    subsample: Range = (0.5, 1.0)
+    colsample_bynode: Range = (0.4, 1.0)
+    reg_lambda: Range = (0.1, 50.0)
+
+    @model_validator(mode="after")
+    def _valid_ranges(self) -> SearchSpaceSettings:
+        for name, (low, high) in self:
+            if not 0 < low <= high:
+                raise ValueError(f"{name}: a range needs 0 < low <= high, got [{low}, {high}]")
+        for name in ("subsample", "colsample_bynode"):
+            if getattr(self, name)[1] > 1:
+                raise ValueError(f"{name}: a share cannot exceed 1")
+        return self
+
+
+def _default_candidates() -> list[BoosterSettings]:
+    """Stumps (an additive model, best on Telco), then more capacity for interactions."""
+    return [
+        BoosterSettings(max_depth=1, learning_rate=0.05, min_child_weight=5.0, reg_lambda=5.0),
+        BoosterSettings(max_depth=2, learning_rate=0.05, min_child_weight=5.0, reg_lambda=5.0),
+        BoosterSettings(max_depth=4, learning_rate=0.05, min_child_weight=2.0, reg_lambda=1.0),
+        BoosterSettings(max_depth=6, learning_rate=0.05, min_child_weight=1.0, reg_lambda=1.0),
+    ]
+
+
 class ChurnSettings(BaseModel):
     """How the churn model is searched and trained (`loyal train churn`, `run`, `retrain`).
 
@@ -121,6 +172,9 @@ class ChurnSettings(BaseModel):
         isotonic_min_per_class: ...with at least this many of each class (else Platt).
         selection_standard_errors: standard errors of excess held-out log-loss within which
             the search prefers the shallower trial (the one-standard-error rule).
+        candidates: booster settings every search tries first, in order, after the model's
+            defaults.
+        search_space: ranges the seeded TPE search draws from after the candidates.
     """
 
     search_trials: int = Field(default=20, ge=0)
@@ -131,6 +185,8 @@ class ChurnSettings(BaseModel):
     isotonic_min_rows: int = Field(default=50_000, ge=1)
     isotonic_min_per_class: int = Field(default=1_000, ge=1)
     selection_standard_errors: float = Field(default=1.0, ge=0.0)
+    candidates: list[BoosterSettings] = Field(default_factory=_default_candidates)
+    search_space: SearchSpaceSettings = SearchSpaceSettings()
 
     def model_params(self) -> dict[str, Any]:
         """The `models.churn.ChurnModel` parameters this section sets."""
@@ -138,6 +194,8 @@ class ChurnSettings(BaseModel):
             "isotonic_min_rows": self.isotonic_min_rows,
             "isotonic_min_per_class": self.isotonic_min_per_class,
             "selection_standard_errors": self.selection_standard_errors,
+            "candidates": [candidate.model_dump() for candidate in self.candidates],
+            "search_space": self.search_space.model_dump(),
         }
 
 

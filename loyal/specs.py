@@ -29,15 +29,17 @@ def resolve(reference: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """How one model is trained, promoted, listed, scored and served.
 
     Attributes:
         name: the registered model name in MLflow.
-        command: its name on the command line (`loyal promote <command>`).
-        title: how stage titles name it (`Train <title>`).
-        run_metric: the holdout metric its training run logs (shown by `loyal models`).
+        command: its name on the command line (`loyal promote <command>`; default: the name
+            with dashes for underscores).
+        title: how stage titles name it (`Train <title>`; default: the command).
+        run_metric: the holdout metric its training run logs (shown by `loyal models`;
+            default: the promotion metric).
         promotion_metric: the metric promotion compares, tagged on each decision.
         higher_is_better: direction of both metrics.
         train: reference to `train(settings, **options)`, which fits, logs and registers a
@@ -63,11 +65,11 @@ class ModelSpec:
     """
 
     name: str
-    command: str
-    title: str
-    run_metric: str
+    command: str = ""
+    title: str = ""
+    run_metric: str = ""
     promotion_metric: str
-    higher_is_better: bool
+    higher_is_better: bool = True
     train: str
     scorer_factory: str = "training.registry:metric_scorer"
     feature_service: str | None = None
@@ -81,6 +83,12 @@ class ModelSpec:
     current_reference: bool = True
     feature_views: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        command = self.command or self.name.replace("_", "-")
+        object.__setattr__(self, "command", command)
+        object.__setattr__(self, "title", self.title or command)
+        object.__setattr__(self, "run_metric", self.run_metric or self.promotion_metric)
+
     def scorer(self, metric: str | None = None) -> Callable[..., float]:
         """The promotion scorer for `metric` (default: the spec's promotion metric)."""
         factory = resolve(self.scorer_factory)
@@ -91,14 +99,21 @@ class ModelSpec:
 CUSTOMER_VIEWS = ("profile", "rfm", "holdings", "engagement", "balances", "lifecycle")
 """The views describing a customer (the churn model's feature service joins them all)."""
 
+
+def _own_commands(module: str, infix: str = "") -> tuple[str, str]:
+    """References to a model's own `loyal train` and `loyal promote` commands in
+    `pipelines.commands.<module>` (`train<infix>_command`, `promote<infix>_command`)."""
+    return (
+        f"pipelines.commands.{module}:train{infix}_command",
+        f"pipelines.commands.{module}:promote{infix}_command",
+    )
+
+
 BUILTIN: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="churn",
-        command="churn",
-        title="churn",
         run_metric="test_roc_auc",
         promotion_metric="roc_auc",
-        higher_is_better=True,
         train="training.churn:train_configured",
         feature_service="churn_v1",
         feature_views=CUSTOMER_VIEWS,
@@ -106,18 +121,11 @@ BUILTIN: tuple[ModelSpec, ...] = (
         applicable="training.applicability:check_churn",
         champion_loader="serving.champions:load_churn",
         score_fields=("churn_probability",),
-        commands=(
-            "pipelines.commands.churn:train_command",
-            "pipelines.commands.churn:promote_command",
-        ),
+        commands=_own_commands("churn"),
     ),
     ModelSpec(
         name="cross_sell",
-        command="cross-sell",
-        title="cross-sell",
-        run_metric="ndcg_at_3",
         promotion_metric="ndcg_at_3",
-        higher_is_better=True,
         train="training.cross_sell:train_bank",
         scorer_factory="training.cross_sell:ranking_scorer",
         feature_service="cross_sell_v1",
@@ -127,14 +135,10 @@ BUILTIN: tuple[ModelSpec, ...] = (
         on_promoted="training.cross_sell:publish_recommendations",
         champion_loader="serving.champions:load_cross_sell",
         score_fields=("recommendation_1", "recommendation_2", "recommendation_3"),
-        commands=(
-            "pipelines.commands.cross_sell:train_command",
-            "pipelines.commands.cross_sell:promote_command",
-        ),
+        commands=_own_commands("cross_sell"),
     ),
     ModelSpec(
         name="clv",
-        command="clv",
         title="CLV",
         run_metric="mae",
         promotion_metric="holdout_mae",
@@ -144,36 +148,23 @@ BUILTIN: tuple[ModelSpec, ...] = (
         settings_section="clv",
         applicable="training.applicability:check_clv",
         score_fields=("clv", "p_alive", "expected_purchases_12m", "tier"),
-        commands=(
-            "pipelines.commands.value:train_clv_command",
-            "pipelines.commands.value:promote_clv_command",
-        ),
+        commands=_own_commands("value", "_clv"),
     ),
     ModelSpec(
         name="segments",
-        command="segments",
         title="need segments",
-        run_metric="holdout_silhouette",
         promotion_metric="holdout_silhouette",
-        higher_is_better=True,
         train="training.segments:train_segments",
         scorer_factory="training.segments:silhouette_scorer",
         feature_service="segments_v1",
         feature_views=("profile", "rfm", "holdings", "engagement", "balances"),
         settings_section="segments",
         score_fields=("segment_id", "segment_name"),
-        commands=(
-            "pipelines.commands.value:train_segments_command",
-            "pipelines.commands.value:promote_segments_command",
-        ),
+        commands=_own_commands("value", "_segments"),
     ),
     ModelSpec(
         name="uplift",
-        command="uplift",
-        title="uplift",
-        run_metric="qini_auc",
         promotion_metric="qini_auc",
-        higher_is_better=True,
         train="training.uplift:train_uplift",
         scorer_factory="training.uplift:qini_scorer",
         feature_service="churn_v1",  # the churn model's inputs: what a contact acts on
@@ -184,11 +175,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="acceptance",
-        command="acceptance",
-        title="acceptance",
-        run_metric="ope_dr_value",
         promotion_metric="ope_dr_value",
-        higher_is_better=True,
         train="training.acceptance:train",
         scorer_factory="training.acceptance:ope_scorer",
         applicable="training.acceptance:check_applicable",

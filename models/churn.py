@@ -24,12 +24,13 @@ How `ChurnModel.fit` works, and why:
   learning rate, `min_child_weight`, row and column sampling and L2 regularisation, every
   trial cross-fitted on the same folds (number of rounds by early stopping on each fold) and
   scored by held-out log-loss, with median pruning after each fold. The constructor's
-  settings come first, then `CANDIDATES` (stumps, depth 2, 4 and 6), then seeded TPE draws
-  from `SEARCH_SPACE`, until `search_trials` or the time budget `search_timeout` runs out
-  (a trial that would overrun is not started; a running one is cut). The shallowest trial
-  within one standard error of the best is kept (`_simplest_within_noise`): on Telco that is
-  stumps in every fold (additive effects), on UCI Bank Marketing depth 6 (depth 3 when a
-  loaded machine leaves the budget only the first trials): there, interactions pay.
+  settings come first, then `candidates` (stumps, depth 2, 4 and 6 in `loyal.yaml`), then
+  seeded TPE draws from `search_space`, until `search_trials` or the time budget
+  `search_timeout` runs out (a trial that would overrun is not started; a running one is
+  cut). The shallowest trial within one standard error of the best is kept
+  (`_simplest_within_noise`): on Telco that is stumps in every fold (additive effects), on
+  UCI Bank Marketing depth 6 (depth 3 when a loaded machine leaves the budget only the first
+  trials): there, interactions pay.
   All of it happens inside `fit`, so cross-validating a `ChurnModel` tunes inside each
   training fold and no held-out row informs its own model's settings.
 * **Defaults.** Without a search: depth 3, learning rate 0.05, `min_child_weight=5`,
@@ -64,6 +65,8 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from loyal.settings import ChurnSettings
+
 STATE_FORMAT = "loyal.churn/1"
 SEARCHED = (
     "max_depth",
@@ -73,25 +76,6 @@ SEARCHED = (
     "colsample_bynode",
     "reg_lambda",
 )
-_COMMON = {"subsample": 0.8, "colsample_bynode": 0.8}
-CANDIDATES: tuple[dict[str, Any], ...] = (
-    {"max_depth": 1, "learning_rate": 0.05, "min_child_weight": 5.0, "reg_lambda": 5.0, **_COMMON},
-    {"max_depth": 2, "learning_rate": 0.05, "min_child_weight": 5.0, "reg_lambda": 5.0, **_COMMON},
-    {"max_depth": 4, "learning_rate": 0.05, "min_child_weight": 2.0, "reg_lambda": 1.0, **_COMMON},
-    {"max_depth": 6, "learning_rate": 0.05, "min_child_weight": 1.0, "reg_lambda": 1.0, **_COMMON},
-)
-"""Settings every search tries first, after the constructor's: stumps (an additive model, best
-on Telco), then more capacity for tables where interactions matter."""
-SEARCH_SPACE = {
-    "max_depth": (1, 8),
-    "learning_rate": (0.02, 0.2),
-    "min_child_weight": (0.5, 100.0),
-    "subsample": (0.5, 1.0),
-    "colsample_bynode": (0.4, 1.0),
-    "reg_lambda": (0.1, 50.0),
-}
-"""Ranges the TPE search draws from once the candidates are tried (rates and weights on a log
-scale)."""
 
 Sentence = Callable[[str, object], str]
 
@@ -220,7 +204,7 @@ def _simplest_within_noise(
     "Within noise": its mean paired excess loss over the best trial, on the same held-out
     rows, is at most `standard_errors` standard errors of that excess (the
     one-standard-error rule). Among those, the smallest `max_depth` wins, then the earlier
-    trial (the constructor's and `CANDIDATES` come first): capacity and unusual settings are
+    trial (the constructor's and the candidates come first): capacity and unusual settings are
     taken only when the data shows they pay. On Telco (5-fold ROC-AUC 0.8501-0.8502 with this
     rule, 0.8499 keeping the lowest-loss trial) it picks stumps in every fold.
     """
@@ -235,9 +219,8 @@ def _simplest_within_noise(
     return min(close, key=lambda trial: trial[1]["max_depth"])  # ties: the earlier trial
 
 
-def _suggest(trial: Any) -> dict[str, Any]:
-    """One point of `SEARCH_SPACE` from an Optuna trial (enqueued candidates come back as is)."""
-    space = SEARCH_SPACE
+def _suggest(trial: Any, space: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """One point of the search space from an Optuna trial (enqueued candidates come back as is)."""
     return {
         "max_depth": trial.suggest_int("max_depth", *space["max_depth"]),
         "learning_rate": trial.suggest_float("learning_rate", *space["learning_rate"], log=True),
@@ -273,8 +256,8 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
 
     Args:
         max_depth: tree depth. The default 3 is a middle capacity for a fit without search;
-            the search (`search_trials > 0`) tries it first, then `CANDIDATES` from stumps
-            (depth 1, an additive model) to depth 6, then its own draws up to depth 8.
+            the search (`search_trials > 0`) tries it first, then `candidates` (by default
+            from stumps, an additive model, to depth 6), then its own draws up to depth 8.
         learning_rate: shrinkage per boosting round.
         max_rounds: upper bound on boosting rounds; early stopping picks the number.
         early_stopping_rounds: rounds without validation log-loss improvement before stopping.
@@ -299,6 +282,10 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         isotonic_min_per_class: ...with at least this many of each class.
         selection_standard_errors: how many standard errors of excess held-out log-loss a
             shallower trial may trail the best by and still be chosen (`_simplest_within_noise`).
+        candidates: booster settings (`SEARCHED`) the search tries after the constructor's
+            (None: the `churn` section's defaults in `loyal.settings`).
+        search_space: [low, high] of each of `SEARCHED` for the TPE draws (None: the `churn`
+            section's defaults).
     """
 
     def __init__(
@@ -324,6 +311,8 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         isotonic_min_rows: int = 50_000,
         isotonic_min_per_class: int = 1_000,
         selection_standard_errors: float = 1.0,
+        candidates: Sequence[Mapping[str, Any]] | None = None,
+        search_space: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -345,6 +334,8 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.isotonic_min_rows = isotonic_min_rows
         self.isotonic_min_per_class = isotonic_min_per_class
         self.selection_standard_errors = selection_standard_errors
+        self.candidates = candidates
+        self.search_space = search_space
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -509,10 +500,13 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         return boosters, np.concatenate(margins), np.concatenate(labels)
 
     def _candidates(self) -> list[dict[str, Any]]:
-        """Settings tried first, in order: the constructor's, then `CANDIDATES` (no repeats)."""
+        """Settings tried first, in order: the constructor's, then `candidates` (no repeats)."""
         first = {name: getattr(self, name) for name in SEARCHED}
         ordered = [first]
-        for candidate in CANDIDATES:
+        configured = self.candidates
+        if configured is None:
+            configured = ChurnSettings().model_params()["candidates"]
+        for candidate in configured:
             if candidate not in ordered:
                 ordered.append(dict(candidate))
         return ordered
@@ -522,8 +516,8 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
     ) -> tuple[list[xgb.Booster], NDArray[np.float64], NDArray[np.int64], dict[str, Any]]:
         """Budgeted search scored by held-out log-loss; returns the chosen trial's fit.
 
-        The constructor's settings and `CANDIDATES` (stumps to depth 6) are tried first, then
-        a seeded TPE search over `SEARCH_SPACE`. No trial starts when the time left is less
+        The constructor's settings and `candidates` (stumps to depth 6) are tried first, then
+        a seeded TPE search over `search_space`. No trial starts when the time left is less
         than the median trial so far, and a running trial is cut (pruned) once the budget is
         spent, so `search_timeout` bounds the search's wall time; the first trial always runs
         to the end, so there is always a fitted model.
@@ -537,6 +531,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         )
         for candidate in self._candidates():
             study.enqueue_trial(candidate, skip_if_exists=True)
+        space = self.search_space or ChurnSettings().model_params()["search_space"]
         started = time.perf_counter()
         budget = math.inf if self.search_timeout is None else float(self.search_timeout)
         durations: list[float] = []
@@ -547,7 +542,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             if best and elapsed + float(np.median(durations)) > budget:
                 break
             trial = study.ask()
-            overrides = _suggest(trial)
+            overrides = _suggest(trial, space)
             trial_started = time.perf_counter()
 
             def report(step: int, loss: float, trial: optuna.Trial = trial) -> None:

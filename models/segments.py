@@ -100,7 +100,16 @@ def _column_names(estimator: BaseEstimator, n_features: int) -> list[str]:
     return [f"x{i}" for i in range(n_features)]
 
 
-class BehaviourScaler(TransformerMixin, BaseEstimator):
+class _AcceptsMissing:
+    """Tells scikit-learn's checks that missing values (NaN) are accepted."""
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()  # type: ignore[misc]
+        tags.input_tags.allow_nan = True
+        return tags
+
+
+class BehaviourScaler(_AcceptsMissing, TransformerMixin, BaseEstimator):
     """Maps raw behaviour features into the standardized space k-means works in.
 
     Steps: sign-preserving log1p on heavy-tailed columns, missing values filled, optional
@@ -142,12 +151,6 @@ class BehaviourScaler(TransformerMixin, BaseEstimator):
         self.skew_threshold = skew_threshold
         self.impute = impute
         self.flag_scale = flag_scale
-
-    def __sklearn_tags__(self) -> Any:
-        """Declare that missing values are accepted."""
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        return tags
 
     def fit(self, X: Any, y: Any = None) -> BehaviourScaler:
         """Learn which columns to log, the fill values and the scaling.
@@ -511,7 +514,7 @@ def _previous_in_new_space(
 # --------------------------------------------------------------------------------------------
 
 
-class NeedSegmenter(ClusterMixin, BaseEstimator):
+class NeedSegmenter(_AcceptsMissing, ClusterMixin, BaseEstimator):
     """Need-based segments: k-means over standardized behaviour with a chosen k.
 
     See the module docstring for the preprocessing, the criterion for k and how ids stay
@@ -588,12 +591,6 @@ class NeedSegmenter(ClusterMixin, BaseEstimator):
         self.impute = impute
         self.flag_scale = flag_scale
         self.top_n = top_n
-
-    def __sklearn_tags__(self) -> Any:
-        """Declare that missing values are accepted."""
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        return tags
 
     def fit(
         self,

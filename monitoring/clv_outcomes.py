@@ -48,17 +48,11 @@ def load_clv_fit(settings: Settings) -> tuple[Any, str] | None:
 
 def clv_outcomes(settings: Settings) -> dict[str, Any]:
     """Realised vs predicted CLV by tier over the holdout window (or why there is none)."""
+    from features.clv_inputs import holdout_margins, observation_end, with_margins
     from features.tables_io import read_contract
     from models.clv import DAYS_PER_MONTH
     from models.tiers import assign_tiers
-    from training.clv import (
-        _split,
-        clv_settings,
-        holdout_margins,
-        observation_end,
-        sized_holdout,
-        with_margins,
-    )
+    from training.clv import _split, clv_settings, sized_holdout
 
     loaded = load_clv_fit(settings)
     if loaded is None:

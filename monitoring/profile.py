@@ -62,6 +62,21 @@ class ColumnProfile:
     categories: list[str] = field(default_factory=list)
     outcome: list[float | None] | None = None
 
+    @classmethod
+    def from_counts(
+        cls, name: str, kind: Kind, rows: int, counts: NDArray[np.int64], **details: Any
+    ) -> ColumnProfile:
+        """The profile of rows counted per bin, the last count being the missing rows."""
+        total = max(rows, 1)
+        return cls(
+            name=name,
+            kind=kind,
+            rows=rows,
+            shares=(counts[:-1] / total).tolist(),
+            missing=float(counts[-1] / total),
+            **details,
+        )
+
     @property
     def bins(self) -> int:
         """Bins of the share vector `distribution` returns (the missing bin included)."""
@@ -252,12 +267,11 @@ def _numeric_profile(
         edges = np.unique(cuts)
         edges = edges[edges < present.max()]  # no empty top bin
     counts = _numeric_counts(values, edges)
-    return ColumnProfile(
-        name=name,
-        kind="numeric",
-        rows=rows,
-        shares=(counts[:-1] / max(rows, 1)).tolist(),
-        missing=float(counts[-1] / max(rows, 1)),
+    return ColumnProfile.from_counts(
+        name,
+        "numeric",
+        rows,
+        counts,
         edges=edges.tolist(),
         outcome=_outcome_by_bin(_numeric_bins(values, edges), len(edges) + 2, outcome),
     )
@@ -297,12 +311,11 @@ def _categorical_profile(
     categories = [str(value) for value, _ in pairs[:MAX_CATEGORIES]]
     counts = _category_counts(text, categories)
     bins = _category_bins(text, categories) if outcome is not None else None
-    return ColumnProfile(
-        name=name,
-        kind="categorical",
-        rows=rows,
-        shares=(counts[:-1] / max(rows, 1)).tolist(),
-        missing=float(counts[-1] / max(rows, 1)),
+    return ColumnProfile.from_counts(
+        name,
+        "categorical",
+        rows,
+        counts,
         categories=categories,
         outcome=None if bins is None else _outcome_by_bin(bins, len(categories) + 2, outcome),
     )

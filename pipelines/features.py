@@ -21,6 +21,7 @@ from features.engineering import (
     observed_until,
     snapshot_times,
 )
+from features.frames import HORIZON_FILE, LABELS_FILE
 from features.history import WindowChoice, churn_horizon
 from features.labels import churn_labels
 from features.store import (
@@ -35,7 +36,6 @@ from features.tables_io import read_contract, staged_folder
 from loyal.errors import NotReadyError
 from loyal.logs import console
 from loyal.settings import Settings
-from training.frames import HORIZON_FILE, LABELS_FILE
 
 log = logging.getLogger(__name__)
 

@@ -803,7 +803,7 @@ def file_time(path: Path) -> pd.Timestamp:
 def trailing_margin(settings: Settings, scores: pd.DataFrame) -> tuple[pd.Series | None, str]:
     """Each scored customer's net margin over the 365 days before the snapshot, and its basis.
 
-    The rule of CLV training and of tiers without a CLV (`training.clv.with_margins` and
+    The rule of CLV training and of tiers without a CLV (`features.clv_inputs.with_margins` and
     `trailing_margins`): a transaction's own margin, else amount x its product's margin
     rate, refunds netted; the window ends the day before the snapshot, like the scores'
     observation end.
@@ -813,7 +813,7 @@ def trailing_margin(settings: Settings, scores: pd.DataFrame) -> tuple[pd.Series
         sentence naming the basis; None and "" when the contract tables are not loaded.
     """
     from features.tables_io import read_contract
-    from training.clv import MARGIN_COLUMN, trailing_margins, with_margins
+    from features.clv_inputs import MARGIN_COLUMN, trailing_margins, with_margins
 
     try:
         tables = read_contract(settings, only=["transactions", "products"])

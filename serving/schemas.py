@@ -23,6 +23,7 @@ _COLD_START_REASON = Field(
 
 
 class _Request(BaseModel):
+    # every request refuses unknown fields and is frozen; a subclass's model_config adds to this
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -45,8 +46,6 @@ class NextBestActionRequest(_Request):
     """Which actions to take now with one customer on one channel."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
         json_schema_extra={
             "example": {
                 "customer_id": "C0000042",
@@ -189,9 +188,7 @@ class NextBestActionResponse(_Answer):
 class RecommendRequest(_Request):
     """Cross-sell products for one customer."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, json_schema_extra={"example": {"customer_id": "C0000042"}}
-    )
+    model_config = ConfigDict(json_schema_extra={"example": {"customer_id": "C0000042"}})
 
     customer_id: CustomerId = _ID
     k: int = Field(default=5, ge=1, le=20, description="How many products at most.")
@@ -221,8 +218,6 @@ class ChurnScoreRequest(_Request):
     """Churn probabilities of a batch of customers."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
         json_schema_extra={"example": {"customer_ids": ["C0000042", "C0000043"]}},
     )
 
@@ -254,9 +249,7 @@ class ChurnScoreResponse(_Answer):
 class SegmentRequest(_Request):
     """Value tier, need segment and lifetime value of one customer."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, json_schema_extra={"example": {"customer_id": "C0000042"}}
-    )
+    model_config = ConfigDict(json_schema_extra={"example": {"customer_id": "C0000042"}})
 
     customer_id: CustomerId = _ID
 
@@ -281,8 +274,6 @@ class FeedbackRequest(_Request):
     """How a customer answered an action; the contact policy reads it (cooldowns, caps)."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
         json_schema_extra={
             "example": {
                 "customer_id": "C0000042",

@@ -14,7 +14,7 @@ from loyal.settings import Settings
 
 def check_churn(settings: Settings) -> None:
     """Churn needs a label horizon the snapshots can support."""
-    from training.frames import read_horizon
+    from features.frames import read_horizon
 
     choice = read_horizon(settings)
     if choice.chosen is None:
@@ -31,7 +31,8 @@ def check_cross_sell(settings: Settings) -> None:
 
 def check_clv(settings: Settings) -> None:
     """CLV needs a history long enough for its holdout."""
-    from training.clv import clv_settings, observation_end, sized_holdout
+    from features.clv_inputs import observation_end
+    from training.clv import clv_settings, sized_holdout
 
     transactions = read_contract(settings, only=["transactions"])["transactions"]
     sized_holdout(clv_settings(settings), transactions, observation_end(settings, transactions))

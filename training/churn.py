@@ -731,15 +731,15 @@ def bank_frame(
     """The point-in-time `churn_v1` frame of the time split's snapshots, with the oracle.
 
     Every complete label of the chosen snapshots gets its features through Feast
-    (`training.frames.training_frame`); `label_complete` is dropped (all rows are complete).
+    (`features.frames.training_frame`); `label_complete` is dropped (all rows are complete).
     When the data carries generator ground truth (the sample bank), the true probability of
     closing within the horizon is added beside the label for evaluation (`samplebank.truth`).
 
     Returns:
         The frame and the oracle column (None for data without ground truth).
     """
+    from features.frames import read_horizon, read_labels, training_frame
     from samplebank.truth import with_oracle
-    from training.frames import read_horizon, read_labels, training_frame
 
     choice = read_horizon(settings)
     if choice.chosen is None:
@@ -863,9 +863,9 @@ def train_churn_bank(
     """
     import dataclasses
 
+    from features.frames import read_horizon
     from features.tables_io import read_contract
     from training import tracking
-    from training.frames import read_horizon
 
     started = time.perf_counter()
     frame, oracle = bank_frame(settings, max_train_snapshots)

@@ -21,7 +21,7 @@ Both fits travel in one registered pyfunc (`clv`, a JSON state, no pickle): `mod
 scores customers, `model="holdout"` re-scores the holdout at promotion, so a champion and a
 challenger are compared out of sample on the same customers (`promote_clv`, lower MAE wins).
 
-Refunds are netted into the day they happen (see `training.clv_data.rfm_summary`); one-time
+Refunds are netted into the day they happen (see `features.clv_inputs.rfm_summary`); one-time
 buyers carry no spend information and get the population mean spend; extreme spenders are
 capped at the 99th percentile of mean spend when *fitting* Gamma-Gamma only (their own mean
 still drives their prediction, so big accounts keep their rank).
@@ -40,8 +40,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.catalog import PROFILE, TIMESTAMP_FIELD
-from features.contract import has_values
+from features.clv_inputs import (
+    MARGIN_COLUMN,
+    REVENUE_COLUMN,
+    REVENUE_NOTE,
+    calibration_holdout,
+    holdout_margins,
+    observation_end,
+    rfm_summary,
+    trailing_margins,
+    with_margins,
+)
 from features.history import WindowChoice, clv_holdout, history_days
 from features.tables_io import read_contract
 from loyal import settings as settings_module
@@ -49,7 +58,7 @@ from loyal.errors import DataContractError, NotReadyError, StepSkippedError
 from loyal.settings import Settings, section
 from loyal.specs import promotion_for
 from models.clv import DAYS_PER_MONTH, FULL_FIT, HOLDOUT_FIT, ClvModel
-from training.clv_data import calibration_holdout, holdout_metrics, naive_forecast, rfm_summary
+from training.clv_data import holdout_metrics, naive_forecast
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -61,8 +70,6 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "clv"
 PYFUNC_ARTIFACT = "clv_model"
 INPUT_COLUMNS = ("frequency", "recency", "T")
-MARGIN_COLUMN = "monetary_margin"
-REVENUE_COLUMN = "monetary_value"
 LABEL = "frequency_holdout"
 TOP_SHARES = (0.01, 0.05, 0.20)
 """Top customer shares whose margin share CLV logs and the report states."""
@@ -93,67 +100,6 @@ def clv_settings(settings: Settings) -> ClvSettings:
 
 
 # ---------------------------------------------------------------------------------- inputs
-def with_margins(
-    transactions: pd.DataFrame, products: pd.DataFrame | None
-) -> tuple[pd.DataFrame, str]:
-    """A copy of the transactions with a `margin` column, and the summary column to model.
-
-    A transaction's margin is its own `margin`, else amount x its product's `margin_rate`,
-    else 0. A column that is all blank (the contract keeps absent optional columns as blanks)
-    counts as absent: without any margin information the model falls back to revenue, never
-    to a margin of 0.
-
-    Returns:
-        The transactions and `monetary_margin` (or `monetary_value` for revenue).
-    """
-    frame = transactions.copy()
-    rates = None
-    if products is not None and has_values(products, "margin_rate"):
-        rates = products.set_index(products["product_id"].astype(str))["margin_rate"]
-    given_known = has_values(frame, "margin")
-    if not given_known and rates is None:
-        log.warning(REVENUE_NOTE)
-        return frame.drop(columns=["margin"], errors="ignore"), REVENUE_COLUMN
-    given = frame["margin"].astype(float) if given_known else None
-    derived = pd.Series(0.0, index=frame.index)
-    if rates is not None:
-        rate = frame["product_id"].astype(str).map(rates).astype(float)
-        derived = (frame["amount"].astype(float) * rate).fillna(0.0)
-    frame["margin"] = derived if given is None else given.fillna(derived)
-    return frame, MARGIN_COLUMN
-
-
-REVENUE_NOTE = (
-    "no margin is known (no transaction margin, no product margin_rate): CLV is revenue-based"
-)
-"""Said in the output and logged in MLflow (`value_basis`) when CLV falls back to revenue."""
-
-
-def snapshot_time(settings: Settings) -> pd.Timestamp | None:
-    """The latest feature snapshot as a naive UTC timestamp, or None without feature tables.
-
-    Read from the profile table (every customer of a snapshot has a profile row), which keeps
-    Feast out of CLV training.
-    """
-    path = settings.paths.features_dir / f"{PROFILE.name}.parquet"
-    if not path.is_file():
-        return None
-    stamps = pd.read_parquet(path, columns=[TIMESTAMP_FIELD])[TIMESTAMP_FIELD]
-    if stamps.empty:
-        return None
-    return pd.Timestamp(stamps.max()).tz_convert("UTC").tz_localize(None)
-
-
-def observation_end(settings: Settings, transactions: pd.DataFrame) -> pd.Timestamp:
-    """Last day observed: the day before the latest snapshot, else the last transaction day."""
-    snapshot = snapshot_time(settings)
-    if snapshot is not None:
-        return snapshot.normalize() - pd.Timedelta(days=1)
-    if transactions.empty:
-        raise NotReadyError("the transactions table is empty: there is nothing to fit CLV on")
-    return pd.Timestamp(pd.to_datetime(transactions["ts"]).max()).normalize()
-
-
 def customer_summary(
     transactions: pd.DataFrame, end: pd.Timestamp, config: ClvSettings
 ) -> pd.DataFrame:
@@ -196,24 +142,6 @@ def top_share(ranking: np.ndarray, value: np.ndarray, share: float) -> float:
     size = max(1, int(np.floor(len(value) * share + 0.5)))
     order = np.argsort(-np.asarray(ranking, dtype=float), kind="stable")
     return float(value[order[:size]].sum() / total)
-
-
-def holdout_margins(
-    transactions: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, customers: pd.Index
-) -> np.ndarray:
-    """Net margin (or revenue) of each customer in days `(start, end]`, aligned with `customers`."""
-    days = pd.to_datetime(transactions["ts"]).dt.normalize()
-    window = transactions[(days > start) & (days <= end)]
-    money = "margin" if "margin" in window.columns else "amount"
-    totals = window.groupby(window["customer_id"].astype(str))[money].sum()
-    return totals.reindex(customers.astype(str), fill_value=0.0).to_numpy(dtype=float)
-
-
-def trailing_margins(
-    transactions: pd.DataFrame, end: pd.Timestamp, days: int, customers: pd.Index
-) -> np.ndarray:
-    """Net margin of each customer in the `days` days up to `end` (the naive value ranking)."""
-    return holdout_margins(transactions, end - pd.Timedelta(days=days), end, customers)
 
 
 def decile_table(split: pd.DataFrame, predicted: np.ndarray) -> pd.DataFrame:

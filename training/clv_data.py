@@ -1,4 +1,5 @@
-"""CLV training data: RFM summaries and calibration/holdout splits from a transaction log."""
+"""CLV evaluation data: the public reference logs (CDNOW, Online Retail) as calibration/holdout
+frames, the naive baseline and holdout metrics (the RFM summaries are `features.clv_inputs`)."""
 
 from __future__ import annotations
 
@@ -7,146 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loyal.errors import DataContractError
+from features.clv_inputs import calibration_holdout
 
 SUMMARY_COLUMNS = ["frequency", "recency", "T", "monetary_value"]
-_REQUIRED = ("customer_id", "ts", "amount")
-
-
-def period_totals(transactions: pd.DataFrame, period: str = "D") -> pd.DataFrame:
-    """Net transactions per customer and period.
-
-    Args:
-        transactions: contract ``transactions`` (customer_id, ts, amount; margin optional).
-        period: pandas period alias for one purchase occasion ("D" days, "W" weeks).
-
-    Returns:
-        One row per customer and period with ``start`` (the period's first day), ``amount``,
-        ``refunds`` (count of negative lines), ``purchase`` (whether the period counts as a
-        purchase) and, when the input has it, ``margin``; sorted by customer and start.
-    """
-    missing = [c for c in _REQUIRED if c not in transactions.columns]
-    if missing:
-        raise DataContractError("transactions", "required column missing", column=missing[0])
-    frame = pd.DataFrame(
-        {
-            "customer_id": transactions["customer_id"].astype(str).to_numpy(),
-            "start": pd.to_datetime(transactions["ts"]).dt.to_period(period).dt.start_time,
-            "amount": transactions["amount"].astype(float).to_numpy(),
-        }
-    )
-    frame["refunds"] = (frame["amount"] < 0).astype(int)
-    if "margin" in transactions.columns:
-        frame["margin"] = transactions["margin"].astype(float).fillna(0.0).to_numpy()
-    totals = frame.groupby(["customer_id", "start"], sort=True).sum().reset_index()
-    totals["purchase"] = (totals["amount"] > 0) | (
-        (totals["amount"] == 0) & (totals["refunds"] == 0)
-    )
-    return totals
-
-
-def rfm_summary(
-    transactions: pd.DataFrame,
-    observation_end: str | pd.Timestamp,
-    period: str = "D",
-    time_unit_days: float = 7.0,
-) -> pd.DataFrame:
-    """RFM summary (frequency, recency, T, monetary_value) at ``observation_end`` (inclusive).
-
-    Conventions follow `lifetimes` and the CDNOW papers, so published figures reproduce:
-
-    - transactions are netted per customer and period (a day by default): several lines on
-      one day are one purchase, and a refund is netted into the period it happens in;
-    - a period is a purchase if its net amount is positive, or if it holds only zero-amount
-      lines (free items, as in CDNOW); a period that refunds net to zero or below is not a
-      purchase, and its net amount is dropped (kept in ``refund_amount`` for inspection);
-    - ``frequency`` = number of purchase periods after the first (repeat purchases);
-    - ``recency`` = time from the first to the last purchase period (0 when frequency is 0);
-    - ``T`` = time from the first purchase period to ``observation_end``;
-    - ``monetary_value`` = mean net amount of the repeat purchase periods (0 when frequency
-      is 0), so it is never negative;
-    - time is counted in units of ``time_unit_days`` days (7: weeks, as in the CDNOW papers).
-
-    Args:
-        transactions: contract ``transactions``.
-        observation_end: last day observed; later transactions are ignored.
-        period: purchase-occasion period ("D" or "W").
-        time_unit_days: days per time unit of recency and T (7 gives weeks).
-
-    Returns:
-        One row per customer with a purchase period by ``observation_end``, indexed
-        by customer_id; also ``monetary_margin`` when the input has margins, ``refund_amount``
-        (net of refund-only periods, <= 0) and ``first_purchase``.
-    """
-    end = pd.Timestamp(observation_end)
-    totals = period_totals(transactions, period)
-    totals = totals[totals["start"] <= end]
-    return _summarize(totals, end, time_unit_days)
-
-
-def calibration_holdout(
-    transactions: pd.DataFrame,
-    calibration_end: str | pd.Timestamp,
-    observation_end: str | pd.Timestamp,
-    period: str = "D",
-    time_unit_days: float = 7.0,
-) -> pd.DataFrame:
-    """Calibration summary plus the actual repeat purchases in the holdout.
-
-    Customers are those with a purchase by ``calibration_end`` (inclusive); the holdout runs
-    from the day after ``calibration_end`` to ``observation_end`` (inclusive).
-
-    Args:
-        transactions: contract ``transactions``.
-        calibration_end: last day of the calibration window.
-        observation_end: last day of the holdout window.
-        period: purchase-occasion period ("D" or "W").
-        time_unit_days: days per time unit (7 gives weeks).
-
-    Returns:
-        The calibration columns of :func:`rfm_summary` plus ``frequency_holdout`` (purchase
-        periods in the holdout), ``monetary_value_holdout`` (their mean net amount, 0 if none)
-        and ``duration_holdout`` (holdout length in time units).
-    """
-    cal_end, obs_end = pd.Timestamp(calibration_end), pd.Timestamp(observation_end)
-    if obs_end <= cal_end:
-        raise ValueError("observation_end must come after calibration_end")
-    totals = period_totals(transactions, period)
-    summary = _summarize(totals[totals["start"] <= cal_end], cal_end, time_unit_days)
-    holdout = totals[(totals["start"] > cal_end) & (totals["start"] <= obs_end)]
-    holdout = holdout[holdout["purchase"] & holdout["customer_id"].isin(summary.index)]
-    grouped = holdout.groupby("customer_id")["amount"]
-    summary["frequency_holdout"] = grouped.size().reindex(summary.index, fill_value=0)
-    summary["monetary_value_holdout"] = grouped.mean().reindex(summary.index, fill_value=0.0)
-    summary["duration_holdout"] = (obs_end - cal_end).days / time_unit_days
-    return summary
-
-
-def _summarize(totals: pd.DataFrame, end: pd.Timestamp, time_unit_days: float) -> pd.DataFrame:
-    refunds = totals[~totals["purchase"]].groupby("customer_id")["amount"].sum()
-    buys = totals[totals["purchase"]].copy()
-    first = buys.groupby("customer_id")["start"].transform("min")
-    buys["repeat"] = buys["start"] > first
-    grouped = buys.groupby("customer_id")
-    first_purchase = grouped["start"].min()
-    repeats = buys[buys["repeat"]].groupby("customer_id")
-    frequency = repeats.size().reindex(first_purchase.index, fill_value=0)
-    days = (grouped["start"].max() - first_purchase).dt.days
-    summary = pd.DataFrame(
-        {
-            "frequency": frequency.astype(int),
-            "recency": days / time_unit_days,
-            "T": (end - first_purchase).dt.days / time_unit_days,
-            "monetary_value": repeats["amount"].mean().reindex(frequency.index, fill_value=0.0),
-        }
-    )
-    if "margin" in buys.columns:
-        margin = repeats["margin"].mean().reindex(frequency.index, fill_value=0.0)
-        summary["monetary_margin"] = margin
-    summary["refund_amount"] = refunds.reindex(summary.index, fill_value=0.0)
-    summary["first_purchase"] = first_purchase
-    summary.index.name = "customer_id"
-    return summary
 
 
 # ---------------------------------------------------------------------------------------------

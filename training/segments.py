@@ -222,7 +222,7 @@ def behaviour_frame(
     """
     config = config or segment_settings(settings)
     contract = tables if tables is not None else read_contract(settings)
-    from training.frames import training_frame
+    from features.frames import training_frame
 
     entities = population(settings)
     snapshot = pd.Timestamp(entities[TIMESTAMP_FIELD].max()).tz_convert("UTC")

@@ -64,8 +64,8 @@ def check_uplift(settings: Settings) -> None:
 
 def campaign_frame(settings: Settings) -> pd.DataFrame:
     """Campaign members with their features at the campaign (Feast) and their outcome."""
+    from features.frames import training_frame
     from features.tables_io import read_contract
-    from training.frames import training_frame
 
     tables = read_contract(settings)
     snapshots = settings.snapshots

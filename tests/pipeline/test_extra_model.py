@@ -23,9 +23,6 @@ pytestmark = pytest.mark.pipeline
 
 ACTIVITY = ModelSpec(
     name="activity",
-    command="activity",
-    title="activity",
-    run_metric="brier",
     promotion_metric="brier",
     higher_is_better=False,
     train="extra_model:train",

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
+from features.frames import read_labels, training_frame
 from features.store import built_views, online_features, open_store, push_view
 from features.tables_io import read_contract
 from loyal.settings import Settings, load_settings
 from pipelines.features import apply_features, build_features, materialize_features
 from pipelines.ingest import ingest_folder
-from training.frames import read_labels, training_frame
 
 pytestmark = pytest.mark.pipeline
 

@@ -7,8 +7,8 @@ import pytest
 from test_feature_store import assert_same_values
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
+from features.frames import read_labels, training_frame
 from loyal.settings import Settings
-from training.frames import read_labels, training_frame
 
 pytestmark = pytest.mark.pipeline
 

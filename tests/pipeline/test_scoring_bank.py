@@ -65,9 +65,9 @@ def test_latest_snapshot_features_equal_feasts_point_in_time_join(
     scored_bank_home: Settings,
 ) -> None:
     from features.feature_repo.services import SERVICE_VIEWS
+    from features.frames import training_frame
     from features.latest import iter_chunks
     from features.store import built_views
-    from training.frames import training_frame
     from training.segments import population
 
     views = built_views(scored_bank_home)

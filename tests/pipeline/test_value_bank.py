@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from features.catalog import ENTITY_KEY, SCORES, TIMESTAMP_FIELD
+from features.clv_inputs import with_margins
 from features.store import built_views, online_features, open_store, scores_table_path
 from loyal.settings import Settings, load_settings
 from models.tiers import TIERS, tier_sizes
@@ -23,7 +24,6 @@ from training.clv import (
     promote_clv,
     top_share,
     train_clv,
-    with_margins,
 )
 from training.registry import PromotionDecision
 from training.segments import (

@@ -449,4 +449,24 @@ def test_the_churn_sections_model_settings_default_to_the_models_own() -> None:
     from loyal.settings import ChurnSettings
 
     configured = ChurnSettings().model_params()
-    assert configured == {name: ChurnModel().get_params()[name] for name in configured}
+    own = ChurnModel().get_params()
+    searched = ("candidates", "search_space")  # None in the model: read from the section
+    assert all(own[name] is None for name in searched)
+    plain = {name: value for name, value in configured.items() if name not in searched}
+    assert plain == {name: own[name] for name in plain}
+
+
+def test_the_churn_search_space_comes_from_the_section_and_is_checked() -> None:
+    from loyal.errors import ConfigError
+    from loyal.settings import ChurnSettings, load_settings
+
+    stumps = {"max_depth": 1, "learning_rate": 0.2, "min_child_weight": 1.0, "reg_lambda": 1.0}
+    settings = load_settings(churn={"candidates": [stumps]})
+    model = ChurnModel(**settings.churn.model_params(), search_trials=2)
+    tried_first = model._candidates()
+    assert tried_first[1:] == [{**stumps, "subsample": 0.8, "colsample_bynode": 0.8}]
+    assert len(ChurnModel()._candidates()) == 1 + len(ChurnSettings().candidates)
+    with pytest.raises(ConfigError, match=r"churn\.search_space: .*max_depth: a range needs"):
+        load_settings(churn={"search_space": {"max_depth": [4, 2]}})
+    with pytest.raises(ConfigError, match=r"churn\.candidates\.0\.max_depth"):
+        load_settings(churn={"candidates": [{"learning_rate": 0.1}]})

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import optimize
 
+from features.clv_inputs import calibration_holdout, rfm_summary
 from models.clv import (
     BgNbd,
     ClvFitError,
@@ -17,7 +18,7 @@ from models.clv import (
     bgnbd_log_likelihood,
     gamma_gamma_log_likelihood,
 )
-from training.clv_data import calibration_holdout, holdout_metrics, rfm_summary
+from training.clv_data import holdout_metrics
 
 pytestmark = pytest.mark.unit
 

@@ -18,10 +18,7 @@ from loyal.specs import MODELS, ModelSpec, register, unregister
 pytestmark = pytest.mark.unit
 
 EXTRA = ModelSpec(
-    name="tenure_risk",
-    command="tenure-risk",
-    title="tenure risk",
-    run_metric="brier",
+    name="tenure_risk",  # command and title `tenure-risk`, run metric the promotion metric
     promotion_metric="brier",
     higher_is_better=False,
     train="extra:train",
@@ -81,3 +78,15 @@ def test_each_model_spec_gets_its_feature_service(tmp_path: Path, extra: ModelSp
         "lifecycle",
     }  # the scores view joins once it exists
     assert service_views()["nba_v1"][-1] == "scores"
+
+
+def test_a_spec_derives_what_it_does_not_state() -> None:
+    assert (EXTRA.command, EXTRA.title, EXTRA.run_metric) == ("tenure-risk", "tenure-risk", "brier")
+    clv = MODELS["clv"]
+    assert (clv.command, clv.title, clv.run_metric, clv.higher_is_better) == (
+        "clv", "CLV", "mae", False,
+    )  # fmt: skip
+    assert MODELS["cross_sell"].commands == (
+        "pipelines.commands.cross_sell:train_command",
+        "pipelines.commands.cross_sell:promote_command",
+    )

@@ -37,6 +37,7 @@ NEVER: dict[str, set[str]] = {
     "models": set(OURS) - {"models", "loyal"},
     "serving": {"training", "pipelines", "campaigns", "reports", "samplebank", "simulation"},
     "decisions": set(OURS) - {"decisions", "loyal", "models"},
+    "inference": set(OURS) - {"inference", "loyal", "features", "models"},
 }
 """Imports a folder never makes, not even inside a function."""
 

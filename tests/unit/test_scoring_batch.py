@@ -11,10 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
+from features.clv_inputs import rfm_summary, trailing_margins, with_margins
 from features.latest import IdIndex, iter_chunks, latest_snapshot, population_ids
 from inference.transactions import PassWindows, _sort_order, aggregate_transactions
-from training.clv import trailing_margins, with_margins
-from training.clv_data import rfm_summary
 from training.segments import channel_mix
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,4 @@
-"""Point-in-time training frames: labels joined to a feature service through Feast."""
+"""Point-in-time frames: a feature service's values at each labelled snapshot, through Feast."""
 
 from __future__ import annotations
 
