@@ -107,8 +107,14 @@ def build_features(settings: Settings, last_n: int | None = None) -> dict[str, i
 
 def work_dir(settings: Settings) -> str:
     """Where a build's partition files go: `compute.work_dir`, else under the runtime folder."""
-    if settings.compute.work_dir:
-        return settings.compute.work_dir
+    compute = settings.compute
+    if compute.work_dir:
+        return compute.work_dir
+    if compute.engine == "dask" and compute.scheduler != "local-cluster":
+        log.warning(
+            "compute.work_dir is not set: the partition files go to this machine's disk, "
+            "which workers on other machines cannot read (set an s3:// or shared path)"
+        )
     return str((settings.paths.runtime_dir / "partitions").resolve())
 
 

@@ -52,7 +52,7 @@ from features.store import (
 )
 from features.tables_io import read_contract, recover_folder
 from loyal.compute import dask_client
-from loyal.errors import NotReadyError
+from loyal.errors import LoyalError, NotReadyError
 from loyal.logs import progress_bar
 from loyal.settings import Settings
 
@@ -508,12 +508,14 @@ def score_unit(
     columns: dict[str, list[str]],
     chunk_rows: int,
     inputs: RowScores,
-    models: BatchModels,
+    settings: Settings,
+    labels: dict[str, str],
 ) -> pa.Table:
     """Read and score one unit of the snapshot (a Dask task): its rows, chunk by chunk."""
     from features.latest import iter_chunks
     from inference.fast import ChurnScorer
 
+    models = _worker_models(settings, labels)
     churn = ChurnScorer(models)
     parts = []
     done = 0
@@ -521,6 +523,27 @@ def score_unit(
         parts.append(score_rows(features, inputs, models, churn, done))
         done += features.num_rows
     return pa.concat_tables(parts) if parts else SCORES_SCHEMA.empty_table()
+
+
+_WORKER_MODELS: dict[tuple[str, tuple[tuple[str, str], ...]], BatchModels] = {}
+"""The models a Dask worker process loaded, by tracking URI and versions (one entry kept)."""
+
+
+def _worker_models(settings: Settings, labels: dict[str, str]) -> BatchModels:
+    """The run's models in a worker process: loaded from MLflow once, versions checked."""
+    from inference.fast import BatchModels
+
+    key = (settings.mlflow.tracking_uri, tuple(sorted(labels.items())))
+    if key not in _WORKER_MODELS:
+        models = BatchModels.load(settings)
+        if models.labels != labels:
+            raise LoyalError(
+                f"the registered models changed during scoring ({labels} at the start, "
+                f"{models.labels} on a worker): run `loyal score` again"
+            )
+        _WORKER_MODELS.clear()
+        _WORKER_MODELS[key] = models
+    return _WORKER_MODELS[key]
 
 
 @dataclass
@@ -558,7 +581,7 @@ class _Chunks:
 
         columns = self.models.feature_columns(built_views(settings))
         if client is not None:
-            self._run_dask(client, columns, sink, chunk_rows)
+            self._run_dask(client, settings, columns, sink, chunk_rows)
             return
         total = self.snapshot.customers
         task = self.progress.add_task(
@@ -571,14 +594,23 @@ class _Chunks:
             log.info("chunk %d: %d of %d customers scored", self.chunks, self.done, total)
 
     def _run_dask(
-        self, client: Client, columns: dict[str, list[str]], sink: Sink, chunk_rows: int
+        self,
+        client: Client,
+        settings: Settings,
+        columns: dict[str, list[str]],
+        sink: Sink,
+        chunk_rows: int,
     ) -> None:
-        """One task per unit of whole row groups; results written in the population's order."""
+        """One task per unit of whole row groups; results written in the population's order.
+
+        Each worker loads the models itself from MLflow, once (models-from-code pyfuncs do
+        not travel by pickle), and checks it got the versions this run scores with.
+        """
         from features.latest import split_snapshot
 
         units = split_snapshot(self.snapshot)
         inputs = self.inputs()
-        models = client.scatter(self.models, broadcast=True)
+        settings = client.scatter(settings, broadcast=True)
         futures = [
             client.submit(
                 score_unit,
@@ -586,7 +618,8 @@ class _Chunks:
                 columns,
                 chunk_rows,
                 inputs.sliced(start, unit.customers),
-                models,
+                settings,
+                self.models.labels,
                 pure=False,
             )
             for unit, start in units
