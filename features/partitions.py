@@ -87,10 +87,12 @@ def arrow_schema(view: View) -> pa.Schema:
 
 
 def partition_count(customers: int, per_partition: int, fixed: int = 0) -> int:
-    """How many partitions: `fixed` when set, else enough for `per_partition` customers each."""
-    if fixed > 0:
-        return fixed
-    return max(1, math.ceil(customers / max(per_partition, 1)))
+    """How many partitions: `fixed` when set, else enough for `per_partition` customers each.
+
+    Never more partitions than customers (at least one).
+    """
+    wanted = fixed if fixed > 0 else math.ceil(customers / max(per_partition, 1))
+    return max(1, min(wanted, customers))
 
 
 def partition_of(ids: pa.Array | pa.ChunkedArray, count: int) -> np.ndarray:

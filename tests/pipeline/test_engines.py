@@ -97,4 +97,5 @@ def test_partitions_follow_a_stable_hash_of_the_customer_id() -> None:
     assert partition_count(1_000_000, 200_000) == 5
     assert partition_count(10, 200_000) == 1
     assert partition_count(10, 200_000, fixed=3) == 3
+    assert partition_count(2, 200_000, fixed=3) == 2
     assert ComputeSettings().partitions == 0
