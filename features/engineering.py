@@ -164,8 +164,27 @@ def snapshot_times(
             end = (latest or first).normalize() + pd.Timedelta(days=1)
         else:
             end = observed_until(data)
+    return snapshot_grid(first, end, frequency, start, last_n)
+
+
+def snapshot_grid(
+    first: object,
+    end: object,
+    frequency: str = "MS",
+    start: object | None = None,
+    last_n: int | None = None,
+) -> pd.DatetimeIndex:
+    """The grid of `snapshot_times` from the first transaction's time and the observed end.
+
+    Args:
+        first: the first transaction's time.
+        end: last possible snapshot, inclusive.
+        frequency: pandas offset alias of the grid.
+        start: first possible snapshot (default: midnight of `first`'s day).
+        last_n: keep only the last `n` snapshots.
+    """
     grid = pd.date_range(
-        start=_naive(start) if start is not None else first.normalize(),
+        start=_naive(start) if start is not None else _naive(first).normalize(),
         end=_naive(end),
         freq=frequency,
     )
@@ -212,9 +231,29 @@ def holding_products(tables: Tables, max_columns: int = MAX_HOLDING_COLUMNS) -> 
     products = [str(p) for p in tables["products"]["product_id"]]
     if len(products) <= max_columns:
         return products
-    tx = tables["transactions"]
-    buyers = tx[[ENTITY_KEY, "product_id"]].drop_duplicates()["product_id"].value_counts()
-    ranked = buyers.reindex(products, fill_value=0).sort_values(ascending=False, kind="stable")
+    return most_held(products, product_buyers(tables["transactions"]), max_columns)
+
+
+def product_buyers(transactions: pd.DataFrame) -> pd.Series:
+    """Distinct buyers per product id (sums over disjoint groups of customers)."""
+    pairs = transactions[[ENTITY_KEY, "product_id"]].drop_duplicates()
+    return pairs["product_id"].value_counts()
+
+
+def most_held(
+    products: Sequence[str], buyers: pd.Series, max_columns: int = MAX_HOLDING_COLUMNS
+) -> list[str]:
+    """The `max_columns` products with the most buyers, ties in catalog order.
+
+    Args:
+        products: the catalog's product ids, in its order.
+        buyers: distinct buyers per product id (`product_buyers`).
+        max_columns: how many to keep.
+    """
+    if len(products) <= max_columns:
+        return list(products)
+    counts = buyers.reindex(list(products), fill_value=0)
+    ranked = counts.sort_values(ascending=False, kind="stable")
     log.info("Holdings columns for the %d most held of %d products", max_columns, len(products))
     return [str(p) for p in ranked.index[:max_columns]]
 
@@ -284,6 +323,7 @@ def iter_feature_tables(
     snapshots: Iterable[object],
     products: Sequence[str] | None = None,
     idle_cash_buffer: float = IDLE_CASH_BUFFER,
+    has_channel: bool | None = None,
 ) -> Iterator[dict[str, pd.DataFrame]]:
     """The tables of `build_feature_tables`, one snapshot at a time, for bounded memory.
 
@@ -295,13 +335,16 @@ def iter_feature_tables(
         snapshots: snapshot times.
         products: products for the holdings columns (default: `holding_products(tables)`).
         idle_cash_buffer: checking balance not counted as idle cash.
+        has_channel: whether the whole data records channels (default: whether these tables
+            do); a partition of customers whose channels are all blank still gets a digital
+            share of 0, not NaN, when other customers' channels are known.
 
     Yields:
         View name -> frame of one snapshot, in snapshot order.
     """
     chosen = holding_products(tables) if products is None else list(products)
     views = views_for(chosen)
-    builder = _Builder(tables, chosen, idle_cash_buffer)
+    builder = _Builder(tables, chosen, idle_cash_buffer, has_channel)
     for t in _seconds(normalize_snapshots(snapshots)):
         snap = builder.snapshot(t)
         stamps = np.full(snap.ids.size, t, dtype=np.int64)
@@ -662,13 +705,19 @@ def _sums(group: np.ndarray, weights: np.ndarray, lo: int, hi: int, n: int) -> n
 class _Builder:
     """Prepared event streams and running state; `snapshot(t)` must be called with rising t."""
 
-    def __init__(self, tables: Tables, products: Sequence[str], idle_cash_buffer: float) -> None:
+    def __init__(
+        self,
+        tables: Tables,
+        products: Sequence[str],
+        idle_cash_buffer: float,
+        has_channel: bool | None = None,
+    ) -> None:
         self.idle_cash_buffer = idle_cash_buffer
         self.holding_products = [str(p) for p in products]
         self._prepare_customers(tables["customers"])
         self._prepare_clock(tables)
         self._prepare_items(tables["products"], tables.get("balances"))
-        self._prepare_transactions(tables["transactions"])
+        self._prepare_transactions(tables["transactions"], has_channel)
         self._prepare_interactions(tables.get("interactions"))
         self._prepare_balances(tables.get("balances"))
 
@@ -748,7 +797,7 @@ class _Builder:
         self.item_balance_type = self.balance_types.get_indexer(self.items).astype(np.int64)
         self.holding_codes = self.items.get_indexer(pd.Index(self.holding_products))
 
-    def _prepare_transactions(self, tx: pd.DataFrame) -> None:
+    def _prepare_transactions(self, tx: pd.DataFrame, has_channel: bool | None) -> None:
         """Transactions as time-sorted arrays; each column is gathered once, then freed."""
         n = self.n
         codes = _narrow(codes_in(tx[ENTITY_KEY], self.index))
@@ -763,6 +812,8 @@ class _Builder:
             item, amount, None if given is None else _fresh(given.to_numpy(np.float64), order)
         )
         channel = _column(tx, "channel")
+        if channel is None and has_channel and "channel" in tx.columns:
+            channel = tx["channel"]
         self.has_channel = channel is not None
         self.tx_digital = np.zeros(0, dtype=np.int32)
         if channel is not None:

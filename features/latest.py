@@ -188,6 +188,45 @@ def latest_snapshot(
     return LatestSnapshot(pd.Timestamp(moment, tz="UTC"), population, views)
 
 
+def split_snapshot(snapshot: LatestSnapshot) -> list[tuple[LatestSnapshot, int]]:
+    """The snapshot as independent units of whole row groups, with each unit's first row.
+
+    The partitioned feature build writes every view's rows of a snapshot as one row group per
+    partition, the same customers in the same order in every view; each such row group is a
+    unit that can be read and scored alone (a Dask task). Tables that do not line up that way
+    (a view with a different row-group layout, or row groups mixing snapshots) give one unit.
+    """
+    base = snapshot.views[snapshot.population]
+    sizes = _group_rows(base)
+    if sizes is None:
+        return [(snapshot, 0)]
+    for view in snapshot.views.values():
+        if view.as_of is not None and _group_rows(view) != sizes:
+            return [(snapshot, 0)]
+    units: list[tuple[LatestSnapshot, int]] = []
+    start = 0
+    for position, rows in enumerate(sizes):
+        views = {
+            name: view
+            if view.as_of is None
+            else ViewSnapshot(
+                name, view.path, view.as_of, (view.row_groups[position],), False, rows
+            )
+            for name, view in snapshot.views.items()
+        }
+        units.append((LatestSnapshot(snapshot.moment, snapshot.population, views), start))
+        start += rows
+    return units
+
+
+def _group_rows(view: ViewSnapshot) -> list[int] | None:
+    """Rows of each of the view's row groups at its snapshot; None when some mix snapshots."""
+    if view.mixed or view.as_of is None:
+        return None
+    meta = pq.ParquetFile(view.path).metadata
+    return [meta.row_group(g).num_rows for g in view.row_groups]
+
+
 # --------------------------------------------------------------------------------- chunks
 def _rows_at(view: ViewSnapshot, columns: Sequence[str], chunk_rows: int) -> Iterator[pa.Table]:
     """A view's rows at its snapshot, `columns` only, in file order (batches of any size)."""

@@ -26,12 +26,21 @@ def dask_client(compute: ComputeSettings) -> Iterator[Client | None]:
     """A Dask client for the configured engine, or None for the local engine.
 
     A `local-cluster` is started here and closed on exit; a scheduler address is connected to and
-    left running.
+    left running. Inside an open `dask_client` block (e.g. a test or a flow that runs several
+    stages on one cluster), the client already current is reused and left open.
     """
     if compute.engine == "local":
         yield None
         return
     from distributed import Client, LocalCluster
+
+    try:
+        current = Client.current()
+    except ValueError:  # no client yet
+        current = None
+    if current is not None and current.status == "running":
+        yield current
+        return
 
     if compute.scheduler == "local-cluster":
         with (

@@ -393,6 +393,11 @@ class ComputeSettings(BaseModel):
         workers: worker processes of a `local-cluster`.
         threads_per_worker: threads per worker of a `local-cluster`.
         memory_limit: memory per worker of a `local-cluster` (Dask's notation, e.g. `4GiB`).
+        partition_customers: customers per partition of the feature build and of batch
+            scoring with `dask`: peak memory grows with this, not with the bank.
+        partitions: a fixed number of partitions (0: from `partition_customers`).
+        work_dir: where partition files go during a build, a path or an fsspec URL every
+            worker reaches (`s3://bucket/loyal-work`); empty: `.loyal/partitions` in the home.
     """
 
     engine: Literal["local", "dask"] = "local"
@@ -400,6 +405,9 @@ class ComputeSettings(BaseModel):
     workers: int = Field(default=2, ge=1, le=256)
     threads_per_worker: int = Field(default=1, ge=1, le=64)
     memory_limit: str = "4GiB"
+    partition_customers: int = Field(default=200_000, ge=1)
+    partitions: int = Field(default=0, ge=0, le=100_000)
+    work_dir: str = ""
 
     @field_validator("scheduler")
     @classmethod

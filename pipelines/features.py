@@ -7,23 +7,25 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-from rich.progress import track
 from rich.table import Table
 
-from features.catalog import ENTITY_KEY, SCORES, TIMESTAMP_FIELD, VIEWS, View, views_for
-from features.engineering import (
-    holding_products,
-    iter_feature_tables,
-    observed_until,
-    snapshot_times,
-)
+from features.catalog import ENTITY_KEY, SCORES, VIEWS
 from features.frames import HORIZON_FILE, LABELS_FILE
-from features.history import WindowChoice, churn_horizon
-from features.labels import churn_labels
+from features.partitions import (
+    REQUIRED_TABLES,
+    BuildPlan,
+    assemble,
+    build_partition,
+    customer_rows,
+    partition_count,
+    plan_build,
+    repartition,
+    views_rows,
+    work_folder,
+)
 from features.store import (
     VIEWS_FILE,
     apply_definitions,
@@ -32,10 +34,14 @@ from features.store import (
     open_store,
     views_manifest,
 )
-from features.tables_io import read_contract, staged_folder
+from features.tables_io import recover_folder, staged_folder
+from loyal.compute import dask_client
 from loyal.errors import NotReadyError
 from loyal.logs import console
 from loyal.settings import Settings
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +49,11 @@ log = logging.getLogger(__name__)
 def build_features(settings: Settings, last_n: int | None = None) -> dict[str, int]:
     """Build every view's snapshot table and the churn labels, replacing the old ones atomically.
 
-    Snapshots are computed and appended one at a time (a Parquet row group each), so memory
-    holds the inputs and one snapshot, not the whole history.
+    Out of core (`features.partitions`): the contract's customer tables are split by a hash of
+    the customer id in one streaming pass, each partition of about
+    `compute.partition_customers` customers is built alone (in this process with
+    `compute.engine: local`, as Dask tasks with `dask`), and the partitions' files are
+    assembled into one table per view. Peak memory follows the partition, not the bank.
 
     Args:
         settings: where to read the contract tables and write the feature tables.
@@ -53,95 +62,93 @@ def build_features(settings: Settings, last_n: int | None = None) -> dict[str, i
     Returns:
         Rows written per table file.
     """
-    tables = read_contract(settings)
-    snapshots = snapshot_times(tables, frequency=settings.snapshots.frequency, last_n=last_n)
-    products = holding_products(tables)
-    schemas = {f"{name}.parquet": arrow_schema(view) for name, view in views_for(products).items()}
+    contract = settings.paths.contract_dir
+    recover_folder(contract)
+    _require_contract(contract)
+    compute = settings.compute
+    count = partition_count(
+        customer_rows(contract), compute.partition_customers, compute.partitions
+    )
     started = time.perf_counter()
-    rows: dict[str, int] = {}
-    with staged_folder(settings.paths.features_dir) as staging:
-        writers: dict[str, pq.ParquetWriter] = {}
-        try:
-            for frames in track(
-                iter_feature_tables(tables, snapshots, products=products),
-                total=len(snapshots),
-                description=f"Building {len(snapshots)} monthly snapshots",
-                console=console,
-            ):
-                _append(staging, frames, schemas, writers, rows)
-        finally:
-            for writer in writers.values():
-                writer.close()
-        horizon = label_horizon(tables, snapshots, settings.snapshots.horizon_days)
-        labels = churn_labels(
-            tables,
-            snapshots,
-            horizon_days=horizon.chosen or horizon.configured,
-            definition=settings.snapshots.churn_definition,
+    with work_folder(work_dir(settings)) as work:
+        bounds = repartition(contract, work, count)
+        plan = plan_build(
+            contract,
+            work,
+            count,
+            bounds,
+            frequency=settings.snapshots.frequency,
+            horizon_days=settings.snapshots.horizon_days,
+            churn_definition=settings.snapshots.churn_definition,
+            last_n=last_n,
         )
-        labels.to_parquet(staging / LABELS_FILE, index=False)
-        rows[LABELS_FILE] = len(labels)
-        (staging / HORIZON_FILE).write_text(json.dumps(dataclasses.asdict(horizon), indent=2))
-        (staging / VIEWS_FILE).write_text(views_manifest(products))
+        log.info(
+            "Building %d monthly snapshots of %d customers in %d partitions (engine %s)",
+            len(plan.snapshots), bounds.customers, count, compute.engine,
+        )  # fmt: skip
+        with dask_client(compute) as client:
+            _build_partitions(plan, client)
+        with staged_folder(settings.paths.features_dir) as staging:
+            rows = assemble(plan, staging, LABELS_FILE)
+            (staging / HORIZON_FILE).write_text(
+                json.dumps(dataclasses.asdict(plan.horizon), indent=2)
+            )
+            (staging / VIEWS_FILE).write_text(views_manifest(plan.holding))
     log.info(
         "Feature tables for %d snapshots (%s .. %s) written in %.1f s: %s",
-        len(snapshots),
-        snapshots[0].date(),
-        snapshots[-1].date(),
+        len(plan.snapshots),
+        plan.snapshots[0].date(),
+        plan.snapshots[-1].date(),
         time.perf_counter() - started,
         rows,
     )
     return rows
 
 
-def label_horizon(
-    tables: dict[str, pd.DataFrame], snapshots: pd.DatetimeIndex, configured: int
-) -> WindowChoice:
-    """The churn horizon of the labels, sized from the history (`features.history`).
-
-    Populated snapshots are those after the first sign-up or purchase day (a snapshot only
-    holds customers who signed up before it). Logged, so the choice shows in the output.
-    """
-    first = pd.to_datetime(tables["transactions"]["ts"]).min()
-    signups = pd.to_datetime(tables["customers"]["signup_date"])
-    if signups.notna().any():
-        first = min(first, signups.min())
-    populated = [t for t in snapshots if t > first.normalize()]
-    choice = churn_horizon(populated, observed_until(tables), configured)
-    if choice.chosen is None:
-        log.warning("churn labels: %s; labels use the configured horizon", choice.reason)
-    else:
-        log.info("churn labels: %s", choice.reason)
-    return choice
+def work_dir(settings: Settings) -> str:
+    """Where a build's partition files go: `compute.work_dir`, else under the runtime folder."""
+    compute = settings.compute
+    if compute.work_dir:
+        return compute.work_dir
+    if compute.engine == "dask" and compute.scheduler != "local-cluster":
+        log.warning(
+            "compute.work_dir is not set: the partition files go to this machine's disk, "
+            "which workers on other machines cannot read (set an s3:// or shared path)"
+        )
+    return str((settings.paths.runtime_dir / "partitions").resolve())
 
 
-ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}
+def _require_contract(contract: Path) -> None:
+    missing = [t for t in REQUIRED_TABLES if not (contract / f"{t}.parquet").is_file()]
+    if missing:
+        raise NotReadyError(
+            f"no validated {', '.join(missing)} table in {contract}: "
+            "run `loyal generate` and `loyal ingest`, or `loyal ingest PATH` with your data"
+        )
 
 
-def arrow_schema(view: View) -> pa.Schema:
-    """The fixed Parquet schema of a view table, so every snapshot's row group matches."""
-    keys = [
-        pa.field(ENTITY_KEY, pa.string()),
-        pa.field(TIMESTAMP_FIELD, pa.timestamp("ns", tz="UTC")),
-    ]
-    return pa.schema(keys + [pa.field(f.name, ARROW_TYPES[f.type]) for f in view.features])
+def _build_partitions(plan: BuildPlan, client: Client | None) -> None:
+    """Build every partition: a loop here, or one Dask task each on the client's cluster."""
+    if client is None:
+        for index in range(plan.count):
+            started = time.perf_counter()
+            rows = build_partition(plan, index)
+            log.info(
+                "partition %d/%d built in %.1f s: %s",
+                index + 1, plan.count, time.perf_counter() - started, views_rows(rows),
+            )  # fmt: skip
+        return
+    from distributed import as_completed
 
-
-def _append(
-    folder: Path,
-    frames: dict[str, pd.DataFrame],
-    schemas: dict[str, pa.Schema],
-    writers: dict[str, pq.ParquetWriter],
-    rows: dict[str, int],
-) -> None:
-    """Append one snapshot of every view to its Parquet file as a row group."""
-    for name, frame in frames.items():
-        file = f"{name}.parquet"
-        batch = pa.Table.from_pandas(frame, schema=schemas[file], preserve_index=False)
-        if file not in writers:
-            writers[file] = pq.ParquetWriter(folder / file, schemas[file])
-        writers[file].write_table(batch)
-        rows[file] = rows.get(file, 0) + len(frame)
+    shared = client.scatter(plan, broadcast=True)
+    futures = client.map(build_partition, [shared] * plan.count, range(plan.count), pure=False)
+    positions = {future.key: index for index, future in enumerate(futures)}
+    for done, future in enumerate(as_completed(futures), start=1):
+        rows = future.result()
+        log.info(
+            "partition %d built on the cluster (%d/%d done): %s",
+            positions[future.key] + 1, done, plan.count, views_rows(rows),
+        )  # fmt: skip
 
 
 def apply_features(settings: Settings) -> list[str]:

@@ -51,11 +51,13 @@ from features.store import (
     scores_table_path,
 )
 from features.tables_io import read_contract, recover_folder
-from loyal.errors import NotReadyError
+from loyal.compute import dask_client
+from loyal.errors import LoyalError, NotReadyError
 from loyal.logs import progress_bar
 from loyal.settings import Settings
 
 if TYPE_CHECKING:
+    from distributed import Client
     from rich.progress import Progress
 
     from features.latest import IdIndex, LatestSnapshot
@@ -254,7 +256,8 @@ def score_batches(settings: Settings, sink: Sink, chunk_rows: int = CHUNK_ROWS) 
         tiers = clock.run("tiers", lambda: _tiers(settings, ids, values.tier_value))
         recommendations = clock.run("recommendations", lambda: _recommendations(settings, index))
         chunks = _Chunks(snapshot, models, aggregates, values, tiers, recommendations, progress)
-        clock.run("chunks", lambda: chunks.run(settings, sink, chunk_rows))
+        with dask_client(settings.compute) as client:
+            clock.run("chunks", lambda: chunks.run(settings, sink, chunk_rows, client))
     run = chunks.report(snapshot.moment, len(ids), models.labels, seconds)
     if batch_specs():  # models that publish a table of their own (no stage otherwise)
         own = clock.run("own tables", lambda: score_own_tables(settings, ids.to_pylist()))
@@ -422,6 +425,127 @@ def _recommendations(settings: Settings, index: IdIndex) -> _Recommendations:
     return _Recommendations([str(p) for p in product.dictionary.to_pylist()], codes)
 
 
+@dataclass(frozen=True)
+class RowScores:
+    """What a range of the population needs besides its features, aligned to its rows.
+
+    The whole population's arrays for the local engine; a unit's slices for a Dask task.
+    """
+
+    moment: pd.Timestamp
+    values: ValueScores
+    tiers: _Labels
+    recommendations: _Recommendations
+    shares: Callable[[np.ndarray], dict[str, np.ndarray]]
+
+    def sliced(self, start: int, rows: int) -> RowScores:
+        """The same for the population's rows `start` to `start + rows` (a unit's own copy)."""
+        from inference.fast import ValueScores
+
+        where = slice(start, start + rows)
+        values = ValueScores(*(np.array(getattr(self.values, f)[where]) for f in _VALUE_FIELDS))
+        return RowScores(
+            self.moment,
+            values,
+            _Labels(np.array(self.tiers.codes[where]), self.tiers.names),
+            _Recommendations(
+                self.recommendations.products, np.array(self.recommendations.codes[where])
+            ),
+            _Shares(self.shares(np.arange(start, start + rows))),
+        )
+
+
+_VALUE_FIELDS = ("clv", "p_alive", "expected_purchases_12m", "tier_value")
+
+
+@dataclass(frozen=True)
+class _Shares:
+    """Channel shares already gathered for a unit's rows, looked up by position within it."""
+
+    shares: dict[str, np.ndarray]
+
+    def __call__(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: values[positions] for name, values in self.shares.items()}
+
+
+def score_rows(
+    features: pa.Table, inputs: RowScores, models: BatchModels, churn: ChurnScorer, start: int
+) -> pa.Table:
+    """The scores table of feature rows that are the population's rows from `start` on.
+
+    One scorer for both engines: the local loop and every Dask task call it.
+    """
+    from inference.fast import segment_chunk, with_channel_mix
+
+    rows = features.num_rows
+    where = slice(start, start + rows)
+    frame = features.to_pandas()
+    probability = churn(frame)
+    behaviour = with_channel_mix(frame, inputs.shares(np.arange(start, start + rows)))
+    segment_id, names = segment_chunk(models, behaviour)
+    known = sorted(names)
+    segment_name = labels_column(np.searchsorted(known, segment_id), [names[i] for i in known])
+    moment = pa.scalar(inputs.moment.value, pa.timestamp("ns", tz="UTC"))
+    values = inputs.values
+    columns: dict[str, pa.Array] = {
+        ENTITY_KEY: features[ENTITY_KEY].combine_chunks().cast(pa.string()),
+        TIMESTAMP_FIELD: pa.repeat(moment, rows),
+        "clv": pa.array(values.clv[where]),
+        "p_alive": pa.array(values.p_alive[where]),
+        "expected_purchases_12m": pa.array(values.expected_purchases_12m[where]),
+        "tier": inputs.tiers.column(where),
+        "segment_id": pa.array(segment_id, type=pa.int64()),
+        "segment_name": segment_name,
+        "churn_probability": pa.array(probability),
+    }
+    for rank, column in enumerate(RECOMMENDATION_COLUMNS):
+        columns[column] = inputs.recommendations.column(rank, where)
+    return pa.table(columns, schema=SCORES_SCHEMA)
+
+
+def score_unit(
+    snapshot: LatestSnapshot,
+    columns: dict[str, list[str]],
+    chunk_rows: int,
+    inputs: RowScores,
+    settings: Settings,
+    labels: dict[str, str],
+) -> pa.Table:
+    """Read and score one unit of the snapshot (a Dask task): its rows, chunk by chunk."""
+    from features.latest import iter_chunks
+    from inference.fast import ChurnScorer
+
+    models = _worker_models(settings, labels)
+    churn = ChurnScorer(models)
+    parts = []
+    done = 0
+    for features in iter_chunks(snapshot, columns, chunk_rows):
+        parts.append(score_rows(features, inputs, models, churn, done))
+        done += features.num_rows
+    return pa.concat_tables(parts) if parts else SCORES_SCHEMA.empty_table()
+
+
+_WORKER_MODELS: dict[tuple[str, tuple[tuple[str, str], ...]], BatchModels] = {}
+"""The models a Dask worker process loaded, by tracking URI and versions (one entry kept)."""
+
+
+def _worker_models(settings: Settings, labels: dict[str, str]) -> BatchModels:
+    """The run's models in a worker process: loaded from MLflow once, versions checked."""
+    from inference.fast import BatchModels
+
+    key = (settings.mlflow.tracking_uri, tuple(sorted(labels.items())))
+    if key not in _WORKER_MODELS:
+        models = BatchModels.load(settings)
+        if models.labels != labels:
+            raise LoyalError(
+                f"the registered models changed during scoring ({labels} at the start, "
+                f"{models.labels} on a worker): run `loyal score` again"
+            )
+        _WORKER_MODELS.clear()
+        _WORKER_MODELS[key] = models
+    return _WORKER_MODELS[key]
+
+
 @dataclass
 class _Chunks:
     """Scores the feature snapshot chunk by chunk and keeps the run's counts."""
@@ -433,68 +557,91 @@ class _Chunks:
     tiers: _Labels
     recommendations: _Recommendations
     progress: Progress
-    churn: ChurnScorer = field(init=False)
     segment_counts: dict[str, int] = field(init=False, default_factory=dict)
     with_churn: int = field(init=False, default=0)
     done: int = field(init=False, default=0)
     chunks: int = field(init=False, default=0)
 
-    def __post_init__(self) -> None:
-        from inference.fast import ChurnScorer
+    def inputs(self) -> RowScores:
+        return RowScores(
+            self.snapshot.moment,
+            self.values,
+            self.tiers,
+            self.recommendations,
+            self.aggregates.channel_shares,
+        )
 
-        self.churn = ChurnScorer(self.models)
-
-    def run(self, settings: Settings, sink: Sink, chunk_rows: int) -> None:
+    def run(
+        self, settings: Settings, sink: Sink, chunk_rows: int, client: Client | None = None
+    ) -> None:
+        """Score every chunk here, or every unit of the snapshot as a Dask task."""
         from features.latest import iter_chunks
         from features.store import built_views
+        from inference.fast import ChurnScorer
 
         columns = self.models.feature_columns(built_views(settings))
+        if client is not None:
+            self._run_dask(client, settings, columns, sink, chunk_rows)
+            return
         total = self.snapshot.customers
         task = self.progress.add_task(
             "Scoring customers", total=max(1, -(-total // chunk_rows)) if total else 0
         )
+        inputs, churn = self.inputs(), ChurnScorer(self.models)
         for features in iter_chunks(self.snapshot, columns, chunk_rows):
-            sink(self._score(features))
+            self._emit(score_rows(features, inputs, self.models, churn, self.done), sink)
             self.progress.advance(task)
-            self.chunks += 1
             log.info("chunk %d: %d of %d customers scored", self.chunks, self.done, total)
 
-    def _score(self, features: pa.Table) -> pa.Table:
-        from inference.fast import segment_chunk, with_channel_mix
+    def _run_dask(
+        self,
+        client: Client,
+        settings: Settings,
+        columns: dict[str, list[str]],
+        sink: Sink,
+        chunk_rows: int,
+    ) -> None:
+        """One task per unit of whole row groups; results written in the population's order.
 
-        rows = features.num_rows
-        where = slice(self.done, self.done + rows)
-        frame = features.to_pandas()
-        positions = np.arange(self.done, self.done + rows)
-        churn = self.churn(frame)
-        behaviour = with_channel_mix(frame, self.aggregates.channel_shares(positions))
-        segment_id, names = segment_chunk(self.models, behaviour)
-        known = sorted(names)
-        segment_name = labels_column(np.searchsorted(known, segment_id), [names[i] for i in known])
-        self._count(segment_id, names, churn)
-        self.done += rows
-        moment = pa.scalar(self.snapshot.moment.value, pa.timestamp("ns", tz="UTC"))
-        columns: dict[str, pa.Array] = {
-            ENTITY_KEY: features[ENTITY_KEY].combine_chunks().cast(pa.string()),
-            TIMESTAMP_FIELD: pa.repeat(moment, rows),
-            "clv": pa.array(self.values.clv[where]),
-            "p_alive": pa.array(self.values.p_alive[where]),
-            "expected_purchases_12m": pa.array(self.values.expected_purchases_12m[where]),
-            "tier": self.tiers.column(where),
-            "segment_id": pa.array(segment_id, type=pa.int64()),
-            "segment_name": segment_name,
-            "churn_probability": pa.array(churn),
-        }
-        for rank, column in enumerate(RECOMMENDATION_COLUMNS):
-            columns[column] = self.recommendations.column(rank, where)
-        return pa.table(columns, schema=SCORES_SCHEMA)
+        Each worker loads the models itself from MLflow, once (models-from-code pyfuncs do
+        not travel by pickle), and checks it got the versions this run scores with.
+        """
+        from features.latest import split_snapshot
 
-    def _count(self, segment_id: np.ndarray, names: dict[int, str], churn: np.ndarray) -> None:
-        ids, counts = np.unique(segment_id, return_counts=True)
-        for segment, count in zip(ids.tolist(), counts.tolist(), strict=True):
-            name = names[segment]
+        units = split_snapshot(self.snapshot)
+        inputs = self.inputs()
+        settings = client.scatter(settings, broadcast=True)
+        futures = [
+            client.submit(
+                score_unit,
+                unit,
+                columns,
+                chunk_rows,
+                inputs.sliced(start, unit.customers),
+                settings,
+                self.models.labels,
+                pure=False,
+            )
+            for unit, start in units
+        ]
+        for position, future in enumerate(futures, start=1):
+            self._emit(future.result(), sink)
+            log.info(
+                "unit %d/%d scored on the cluster: %d of %d customers",
+                position, len(units), self.done, self.snapshot.customers,
+            )  # fmt: skip
+
+    def _emit(self, table: pa.Table, sink: Sink) -> None:
+        sink(table)
+        names, counts = np.unique(
+            np.asarray(table["segment_name"].to_pylist(), dtype=object), return_counts=True
+        )
+        for name, count in zip(names.tolist(), counts.tolist(), strict=True):
             self.segment_counts[name] = self.segment_counts.get(name, 0) + count
+        churn = table["churn_probability"].to_numpy()
         self.with_churn += int((~np.isnan(churn)).sum())
+        self.done += table.num_rows
+        self.chunks += 1
 
     def report(
         self, moment: pd.Timestamp, customers: int, models: dict[str, str], seconds: dict

@@ -541,3 +541,15 @@ def test_a_missing_value_reads_as_plain_words_in_reasons() -> None:
     render = template_sentence(catalog_templates(["activity_trend", "spend_trend"]))
     assert render("activity_trend", float("nan")).startswith("a new customer (under 180 days)")
     assert render("spend_trend", None).endswith(": missing")  # no wording given: the description
+
+
+def test_a_partition_without_channels_keeps_the_digital_share_of_the_whole_bank() -> None:
+    # Customers whose channels are all blank, in a bank that records channels elsewhere:
+    # a digital share of 0 (no digital transaction), as the whole bank's build gives them.
+    tables = _tables(BASE_TX)
+    tables["transactions"]["channel"] = None
+    blank = next(iter_feature_tables(tables, [T]))["engagement"]
+    known = next(iter_feature_tables(tables, [T], has_channel=True))["engagement"]
+    buyer = known[ENTITY_KEY] == "A"
+    assert blank.loc[buyer, "digital_share"].isna().all()
+    assert (known.loc[buyer, "digital_share"] == 0.0).all()
