@@ -29,10 +29,11 @@ import sqlite3
 import struct
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -52,6 +53,7 @@ from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
 from loyal.errors import NotReadyError
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 CHUNK_ROWS = 50_000
 """Customers per chunk: bounds memory (about 60 features x 50,000 values in flight)."""
@@ -250,10 +252,8 @@ def _rebuild_table(
     features = sorted(f.name for f in view.features)
     dtypes = {f.name: f.dtype for f in view.features}
     fan_out = _stage(connection, loading, features)
-    for offset in range(0, snapshot.rows.num_rows, chunk_rows):
-        chunk = snapshot.rows.slice(offset, chunk_rows)
-        keys = snapshot.keys[offset : offset + chunk_rows]
-        connection.executemany(fan_out.insert_sql, _wide_rows(chunk, keys, features, dtypes))
+    for rows in _prefetched(_encoded_chunks(snapshot, features, dtypes, chunk_rows)):
+        connection.executemany(fan_out.insert_sql, rows)
         connection.execute(fan_out.fan_out_sql)
         connection.execute(f"DELETE FROM {_STAGE}")
     _carry_over(connection, table, loading, schema.columns)
@@ -324,6 +324,27 @@ def _stage(connection: sqlite3.Connection, target: str, features: list[str]) -> 
             f"FROM {_STAGE} AS s CROSS JOIN {_FEATURES} AS f"
         ),
     )
+
+
+def _encoded_chunks(
+    snapshot: _Snapshot, features: list[str], dtypes: Mapping[str, object], chunk_rows: int
+) -> Iterator[list[tuple[object, ...]]]:
+    for offset in range(0, snapshot.rows.num_rows, chunk_rows):
+        chunk = snapshot.rows.slice(offset, chunk_rows)
+        keys = snapshot.keys[offset : offset + chunk_rows]
+        yield list(_wide_rows(chunk, keys, features, dtypes))
+
+
+def _prefetched(chunks: Iterator[_T]) -> Iterator[_T]:
+    """The chunks, each computed in a worker thread while the caller uses the one before.
+
+    SQLite runs the fan-out without the GIL, so encoding the next chunk overlaps writing this
+    one (two cores do both at once)."""
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        pending = worker.submit(next, chunks, None)
+        while (current := pending.result()) is not None:
+            pending = worker.submit(next, chunks, None)
+            yield current
 
 
 def _wide_rows(
@@ -463,10 +484,14 @@ def _feast_key(customer_id: str, version: int) -> bytes:
     )
 
 
-def _naive_utc(column: pa.ChunkedArray) -> list[datetime]:
-    """Timestamps as naive UTC datetimes, as Feast's SQLite store writes them."""
+def _naive_utc(column: pa.ChunkedArray) -> np.ndarray:
+    """Timestamps as naive UTC datetimes, as Feast's SQLite store writes them.
+
+    A snapshot holds one timestamp: each distinct one is converted once."""
     utc = pc.cast(column, pa.timestamp("us", tz="UTC"))
-    return [value.replace(tzinfo=None) for value in utc.to_pylist()]
+    distinct = pc.unique(utc)
+    naive = np.array([value.replace(tzinfo=None) for value in distinct.to_pylist()], dtype=object)
+    return naive[pc.index_in(utc, value_set=distinct).to_numpy(zero_copy_only=False)]
 
 
 def _encoded(batch: pa.Table, features: list) -> tuple[np.ndarray, np.ndarray]:
