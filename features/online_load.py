@@ -256,13 +256,20 @@ def _rebuild_table(
         connection.executemany(fan_out.insert_sql, rows)
         connection.execute(fan_out.fan_out_sql)
         connection.execute(f"DELETE FROM {_STAGE}")
-    _carry_over(connection, table, loading, schema.columns)
+    kept = _carry_over(connection, table, loading, schema.columns)
     connection.execute(f"DROP TABLE {_quoted(table)}")
     connection.execute(f"ALTER TABLE {_quoted(loading)} RENAME TO {_quoted(table)}")
     for index_sql in schema.index_sql:
         connection.execute(index_sql)
     connection.execute(f"DROP TABLE {_STAGE}")
     connection.execute(f"DROP TABLE {_FEATURES}")
+    log.info(
+        "Online view %s: %s customers x %d features written, %s rows of earlier customers kept",
+        view.name,
+        f"{snapshot.rows.num_rows:,}",
+        len(features),
+        f"{kept:,}",
+    )
     return snapshot.rows.num_rows, snapshot.rows.num_rows * len(features)
 
 
@@ -360,16 +367,16 @@ def _wide_rows(
 
 def _carry_over(
     connection: sqlite3.Connection, table: str, loading: str, columns: tuple[str, ...]
-) -> None:
+) -> int:
     """Copy the rows of customers the previous load had and this one lacks (Feast's upsert
-    leaves them in place)."""
+    leaves them in place); how many rows."""
     names = ", ".join(_quoted(c) for c in columns)
-    connection.execute(
+    return connection.execute(
         f"INSERT INTO {_quoted(loading)} ({names}) SELECT {names} FROM {_quoted(table)} "
         f"WHERE entity_key IN (SELECT d.entity_key FROM "
         f"(SELECT DISTINCT entity_key FROM {_quoted(table)}) AS d WHERE NOT EXISTS "
         f"(SELECT 1 FROM {_quoted(loading)} AS n WHERE n.entity_key = d.entity_key))"
-    )
+    ).rowcount
 
 
 def _quoted(identifier: str) -> str:
@@ -492,18 +499,6 @@ def _naive_utc(column: pa.ChunkedArray) -> np.ndarray:
     distinct = pc.unique(utc)
     naive = np.array([value.replace(tzinfo=None) for value in distinct.to_pylist()], dtype=object)
     return naive[pc.index_in(utc, value_set=distinct).to_numpy(zero_copy_only=False)]
-
-
-def _encoded(batch: pa.Table, features: list) -> tuple[np.ndarray, np.ndarray]:
-    """Serialized `Value` bytes and their `value_text`, one column per feature (rows x features).
-
-    A missing value (null, or NaN in a float column) is an empty `Value`, as Feast writes it.
-    """
-    values = np.empty((batch.num_rows, len(features)), dtype=object)
-    texts = np.empty((batch.num_rows, len(features)), dtype=object)
-    for j, feature in enumerate(features):
-        values[:, j], texts[:, j] = encode_column(batch.column(feature.name), feature.dtype)
-    return values, texts
 
 
 def encode_column(column: pa.ChunkedArray, dtype: object) -> tuple[np.ndarray, np.ndarray]:
