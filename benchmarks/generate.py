@@ -1,4 +1,5 @@
-"""Benchmark the sample bank generator: time, peak memory and rows, printed as one JSON line."""
+"""Benchmark the sample bank generator (simulated and written to Parquet block by block, as
+`loyal generate` does): time, peak memory, Parquet size and rows, printed as one JSON line."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from samplebank.bank import SampleBank, generate_bank
-from samplebank.generate import write_parquet
+from samplebank.bank import BLOCK_CUSTOMERS, generate_blocks
+from samplebank.generate import write_blocks
 
 
 def peak_rss_mb() -> float:
@@ -21,38 +22,26 @@ def peak_rss_mb() -> float:
     return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
 
 
-def write_bank(bank: SampleBank, folder: Path) -> None:
-    """Write every table as Parquet with the writer `loyal generate` uses."""
-    for group, frames in (("raw", bank.tables), ("truth", bank.truth)):
-        (folder / group).mkdir(parents=True, exist_ok=True)
-        for name, frame in frames.items():
-            for _ in write_parquet(frame, folder / group / f"{name}.parquet"):
-                pass
-
-
-def run(customers: int, seed: int, months: int, write: bool) -> dict[str, object]:
-    """Generate (and optionally write) one bank; return the figures to print."""
+def run(customers: int, seed: int, months: int, block: int) -> dict[str, object]:
+    """Generate one bank block by block and write it as `loyal generate` does; the figures."""
     started = time.perf_counter()
-    bank = generate_bank(customers, seed, months=months)
-    generated = time.perf_counter() - started
-    result: dict[str, object] = {
+    folder = Path(tempfile.mkdtemp(prefix="loyal-bench-"))
+    try:
+        (folder / "raw").mkdir()
+        (folder / "truth").mkdir()
+        blocks = generate_blocks(customers, seed, months=months, block_customers=block)
+        rows = write_blocks(blocks, folder / "raw", folder / "truth")
+        parquet_mb = sum(f.stat().st_size for f in folder.rglob("*.parquet")) / 1024**2
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {
         "customers": customers,
-        "seconds": round(generated, 2),
+        "block_customers": block,
+        "seconds": round(time.perf_counter() - started, 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "rows": bank.rows(),
+        "parquet_mb": round(parquet_mb, 1),
+        "rows": rows,
     }
-    if write:
-        folder = Path(tempfile.mkdtemp(prefix="loyal-bench-"))
-        try:
-            write_bank(bank, folder)
-            result["write_seconds"] = round(time.perf_counter() - started - generated, 2)
-            result["parquet_mb"] = round(
-                sum(f.stat().st_size for f in folder.rglob("*.parquet")) / 1024**2, 1
-            )
-            result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-    return result
 
 
 def main() -> None:
@@ -61,9 +50,9 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--months", type=int, default=24)
-    parser.add_argument("--write", action="store_true", help="also write Parquet to a temp dir")
+    parser.add_argument("--block", type=int, default=BLOCK_CUSTOMERS, help="customers per block")
     args = parser.parse_args()
-    print(json.dumps(run(args.customers, args.seed, args.months, args.write)))
+    print(json.dumps(run(args.customers, args.seed, args.months, args.block)))
 
 
 if __name__ == "__main__":

@@ -234,9 +234,19 @@ def _to_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
         values = values.astype("Int64")  # ids stored as 17850.0 read back as '17850'
     text = _stripped(values)
     present = text.dropna()
-    if len(present) and present.astype(str).str.fullmatch(r"-?\d+\.0+").all():
+    if len(present) and _all_whole_floats(present.astype(str)):
         text = text.where(text.isna(), text.astype(str).str.replace(r"\.0+$", "", regex=True))
     return text, pd.Series(False, index=values.index)
+
+
+def _all_whole_floats(text: pd.Series) -> bool:
+    """Whether every value reads like 17850.0; the first value usually decides, in O(1)."""
+    if not re.fullmatch(_WHOLE_FLOAT, text.iloc[0]):
+        return False
+    return bool(text.str.fullmatch(_WHOLE_FLOAT).all())
+
+
+_WHOLE_FLOAT = r"-?\d+\.0+"
 
 
 def _to_float(values: pd.Series) -> tuple[pd.Series, pd.Series]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -339,16 +339,26 @@ class _Chunks:
         return self.columns.pop((table, column)).values()
 
 
+BLOCK_CUSTOMERS = 100_000
+"""Customers simulated together: the generator's memory is bounded by one block, not the bank."""
+BLOCK_SEED_SALT = 18
+"""Mixed into the seed of every block after the first (the first block draws from `seed` itself)."""
+
+ShiftHook = Callable[[np.random.Generator, "_Population", "_State", int], None]
+
+
 def generate_bank(
     customers: int,
     seed: int,
     months: int = 24,
     end_date: str = "2026-10-31",
     on_month: Callable[[int, int], None] | None = None,
-    shift: Callable[[np.random.Generator, _Population, _State, int], None] | None = None,
+    shift: ShiftHook | None = None,
     with_campaigns: bool = True,
 ) -> SampleBank:
-    """Generate a retail bank's contract tables and the ground truth behind them.
+    """Generate a retail bank's contract tables and the ground truth behind them, in memory.
+
+    One block of customers (see `generate_blocks` for banks too large to hold at once).
 
     Args:
         customers: number of customers (open at the window start or joining during it).
@@ -364,26 +374,127 @@ def generate_bank(
         The contract tables (customers, transactions, products, interactions, balances) and the
         truth tables (customers_truth, monthly_churn, rate_changes).
     """
+    _check_size(customers, months)
+    block = _Block(index=0, first_id=1, customers=customers, total=customers)
+    return _generate_block(block, seed, months, end_date, on_month, shift, with_campaigns)
+
+
+def generate_blocks(
+    customers: int,
+    seed: int,
+    months: int = 24,
+    end_date: str = "2026-10-31",
+    on_month: Callable[[int, int], None] | None = None,
+    shift: Callable[[int], ShiftHook | None] | None = None,
+    with_campaigns: bool = True,
+    block_customers: int = BLOCK_CUSTOMERS,
+) -> Iterator[SampleBank]:
+    """The bank of `generate_bank`, `block_customers` customers at a time (ids in order).
+
+    Customers of different blocks never interact in the simulation, so each block is simulated
+    alone; what the whole bank shares (the calendar, the rate cut, the campaign months, the
+    investment market's path) is the same in every block. The first block draws from `seed`
+    exactly as `generate_bank` does, so a bank of at most `block_customers` is identical to
+    `generate_bank`'s; each later block draws from its own stream (`seed`, a salt, its index).
+    Customer ids follow the signup order within a block. The shared tables (`products`,
+    `rate_changes`) come with every block.
+
+    Args:
+        customers: number of customers in the whole bank.
+        seed: random seed.
+        months: length of the history window in months.
+        end_date: last day of the history.
+        on_month: progress callback, called with (months done, months) across all blocks.
+        shift: the shifted future's hook for each block index (None: no shift).
+        with_campaigns: simulate past retention campaigns.
+        block_customers: customers per block.
+    """
+    _check_size(customers, months)
+    market = _Market()
+    starts = range(0, customers, block_customers)
+    total_months = months * len(starts)
+    for index, start in enumerate(starts):
+        block = _Block(index, start + 1, min(block_customers, customers - start), customers)
+
+        def progress(done: int, _months: int, offset: int = index * months) -> None:
+            if on_month is not None:
+                on_month(offset + done, total_months)
+
+        hook = shift(index) if shift is not None else None
+        yield _generate_block(block, seed, months, end_date, progress, hook, with_campaigns, market)
+
+
+def _check_size(customers: int, months: int) -> None:
     if customers <= 0:
         raise ValueError("customers must be positive")
     if months < 6:
         raise ValueError("months must be at least 6")
-    rng = np.random.default_rng(seed)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Which customers one block simulates: `customers` ids from `first_id`, of `total`."""
+
+    index: int
+    first_id: int
+    customers: int
+    total: int
+
+    def rng(self, seed: int) -> np.random.Generator:
+        if self.index == 0:
+            return np.random.default_rng(seed)
+        return np.random.default_rng([seed, BLOCK_SEED_SALT, self.index])
+
+
+@dataclass
+class _Market:
+    """The investment market's index month by month: drawn once, by the first block simulated,
+    then replayed, so every block of a bank lives in the same market."""
+
+    path: list[float] = field(default_factory=list)
+
+    def index(self, rng: np.random.Generator, m: int) -> float:
+        if m < len(self.path):
+            return self.path[m]
+        value = self.path[-1] if self.path else 1.0
+        if m > 0:
+            value *= float(np.exp(rng.normal(0.005, 0.03)))
+        self.path.append(value)
+        return value
+
+
+def _generate_block(
+    block: _Block,
+    seed: int,
+    months: int,
+    end_date: str,
+    on_month: Callable[[int, int], None] | None,
+    shift: ShiftHook | None,
+    with_campaigns: bool,
+    market: _Market | None = None,
+) -> SampleBank:
+    rng = block.rng(seed)
+    market = market if market is not None else _Market()
     calendar = _calendar(end_date, months)
     rate_cut_month = round(months * 2 / 3)
-    population = _draw_population(rng, customers, calendar)
-    state = _initial_state(customers)
+    population = _draw_population(rng, block.customers, calendar)
+    state = _initial_state(block.customers)
     chunks = _Chunks(months)
-    campaigns = CampaignSimulation(seed, months, rate_cut_month) if with_campaigns else None
+    campaigns = (
+        CampaignSimulation(seed, months, rate_cut_month, block=block.index)
+        if with_campaigns
+        else None
+    )
     for m in range(months):
         _advance_latent_state(rng, state, m)
+        state.market_index = market.index(rng, m)
         if shift is not None:
             shift(rng, population, state, m)
         _churn_step(rng, population, state, calendar, m, rate_cut_month, chunks, campaigns)
         _events_for_month(rng, population, state, calendar, m, rate_cut_month, chunks)
         if on_month is not None:
             on_month(m + 1, months)
-    ids = _customer_ids(customers)
+    ids = _customer_ids(block.first_id, block.customers, block.total)
     tables = {
         "customers": _customers_frame(population, state, ids),
         "transactions": _transactions_frame(chunks, ids),
@@ -644,7 +755,9 @@ def _initial_state(n: int) -> _State:
 
 
 def _advance_latent_state(rng: np.random.Generator, state: _State, m: int) -> None:
-    """Engagement drifts (some customers start disengaging), service incidents come and go."""
+    """Engagement drifts (some customers start disengaging), service incidents come and go.
+
+    The market index moves after these draws (`_Market.index`), from the same stream."""
     n = len(state.engagement)
     starts = rng.random(n, dtype=np.float32) < 0.025
     stays = rng.random(n, dtype=np.float32) < 0.85
@@ -656,8 +769,6 @@ def _advance_latent_state(rng: np.random.Generator, state: _State, m: int) -> No
     state.incident = new_incident | (state.incident & lasting)
     noise = rng.normal(0, 0.08, state.balance_noise.shape).astype(np.float32)
     state.balance_noise = 0.8 * state.balance_noise + noise
-    if m > 0:
-        state.market_index *= float(np.exp(rng.normal(0.005, 0.03)))
 
 
 def _held(population: _Population, rows: np.ndarray | slice, m: int) -> np.ndarray:
@@ -992,10 +1103,11 @@ def _remember(
 # --- assembling the frames -------------------------------------------------------------------
 
 
-def _customer_ids(n: int) -> pa.LargeStringArray:
-    """Ids C0000001, C0000002, ... in the large-string layout pandas keeps (no later cast)."""
-    width = max(7, len(str(n)))
-    numbers = pc.cast(pa.array(np.arange(1, n + 1)), pa.large_string())
+def _customer_ids(first: int, n: int, total: int) -> pa.LargeStringArray:
+    """Ids C0000001, C0000002, ... (`n` from `first`, padded for a bank of `total`) in the
+    large-string layout pandas keeps (no later cast)."""
+    width = max(7, len(str(total)))
+    numbers = pc.cast(pa.array(np.arange(first, first + n)), pa.large_string())
     prefix, separator = pa.scalar("C", pa.large_string()), pa.scalar("", pa.large_string())
     padded = pc.utf8_lpad(numbers, width=width, padding="0")
     return pc.binary_join_element_wise(prefix, padded, separator)

@@ -7,7 +7,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from loyal.errors import LoyalError
 from loyal.logs import progress_bar
 from loyal.settings import Settings
-from samplebank.bank import SampleBank, generate_bank
+from samplebank.bank import BLOCK_CUSTOMERS, SampleBank, generate_blocks
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,10 @@ MANIFEST_FILE = "generator.json"
 SHIFT_FILE = "shift.json"
 """Truth of a shifted future (`loyal generate --shift`): what moved, from which month."""
 ROWS_PER_WRITE = 1_000_000
+SHARED_TABLES = frozenset({"products", "rate_changes"})
+"""Tables every generated block repeats (the catalog, the rate cut): written once."""
+BLOCK_SHIFT_SEED_STEP = 1_000_003
+"""A shifted future's stream of block b is seeded with seed + b * this (block 0: seed)."""
 
 
 def generate_sample_bank(
@@ -69,9 +73,7 @@ def generate_sample_bank(
         options.end_date,
     )
     started = time.perf_counter()
-    hook, truth = _shift(shift, options.months, seed)
-    bank = _generate_with_progress(customers, seed, options.months, options.end_date, hook)
-    log.info("Generated in %.1f s", time.perf_counter() - started)
+    hooks, truth = _shift(shift, options.months, seed)
     manifest = {
         "customers": customers,
         "seed": seed,
@@ -79,19 +81,36 @@ def generate_sample_bank(
         "end_date": options.end_date,
         "shift": shift,
     }
-    with _staged(raw_folder) as raw_staging, _staged(truth_folder) as truth_staging:
-        _write_tables(bank, raw_staging, truth_staging)
+    with (
+        progress_bar() as progress,
+        _staged(raw_folder) as raw_staging,
+        _staged(truth_folder) as truth_staging,
+    ):
+        task = progress.add_task("Simulating months", total=None)
+        blocks = generate_blocks(
+            customers,
+            seed,
+            months=options.months,
+            end_date=options.end_date,
+            on_month=lambda done, total: progress.update(task, completed=done, total=total),
+            shift=hooks,
+            block_customers=BLOCK_CUSTOMERS,
+        )
+        rows = write_blocks(blocks, raw_staging, truth_staging)
         (truth_staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         if truth is not None:
             (truth_staging / SHIFT_FILE).write_text(json.dumps(truth, indent=2) + "\n")
-    for name, rows in bank.rows().items():
-        log.info("%-24s %12s rows", name, f"{rows:,}")
+    log.info("Generated and written in %.1f s", time.perf_counter() - started)
+    for name, count in rows.items():
+        log.info("%-24s %12s rows", name, f"{count:,}")
     log.info("Raw tables in %s, ground truth in %s", raw_folder, truth_folder)
     return raw_folder
 
 
-def _shift(kind: str | None, months: int, seed: int) -> tuple[Any, dict[str, Any] | None]:
-    """The generator hook and the truth of a shifted future (None, None without one)."""
+def _shift(
+    kind: str | None, months: int, seed: int
+) -> tuple[Callable[[int], Any] | None, dict[str, Any] | None]:
+    """The generator hook of each block and the truth of a shifted future (None, None without)."""
     if kind is None:
         return None, None
     from dataclasses import asdict
@@ -100,33 +119,53 @@ def _shift(kind: str | None, months: int, seed: int) -> tuple[Any, dict[str, Any
 
     truth = asdict(shift_truth(kind, months))
     log.info("Shifted future: %s from month %d", kind, truth["start_month"])
-    return shift_hook(kind, months, seed), truth
+    return lambda block: shift_hook(kind, months, seed + BLOCK_SHIFT_SEED_STEP * block), truth
 
 
-def _generate_with_progress(
-    customers: int, seed: int, months: int, end_date: str, shift: Any = None
-) -> SampleBank:
-    with progress_bar() as progress:
-        task = progress.add_task("Simulating months", total=months)
-        return generate_bank(
-            customers,
-            seed,
-            months=months,
-            end_date=end_date,
-            on_month=lambda done, _total: progress.update(task, completed=done),
-            shift=shift,
-        )
+def write_blocks(
+    blocks: Iterable[SampleBank], raw_folder: Path, truth_folder: Path
+) -> dict[str, int]:
+    """Write a bank block by block, one Parquet file per table; rows written per table.
+
+    Each table's file is appended to as the blocks come (one writer per table), so memory holds
+    one block at a time. The tables every block repeats (`SHARED_TABLES`) are written once.
+    """
+    writers = {"tables": _TableWriters(raw_folder), "truth": _TableWriters(truth_folder)}
+    rows: dict[str, int] = {}
+    with writers["tables"], writers["truth"]:
+        for index, bank in enumerate(blocks):
+            for group, prefix in (("tables", ""), ("truth", "truth/")):
+                for name, frame in getattr(bank, group).items():
+                    if index > 0 and name in SHARED_TABLES:
+                        continue
+                    rows[prefix + name] = rows.get(prefix + name, 0) + len(frame)
+                    writers[group].write(name, frame)
+            log.info("Block %d written: %s customers so far", index + 1, f"{rows['customers']:,}")
+    return rows
 
 
-def _write_tables(bank: SampleBank, raw_folder: Path, truth_folder: Path) -> None:
-    jobs = [(raw_folder, name, frame) for name, frame in bank.tables.items()]
-    jobs += [(truth_folder, name, frame) for name, frame in bank.truth.items()]
-    with progress_bar() as progress:
-        task = progress.add_task("Writing Parquet", total=sum(len(f) for _, _, f in jobs))
-        for folder, name, frame in jobs:
-            progress.update(task, description=f"Writing {name}")
-            for written in write_parquet(frame, folder / f"{name}.parquet"):
-                progress.advance(task, written)
+class _TableWriters:
+    """One open Parquet writer per table of a folder; the schema is the first block's."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.writers: dict[str, pq.ParquetWriter] = {}
+
+    def write(self, name: str, frame: pd.DataFrame) -> None:
+        writer = self.writers.get(name)
+        if writer is None:
+            schema = _plain_schema(pa.Schema.from_pandas(frame.head(0), preserve_index=False))
+            writer = pq.ParquetWriter(self.folder / f"{name}.parquet", schema)
+            self.writers[name] = writer
+        for _ in _write_slices(writer, frame):
+            pass
+
+    def __enter__(self) -> _TableWriters:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for writer in self.writers.values():
+            writer.close()
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> Iterator[int]:
@@ -137,11 +176,15 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> Iterator[int]:
     """
     schema = _plain_schema(pa.Schema.from_pandas(frame.head(0), preserve_index=False))
     with pq.ParquetWriter(path, schema) as writer:
-        for start in range(0, max(len(frame), 1), ROWS_PER_WRITE):
-            part = frame.iloc[start : start + ROWS_PER_WRITE]
-            table = pa.Table.from_pandas(part, preserve_index=False)
-            writer.write_table(table.replace_schema_metadata(None).cast(schema))
-            yield len(part)
+        yield from _write_slices(writer, frame)
+
+
+def _write_slices(writer: pq.ParquetWriter, frame: pd.DataFrame) -> Iterator[int]:
+    for start in range(0, max(len(frame), 1), ROWS_PER_WRITE):
+        part = frame.iloc[start : start + ROWS_PER_WRITE]
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        writer.write_table(table.replace_schema_metadata(None).cast(writer.schema))
+        yield len(part)
 
 
 def _plain_schema(schema: pa.Schema) -> pa.Schema:

@@ -174,12 +174,16 @@ class CampaignSimulation:
     rate_cut_month: int
     campaign_months: tuple[int, ...] = ()
     campaigns: list[_Campaign] = field(default_factory=list)
+    block: int = 0
+    """The generator's block of customers (`samplebank.bank.generate_blocks`): each block after
+    the first draws its members from its own stream."""
 
     def __post_init__(self) -> None:
         if not self.campaign_months:
             wanted = (self.months - 12, self.months - 9, self.months - 6)
             self.campaign_months = tuple(m for m in wanted if m >= 1)
-        self.rng = np.random.default_rng([self.seed, SEED_SALT])
+        entropy = [self.seed, SEED_SALT] + ([self.block] if self.block else [])
+        self.rng = np.random.default_rng(entropy)
 
     def start_month(
         self,

@@ -6,10 +6,13 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from test_feature_store import assert_same_values
 
+from features import online_load
 from features.catalog import ENTITY_KEY
 from features.store import feast_dir, materialize, online_features, open_store
 from loyal.settings import Settings, load_settings
@@ -51,22 +54,74 @@ def test_bulk_load_writes_the_same_rows_as_feast_materialize(
     shutil.copytree(feature_bank.home, home)
     settings = load_settings(home=home)
 
-    materialize(emptied(settings), row_by_row=True)
+    schema = online_schema(settings)
+    materialize(with_departed_customer(emptied(settings)), row_by_row=True)
     by_feast = online_rows(settings)
     customers = _customer_ids(settings, 30)
     read_from_feast = online_features(open_store(settings), "churn_v1", customers)
-    materialize(emptied(settings))
+    materialize(with_departed_customer(emptied(settings)))
     in_bulk = online_rows(settings)
     read_from_bulk = online_features(open_store(settings), "churn_v1", customers)
 
+    assert online_schema(settings) == schema  # the swapped-in tables are Feast's, indexes too
     assert sorted(in_bulk) == sorted(by_feast)
     for table, rows in by_feast.items():
         assert len(rows) > 0, table
+        assert (rows["entity_key"] == DEPARTED).sum() == 1, table  # kept, as Feast's upsert does
         pd.testing.assert_frame_equal(in_bulk[table], rows, check_dtype=False, obj=table)
     features = [c for c in read_from_feast.columns if c != ENTITY_KEY]
     assert len(features) > 40
     assert read_from_bulk[features].notna().to_numpy().mean() > 0.5
     assert_same_values(read_from_bulk, read_from_feast, features)
+
+
+def test_a_failed_bulk_load_leaves_the_previous_load(
+    feature_bank: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "copy"
+    shutil.copytree(feature_bank.home, home)
+    settings = load_settings(home=home)
+    before = online_rows(settings)
+    real_encode = online_load.encode_column
+    calls = {"n": 0}
+
+    def failing_encode(column: pa.ChunkedArray, dtype: object) -> tuple[np.ndarray, np.ndarray]:
+        calls["n"] += 1
+        if calls["n"] == 30:  # in the fourth view: three views are swapped, not committed
+            raise OSError("disk full")
+        return real_encode(column, dtype)
+
+    monkeypatch.setattr(online_load, "encode_column", failing_encode)
+    with pytest.raises(OSError, match="disk full"):
+        materialize(settings)
+    after = online_rows(settings)
+    assert sorted(after) == sorted(before)
+    for table, rows in before.items():
+        pd.testing.assert_frame_equal(after[table], rows, obj=table)
+
+
+DEPARTED = b"departed-customer"
+
+
+def with_departed_customer(settings: Settings) -> Settings:
+    """One row of a customer the snapshot no longer holds in every online table."""
+    with sqlite3.connect(feast_dir(settings) / "online.db") as connection:
+        for (name,) in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'"
+        ).fetchall():
+            connection.execute(
+                f'INSERT INTO "{name}" (entity_key, feature_name, value, value_text, event_ts) '
+                "VALUES (?, 'gone', x'', NULL, '2020-01-01 00:00:00')",
+                (DEPARTED,),
+            )
+    return settings
+
+
+def online_schema(settings: Settings) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(feast_dir(settings) / "online.db") as connection:
+        return connection.execute(
+            "SELECT type, name, sql FROM sqlite_master ORDER BY type, name"
+        ).fetchall()
 
 
 def _customer_ids(settings: Settings, n: int) -> list[str]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 import pytest
+import redis
 from sqlalchemy import create_engine, text
 
 from features.catalog import ENTITY_KEY
@@ -59,3 +60,30 @@ def test_production_profile_serves_the_same_online_features(
     assert from_redis.columns.tolist() == from_sqlite.columns.tolist()
     pd.testing.assert_frame_equal(from_redis, from_sqlite, check_dtype=False)
     assert open_store(production).config.online_store.type == "redis"
+
+
+def test_bulk_load_writes_what_feast_writes_to_redis(production: Settings) -> None:
+    apply_definitions(production)
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    project = production.feast.project.encode()
+
+    materialize(production, row_by_row=True)
+    by_feast = redis_hashes(client, project)
+    client.delete(*by_feast)
+    materialize(production)
+    in_bulk = redis_hashes(client, project)
+    materialize(production)  # a second load of the same snapshot is not newer: nothing changes
+    again = redis_hashes(client, project)
+    client.delete(*in_bulk)
+
+    assert len(by_feast) > 100
+    assert in_bulk == by_feast
+    assert again == by_feast
+
+
+def redis_hashes(client: redis.Redis, project: bytes) -> dict[bytes, dict[bytes, bytes]]:
+    """Every hash of one Feast project (its keys end with the project's name)."""
+    hashes: dict[bytes, dict[bytes, bytes]] = {}
+    for key in client.scan_iter(match=b"*" + project):
+        hashes[key] = dict(client.hgetall(key))  # type: ignore[arg-type]
+    return hashes

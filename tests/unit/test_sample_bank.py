@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
@@ -306,20 +307,56 @@ def test_a_failed_write_leaves_the_previous_bank_intact(
     generate_sample_bank(settings, customers=100, seed=1, out=out)
     before = pd.read_parquet(out / "customers.parquet")
     calls = {"n": 0}
-    real_write = generate_module.write_parquet
+    real_write = generate_module._write_slices
 
-    def failing_write(frame: pd.DataFrame, path: Path) -> Iterator[int]:
+    def failing_write(writer: pq.ParquetWriter, frame: pd.DataFrame) -> Iterator[int]:
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError("disk full")
-        yield from real_write(frame, path)
+        yield from real_write(writer, frame)
 
-    monkeypatch.setattr(generate_module, "write_parquet", failing_write)
+    monkeypatch.setattr(generate_module, "_write_slices", failing_write)
     with pytest.raises(LoyalError, match="disk full"):
         generate_sample_bank(settings, customers=150, seed=2, out=out)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "customers.parquet"), before)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".bank")]
     assert leftovers == []
+
+
+def test_a_bank_written_in_blocks_is_one_bank(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(generate_module, "BLOCK_CUSTOMERS", 250)
+    raw = generate_sample_bank(settings, customers=700, seed=4)
+    tables = {name: pd.read_parquet(raw / f"{name}.parquet") for name in TABLES}
+    truth = settings.paths.truth_dir / "sample_bank"
+    ids = tables["customers"]["customer_id"]
+    assert ids.tolist() == [f"C{i:07d}" for i in range(1, 701)]
+    assert len(tables["products"]) == len(PRODUCTS)
+    assert len(pd.read_parquet(truth / "rate_changes.parquet")) == 3
+    for name in ("transactions", "interactions", "balances", "campaigns"):
+        assert set(tables[name]["customer_id"]) <= set(ids), name
+
+    def block(frame: pd.DataFrame) -> pd.Series:
+        return pd.cut(frame["customer_id"].str[1:].astype(int), [0, 250, 500, 700]).cat.codes
+
+    assert block(tables["transactions"]).nunique() == 3
+    assert (block(tables["campaigns"]).value_counts() > 20).all()  # every block is drawn
+    ages = tables["customers"]["age"].to_numpy()
+    assert (ages[:250] != ages[250:500]).any()  # each block draws from its own stream
+    first = generate_bank(250, 4)  # the first block is generate_bank's bank of its size
+    pd.testing.assert_frame_equal(
+        tables["customers"].head(250),
+        pd.read_parquet(_written(first.tables["customers"], settings.home / "first.parquet")),
+    )
+    campaign_months = tables["campaigns"].groupby("campaign_id")["ts"].nunique()
+    assert len(campaign_months) == 3 and (campaign_months == 1).all()
+
+
+def _written(frame: pd.DataFrame, path: Path) -> Path:
+    for _ in generate_module.write_parquet(frame, path):
+        pass
+    return path
 
 
 def test_generate_rejects_a_non_positive_size(settings: Settings) -> None:
