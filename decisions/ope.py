@@ -84,6 +84,17 @@ def _vector(values: ArrayLike, name: str, n: int | None = None) -> Array:
     return array
 
 
+def _rewards(values: ArrayLike, purpose: str) -> Array:
+    r = _vector(values, "rewards")
+    if r.shape[0] == 0:
+        raise ValueError(f"rewards: no logged decision to {purpose}")
+    return r
+
+
+def _unsupported(values: ArrayLike | None, n: int) -> Array:
+    return np.zeros(n) if values is None else _vector(values, "unsupported", n)
+
+
 def weights(target: ArrayLike, propensity: ArrayLike, clip: float | None = None) -> Array:
     """Importance weights pi / p of the logged actions, clipped at `clip` (None: not clipped).
 
@@ -156,18 +167,15 @@ def evaluate(
     Raises:
         ValueError: inputs of different lengths, no decision, or probabilities out of range.
     """
-    r = _vector(rewards, "rewards")
+    r = _rewards(rewards, "evaluate")
     n = r.shape[0]
-    if n == 0:
-        raise ValueError("rewards: no logged decision to evaluate")
     w = weights(target, propensity, clip)
     raw = weights(target, propensity, None)
     has_model = q_logged is not None and v_target is not None
     q = _vector(q_logged, "q_logged", n) if has_model else np.zeros(n)  # type: ignore[arg-type]
     v = _vector(v_target, "v_target", n) if has_model else np.zeros(n)  # type: ignore[arg-type]
-    lost = np.zeros(n) if unsupported is None else _vector(unsupported, "unsupported", n)
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, n, size=(bootstrap, n))
+    lost = _unsupported(unsupported, n)
+    rows = np.random.default_rng(seed).integers(0, n, size=(bootstrap, n))
     tail = (1 - confidence) / 2 * 100
 
     def interval(point: float, samples: Array) -> Interval:
@@ -287,16 +295,14 @@ def compare(
     Raises:
         ValueError: inputs of different lengths, no decision, or probabilities out of range.
     """
-    r = _vector(rewards, "rewards")
+    r = _rewards(rewards, "compare on")
     n = r.shape[0]
-    if n == 0:
-        raise ValueError("rewards: no logged decision to compare on")
     w_new = weights(candidate, propensity, clip)
     w_old = weights(champion, propensity, clip)
     q = _vector(q_logged, "q_logged", n)
     v_new = _vector(v_candidate, "v_candidate", n)
     v_old = _vector(v_champion, "v_champion", n)
-    lost = np.zeros(n) if unsupported is None else _vector(unsupported, "unsupported", n)
+    lost = _unsupported(unsupported, n)
     new_terms = v_new + w_new * (r - q)
     old_terms = v_old + w_old * (r - q)
     rows = np.random.default_rng(seed).integers(0, n, size=(bootstrap, n))

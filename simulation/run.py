@@ -277,10 +277,16 @@ def nightly_retraining(
             if result.model is None
             else predict_frame(result.model, holdout)
         )
-        if not paired_gain(holdout, p_new, p_old, p_new).promotes:
+        gain = paired_gain(holdout, p_new, p_old, p_new)
+        if not gain.promotes:
             return
         result.model = fit(outcomes, options)  # promoted: refit on every answer, served from now on
         result.promotions += 1
+        log.info(
+            "%s: promoted (gain %.2f [%.2f, %.2f] a decision over %d differing decisions)",
+            f"{now:%m-%d}", gain.difference.value, gain.difference.low, gain.difference.high,
+            gain.disagreements,
+        )  # fmt: skip
         runtime.models["acceptance"] = _serve(f"night-{now:%m%d}", result.model)
 
     return night
