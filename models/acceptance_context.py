@@ -40,7 +40,38 @@ VALIDATION_SHARE = 0.2
 MIN_POSITIVES = 30
 """Fewer accepted answers than this among the contextual offers: no contextual level."""
 
+CELL_STRENGTH = 30.0
+"""The baseline's shrinkage of a cell's rate to its offer's (as the pseudo-count level)."""
+
 Row = Mapping[str, Any]
+
+
+def _log_loss(y: NDArray[np.float64], p: NDArray[np.float64]) -> float:
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+def _cell_rates(
+    categories: Mapping[str, Sequence[str]], cut: int, labels: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """The rows after `cut` scored by the offer x channel x segment rates of the rows before."""
+    offers: dict[str, list[float]] = {}
+    cells: dict[tuple[str, str, str], list[float]] = {}
+    keys = list(
+        zip(categories["offer_id"], categories["channel"], categories["segment"], strict=True)
+    )
+    for key, y in zip(keys[:cut], labels[:cut], strict=True):
+        for counts in (offers.setdefault(key[0], [0.0, 0.0]), cells.setdefault(key, [0.0, 0.0])):
+            counts[0] += y
+            counts[1] += 1
+    overall = float(labels[:cut].mean()) if cut else 0.5
+    out = []
+    for key in keys[cut:]:
+        accepted, answered = offers.get(key[0], [0.0, 0.0])
+        offer_rate = (accepted + overall) / (answered + 1)
+        cell_accepted, cell_answered = cells.get(key, [0.0, 0.0])
+        out.append((offer_rate * CELL_STRENGTH + cell_accepted) / (CELL_STRENGTH + cell_answered))
+    return np.asarray(out, dtype=float)
 
 
 def _number(value: Any) -> float:
@@ -87,7 +118,10 @@ class ContextualLevel:
         accepted: Sequence[bool],
         seed: int = 0,
     ) -> ContextualLevel | None:
-        """Fit on answers in time order; None when too few accepted answers to learn from.
+        """Fit on answers in time order; None when too few accepted answers to learn from, or
+        when on the latest `VALIDATION_SHARE` of them it is no better (log loss) than the
+        offer x channel x segment rates of the earlier answers (shrunk to the offer's rate
+        with `CELL_STRENGTH` answers): then the counts alone serve.
 
         Args:
             categories: per name of `CATEGORIES`, one value per answer.
@@ -119,6 +153,10 @@ class ContextualLevel:
         )
         best = level.booster.best_iteration + 1
         level.booster = level.booster[:best]  # keep the trees up to the best round
+        learned = np.asarray(level.booster.inplace_predict(x[cut:]), dtype=float)
+        baseline = _cell_rates(categories, cut, labels)
+        if _log_loss(labels[cut:], learned) >= _log_loss(labels[cut:], baseline):
+            return None  # no better than the counts on the answers it did not learn from
         return level
 
     def encode(
