@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from decisions.explore import Exploration
-from decisions.log import PENDING, DecisionLog, Outcome
+from decisions.log import DecisionLog
 from decisions.record import DecisionRecorder
 from loyal.settings import DecisionSettings, Settings
 from models.acceptance import AcceptanceModel
@@ -41,6 +41,7 @@ from serving.schemas import FeedbackRequest, NextBestActionRequest
 from simulation.truth import AcceptanceTruth, load_or_draw
 from training.acceptance import (
     catalog_policy,
+    closed_outcomes,
     fit,
     ope_frame,
     paired_gain,
@@ -245,14 +246,6 @@ def run_policy(
     return result
 
 
-def _answered(store: DecisionLog, now: datetime, ignore: timedelta) -> list[Outcome]:
-    return [
-        o
-        for o in store.outcomes(now, ignore)
-        if o.outcome != PENDING and o.decision.action_id and o.decision.candidates
-    ]
-
-
 def nightly_retraining(
     runtime: Runtime, priors: dict[str, float], ignore: timedelta, options: DecisionSettings
 ) -> Callable[[PolicyResult, datetime], None]:
@@ -264,7 +257,7 @@ def nightly_retraining(
         store = result.log
         if store is None:
             return
-        outcomes = _answered(store, now, ignore)
+        outcomes = closed_outcomes(store, now, ignore)
         cut = now - timedelta(days=HOLDOUT_DAYS)
         early = [o for o in outcomes if o.decision.ts < cut]
         late = [o for o in outcomes if o.decision.ts >= cut]
@@ -391,7 +384,7 @@ def simulate(
     learned_log = results["learned"].log
     if final is None and learned_log is not None:
         # never promoted: the OPE check still judges what the log's answers would have taught
-        answered = _answered(learned_log, START + timedelta(days=days + 30), ignore)
+        answered = closed_outcomes(learned_log, START + timedelta(days=days + 30), ignore)
         final = fit(answered, settings.decisions) if answered else None
     clock = _Clock()
     runtime = _runtime(settings, folder / "learned_frozen", 0.0, clock)
@@ -414,7 +407,7 @@ def _ope(
     if model is None or static.log is None:
         return None, None, "no learned model to evaluate"
     end = START + timedelta(days=days + 30)
-    outcomes = _answered(static.log, end, ignore)
+    outcomes = closed_outcomes(static.log, end, ignore)
     frame = ope_frame(outcomes, priors)
     estimate = policy_value(frame, predict_frame(model, frame))
     share = len(outcomes) / max(static.decisions, 1)  # decisions without an action earn 0

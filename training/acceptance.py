@@ -61,13 +61,26 @@ class AcceptanceResult:
 
 
 def answered(settings: Settings, now: datetime | None = None) -> list[Outcome]:
-    """The log's decisions with an answer (or ignored past the window), oldest first."""
+    """The log's decisions whose answer window has closed, oldest first."""
     store = DecisionLog(log_target(settings))
     ignore = timedelta(hours=settings.decisions.ignore_after_hours)
+    return closed_outcomes(store, now or datetime.now(UTC), ignore)
+
+
+def closed_outcomes(store: DecisionLog, now: datetime, ignore: timedelta) -> list[Outcome]:
+    """Decisions older than the answer window (accepted, declined or ignored), oldest first.
+
+    A younger decision is left out even when answered: keeping the answered ones while their
+    unanswered neighbours are still pending would over-weight acceptances (an acceptance is
+    always answered, a decline often never).
+    """
     return [
         o
-        for o in store.outcomes(now or datetime.now(UTC), ignore)
-        if o.outcome != PENDING and o.decision.action_id and o.decision.candidates
+        for o in store.outcomes(now, ignore)
+        if o.outcome != PENDING
+        and o.decision.action_id
+        and o.decision.candidates
+        and o.decision.ts <= now - ignore
     ]
 
 
