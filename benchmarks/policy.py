@@ -6,7 +6,8 @@ On a trained, scored sample-bank home (`loyal run`; default: the configured home
 same simulated days (in-process against the serving runtime, `simulation.run`) for the static
 catalog policy, the learning policy (nightly retraining, OPE-gated promotion) and the oracle
 that knows the truth, and prints static_value, learned_value, oracle_value (accepted value over
-the days), learned_over_static, learned_to_oracle and ope_dr_rel_error: the doubly robust
+the days), learned_over_static, learned_to_oracle and ope_dr_rel_error (each run keeps its
+stores in its own folder, so runs of other sizes can go side by side): the doubly robust
 estimate, from the static policy's exploration log, of the final learned policy's value per
 decision against that policy's simulated value per decision (targets: >= 1.2, >= 0.85, < 0.10).
 """
@@ -44,7 +45,8 @@ def main() -> None:
     settings = load_settings()
     setup_logging(settings.log_level)
     started = time.perf_counter()
-    report = simulate(settings, days=args.days, per_day=args.per_day, seed=args.seed)
+    folder = settings.paths.runtime_dir / "simulation" / f"{args.days}d-{args.per_day}-{args.seed}"
+    report = simulate(settings, args.days, args.per_day, args.seed, folder)
     line = report.summary()
     line["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(line))

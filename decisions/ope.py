@@ -9,6 +9,10 @@ prediction q_i for the logged action and its expectation v_i under the candidate
 - self-normalised IPS: sum(w r) / sum(w);
 - doubly robust: mean(v + w (r - q)).
 
+`compare` estimates the difference between a candidate and a champion on the same decisions
+(paired, one reward model for both), which needs far fewer decisions than comparing two
+separate intervals: decisions where the policies agree add nothing to its variance.
+
 Confidence intervals are percentile bootstraps over decisions. Overlap is checked before any
 verdict: a candidate whose weights leave too small an effective sample size (sum w)^2 / sum w^2,
 or that chooses actions the logging policy never could, gets no verdict, and the reason says
@@ -78,6 +82,17 @@ def _vector(values: ArrayLike, name: str, n: int | None = None) -> Array:
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name}: every value must be finite")
     return array
+
+
+def _rewards(values: ArrayLike, purpose: str) -> Array:
+    r = _vector(values, "rewards")
+    if r.shape[0] == 0:
+        raise ValueError(f"rewards: no logged decision to {purpose}")
+    return r
+
+
+def _unsupported(values: ArrayLike | None, n: int) -> Array:
+    return np.zeros(n) if values is None else _vector(values, "unsupported", n)
 
 
 def weights(target: ArrayLike, propensity: ArrayLike, clip: float | None = None) -> Array:
@@ -152,18 +167,15 @@ def evaluate(
     Raises:
         ValueError: inputs of different lengths, no decision, or probabilities out of range.
     """
-    r = _vector(rewards, "rewards")
+    r = _rewards(rewards, "evaluate")
     n = r.shape[0]
-    if n == 0:
-        raise ValueError("rewards: no logged decision to evaluate")
     w = weights(target, propensity, clip)
     raw = weights(target, propensity, None)
     has_model = q_logged is not None and v_target is not None
     q = _vector(q_logged, "q_logged", n) if has_model else np.zeros(n)  # type: ignore[arg-type]
     v = _vector(v_target, "v_target", n) if has_model else np.zeros(n)  # type: ignore[arg-type]
-    lost = np.zeros(n) if unsupported is None else _vector(unsupported, "unsupported", n)
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, n, size=(bootstrap, n))
+    lost = _unsupported(unsupported, n)
+    rows = np.random.default_rng(seed).integers(0, n, size=(bootstrap, n))
     tail = (1 - confidence) / 2 * 100
 
     def interval(point: float, samples: Array) -> Interval:
@@ -209,3 +221,107 @@ def _refusal(
             f"decisions (needs {min_ess:.0f}); log more exploration or wait for more decisions"
         )
     return None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A candidate against a champion on the same logged decisions (doubly robust, paired).
+
+    Attributes:
+        n: logged decisions used.
+        difference: the candidate's value minus the champion's, per decision, with the
+            bootstrap interval of the mean difference.
+        candidate: the candidate's doubly robust value per decision.
+        champion: the champion's doubly robust value per decision.
+        disagreements: decisions where the two policies' probabilities differ.
+        ess: effective sample size of the candidate's (clipped) weights.
+        unsupported_share: the candidate's mass on actions the logging policy cannot take.
+        refusal: why no verdict is given (None: the candidate's overlap is good enough).
+    """
+
+    n: int
+    difference: Interval
+    candidate: Interval
+    champion: Interval
+    disagreements: int
+    ess: float
+    unsupported_share: float
+    refusal: str | None
+
+    @property
+    def promotes(self) -> bool:
+        """The candidate wins: a verdict is allowed and the difference's lower bound is > 0."""
+        return self.refusal is None and self.difference.low > 0
+
+
+def compare(
+    rewards: ArrayLike,
+    propensity: ArrayLike,
+    candidate: ArrayLike,
+    champion: ArrayLike,
+    q_logged: ArrayLike,
+    v_candidate: ArrayLike,
+    v_champion: ArrayLike,
+    *,
+    unsupported: ArrayLike | None = None,
+    clip: float | None = None,
+    min_ess: float = 50.0,
+    max_unsupported: float = 0.01,
+    confidence: float = 0.95,
+    bootstrap: int = 500,
+    seed: int = 0,
+) -> Comparison:
+    """The doubly robust value of a candidate minus a champion's, decision by decision.
+
+    Both are scored with the same reward model (`q_logged` for the logged action, `v_*` its
+    expectation under each policy), so on a decision where the two policies agree the two
+    doubly robust terms are equal and the difference is exactly 0: only the decisions where
+    they differ add variance, and the interval of the mean difference is far narrower than
+    either policy's own interval.
+
+    Args:
+        rewards: reward of each logged action.
+        propensity: probability with which the logging policy took it, in (0, 1].
+        candidate: probability with which the candidate would take the same action.
+        champion: probability with which the champion would take it.
+        q_logged: the reward model's prediction for each logged action.
+        v_candidate: the reward model's expected reward under the candidate, per decision.
+        v_champion: the same under the champion.
+        unsupported: per decision, the candidate's mass on actions the logging policy could
+            not take (default 0).
+        clip, min_ess, max_unsupported, confidence, bootstrap, seed: as for `evaluate`; the
+            overlap refusal is judged on the candidate's weights.
+
+    Raises:
+        ValueError: inputs of different lengths, no decision, or probabilities out of range.
+    """
+    r = _rewards(rewards, "compare on")
+    n = r.shape[0]
+    w_new = weights(candidate, propensity, clip)
+    w_old = weights(champion, propensity, clip)
+    q = _vector(q_logged, "q_logged", n)
+    v_new = _vector(v_candidate, "v_candidate", n)
+    v_old = _vector(v_champion, "v_champion", n)
+    lost = _unsupported(unsupported, n)
+    new_terms = v_new + w_new * (r - q)
+    old_terms = v_old + w_old * (r - q)
+    rows = np.random.default_rng(seed).integers(0, n, size=(bootstrap, n))
+    tail = (1 - confidence) / 2 * 100
+
+    def interval(terms: Array) -> Interval:
+        low, high = np.percentile(np.mean(terms[rows], axis=-1), [tail, 100 - tail])
+        return Interval(float(np.mean(terms)), float(low), float(high))
+
+    ess = effective_sample_size(w_new)
+    unsupported_share = float(np.mean(lost))
+    differs = (np.abs(w_new - w_old) > 1e-12) | (np.abs(v_new - v_old) > 1e-12)
+    return Comparison(
+        n=n,
+        difference=interval(new_terms - old_terms),
+        candidate=interval(new_terms),
+        champion=interval(old_terms),
+        disagreements=int(np.sum(differs)),
+        ess=ess,
+        unsupported_share=unsupported_share,
+        refusal=_refusal(ess, n, unsupported_share, min_ess, max_unsupported),
+    )

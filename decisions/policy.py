@@ -10,7 +10,7 @@ propensity, the answer and a reward model (the acceptance model fitted on the sa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from decisions.log import ACCEPTED, PENDING, Candidate, DecisionLog, Outcome
 from decisions.ope import Evaluation, evaluate
 from loyal.errors import LoyalError
-from models.acceptance import AcceptanceModel, Answer
+from models.acceptance import AcceptanceModel, Answer, predict_rows
 
 
 class CandidatePolicy(BaseModel):
@@ -66,10 +66,6 @@ def read_candidate(path: Path) -> CandidatePolicy:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise PolicyConfigError(f"{path}: {where}: {err['msg']}") from None
-
-
-Scorer = Callable[[Outcome, Candidate], float]
-"""P(accept) of one eligible action of one logged decision under some model."""
 
 
 @dataclass(frozen=True)
@@ -116,26 +112,12 @@ def answers_of(outcomes: Sequence[Outcome]) -> list[Answer]:
             o.decision.channel,
             (o.decision.features or {}).get("segment_id"),  # type: ignore[arg-type]
             o.outcome == ACCEPTED,
+            (o.decision.features or {}).get("tier"),
+            o.decision.features,
         )
         for o in outcomes
         if o.outcome != PENDING and o.decision.action_id
     ]
-
-
-def model_scorer(model: AcceptanceModel, priors: Mapping[str, float]) -> Scorer:
-    """P(accept) of a candidate under an acceptance model (prior: the catalog's, else logged)."""
-
-    def score(outcome: Outcome, candidate: Candidate) -> float:
-        segment = (outcome.decision.features or {}).get("segment_id")
-        prior = priors.get(candidate.action_id, candidate.p_accept)
-        return model.predict(candidate.action_id, outcome.decision.channel, segment, prior)[0]
-
-    return score
-
-
-def logged_scorer(outcome: Outcome, candidate: Candidate) -> float:
-    """The P(accept) the logged decision used."""
-    return candidate.p_accept
 
 
 def target_probabilities(
@@ -188,9 +170,13 @@ def evaluate_candidate(
             "answers to /feedback (or wait for the ignore window) and evaluate again"
         )
     reward_model = AcceptanceModel().fit(answers_of(outcomes))
-    q_score = model_scorer(reward_model, priors or {})
-    target_score = q_score if candidate.p_accept == "learned" else logged_scorer
-    rows = [_row(o, target_score, q_score, candidate) for o in outcomes]
+    q_all = _predicted(reward_model, outcomes, priors or {})
+    targets = (
+        q_all
+        if candidate.p_accept == "learned"
+        else [np.array([c.p_accept for c in o.decision.candidates]) for o in outcomes]
+    )
+    rows = [_row(o, t, q, candidate) for o, t, q in zip(outcomes, targets, q_all, strict=True)]
     matrix = np.array(rows, dtype=float)
     accept_reward, value_reward, p_logged, pi, q_acc, v_acc, q_val, v_val, lost = matrix.T
     acceptance = evaluate(
@@ -223,15 +209,32 @@ def evaluate_candidate(
     return PolicyReport(candidate.name, len(outcomes), acceptance, value, _verdict(value), notes)
 
 
+def _predicted(
+    model: AcceptanceModel, outcomes: Sequence[Outcome], priors: Mapping[str, float]
+) -> list[np.ndarray]:
+    """The model's P(accept) of every eligible action of every decision, in one batch."""
+    offers, channels, segments, prior, features, sizes = [], [], [], [], [], []
+    for outcome in outcomes:
+        decision = outcome.decision
+        cands = decision.candidates
+        sizes.append(len(cands))
+        for c in cands:
+            offers.append(c.action_id)
+            channels.append(decision.channel)
+            segments.append((decision.features or {}).get("segment_id"))
+            prior.append(priors.get(c.action_id, c.p_accept))
+            features.append(decision.features)
+    flat = np.asarray(predict_rows(model, offers, channels, segments, prior, features))
+    return np.split(flat, np.cumsum(sizes)[:-1]) if sizes else []
+
+
 def _row(
-    outcome: Outcome, target_score: Scorer, q_score: Scorer, candidate: CandidatePolicy
+    outcome: Outcome, p_new: np.ndarray, q: np.ndarray, candidate: CandidatePolicy
 ) -> list[float]:
     """One decision's rewards, logged propensity, target probability and model predictions."""
     cands = outcome.decision.candidates
     logged = next(i for i, c in enumerate(cands) if c.action_id == outcome.decision.action_id)
-    p_new = [target_score(outcome, c) for c in cands]
-    pi = target_probabilities(cands, p_new, candidate.weights, candidate.explore_share)
-    q = np.array([q_score(outcome, c) for c in cands])
+    pi = target_probabilities(cands, list(p_new), candidate.weights, candidate.explore_share)
     values = np.array([c.value for c in cands])
     lost = float(sum(pi[i] for i, c in enumerate(cands) if c.propensity <= 0))
     reward = outcome.reward

@@ -372,6 +372,10 @@ class DecisionSettings(BaseModel):
         explore_salt: keeps the assignment unpredictable to callers.
         ignore_after_hours: a decision without an answer after this long counts as ignored.
         log_features: keep the features the policy read with each decision.
+        contextual_min_answers: answers an offer needs before the acceptance model's contextual
+            level (XGBoost on customer features) speaks for it (0: never).
+        contextual_strength: how many answers the pseudo-count estimate is worth against the
+            contextual one (the blend weight of an offer with n answers is n / (n + this)).
     """
 
     db: Path | None = None
@@ -381,6 +385,8 @@ class DecisionSettings(BaseModel):
     explore_salt: str = "loyal"
     ignore_after_hours: float = Field(default=72.0, gt=0)
     log_features: bool = True
+    contextual_min_answers: int = Field(default=300, ge=0)
+    contextual_strength: float = Field(default=300.0, ge=0)
 
 
 class ComputeSettings(BaseModel):

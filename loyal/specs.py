@@ -175,7 +175,8 @@ BUILTIN: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="acceptance",
-        promotion_metric="ope_dr_value",
+        run_metric="ope_dr_value",
+        promotion_metric="ope_paired_gain_low",
         train="training.acceptance:train",
         scorer_factory="training.acceptance:ope_scorer",
         applicable="training.acceptance:check_applicable",

@@ -1,15 +1,17 @@
 """`loyal simulate`: days of traffic replayed in-process against the policy, answers from the truth.
 
 Each policy gets a fresh feedback store and decision log and the same requests (customers and
-channels drawn once, with the same uniform draw deciding each answer, so the policies differ
-only by what they show). Requests go to the serving `Runtime` in-process (the service's engine,
+channels drawn once, each customer through each channel as often as the bank's engagement data
+says they use it, with the same uniform draw deciding each answer, so the policies differ only
+by what they show). Requests go to the serving `Runtime` in-process (the service's engine,
 without HTTP: a live server replay of tens of thousands of requests would take far longer on two
 cores); answers drawn from the hidden truth go back through `Runtime.feedback` with their
 `decision_id`. Policies:
 
 - static: the catalog's `p_accept`, with the configured exploration share (the logging policy);
 - learned: the same, plus nightly retraining of the acceptance model on the decision log and
-  promotion when its doubly robust lower bound (on the last week) beats the champion's estimate;
+  promotion when its paired doubly robust gain over the champion (on the last week) is surely
+  positive;
 - oracle: P(accept) from the truth itself, no exploration;
 - learned-frozen: the learned run's final model (or, when none was ever promoted, the model its
   log's answers fit), no learning and no exploration: the simulated value the off-policy
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,15 +31,23 @@ from typing import Any
 import numpy as np
 
 from decisions.explore import Exploration
-from decisions.log import PENDING, DecisionLog, Outcome
+from decisions.log import DecisionLog
 from decisions.record import DecisionRecorder
-from loyal.settings import Settings
+from loyal.settings import DecisionSettings, Settings
 from models.acceptance import AcceptanceModel
 from serving.champions import LoadedModel
 from serving.runtime import RequestError, Runtime
 from serving.schemas import FeedbackRequest, NextBestActionRequest
 from simulation.truth import AcceptanceTruth, load_or_draw
-from training.acceptance import fit, ope_frame, policy_value, predict_frame
+from training.acceptance import (
+    catalog_policy,
+    closed_outcomes,
+    fit,
+    ope_frame,
+    paired_gain,
+    policy_value,
+    predict_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,28 +94,63 @@ class PolicyResult:
         }
 
 
+INTERACTIONS = {
+    "mobile": ("logins_90d", 0.5),
+    "web": ("logins_90d", 0.5),
+    "call_center": ("calls_90d", 1.0),
+    "branch": ("branch_visits_90d", 1.0),
+    "atm": ("atm_visits_90d", 1.0),
+    "email": ("email_opens_90d", 1.0),
+}
+"""Channel -> the engagement count (last 90 days) its requests follow, and the count's share
+(app and online-banking logins split evenly between mobile and web)."""
+
+
+def interaction_pool(
+    features: Mapping[str, Mapping[str, Any] | None], channels: Sequence[str]
+) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """Every (customer, channel) pair with its share of the traffic.
+
+    A customer comes through a channel as often as the bank's own engagement data says they
+    used it (logins, calls, branch and ATM visits, e-mails opened in 90 days), so busy
+    customers and busy channels make most requests; without those counts (not the sample
+    bank) every pair is equally likely.
+    """
+    pairs = [(c, ch) for c in features for ch in channels]
+    weights = np.array([_interactions(features[c], ch) for c, ch in pairs], dtype=float)
+    if not np.isfinite(weights).all() or weights.sum() <= 0:
+        weights = np.ones(len(pairs))
+    return pairs, weights / weights.sum()
+
+
+def _interactions(row: Mapping[str, Any] | None, channel: str) -> float:
+    name, share = INTERACTIONS.get(channel, ("", 0.0))
+    value = (row or {}).get(name)
+    return share * float(value) if isinstance(value, int | float) and value > 0 else 0.0
+
+
 def requests(
-    customers: list[str], channels: list[str], days: int, per_day: int, seed: int
+    pool: Sequence[tuple[str, str]], weights: np.ndarray, days: int, per_day: int, seed: int
 ) -> list[list[Request]]:
-    """The same traffic for every policy: per day, customers and channels at random."""
+    """The same traffic for every policy: per day, (customer, channel) pairs drawn from the
+    pool by their traffic shares."""
     rng = np.random.default_rng(seed)
     out = []
     for day in range(days):
         base = START + timedelta(days=day)
-        picks = rng.integers(0, len(customers), per_day)
-        where = rng.integers(0, len(channels), per_day)
+        picks = rng.choice(len(pool), size=per_day, p=weights)
         seconds = np.sort(rng.uniform(0, 10 * 3600, per_day))
         draws = rng.random((per_day, 2))
         out.append(
             [
                 Request(
                     base + timedelta(seconds=float(s)),
-                    customers[int(p)],
-                    channels[int(w)],
+                    pool[int(p)][0],
+                    pool[int(p)][1],
                     float(a),
                     float(i),
                 )
-                for p, w, s, (a, i) in zip(picks, where, seconds, draws, strict=True)
+                for p, s, (a, i) in zip(picks, seconds, draws, strict=True)
             ]
         )
     return out
@@ -201,42 +246,40 @@ def run_policy(
     return result
 
 
-def _answered(store: DecisionLog, now: datetime, ignore: timedelta) -> list[Outcome]:
-    return [
-        o
-        for o in store.outcomes(now, ignore)
-        if o.outcome != PENDING and o.decision.action_id and o.decision.candidates
-    ]
-
-
 def nightly_retraining(
-    runtime: Runtime, priors: dict[str, float], ignore: timedelta
+    runtime: Runtime, priors: dict[str, float], ignore: timedelta, options: DecisionSettings
 ) -> Callable[[PolicyResult, datetime], None]:
-    """Each night: fit on answers before the last week, judge on the last week by DR OPE,
-    promote when the lower bound beats the champion's estimate, then refit on every answer."""
+    """Each night: fit on answers before the last week, compare with the champion on the last
+    week (paired doubly robust gain; the catalog policy while there is no champion), promote
+    when the gain's lower bound is above 0, then refit on every answer."""
 
     def night(result: PolicyResult, now: datetime) -> None:
         store = result.log
         if store is None:
             return
-        outcomes = _answered(store, now, ignore)
+        outcomes = closed_outcomes(store, now, ignore)
         cut = now - timedelta(days=HOLDOUT_DAYS)
         early = [o for o in outcomes if o.decision.ts < cut]
         late = [o for o in outcomes if o.decision.ts >= cut]
         if len(early) < 100 or len(late) < 100:
             return
         holdout = ope_frame(late, priors)
-        challenger = policy_value(holdout, predict_frame(fit(early), holdout))
-        if challenger.refusal is not None:
+        p_new = predict_frame(fit(early, options), holdout)
+        p_old = (
+            catalog_policy(holdout)
+            if result.model is None
+            else predict_frame(result.model, holdout)
+        )
+        gain = paired_gain(holdout, p_new, p_old, p_new)
+        if not gain.promotes:
             return
-        if result.model is None:
-            bar = challenger.logged.value  # the first model must beat the logged policy
-        else:
-            bar = policy_value(holdout, predict_frame(result.model, holdout)).best.value
-        if challenger.best.low <= bar:
-            return
-        result.model = fit(outcomes)  # promoted: refit on every answer, served from now on
+        result.model = fit(outcomes, options)  # promoted: refit on every answer, served from now on
         result.promotions += 1
+        log.info(
+            "%s: promoted (gain %.2f [%.2f, %.2f] a decision over %d differing decisions)",
+            f"{now:%m-%d}", gain.difference.value, gain.difference.low, gain.difference.high,
+            gain.disagreements,
+        )  # fmt: skip
         runtime.models["acceptance"] = _serve(f"night-{now:%m%d}", result.model)
 
     return night
@@ -317,10 +360,11 @@ def simulate(
     probe = _runtime(
         settings, (folder or settings.paths.runtime_dir / "simulation") / "probe", 0.0, _Clock()
     )
-    customers = [c.customer_id for c in probe._customers(candidates) if c.known]  # served ones
-    if not customers:
+    served = {c.customer_id: c.features for c in probe._customers(candidates) if c.known}
+    if not served:
         raise LoyalError("simulate: no customer of the truth is in the loaded data")
-    traffic = requests(customers, list(catalog.channels), days, per_day, seed)
+    pool, weights = interaction_pool(served, list(catalog.channels))
+    traffic = requests(pool, weights, days, per_day, seed)
     folder = folder or settings.paths.runtime_dir / "simulation"
     priors = catalog_priors(settings)
     ignore = timedelta(hours=settings.decisions.ignore_after_hours)
@@ -334,14 +378,14 @@ def simulate(
         if name == "oracle":
             runtime.models["acceptance"] = _serve("truth", truth)
         if name == "learned":
-            nightly = nightly_retraining(runtime, priors, ignore)
+            nightly = nightly_retraining(runtime, priors, ignore, settings.decisions)
         results[name] = run_policy(name, runtime, clock, traffic, truth, nightly)
     final = results["learned"].model
     learned_log = results["learned"].log
     if final is None and learned_log is not None:
         # never promoted: the OPE check still judges what the log's answers would have taught
-        answered = _answered(learned_log, START + timedelta(days=days + 30), ignore)
-        final = fit(answered) if answered else None
+        answered = closed_outcomes(learned_log, START + timedelta(days=days + 30), ignore)
+        final = fit(answered, settings.decisions) if answered else None
     clock = _Clock()
     runtime = _runtime(settings, folder / "learned_frozen", 0.0, clock)
     runtime.models.pop("acceptance", None)
@@ -363,7 +407,7 @@ def _ope(
     if model is None or static.log is None:
         return None, None, "no learned model to evaluate"
     end = START + timedelta(days=days + 30)
-    outcomes = _answered(static.log, end, ignore)
+    outcomes = closed_outcomes(static.log, end, ignore)
     frame = ope_frame(outcomes, priors)
     estimate = policy_value(frame, predict_frame(model, frame))
     share = len(outcomes) / max(static.decisions, 1)  # decisions without an action earn 0

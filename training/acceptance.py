@@ -4,8 +4,11 @@ The log's answered decisions are split by time: the earlier 75% fit the hierarch
 pseudo-count model (`models.acceptance`), the later 25% are the holdout. On the holdout each
 version is judged by the policy it would make: greedy on its P(accept) x value among each
 decision's logged eligible actions, valued by doubly robust off-policy evaluation. A challenger
-is promoted only if the lower bound of its estimate beats the champion's estimate (or, for the
-first version, the value the logged policy actually earned on the holdout).
+is promoted on a paired comparison: the doubly robust value of its policy minus the champion's
+(the catalog policy as it served, for a first version), decision by decision with one reward
+model, must have a bootstrap lower bound above 0; decisions where the two policies agree add
+nothing to the difference's variance, so a real gain shows with far fewer decisions than two
+separate intervals need.
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ import numpy as np
 import pandas as pd
 
 from decisions.log import PENDING, DecisionLog, Outcome
-from decisions.ope import Evaluation, evaluate
+from decisions.ope import Comparison, Evaluation, compare, evaluate
 from decisions.policy import answers_of
 from decisions.record import log_target
 from features.tables_io import recorded_catalog
 from loyal.errors import StepSkippedError
-from loyal.settings import Settings
+from loyal.settings import DecisionSettings, Settings
 from models.acceptance import ARTIFACT, AcceptanceModel, predict_rows
 from models.offers import choose_catalog, load_catalog
 
@@ -36,9 +39,15 @@ log = logging.getLogger(__name__)
 
 NAME = "acceptance"
 METRIC = "ope_dr_value"
+GAIN_METRIC = "ope_paired_gain_low"
+"""The promotion metric: lower bound of the gain over the champion (the catalog when none)."""
+INPUT_COLUMNS = ("offer_id", "channel", "segment", "prior", "features")
+"""The pyfunc's input: one row per offer to score; `features` is the customer's row as JSON."""
 HOLDOUT_SHARE = 0.25
 MIN_ANSWERS = 200
 """Answered decisions needed before a model is trained (fewer: the catalog priors serve)."""
+MIN_ESS = 30.0
+"""Below this effective sample size of a candidate's weights, OPE gives no verdict."""
 
 
 @dataclass(frozen=True)
@@ -52,13 +61,26 @@ class AcceptanceResult:
 
 
 def answered(settings: Settings, now: datetime | None = None) -> list[Outcome]:
-    """The log's decisions with an answer (or ignored past the window), oldest first."""
+    """The log's decisions whose answer window has closed, oldest first."""
     store = DecisionLog(log_target(settings))
     ignore = timedelta(hours=settings.decisions.ignore_after_hours)
+    return closed_outcomes(store, now or datetime.now(UTC), ignore)
+
+
+def closed_outcomes(store: DecisionLog, now: datetime, ignore: timedelta) -> list[Outcome]:
+    """Decisions older than the answer window (accepted, declined or ignored), oldest first.
+
+    A younger decision is left out even when answered: keeping the answered ones while their
+    unanswered neighbours are still pending would over-weight acceptances (an acceptance is
+    always answered, a decline often never).
+    """
     return [
         o
-        for o in store.outcomes(now or datetime.now(UTC), ignore)
-        if o.outcome != PENDING and o.decision.action_id and o.decision.candidates
+        for o in store.outcomes(now, ignore)
+        if o.outcome != PENDING
+        and o.decision.action_id
+        and o.decision.candidates
+        and o.decision.ts <= now - ignore
     ]
 
 
@@ -85,6 +107,7 @@ def ope_frame(outcomes: Sequence[Outcome], priors: Mapping[str, float]) -> pd.Da
     for outcome in outcomes:
         decision = outcome.decision
         segment = (decision.features or {}).get("segment_id")
+        features = json.dumps(decision.features, default=str) if decision.features else ""
         for candidate in decision.candidates:
             logged = candidate.action_id == decision.action_id
             rows.append(
@@ -93,6 +116,7 @@ def ope_frame(outcomes: Sequence[Outcome], priors: Mapping[str, float]) -> pd.Da
                     "offer_id": candidate.action_id,
                     "channel": decision.channel,
                     "segment": "?" if segment is None else str(segment),
+                    "features": features,
                     "prior": priors.get(candidate.action_id, candidate.p_accept),
                     "logged_p_accept": candidate.p_accept,
                     "score": candidate.score,
@@ -106,18 +130,29 @@ def ope_frame(outcomes: Sequence[Outcome], priors: Mapping[str, float]) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def _choices(frame: pd.DataFrame, p_accept: Any) -> pd.DataFrame:
+    """Per decision, the row of the action the greedy policy on `p_accept` puts first.
+
+    Its score of an action is the logged one re-priced with the new P(accept):
+    `(score + cost) * p / logged p - cost` (the logged value and segment weight kept).
+    """
+    frame = frame.assign(p=np.asarray(p_accept, dtype=float))
+    gross = frame["score"] + frame["cost"]
+    ratio = np.where(frame["logged_p_accept"] > 0, frame["p"] / frame["logged_p_accept"], 0.0)
+    frame = frame.assign(rescored=gross * ratio - frame["cost"])
+    return frame.loc[frame.groupby("decision", sort=False)["rescored"].idxmax()].set_index(
+        "decision"
+    )
+
+
 def policy_value(frame: pd.DataFrame, p_accept: np.ndarray, seed: int = 0) -> Evaluation:
     """Doubly robust accepted value per decision of the greedy policy on `p_accept`.
 
     The reward model is the same P(accept) times each action's value.
     """
-    frame = frame.assign(p=p_accept)
-    gross = frame["score"] + frame["cost"]
-    ratio = np.where(frame["logged_p_accept"] > 0, frame["p"] / frame["logged_p_accept"], 0.0)
-    frame = frame.assign(rescored=gross * ratio - frame["cost"], q=frame["p"] * frame["value"])
-    best = frame.loc[frame.groupby("decision", sort=False)["rescored"].idxmax()]
+    frame = frame.assign(q=np.asarray(p_accept, dtype=float) * frame["value"])
     logged = frame[frame["logged"]].set_index("decision")
-    chosen = best.set_index("decision").reindex(logged.index)
+    chosen = _choices(frame, p_accept).reindex(logged.index)
     pi = (chosen["offer_id"] == logged["offer_id"]).astype(float).to_numpy()
     reward = (logged["accepted"] * logged["value"]).to_numpy()
     return evaluate(
@@ -127,9 +162,44 @@ def policy_value(frame: pd.DataFrame, p_accept: np.ndarray, seed: int = 0) -> Ev
         logged["q"].to_numpy(),
         chosen["q"].to_numpy(),
         clip=None,
-        min_ess=30.0,
+        min_ess=MIN_ESS,
         seed=seed,
     )
+
+
+def paired_gain(
+    frame: pd.DataFrame,
+    p_candidate: Any,
+    p_champion: Any,
+    p_reward: Any,
+    seed: int = 0,
+) -> Comparison:
+    """The candidate's accepted value per decision minus the champion's, on the same decisions.
+
+    Both are greedy policies (on their own P(accept)); `p_reward` x value is the one reward
+    model of both doubly robust estimates (the candidate's, fitted on earlier answers), so a
+    decision where the two choose alike contributes exactly 0 to the difference.
+    """
+    frame = frame.assign(q=np.asarray(p_reward, dtype=float) * frame["value"])
+    logged = frame[frame["logged"]].set_index("decision")
+    new = _choices(frame, p_candidate).reindex(logged.index)
+    old = _choices(frame, p_champion).reindex(logged.index)
+    return compare(
+        (logged["accepted"] * logged["value"]).to_numpy(),
+        logged["propensity"].to_numpy(),
+        (new["offer_id"] == logged["offer_id"]).astype(float).to_numpy(),
+        (old["offer_id"] == logged["offer_id"]).astype(float).to_numpy(),
+        logged["q"].to_numpy(),
+        new["q"].to_numpy(),
+        old["q"].to_numpy(),
+        min_ess=MIN_ESS,
+        seed=seed,
+    )
+
+
+def catalog_policy(frame: pd.DataFrame) -> np.ndarray:
+    """The P(accept) the logged decisions used: greedy on it is the policy as it served."""
+    return frame["logged_p_accept"].to_numpy(dtype=float)
 
 
 def _split(outcomes: list[Outcome]) -> tuple[list[Outcome], list[Outcome]]:
@@ -138,15 +208,56 @@ def _split(outcomes: list[Outcome]) -> tuple[list[Outcome], list[Outcome]]:
     return ordered[:cut], ordered[cut:]
 
 
-def fit(outcomes: Sequence[Outcome]) -> AcceptanceModel:
-    """The acceptance model on answered decisions."""
-    return AcceptanceModel().fit(answers_of(outcomes))
+def fit(outcomes: Sequence[Outcome], options: DecisionSettings | None = None) -> AcceptanceModel:
+    """The acceptance model on answered decisions (oldest first)."""
+    options = options or DecisionSettings()
+    model = AcceptanceModel(
+        contextual_min_answers=options.contextual_min_answers,
+        contextual_strength=options.contextual_strength,
+    )
+    return model.fit(answers_of(outcomes))
+
+
+def frame_features(frame: pd.DataFrame) -> list[dict[str, Any] | None]:
+    """Each row's customer features (the `features` JSON column; None where not logged)."""
+    cache: dict[str, dict[str, Any] | None] = {}
+    out = []
+    for text in frame["features"]:
+        if text not in cache:
+            cache[text] = json.loads(text) if text else None
+        out.append(cache[text])
+    return out
 
 
 def predict_frame(model: AcceptanceModel, frame: pd.DataFrame) -> np.ndarray:
     """The model's P(accept) of each row of an `ope_frame`."""
-    columns = (frame[c] for c in ("offer_id", "channel", "segment", "prior"))
-    return np.asarray(predict_rows(model, *columns), dtype=float)
+    offers, channels, segments, priors = (
+        frame[c] for c in ("offer_id", "channel", "segment", "prior")
+    )
+    predicted = predict_rows(model, offers, channels, segments, priors, frame_features(frame))
+    return np.asarray(predicted, dtype=float)
+
+
+def answer_metrics(model: AcceptanceModel, outcomes: Sequence[Outcome]) -> dict[str, float]:
+    """Log loss and ROC-AUC on held-out answers: the model, its pseudo-count level alone, and
+    the catalog's prior (the plain baseline)."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    frame = ope_frame(outcomes, {})
+    frame = frame[frame["logged"]]
+    y = frame["accepted"].to_numpy(dtype=float)
+    if len(frame) == 0 or y.min() == y.max():
+        return {}
+    out = {}
+    for name, p in (
+        ("model", predict_frame(model, frame)),
+        ("counts", predict_frame(model.counts_only(), frame)),
+        ("catalog", frame["logged_p_accept"].to_numpy(dtype=float)),
+    ):
+        clipped = np.clip(p, 1e-6, 1 - 1e-6)
+        out[f"answers_log_loss_{name}"] = float(log_loss(y, clipped, labels=[0, 1]))
+        out[f"answers_auc_{name}"] = float(roc_auc_score(y, clipped))
+    return out
 
 
 def train(settings: Settings, register: bool = True, now: datetime | None = None) -> Any:
@@ -162,22 +273,29 @@ def train(settings: Settings, register: bool = True, now: datetime | None = None
         check_applicable(settings)
     priors = catalog_priors(settings)
     train_part, holdout_part = _split(outcomes)
-    model = fit(train_part)
+    model = fit(train_part, settings.decisions)
     holdout = ope_frame(holdout_part, priors)
-    learned = policy_value(holdout, predict_frame(model, holdout))
-    static = policy_value(holdout, holdout["prior"].to_numpy(dtype=float))
+    p_learned = predict_frame(model, holdout)
+    learned = policy_value(holdout, p_learned)
+    gain = paired_gain(holdout, p_learned, catalog_policy(holdout), p_learned)
     metrics = {
         METRIC: learned.best.value,
         "ope_dr_low": learned.best.low,
         "ope_dr_high": learned.best.high,
         "ope_ess": learned.ess,
         "logged_value": learned.logged.value,
-        "catalog_prior_dr_value": static.best.value,
+        "catalog_dr_value": gain.champion.value,
+        GAIN_METRIC: gain.difference.low,
+        "ope_paired_gain": gain.difference.value,
+        "ope_paired_gain_high": gain.difference.high,
+        "ope_disagreements": float(gain.disagreements),
         "train_answers": float(len(train_part)),
         "holdout_decisions": float(len(holdout_part)),
+        "contextual_offers": float(0 if model.context_ is None else len(model.context_.answers)),
+        **answer_metrics(model, holdout_part),
     }
-    refused = _refusal(learned)
-    full = fit(outcomes)  # the served model learns from every answer
+    refused = _refusal(gain, "the catalog policy")
+    full = fit(outcomes, settings.decisions)  # the served model learns from every answer
     with tracking.start_run(settings, NAME, tracking.frame_snapshot_id(holdout)) as run:
         import mlflow
 
@@ -193,7 +311,7 @@ def train(settings: Settings, register: bool = True, now: datetime | None = None
         with tempfile.TemporaryDirectory() as tmp:
             state = Path(tmp) / f"{ARTIFACT}.json"
             state.write_text(json.dumps(full.to_dict()), encoding="utf-8")
-            example = holdout[["offer_id", "channel", "segment", "prior"]].head(3)
+            example = holdout[list(INPUT_COLUMNS)].head(3)
             info = tracking.log_pyfunc(
                 "models.pyfuncs.acceptance", {ARTIFACT: state}, None, example, []
             )
@@ -207,28 +325,30 @@ def train(settings: Settings, register: bool = True, now: datetime | None = None
     return AcceptanceResult(run.info.run_id, version, len(outcomes), metrics)
 
 
-def _refusal(learned: Evaluation) -> str | None:
-    """Why this version must not serve: no OPE verdict, or no better than the logged policy."""
-    if learned.refusal is not None:
-        return f"off-policy evaluation gives no verdict: {learned.refusal}"
-    if learned.best.low <= learned.logged.value:
+def _refusal(gain: Comparison, champion: str) -> str | None:
+    """Why this version must not serve: no OPE verdict, or no sure gain over `champion`."""
+    if gain.refusal is not None:
+        return f"off-policy evaluation gives no verdict: {gain.refusal}"
+    if not gain.promotes:
+        low, high = gain.difference.low, gain.difference.high
         return (
-            f"the lower bound of its policy's value {learned.best.low:.2f} does not beat "
-            f"the logged policy's {learned.logged.value:.2f} on the holdout"
+            f"its gain over {champion} on the holdout, {gain.difference.value:+.2f} "
+            f"[{low:+.2f}, {high:+.2f}] a decision over {gain.disagreements} decisions where "
+            "they differ, is not surely positive"
         )
     return None
 
 
 def ope_scorer(metric: str) -> Callable[[str, pd.DataFrame, Mapping[str, Any]], float]:
-    """Promotion scorer: the challenger's DR lower bound, the champion's DR estimate.
+    """Promotion scorer on a paired comparison: the challenger scores the lower bound of its
+    gain over the champion (over the catalog policy when there is none), the champion 0.
 
-    The registry compares the two on the challenger's holdout; which role a version plays is
-    read from the `champion` alias.
+    The registry promotes when the challenger's score beats the champion's, i.e. when the gain
+    is surely positive; a comparison the log's overlap cannot support scores NaN (never wins).
+    Which role a version plays is read from the `champion` alias.
     """
 
     def score(model_uri: str, holdout: pd.DataFrame, meta: Mapping[str, Any]) -> float:
-        import mlflow.pyfunc
-
         from mlflow import MlflowClient
 
         name, version = model_uri.removeprefix("models:/").split("/")
@@ -236,10 +356,22 @@ def ope_scorer(metric: str) -> Callable[[str, pd.DataFrame, Mapping[str, Any]], 
             champion = MlflowClient().get_model_version_by_alias(name, "champion").version
         except Exception:  # no champion yet
             champion = None
-        model = mlflow.pyfunc.load_model(model_uri)
-        inputs = holdout[["offer_id", "channel", "segment", "prior"]]
-        p = np.asarray(model.predict(inputs)["p_accept"], dtype=float)
-        estimate = policy_value(holdout, p).best
-        return estimate.value if str(champion) == version else estimate.low
+        if str(champion) == version:
+            return 0.0
+        p_new = _pyfunc_p_accept(model_uri, holdout)
+        p_old = (
+            catalog_policy(holdout)
+            if champion is None
+            else _pyfunc_p_accept(f"models:/{name}/{champion}", holdout)
+        )
+        gain = paired_gain(holdout, p_new, p_old, p_new)
+        return gain.difference.low if gain.refusal is None else float("nan")
 
     return score
+
+
+def _pyfunc_p_accept(model_uri: str, holdout: pd.DataFrame) -> np.ndarray:
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    return np.asarray(model.predict(holdout[list(INPUT_COLUMNS)])["p_accept"], dtype=float)

@@ -12,7 +12,8 @@ from models.acceptance import AcceptanceModel, predict_rows
 
 
 class AcceptancePyfunc(PythonModel):
-    """Rows of offer_id, channel, segment and prior in; p_accept out."""
+    """Rows of offer_id, channel, segment, prior and features (the customer's row as JSON, or
+    empty) in; p_accept out."""
 
     def load_context(self, context: Any) -> None:
         """Read the counts from the JSON artifact."""
@@ -24,8 +25,14 @@ class AcceptancePyfunc(PythonModel):
     ) -> pd.DataFrame:
         """P(accept) of each row."""
         frame = pd.DataFrame(model_input).reset_index(drop=True)
-        columns = (frame[c] for c in ("offer_id", "channel", "segment", "prior"))
-        return pd.DataFrame({"p_accept": predict_rows(self.model, *columns)})
+        offers, channels, segments, priors = (
+            frame[c] for c in ("offer_id", "channel", "segment", "prior")
+        )
+        texts = frame["features"] if "features" in frame else [""] * len(frame)
+        features = [json.loads(t) if isinstance(t, str) and t else None for t in texts]
+        return pd.DataFrame(
+            {"p_accept": predict_rows(self.model, offers, channels, segments, priors, features)}
+        )
 
 
 mlflow.models.set_model(AcceptancePyfunc())

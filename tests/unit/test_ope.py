@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from decisions.ope import effective_sample_size, evaluate
+from decisions.ope import Comparison, compare, effective_sample_size, evaluate
 
 pytestmark = pytest.mark.unit
 
@@ -52,6 +52,69 @@ def test_bad_propensities_are_rejected() -> None:
         evaluate([1.0], [0.0], [1.0])
     with pytest.raises(ValueError, match="target: expected 2"):
         evaluate([1.0, 0.0], [0.5, 0.5], [1.0])
+
+
+def _two_action_log(n: int = 2000, share: float = 0.2, seed: int = 1) -> dict[str, np.ndarray]:
+    """Epsilon-greedy on action 0; in one decision of five action 1 is far better (0.45 vs 0.05),
+    elsewhere action 0 is (0.30 vs 0.02). The reward model is rough (right order, wrong sizes)."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(n)
+    segment_b = rows % 5 == 0
+    truth = np.where(segment_b[:, None], [0.05, 0.45], [0.30, 0.02])
+    action = np.where(rng.random(n) < share, rng.integers(0, 2, n), 0)
+    q_table = np.where(segment_b[:, None], [0.12, 0.25], [0.25, 0.05])
+    return {
+        "rows": rows,
+        "segment_b": segment_b,
+        "action": action,
+        "propensity": np.where(action == 0, 1 - share / 2, share / 2),
+        "reward": (rng.random(n) < truth[rows, action]).astype(float),
+        "q_table": q_table,
+    }
+
+
+def _paired(log: dict[str, np.ndarray], candidate: np.ndarray, champion: np.ndarray) -> Comparison:
+    rows, action, q_table = log["rows"], log["action"], log["q_table"]
+    return compare(
+        log["reward"],
+        log["propensity"],
+        (candidate == action).astype(float),
+        (champion == action).astype(float),
+        q_table[rows, action],
+        q_table[rows, candidate],
+        q_table[rows, champion],
+        min_ess=30,
+    )
+
+
+def test_a_paired_comparison_promotes_a_clearly_better_candidate() -> None:
+    log = _two_action_log()
+    champion = np.zeros(len(log["rows"]), dtype=int)
+    better = log["segment_b"].astype(int)  # true gain: 0.2 x (0.45 - 0.05) = 0.08 a decision
+    result = _paired(log, better, champion)
+    assert result.promotes and result.refusal is None
+    diff = result.difference
+    assert diff.low > 0 and diff.low <= 0.08 <= diff.high
+    assert result.disagreements == 400
+    own = result.candidate
+    assert diff.high - diff.low < own.high - own.low  # agreeing decisions add no variance
+
+
+def test_a_paired_comparison_does_not_promote_an_identical_or_a_worse_candidate() -> None:
+    log = _two_action_log()
+    champion = np.zeros(len(log["rows"]), dtype=int)
+    same = _paired(log, champion.copy(), champion)
+    assert not same.promotes and same.disagreements == 0
+    assert same.difference.value == same.difference.low == same.difference.high == 0
+    worse = _paired(log, 1 - log["segment_b"].astype(int), champion)  # true gain -0.224
+    assert not worse.promotes and worse.difference.high < 0
+
+
+def test_a_paired_comparison_keeps_the_refusal_when_overlap_is_poor() -> None:
+    log = _two_action_log(share=0.0)  # no exploration: action 1 never logged
+    champion = np.zeros(len(log["rows"]), dtype=int)
+    result = _paired(log, np.ones(len(log["rows"]), dtype=int), champion)
+    assert not result.promotes and "no overlap" in (result.refusal or "")
 
 
 def test_ips_on_the_thompson_log_recovers_the_uniform_policys_click_rate(

@@ -127,3 +127,17 @@ def test_the_cli_names_a_bad_candidate_field_and_exits_2(tmp_path: Path) -> None
     assert result.returncode == 2
     output = result.stdout + result.stderr
     assert "p_accept" in output and "Traceback" not in output
+
+
+def test_training_reads_only_decisions_whose_answer_window_has_closed(tmp_path: Path) -> None:
+    from training.acceptance import closed_outcomes
+
+    log = logged(tmp_path / "d.db", 30, share=0.0)  # 10 days old: every window closed
+    cand = (Candidate("a", 20.0, 0.2, 100.0, 0.0, 1.0, True),)
+    for i, outcome in enumerate(("accepted", None)):  # yesterday: one answered, one pending
+        ts = NOW - timedelta(days=1, seconds=i)
+        log.record(Decision(f"new-{i}", ts, f"N{i}", "web", "p", False, "a", 1.0, cand, ("a",)))
+        if outcome:
+            log.answer(f"N{i}", "a", outcome, ts, f"new-{i}")
+    kept = closed_outcomes(log, NOW, timedelta(hours=72))
+    assert len(kept) == 30 and all(o.decision.decision_id.startswith("d-") for o in kept)
