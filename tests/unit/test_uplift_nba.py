@@ -69,3 +69,22 @@ def test_uplift_champion_values_retention_as_uplift_times_clv(tmp_path: Path) ->
 def test_negative_uplift_means_no_retention_contact(tmp_path: Path) -> None:
     action = best(service(tmp_path, -0.01))
     assert action is None or action.kind != "retention"
+
+
+def test_configured_uplift_without_a_champion_answers_as_before(tmp_path: Path) -> None:
+    before = service(tmp_path / "before", None)
+    after = service(tmp_path / "after", None)
+    after.models["uplift"] = LoadedModel("uplift", None, None, None, "no uplift@champion")
+    request = NextBestActionRequest(customer_id="C1", channel="branch", explain=True)
+    answers = [r.next_best_action(request).model_dump() for r in (before, after)]
+    for answer in answers:
+        answer.pop("decision_id")
+    assert answers[0] == answers[1]
+    assert "uplift" not in answers[1]["model_versions"]
+    assert not any("uplift" in reason for reason in answers[1]["degraded_reasons"])
+    status = after.status()
+    assert status.fallbacks == [
+        "uplift: no uplift champion: retention offers valued by churn risk x CLV x save rate"
+    ]
+    assert not any("uplift" in reason for reason in status.degraded_reasons)
+    assert after.ready() == before.ready()
