@@ -20,6 +20,8 @@ OUTCOME = "stayed"
 TREATED = "treated"
 MIN_PER_GROUP = 100
 """Fewest treated and control members with an outcome for an uplift model to be trained."""
+MIN_PER_OUTCOME = 5
+"""Fewest members who stayed, and who left, in each group (the learner's cross-fitting folds)."""
 
 
 def feature_frame(tables: Tables, snapshots: list[pd.Timestamp]) -> pd.DataFrame:
@@ -120,5 +122,15 @@ def campaign_members(
             f"too few campaign members with an outcome to learn uplift: "
             f"{int(counts.get(True, 0))} treated, {int(counts.get(False, 0))} control "
             f"(at least {MIN_PER_GROUP} each)"
+        )
+    outcomes = rows.groupby([TREATED, OUTCOME]).size()
+    if len(outcomes) < 4 or int(outcomes.min()) < MIN_PER_OUTCOME:
+        shown = ", ".join(
+            f"{'treated' if t else 'control'} {'stayed' if y else 'left'} {n}"
+            for (t, y), n in outcomes.items()
+        )
+        raise StepSkippedError(
+            f"too few campaign members of each outcome to learn uplift: {shown} "
+            f"(at least {MIN_PER_OUTCOME} who stayed and who left in each group)"
         )
     return rows.sort_values([TIMESTAMP_FIELD, ENTITY_KEY], kind="stable").reset_index(drop=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from inference.champions import LoadedModel
@@ -88,3 +89,20 @@ def test_configured_uplift_without_a_champion_answers_as_before(tmp_path: Path) 
     ]
     assert not any("uplift" in reason for reason in status.degraded_reasons)
     assert after.ready() == before.ready()
+
+
+def test_the_serving_row_reads_features_as_the_batch_matrix() -> None:
+    scorer = UpliftScorer(
+        FakeUplift(1.0),  # type: ignore[arg-type]
+        ["complaints_90d", "state", "holds_savings", "absent"],
+        {"state": ["active", "at_risk", "lapsed"]},
+    )
+    rows = [
+        {"complaints_90d": 2, "state": "at_risk", "holds_savings": True},
+        {"complaints_90d": None, "state": "unheard-of", "holds_savings": False},
+        {"complaints_90d": "3", "state": None, "holds_savings": "n/a"},
+        {"complaints_90d": float("nan")},
+    ]
+    for features in rows:
+        batch = scorer.matrix(pd.DataFrame([features]))
+        np.testing.assert_array_equal(scorer.row(features), batch)
