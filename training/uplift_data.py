@@ -123,11 +123,15 @@ def campaign_members(
             f"{int(counts.get(True, 0))} treated, {int(counts.get(False, 0))} control "
             f"(at least {MIN_PER_GROUP} each)"
         )
-    outcomes = rows.groupby([TREATED, OUTCOME]).size()
-    if len(outcomes) < 4 or int(outcomes.min()) < MIN_PER_OUTCOME:
+    outcomes = pd.crosstab(rows[TREATED], rows[OUTCOME]).reindex(
+        index=[True, False], columns=[1, 0], fill_value=0
+    )
+    counted = outcomes.to_numpy(dtype=int)
+    if int(counted.min()) < MIN_PER_OUTCOME:
         shown = ", ".join(
-            f"{'treated' if t else 'control'} {'stayed' if y else 'left'} {n}"
-            for (t, y), n in outcomes.items()
+            f"{group} {outcome} {counted[i, j]}"
+            for i, group in enumerate(("treated", "control"))
+            for j, outcome in enumerate(("stayed", "left"))
         )
         raise StepSkippedError(
             f"too few campaign members of each outcome to learn uplift: {shown} "
