@@ -11,6 +11,7 @@ import pytest
 from campaigns.churn_list import NO_WIN_BACK, retention_catalog, suggest_actions
 from models.nba import CustomerScores, Decision, decide
 from models.offers import Catalog, load_catalog
+from tests.unit.test_win_back import list_members
 
 pytestmark = pytest.mark.unit
 
@@ -91,20 +92,8 @@ def test_control_group_and_no_consent_get_no_win_back(retail: Catalog) -> None:
 
 
 def test_retail_churn_list_gives_lapsed_members_the_tier_sized_win_back(retail: Catalog) -> None:
-    tiers = ["platinum", "gold", "iron", "lead"]
-    ids = [f"R{i}" for i in range(len(tiers))]
-    selected = pd.DataFrame(
-        {
-            "customer_id": ids,
-            "tier": tiers,
-            "churn_probability": 0.8,
-            "clv": [CLV[t] for t in tiers],
-            "segment_id": -1,
-            "segment_name": "",
-            "consent_marketing": True,
-            "region": "north",
-        }
-    )
+    selected = list_members(["platinum", "gold", "iron", "lead"], CLV, prefix="R")
+    ids = selected["customer_id"].tolist()
     states = pd.DataFrame([facts("lapsed")] * len(ids), index=pd.Index(ids, name="customer_id"))
     actions = suggest_actions(selected, states, {}, retention_catalog(retail), NOW)
     assert actions["action_id"].tolist() == [
