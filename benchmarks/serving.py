@@ -13,13 +13,15 @@ rates stepped up until p99 reaches 50 ms, an error occurs or the server falls be
 (`max_rps` = the highest rate that held).
 
     .venv/bin/python benchmarks/serving.py [--home PATH | --url URL] [--workers 2] [--port N]
-        [--duration 10] [--step-duration 5] [--api-key KEY] [--no-stages]
+        [--duration 10] [--step-duration 5] [--api-key KEY] [--no-stages | --stages-only]
 
 Without `--url` it starts `bentoml serve` for the trained project at `--home` (default: the
 configured home) and stops it at the end. Before the HTTP phases (unless `--no-stages`), one
 in-process runtime answers the same requests and `stages_us` gives the mean microseconds per
 request of each stage of `/next_best_action` (parse, context check, online read, churn and
-scores, cross-sell, contact history, policy, answer, encode; `total` includes what lies between).
+scores, cross-sell, contact history, policy, answer, encode; `total` includes what lies between;
+`extra_scores`, inside `scores`: the models without a path of their own, the uplift champion by
+default).
 """
 
 from __future__ import annotations
@@ -273,9 +275,12 @@ STAGES = {
 """Stage -> the runtime method timed for it."""
 STAGE_FUNCTIONS = {"policy": "decide", "answer": "_nba_answer"}
 """Stage -> the `serving.runtime` function timed for it."""
+INNER_STAGES = {"extra_scores": "_extra_scores"}
+"""Stages timed inside another (`scores`): the models without a path of their own (uplift by
+default); left out of `other`."""
 
 
-def stage_times(home: Path, bodies: list[bytes], rounds: int = 3) -> dict[str, dict[str, float]]:
+def stage_times(home: Path, bodies: list[bytes], rounds: int = 3) -> dict[str, Any]:
     """Mean microseconds per request of each stage, answered by one in-process runtime.
 
     The runtime's own methods and functions are wrapped with timers (a fraction of a microsecond
@@ -302,12 +307,12 @@ def stage_times(home: Path, bodies: list[bytes], rounds: int = 3) -> dict[str, d
         return wrapper
 
     runtime = Runtime.start(load_settings(home=home))
-    for stage, method in STAGES.items():
+    for stage, method in {**STAGES, **INNER_STAGES}.items():
         setattr(runtime, method, timed(stage, getattr(runtime, method)))
     originals = {name: getattr(runtime_module, name) for name in STAGE_FUNCTIONS.values()}
     for stage, name in STAGE_FUNCTIONS.items():
         setattr(runtime_module, name, timed(stage, originals[name]))
-    figures: dict[str, dict[str, float]] = {}
+    figures: dict[str, Any] = {"model_versions": runtime.model_versions}
     kept: dict[str, float] = {}
     try:
         for round_ in range(rounds):
@@ -323,7 +328,8 @@ def stage_times(home: Path, bodies: list[bytes], rounds: int = 3) -> dict[str, d
                 spent["parse"] = spent.get("parse", 0.0) + parsed - started
                 spent["encode"] = spent.get("encode", 0.0) + done - answered
                 spent["total"] = spent.get("total", 0.0) + done - started
-            spent["other"] = 2 * spent["total"] - sum(spent.values())
+            inner = sum(spent.get(stage, 0.0) for stage in INNER_STAGES)
+            spent["other"] = 2 * spent["total"] - sum(spent.values()) + inner
             if round_ == 0:
                 figures["first"] = _per_request_us(spent, len(bodies))
             else:
@@ -514,6 +520,9 @@ def main() -> None:
     parser.add_argument(
         "--decision-log-only", action="store_true", help="only the in-process decision log cost"
     )
+    parser.add_argument(
+        "--stages-only", action="store_true", help="only the in-process time of each stage"
+    )
     args = parser.parse_args()
     if args.decision_log_only:
         print(json.dumps(decision_log_cost()))
@@ -534,6 +543,9 @@ def main() -> None:
         if not args.no_stages:
             bodies = nba_bodies(sample_customers(home))
             stages = stage_times(home, [json.dumps(body).encode() for body in bodies])
+        if args.stages_only:
+            print(json.dumps({"benchmark": "serving_stages", "stages_us": stages}))
+            return
         env = {"LOYAL_SERVING__WORKERS": str(args.workers)}
         log_path = home / ".loyal" / "serving" / "benchmark-server.log"
         with running_server(home, env=env, log_path=log_path, port=args.port) as server:

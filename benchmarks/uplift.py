@@ -17,7 +17,15 @@ Hillstrom (../shared/data/hillstrom; women's e-mail vs no e-mail, outcome `visit
 stratified CV (seed 42), the uplift model against a plain two-model baseline (two XGBoost
 classifiers with default settings) in the same folds: Qini AUC and uplift@30%.
 
-    .venv/bin/python benchmarks/uplift.py [--customers 20000] [--budget 500] [--skip-hillstrom]
+    .venv/bin/python benchmarks/uplift.py [--customers 20000] [--budget 500[,1000,...]]
+        [--seeds 42[,7,...]] [--skip-hillstrom]
+
+Each seed is its own bank; `runs` lists every (seed, budget) and the line gives the ratio's mean
+and worst case. Diagnostics per bank: each past campaign's treated and control members, its
+observed lift with the standard error and the true lift (`bank_campaigns`); the model's Qini AUC
+on the latest campaign when trained on the earlier ones, beside the Qini AUC the simulator's true
+uplift scores on the same members (`bank_holdout_qini_auc_true_uplift`: the ceiling that noise
+leaves). The first seed's and budget's figures stay at top level.
 """
 
 from __future__ import annotations
@@ -78,14 +86,60 @@ def churn_probabilities(
     return model.predict_proba(numeric_features(today, columns))[:, 1]
 
 
-def sample_bank(customers: int, budget: int) -> dict[str, Any]:
-    """Value retained by each ranking at the same budget, against the simulator's truth."""
+def campaign_diagnostics(rows: pd.DataFrame, campaigns_truth: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per past campaign: treated and control members with an outcome, the observed lift in
+    P(stay) with its standard error, and the true mean lift (effect size against noise)."""
+    truth = campaigns_truth.assign(
+        true_lift=campaigns_truth["p_control"] - campaigns_truth["p_treated"]
+    )
+    out = []
+    for campaign, members in rows.groupby("campaign_id", sort=True):
+        treated, control = members[members[TREATED]], members[~members[TREATED]]
+        lift = treated["stayed"].mean() - control["stayed"].mean()
+        se = np.sqrt(
+            treated["stayed"].var() / len(treated) + control["stayed"].var() / len(control)
+        )
+        true_lift = truth.loc[truth["campaign_id"] == campaign, "true_lift"].mean()
+        out.append(
+            {
+                "campaign": str(campaign),
+                "treated": len(treated),
+                "control": len(control),
+                "observed_lift": round(float(lift), 4),
+                "observed_lift_se": round(float(se), 4),
+                "true_lift": round(float(true_lift), 4),
+            }
+        )
+    return out
+
+
+def holdout_qini(rows: pd.DataFrame, features: list[str], truth: pd.DataFrame) -> dict[str, float]:
+    """The latest campaign as holdout (as `loyal train uplift`): the model's Qini AUC against
+    the Qini AUC of the simulator's true uplift on the same members (the noise ceiling)."""
+    latest = (rows["campaign_id"] == rows["campaign_id"].max()).to_numpy()
+    x = numeric_features(rows, features)
+    model = XLearner().fit(x[~latest], rows.loc[~latest, TREATED], rows.loc[~latest, "stayed"])
+    keys = ["campaign_id", ENTITY_KEY]
+    held = rows[latest].merge(truth[[*keys, "p_control", "p_treated"]], on=keys, how="left")
+    true_uplift = (held["p_control"] - held["p_treated"]).to_numpy()
+    y, t = held["stayed"].to_numpy(), held[TREATED].to_numpy(bool)
+    return {
+        "bank_holdout_members": int(latest.sum()),
+        "bank_holdout_qini_auc": round(qini_auc(y, t, model.predict(x[latest])), 5),
+        "bank_holdout_qini_auc_true_uplift": round(qini_auc(y, t, true_uplift), 5),
+    }
+
+
+def sample_bank(customers: int, budgets: list[int], seed: int) -> dict[str, Any]:
+    """Value retained by each ranking at each budget, against the simulator's truth."""
     with tempfile.TemporaryDirectory() as home:
         settings = load_settings(home=Path(home))
-        raw = generate_sample_bank(settings, customers=customers, seed=42)
+        raw = generate_sample_bank(settings, customers=customers, seed=seed)
         ingest_folder(settings, raw)
         tables = read_contract(settings)
-        truth = pd.read_parquet(settings.paths.truth_dir / "sample_bank/retention_effects.parquet")
+        truth_dir = settings.paths.truth_dir / "sample_bank"
+        truth = pd.read_parquet(truth_dir / "retention_effects.parquet")
+        campaigns_truth = pd.read_parquet(truth_dir / "campaigns_truth.parquet")
     started = time.perf_counter()
     rows = campaign_rows(tables, HORIZON_DAYS)
     features = list(numeric_features(rows).columns)
@@ -103,22 +157,57 @@ def sample_bank(customers: int, budget: int) -> dict[str, Any]:
     rankings = {
         "expected_loss": churn * value,
         "saved_value": uplift * value - CONTACT_COST,
+        "oracle": true_uplift * value,
     }
-    retained = {}
-    for name, key in rankings.items():
-        chosen = np.argsort(-key, kind="stable")[:budget]
-        retained[name] = float(np.sum(true_uplift[chosen] * value[chosen]))
-    best = np.argsort(-(true_uplift * value), kind="stable")[:budget]
+    seconds = round(time.perf_counter() - started, 1)
+    runs = []
+    for budget in budgets:
+        retained = {}
+        for name, key in rankings.items():
+            chosen = np.argsort(-key, kind="stable")[:budget]
+            retained[name] = float(np.sum(true_uplift[chosen] * value[chosen]))
+        runs.append(
+            {
+                "seed": seed,
+                "bank_customers": customers,
+                "bank_budget_contacts": budget,
+                "value_retained_expected_loss": round(retained["expected_loss"], 2),
+                "value_retained_saved_value": round(retained["saved_value"], 2),
+                "value_retained_ratio": round(
+                    retained["saved_value"] / retained["expected_loss"], 3
+                ),
+                "value_retained_oracle": round(retained["oracle"], 2),
+            }
+        )
+    campaigns_truth[ENTITY_KEY] = campaigns_truth[ENTITY_KEY].astype(str)
     return {
-        "bank_customers": customers,
         "bank_open_customers": len(ids),
         "bank_campaign_rows": len(rows),
-        "bank_budget_contacts": budget,
-        "value_retained_expected_loss": round(retained["expected_loss"], 2),
-        "value_retained_saved_value": round(retained["saved_value"], 2),
-        "value_retained_ratio": round(retained["saved_value"] / retained["expected_loss"], 3),
-        "value_retained_oracle": round(float(np.sum(true_uplift[best] * value[best])), 2),
-        "bank_uplift_fit_and_score_seconds": round(time.perf_counter() - started, 1),
+        "bank_uplift_fit_and_score_seconds": seconds,
+        "bank_campaigns": campaign_diagnostics(rows, campaigns_truth),
+        **holdout_qini(rows, features, campaigns_truth),
+        "runs": runs,
+    }
+
+
+def summary(banks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first run's figures at top level, each run, and the ratio's mean and worst case."""
+    runs = [run for bank in banks for run in bank["runs"]]
+    ratios = [run["value_retained_ratio"] for run in runs]
+    worst = runs[int(np.argmin(ratios))]
+    first = {k: v for k, v in banks[0].items() if k != "runs"}
+    return {
+        **runs[0],
+        **first,
+        "runs": runs if len(runs) > 1 else [],
+        "holdout_qini_by_seed": [
+            [bank["bank_holdout_qini_auc"], bank["bank_holdout_qini_auc_true_uplift"]]
+            for bank in banks
+        ],
+        "value_retained_ratio_mean": round(float(np.mean(ratios)), 3),
+        "value_retained_ratio_worst": worst["value_retained_ratio"],
+        "value_retained_ratio_worst_at": [worst["seed"], worst["bank_budget_contacts"]],
+        "runs_at_least_1_5": f"{sum(r >= 1.5 for r in ratios)}/{len(ratios)}",
     }
 
 
@@ -152,15 +241,33 @@ def hillstrom() -> dict[str, Any]:
     }
 
 
+def _numbers(text: str) -> list[int]:
+    """`500,1000` -> [500, 1000]; one clear line for anything else."""
+    try:
+        numbers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers separated by commas: {text!r}"
+        ) from None
+    if not numbers or min(numbers) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive whole numbers: {text!r}")
+    return numbers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=20_000)
-    parser.add_argument("--budget", type=int, default=500)
+    parser.add_argument("--budget", type=_numbers, default=[500], help="contacts, e.g. 500,1000")
+    parser.add_argument("--seeds", type=_numbers, default=[42], help="banks' seeds, e.g. 42,7")
     parser.add_argument("--skip-hillstrom", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     result: dict[str, Any] = {"benchmark": "uplift"}
-    result.update(sample_bank(args.customers, args.budget))
+    banks = []
+    for seed in args.seeds:
+        banks.append(sample_bank(args.customers, args.budget, seed))
+        log.warning("seed %d: %s", seed, [r["value_retained_ratio"] for r in banks[-1]["runs"]])
+    result.update(summary(banks))
     if not args.skip_hillstrom:
         result.update(hillstrom())
     print(json.dumps(result))

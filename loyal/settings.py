@@ -292,8 +292,9 @@ class GenerateSettings(BaseModel):
     end_date: str = "2026-10-31"
 
 
-DEFAULT_MODELS: tuple[str, ...] = ("churn", "cross_sell")
-"""Registered models the service loads at start-up (their `champion` versions)."""
+DEFAULT_MODELS: tuple[str, ...] = ("churn", "cross_sell", "uplift")
+"""Registered models the service loads at start-up (their `champion` versions); uplift, when it
+has no champion, leaves retention valued by churn risk (`ModelSpec.serving_fallback`)."""
 
 
 class ServingSettings(BaseModel):

@@ -62,6 +62,10 @@ class ModelSpec:
         current_reference: its training rows come from recent snapshots, so features that moved
             alone may raise a monitoring alert; False when they come from older snapshots by
             design (uplift: past campaigns' members), where features alone only warn.
+        serving_fallback: what the service answers without this model's champion, when that is
+            a complete answer of its own (uplift: retention valued by churn risk); such a
+            model, configured but without a champion, neither degrades answers nor readiness,
+            and answers name no version of it. None: a missing champion degrades answers.
     """
 
     name: str
@@ -82,6 +86,7 @@ class ModelSpec:
     commands: tuple[str, str] | None = None
     current_reference: bool = True
     feature_views: tuple[str, ...] = ()
+    serving_fallback: str | None = None
 
     def __post_init__(self) -> None:
         command = self.command or self.name.replace("_", "-")
@@ -172,6 +177,9 @@ BUILTIN: tuple[ModelSpec, ...] = (
         applicable="training.uplift:check_uplift",
         champion_loader="models.pyfuncs.uplift:load",
         current_reference=False,
+        serving_fallback=(
+            "no uplift champion: retention offers valued by churn risk x CLV x save rate"
+        ),
     ),
     ModelSpec(
         name="acceptance",
@@ -220,6 +228,13 @@ def model_spec(name: str) -> ModelSpec:
             return spec
     known = ", ".join(spec.command for spec in MODELS.values())
     raise LoyalError(f"unknown model '{name}'; use one of: {known}")
+
+
+def serving_fallback(name: str) -> str | None:
+    """What the service answers without `name`'s champion (None: its absence degrades answers;
+    unknown names too)."""
+    spec = MODELS.get(name)
+    return spec.serving_fallback if spec is not None else None
 
 
 def promotion_for(name: str) -> Callable[..., Any]:

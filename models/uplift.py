@@ -6,8 +6,9 @@ A meta-learner on gradient boosting (XGBoost), with no file or network I/O:
   the difference of their probabilities. With default boosters it is the plain baseline.
 * `XLearner` (Kuenzel et al., 2019): the two outcome models first, then each group's imputed
   effects (treated: y - mu0(x); control: mu1(x) - y) regressed on the features, combined
-  with the treated share as weight: tau(x) = e tau0(x) + (1 - e) tau1(x). Shallow, slowly
-  learning, subsampled boosters keep the noisy second stage from overfitting.
+  with the treated share as weight: tau(x) = e tau0(x) + (1 - e) tau1(x). The imputations
+  are cross-fitted (out-of-fold outcome models), and shallow, slowly learning, subsampled
+  boosters with large leaves keep the noisy second stage from overfitting.
 
 The outcome `y` is the good one (1 = stayed, or visited), so a positive uplift means the
 contact helps; for churn, uplift = P(churn | no contact) - P(churn | contact).
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from sklearn.model_selection import StratifiedKFold
 
 DEFAULT_BOOSTER: dict[str, Any] = {
     "n_estimators": 100,
@@ -47,7 +49,14 @@ REGULARISED_BOOSTER: dict[str, Any] = {
     "tree_method": "hist",
     "n_jobs": 1,
 }
-"""Shallow, slow, subsampled boosters: what the uplift model uses at both stages."""
+"""Shallow, slow, subsampled boosters: the uplift model's outcome models."""
+EFFECT_BOOSTER: dict[str, Any] = {
+    **REGULARISED_BOOSTER,
+    "n_estimators": 200,
+    "min_child_weight": 100,
+}
+"""The effect models': a leaf needs 100 customers (their imputed effects are mostly noise)."""
+CROSS_FIT_FOLDS = 5
 
 
 def _matrix(features: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -85,28 +94,49 @@ class TwoModel:
 
 @dataclass
 class XLearner:
-    """X-learner on gradient boosting (outcome classifiers, effect regressors)."""
+    """Cross-fitted X-learner on gradient boosting (outcome classifiers, effect regressors).
+
+    The outcome models' predictions that impute each customer's effect come from models that
+    did not see that customer (`folds`-fold cross-fitting): imputed from in-sample predictions,
+    a customer's own noise leaks into its imputed effect and the effect models learn it back.
+    The effect models are heavily regularised (`EFFECT_BOOSTER`): their targets are mostly
+    noise around effects of a point or two.
+    """
 
     booster: dict[str, Any] = field(default_factory=lambda: dict(REGULARISED_BOOSTER))
+    effect_booster: dict[str, Any] = field(default_factory=lambda: dict(EFFECT_BOOSTER))
+    folds: int = CROSS_FIT_FOLDS
     random_state: int = 0
 
     def fit(
         self, features: pd.DataFrame | np.ndarray, treated: np.ndarray, outcome: np.ndarray
     ) -> XLearner:
-        """Fit the outcome models, then the effect models on the imputed effects; returns self."""
+        """Fit the outcome models out of fold, then the effect models; returns self."""
         x, t, y = _matrix(features), np.asarray(treated, bool), np.asarray(outcome, float)
-        self.outcomes_ = TwoModel(self.booster, self.random_state).fit(x, t, y.astype(int))
-        p = self.outcomes_.outcome_probabilities(x)
+        p = self._out_of_fold_outcomes(x, t, y.astype(int))
         imputed_treated = y[t] - p[t, 0]
         imputed_control = p[~t, 1] - y[~t]
-        self.treated_effect_ = _regressor(self.booster, self.random_state).fit(
+        self.treated_effect_ = _regressor(self.effect_booster, self.random_state).fit(
             x[t], imputed_treated
         )
-        self.control_effect_ = _regressor(self.booster, self.random_state).fit(
+        self.control_effect_ = _regressor(self.effect_booster, self.random_state).fit(
             x[~t], imputed_control
         )
         self.treated_share_ = float(t.mean())
         return self
+
+    def _out_of_fold_outcomes(self, x: np.ndarray, t: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """P(y = 1) without and with the contact, each row's from models fitted without it."""
+        strata = 2 * t.astype(int) + y
+        folds = min(self.folds, int(np.bincount(strata).min()))
+        if folds < 2:
+            raise ValueError("cross-fitting needs at least 2 of each (treated, outcome) pair")
+        splits = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
+        out = np.empty((len(y), 2))
+        for train, held in splits.split(x, strata):
+            fold = TwoModel(self.booster, self.random_state).fit(x[train], t[train], y[train])
+            out[held] = fold.outcome_probabilities(x[held])
+        return out
 
     def predict(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Predicted uplift per row."""
@@ -116,12 +146,7 @@ class XLearner:
 
     def to_state(self) -> dict[str, Any]:
         """The fitted learner as plain JSON-able data (boosters in XGBoost's JSON format)."""
-        boosters = {
-            "control": self.outcomes_.control_model_,
-            "treated": self.outcomes_.treated_model_,
-            "control_effect": self.control_effect_,
-            "treated_effect": self.treated_effect_,
-        }
+        boosters = {"control_effect": self.control_effect_, "treated_effect": self.treated_effect_}
         return {
             "kind": "x_learner",
             "treated_share": self.treated_share_,
@@ -141,11 +166,16 @@ class FittedUplift:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> FittedUplift:
-        """Rebuild the boosters from their JSON."""
+        """Rebuild the boosters from their JSON, predicting on one thread.
+
+        XGBoost's default (every core) costs 80-110 ms a one-row prediction on a busy 2-core
+        machine (thread start-up and contention), against a few milliseconds on one thread.
+        """
         boosters = {}
         for name, text in state["boosters"].items():
             booster = xgb.Booster()
             booster.load_model(bytearray(text.encode("utf-8")))
+            booster.set_param({"nthread": 1})
             boosters[name] = booster
         return cls(float(state["treated_share"]), boosters)
 

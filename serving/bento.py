@@ -22,6 +22,7 @@ import yaml
 
 from loyal.errors import NotReadyError
 from loyal.settings import DEFAULT_MODELS, Settings
+from loyal.specs import serving_fallback
 from serving.champions import ChampionSource, MlflowChampions, ModelArtifact
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ def import_champions(
     """Import each champion into the BentoML model store (once per version); return name -> tag.
 
     Raises:
-        NotReadyError: a named model has no champion.
+        NotReadyError: a named model has no champion (one with a serving fallback, uplift,
+            is left out instead).
     """
     import bentoml
     from bentoml.exceptions import NotFound
@@ -65,6 +67,9 @@ def import_champions(
     tags: dict[str, str] = {}
     for name in names:
         artifact = source.locate(name)
+        if artifact is None and serving_fallback(name) is not None:
+            log.info("%s: not packed (%s)", name, serving_fallback(name))
+            continue
         if artifact is None:
             raise NotReadyError(
                 f"'{name}' has no champion to pack: train and promote it first "

@@ -24,6 +24,7 @@ from features.tables_io import consent_recorded
 from loyal.campaigns import ControlGroups, store_path
 from loyal.errors import LoyalError
 from loyal.settings import ServingSettings, Settings
+from loyal.specs import serving_fallback
 from models.nba import ContactEvent, CustomerScores, Decision, decide
 from models.offers import (
     Catalog,
@@ -300,6 +301,8 @@ class Runtime:
             runtime.model_versions,
             runtime._reader.name if runtime._reader else runtime._reader_error,
         )
+        for fallback in runtime.fallbacks:
+            log.info("fallback: %s", fallback)
         return runtime
 
     def _open_reader(self) -> OnlineReader | None:
@@ -332,8 +335,26 @@ class Runtime:
     # ------------------------------------------------------------------------------ status
     @property
     def model_versions(self) -> dict[str, str | None]:
-        """Registered version of each configured champion (None: missing)."""
-        return {name: loaded.version for name, loaded in self.models.items()}
+        """Registered version of each configured champion (None: missing); a model with a
+        fallback of its own (`serving_fallback`) is named only while its champion is loaded."""
+        return {
+            name: loaded.version
+            for name, loaded in self.models.items()
+            if not self._falls_back(name)
+        }
+
+    def _falls_back(self, name: str) -> bool:
+        """The model's champion is missing and answers have a complete fallback without it."""
+        loaded = self.models.get(name)
+        missing = loaded is None or loaded.obj is None
+        return missing and serving_fallback(name) is not None
+
+    @property
+    def fallbacks(self) -> list[str]:
+        """Why configured models with a fallback of their own are not used now."""
+        return [
+            f"{name}: {serving_fallback(name)}" for name in self.models if self._falls_back(name)
+        ]
 
     def _model(self, name: str) -> Any | None:
         loaded = self.models.get(name)
@@ -343,6 +364,8 @@ class Runtime:
         problems = []
         for name in names:
             loaded = self.models.get(name)
+            if self._falls_back(name):
+                continue
             if loaded is None or loaded.obj is None:
                 # The loader's own words (paths, exception texts) stay in the service log.
                 problems.append(Problem(f"model:{name}", f"{name} model unavailable"))
@@ -370,7 +393,7 @@ class Runtime:
         if self.feature_store_status() != "ok":
             return False
         return not self.options.require_models or all(
-            loaded.obj is not None for loaded in self.models.values()
+            loaded.obj is not None or self._falls_back(name) for name, loaded in self.models.items()
         )
 
     def status(self) -> StatusResponse:
@@ -395,6 +418,7 @@ class Runtime:
             channels=list(self.catalog.channels),
             auth=self.options.auth_enabled,
             degraded_reasons=[p.message for p in problems],
+            fallbacks=self.fallbacks,
         )
 
     # ---------------------------------------------------------------------------- features

@@ -348,3 +348,10 @@ class StatusResponse(BaseModel):
     channels: list[str] = Field(default_factory=list, description="The catalog's channels.")
     auth: bool
     degraded_reasons: list[str]
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Configured models without a champion whose absence has a complete answer of its "
+            "own (uplift: retention valued by churn risk), with what answers do instead."
+        ),
+    )

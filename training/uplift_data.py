@@ -20,6 +20,8 @@ OUTCOME = "stayed"
 TREATED = "treated"
 MIN_PER_GROUP = 100
 """Fewest treated and control members with an outcome for an uplift model to be trained."""
+MIN_PER_OUTCOME = 5
+"""Fewest members who stayed, and who left, in each group (the learner's cross-fitting folds)."""
 
 
 def feature_frame(tables: Tables, snapshots: list[pd.Timestamp]) -> pd.DataFrame:
@@ -120,5 +122,19 @@ def campaign_members(
             f"too few campaign members with an outcome to learn uplift: "
             f"{int(counts.get(True, 0))} treated, {int(counts.get(False, 0))} control "
             f"(at least {MIN_PER_GROUP} each)"
+        )
+    outcomes = pd.crosstab(rows[TREATED], rows[OUTCOME]).reindex(
+        index=[True, False], columns=[1, 0], fill_value=0
+    )
+    counted = outcomes.to_numpy(dtype=int)
+    if int(counted.min()) < MIN_PER_OUTCOME:
+        shown = ", ".join(
+            f"{group} {outcome} {counted[i, j]}"
+            for i, group in enumerate(("treated", "control"))
+            for j, outcome in enumerate(("stayed", "left"))
+        )
+        raise StepSkippedError(
+            f"too few campaign members of each outcome to learn uplift: {shown} "
+            f"(at least {MIN_PER_OUTCOME} who stayed and who left in each group)"
         )
     return rows.sort_values([TIMESTAMP_FIELD, ENTITY_KEY], kind="stable").reset_index(drop=True)

@@ -1,7 +1,9 @@
 """MLflow models-from-code entry point of the uplift pyfunc (no pickle), and its loader."""
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +52,35 @@ class UpliftScorer:
         """How much a retention contact raises each customer's chance of staying."""
         return self.model.predict(self.matrix(pd.DataFrame(frame).reset_index(drop=True)))
 
-    def scores(self, customer_id: str, features: dict[str, Any]) -> dict[str, float]:
+    def row(self, features: Mapping[str, Any]) -> np.ndarray:
+        """One customer's input row from a feature mapping, as `matrix` reads a frame's row."""
+        out = np.full((1, len(self.columns)), np.nan)
+        for j, column in enumerate(self.columns):
+            value = features.get(column)
+            if value is None:
+                continue
+            if column in self.vocabulary:
+                out[0, j] = self._codes[column].get(str(value), np.nan)
+            else:
+                out[0, j] = _number(value)
+        return out
+
+    @cached_property
+    def _codes(self) -> dict[str, dict[str, float]]:
+        return {c: {v: float(i) for i, v in enumerate(vs)} for c, vs in self.vocabulary.items()}
+
+    def scores(self, customer_id: str, features: Mapping[str, Any]) -> dict[str, float]:
         """The serving path (`serving.runtime`): `{"uplift": estimate}` for one customer."""
-        estimate = float(self.predict(pd.DataFrame([features]))[0])
+        estimate = float(self.model.predict(self.row(features))[0])
         return {"uplift": estimate} if np.isfinite(estimate) else {}
+
+
+def _number(value: Any) -> float:
+    """A feature value as a float, as `pd.to_numeric(errors="coerce")` reads it (NaN: not one)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
 
 
 def load(artifact: Any) -> UpliftScorer:

@@ -29,6 +29,8 @@ RETAIL_MARKETING = {
     "reactivation_voucher",
     "winback_lapsed",
     "loyalty_upgrade",
+    "winback_strong_incentive",
+    "winback_voucher",
 }
 SAMPLE = 40
 

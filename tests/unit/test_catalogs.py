@@ -143,7 +143,7 @@ def test_the_retail_catalog_loads_by_name_and_by_path(retail: Catalog) -> None:
     assert load_catalog(RETAIL_CATALOG_PATH) == retail
     assert {"web", "email", "store", "call_center"} <= set(retail.channels)
     kinds = {o.kind for o in retail.offers}
-    assert kinds == {"cross_sell", "retention", "service"}
+    assert kinds == {"cross_sell", "retention", "win_back", "service"}
     assert [o.id for o in retail.generic] == ["cross_sell_recommended", "popular_products"]
     assert not any(o.product_id and o.product_id.startswith("holds_") for o in retail.offers)
 

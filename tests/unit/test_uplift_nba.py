@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from inference.champions import LoadedModel
@@ -69,3 +70,39 @@ def test_uplift_champion_values_retention_as_uplift_times_clv(tmp_path: Path) ->
 def test_negative_uplift_means_no_retention_contact(tmp_path: Path) -> None:
     action = best(service(tmp_path, -0.01))
     assert action is None or action.kind != "retention"
+
+
+def test_configured_uplift_without_a_champion_answers_as_before(tmp_path: Path) -> None:
+    before = service(tmp_path / "before", None)
+    after = service(tmp_path / "after", None)
+    after.models["uplift"] = LoadedModel("uplift", None, None, None, "no uplift@champion")
+    request = NextBestActionRequest(customer_id="C1", channel="branch", explain=True)
+    answers = [r.next_best_action(request).model_dump() for r in (before, after)]
+    for answer in answers:
+        answer.pop("decision_id")
+    assert answers[0] == answers[1]
+    assert "uplift" not in answers[1]["model_versions"]
+    assert not any("uplift" in reason for reason in answers[1]["degraded_reasons"])
+    status = after.status()
+    assert status.fallbacks == [
+        "uplift: no uplift champion: retention offers valued by churn risk x CLV x save rate"
+    ]
+    assert not any("uplift" in reason for reason in status.degraded_reasons)
+    assert after.ready() == before.ready()
+
+
+def test_the_serving_row_reads_features_as_the_batch_matrix() -> None:
+    scorer = UpliftScorer(
+        FakeUplift(1.0),  # type: ignore[arg-type]
+        ["complaints_90d", "state", "holds_savings", "absent"],
+        {"state": ["active", "at_risk", "lapsed"]},
+    )
+    rows = [
+        {"complaints_90d": 2, "state": "at_risk", "holds_savings": True},
+        {"complaints_90d": None, "state": "unheard-of", "holds_savings": False},
+        {"complaints_90d": "3", "state": None, "holds_savings": "n/a"},
+        {"complaints_90d": float("nan")},
+    ]
+    for features in rows:
+        batch = scorer.matrix(pd.DataFrame([features]))
+        np.testing.assert_array_equal(scorer.row(features), batch)

@@ -92,22 +92,27 @@ def test_no_consent_no_win_back(catalog: Catalog) -> None:
     assert reasons["winback_personal_call"].stage == "consent"
 
 
-def test_churn_list_gives_lapsed_members_the_tier_sized_win_back(catalog: Catalog) -> None:
-    tiers = ["platinum", "gold", "iron", "lead", "platinum"]
-    states = ["lapsed", "lost", "lapsed", "lapsed", "at_risk"]
-    ids = [f"C{i}" for i in range(len(tiers))]
-    selected = pd.DataFrame(
+def list_members(tiers: list[str], clv: dict[str, float], prefix: str = "C") -> pd.DataFrame:
+    """Churn-list members at high risk, one per tier given, with that tier's CLV."""
+    return pd.DataFrame(
         {
-            "customer_id": ids,
+            "customer_id": [f"{prefix}{i}" for i in range(len(tiers))],
             "tier": tiers,
             "churn_probability": 0.8,
-            "clv": [CLV[t] for t in tiers],
+            "clv": [clv[t] for t in tiers],
             "segment_id": -1,
             "segment_name": "",
             "consent_marketing": True,
             "region": "north",
         }
     )
+
+
+def test_churn_list_gives_lapsed_members_the_tier_sized_win_back(catalog: Catalog) -> None:
+    tiers = ["platinum", "gold", "iron", "lead", "platinum"]
+    states = ["lapsed", "lost", "lapsed", "lapsed", "at_risk"]
+    selected = list_members(tiers, CLV)
+    ids = selected["customer_id"].tolist()
     features = pd.DataFrame([facts(s) for s in states], index=pd.Index(ids, name="customer_id"))
     actions = suggest_actions(selected, features, {}, retention_catalog(catalog), NOW)
     assert actions["action_id"].tolist() == [
