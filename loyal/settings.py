@@ -121,6 +121,14 @@ class ChurnSettings(BaseModel):
         isotonic_min_per_class: ...with at least this many of each class (else Platt).
         selection_standard_errors: standard errors of excess held-out log-loss within which
             the search prefers the shallower trial (the one-standard-error rule).
+        max_train_rows: most training-snapshot rows fetched from the feature store (None:
+            all): a seeded sample stratified by snapshot and label, drawn before the
+            point-in-time join, so the frame, the boosters and the baselines stay bounded as
+            customers grow; validation and test snapshots are kept whole.
+        search_max_rows: most training rows, and validation rows, each search trial sees
+            (None: all): a seeded sample stratified by label (class shares kept, no weights);
+            the chosen settings are refit on every training row and calibrated on the whole
+            validation snapshot.
     """
 
     search_trials: int = Field(default=20, ge=0)
@@ -131,6 +139,8 @@ class ChurnSettings(BaseModel):
     isotonic_min_rows: int = Field(default=50_000, ge=1)
     isotonic_min_per_class: int = Field(default=1_000, ge=1)
     selection_standard_errors: float = Field(default=1.0, ge=0.0)
+    max_train_rows: int | None = Field(default=300_000, ge=1_000)
+    search_max_rows: int | None = Field(default=50_000, ge=1_000)
 
     def model_params(self) -> dict[str, Any]:
         """The `models.churn.ChurnModel` parameters this section sets."""
@@ -138,6 +148,7 @@ class ChurnSettings(BaseModel):
             "isotonic_min_rows": self.isotonic_min_rows,
             "isotonic_min_per_class": self.isotonic_min_per_class,
             "selection_standard_errors": self.selection_standard_errors,
+            "search_max_rows": self.search_max_rows,
         }
 
 
