@@ -31,7 +31,11 @@ How `ChurnModel.fit` works, and why:
   stumps in every fold (additive effects), on UCI Bank Marketing depth 6 (depth 3 when a
   loaded machine leaves the budget only the first trials): there, interactions pay.
   All of it happens inside `fit`, so cross-validating a `ChurnModel` tunes inside each
-  training fold and no held-out row informs its own model's settings.
+  training fold and no held-out row informs its own model's settings. On large tables the
+  trials see a stratified sample of `search_max_rows` training (and validation) rows, and the
+  chosen settings are refit on every row, so the search costs the same at any size.
+* **Elsewhere.** `fit(..., trainer=...)` hands the final booster of a time-split fit to another
+  trainer as a `BoosterJob` (the Dask engine's `xgboost.dask`); search and calibration stay here.
 * **Defaults.** Without a search: depth 3, learning rate 0.05, `min_child_weight=5`,
   `subsample=0.8`, `colsample_bynode=0.8`, `reg_lambda=5`.
 * **Categories.** Text and category columns use XGBoost's native categorical splits (no
@@ -48,6 +52,7 @@ importing this module does not import mlflow).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +68,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
+
+log = logging.getLogger(__name__)
 
 STATE_FORMAT = "loyal.churn/1"
 SEARCHED = (
@@ -661,6 +668,11 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             completed.append((loss, overrides, fitted))
             if not best or loss < best["loss"]:
                 best.update(loss=loss)
+            log.info(
+                "churn search: trial %d of at most %d, depth %d, log-loss %.5f, %d rounds, %.1f s",
+                len(durations), self.search_trials, overrides["max_depth"], loss,
+                fitted[0][0].num_boosted_rounds(), durations[-1],
+            )  # fmt: skip
         loss, params, fitted = _simplest_within_noise(completed, self.selection_standard_errors)
         self.search_summary_: dict[str, Any] | None = {
             "trials": len(durations),
@@ -722,7 +734,13 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
                 _, params = self._search(self._folds(*sample))
                 self.search_summary_ = {**(self.search_summary_ or {}), "rows": len(sample[1])}
         if fitted is None or trainer is not None:
+            started = time.perf_counter()
             fitted = self._final_fit(rows, labels, valid, self._booster_params(params), trainer)
+            log.info(
+                "churn: %d booster(s) fitted on %d rows, %s rounds, in %.1f s",
+                len(fitted[0]), len(labels), [b.num_boosted_rounds() for b in fitted[0]],
+                time.perf_counter() - started,
+            )  # fmt: skip
         boosters, margins, held_out_y = fitted
         self.best_params_ = {k: params[k] for k in SEARCHED}
         self.boosters_ = boosters
