@@ -36,12 +36,14 @@ def dask_trainer(client: Client) -> BoosterTrainer:
 
         workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
         started = time.perf_counter()
-        common: dict[str, Any] = {"feature_types": job.feature_types, "enable_categorical": True}
+        common: dict[str, Any] = {
+            "feature_types": job.feature_types,
+            "enable_categorical": True,
+            "max_bin": job.params.get("max_bin", 256),
+        }
         train_rows = _partitioned(job.rows, job.labels, job.feature_names, workers)
         valid_rows = _partitioned(job.valid_rows, job.valid_labels, job.feature_names, workers)
-        dtrain = dxgb.DaskQuantileDMatrix(
-            client, *train_rows, max_bin=job.params.get("max_bin", 256), **common
-        )
+        dtrain = dxgb.DaskQuantileDMatrix(client, *train_rows, **common)
         dvalid = dxgb.DaskQuantileDMatrix(client, *valid_rows, ref=dtrain, **common)
         output = dxgb.train(
             client,
