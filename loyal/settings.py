@@ -175,6 +175,14 @@ class ChurnSettings(BaseModel):
         candidates: booster settings every search tries first, in order, after the model's
             defaults.
         search_space: ranges the seeded TPE search draws from after the candidates.
+        max_train_rows: most training-snapshot rows fetched from the feature store (None:
+            all): a seeded sample stratified by snapshot and label, drawn before the
+            point-in-time join, so the frame, the boosters and the baselines stay bounded as
+            customers grow; validation and test snapshots are kept whole.
+        search_max_rows: most training rows, and validation rows, each search trial sees
+            (None: all): a seeded sample stratified by label (class shares kept, no weights);
+            the chosen settings are refit on every training row and calibrated on the whole
+            validation snapshot.
     """
 
     search_trials: int = Field(default=20, ge=0)
@@ -187,6 +195,8 @@ class ChurnSettings(BaseModel):
     selection_standard_errors: float = Field(default=1.0, ge=0.0)
     candidates: list[BoosterSettings] = Field(default_factory=_default_candidates)
     search_space: SearchSpaceSettings = SearchSpaceSettings()
+    max_train_rows: int | None = Field(default=300_000, ge=1_000)
+    search_max_rows: int | None = Field(default=50_000, ge=1_000)
 
     def model_params(self) -> dict[str, Any]:
         """The `models.churn.ChurnModel` parameters this section sets."""
@@ -196,6 +206,7 @@ class ChurnSettings(BaseModel):
             "selection_standard_errors": self.selection_standard_errors,
             "candidates": [candidate.model_dump() for candidate in self.candidates],
             "search_space": self.search_space.model_dump(),
+            "search_max_rows": self.search_max_rows,
         }
 
 

@@ -32,7 +32,11 @@ How `ChurnModel.fit` works, and why:
   UCI Bank Marketing depth 6 (depth 3 when a loaded machine leaves the budget only the first
   trials): there, interactions pay.
   All of it happens inside `fit`, so cross-validating a `ChurnModel` tunes inside each
-  training fold and no held-out row informs its own model's settings.
+  training fold and no held-out row informs its own model's settings. On large tables the
+  trials see a stratified sample of `search_max_rows` training (and validation) rows, and the
+  chosen settings are refit on every row, so the search costs the same at any size.
+* **Elsewhere.** `fit(..., trainer=...)` hands the final booster of a time-split fit to another
+  trainer as a `BoosterJob` (the Dask engine's `xgboost.dask`); search and calibration stay here.
 * **Defaults.** Without a search: depth 3, learning rate 0.05, `min_child_weight=5`,
   `subsample=0.8`, `colsample_bynode=0.8`, `reg_lambda=5`.
 * **Categories.** Text and category columns use XGBoost's native categorical splits (no
@@ -49,6 +53,7 @@ importing this module does not import mlflow).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -66,6 +71,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from loyal.settings import ChurnSettings
+
+log = logging.getLogger(__name__)
 
 STATE_FORMAT = "loyal.churn/1"
 SEARCHED = (
@@ -178,7 +185,7 @@ class _Fold:
 
     train: xgb.QuantileDMatrix
     valid: xgb.DMatrix
-    valid_rows: NDArray[np.float64]
+    valid_rows: NDArray[np.floating[Any]]
     y_valid: NDArray[np.int64]
 
 
@@ -194,6 +201,59 @@ def _logloss(y: NDArray[np.int64], margin: NDArray[np.float64]) -> float:
 
 _Fitted = tuple[list[xgb.Booster], NDArray[np.float64], NDArray[np.int64]]
 """A cross-fit: boosters, held-out log-odds and their labels."""
+
+
+@dataclass(frozen=True)
+class BoosterJob:
+    """The final booster of a time-split fit, for a trainer outside this process (Dask).
+
+    Attributes:
+        rows, labels: the encoded training rows (float32, training column order) and labels.
+        valid_rows, valid_labels: the validation snapshot, for early stopping.
+        params: XGBoost parameters (the chosen settings included).
+        max_rounds, early_stopping_rounds: the boosting budget and its stopping rule.
+        feature_names, feature_types: the matrix's columns ("c" categorical, "q" numeric).
+    """
+
+    rows: NDArray[np.float32]
+    labels: NDArray[np.int64]
+    valid_rows: NDArray[np.float32]
+    valid_labels: NDArray[np.int64]
+    params: dict[str, Any]
+    max_rounds: int
+    early_stopping_rounds: int
+    feature_names: list[str]
+    feature_types: list[str]
+
+
+_Rows = tuple[
+    NDArray[np.float32], NDArray[np.int64], tuple[NDArray[np.float32], NDArray[np.int64]] | None
+]
+"""Encoded training rows, their labels and the validation rows with theirs (if any)."""
+
+BoosterTrainer = Callable[[BoosterJob], xgb.Booster]
+"""Trains a `BoosterJob`'s booster, early-stopped and cut at its best round."""
+
+
+def stratified_rows(strata: NDArray[Any], size: int, seed: int) -> NDArray[np.int64]:
+    """Sorted positions of a seeded sample of `size` rows keeping each stratum's share.
+
+    Every stratum keeps its share to within a row (largest remainders), so a sample stratified
+    by label has the class prior of the whole and needs no weights to stay calibrated.
+    """
+    if size >= len(strata):
+        return np.arange(len(strata))
+    rng = np.random.default_rng(seed)
+    values, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+    exact = counts * size / len(strata)
+    quota = np.floor(exact).astype(np.int64)
+    short = size - int(quota.sum())
+    quota[np.argsort(-(exact - quota), kind="stable")[:short]] += 1
+    chosen = [
+        rng.choice(np.flatnonzero(inverse == group), quota[group], replace=False)
+        for group in range(len(values))
+    ]
+    return np.sort(np.concatenate(chosen))
 
 
 def _simplest_within_noise(
@@ -286,6 +346,10 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             (None: the `churn` section's defaults in `loyal.settings`).
         search_space: [low, high] of each of `SEARCHED` for the TPE draws (None: the `churn`
             section's defaults).
+        search_max_rows: most training rows each search trial learns from (None: all): a
+            seeded sample stratified by label, so the class shares (and the calibration of
+            the trials' log-loss) are those of the whole; the chosen settings are then refit
+            on every training row.
     """
 
     def __init__(
@@ -313,6 +377,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         selection_standard_errors: float = 1.0,
         candidates: Sequence[Mapping[str, Any]] | None = None,
         search_space: Mapping[str, Sequence[float]] | None = None,
+        search_max_rows: int | None = 50_000,
     ) -> None:
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -336,6 +401,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.selection_standard_errors = selection_standard_errors
         self.candidates = candidates
         self.search_space = search_space
+        self.search_max_rows = search_max_rows
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -376,17 +442,18 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             "c" if c in self.categories_ else "q" for c in self.feature_names_in_
         ]
 
-    def _encode(self, X: pd.DataFrame) -> NDArray[np.float64]:
+    def _encode(self, X: pd.DataFrame, dtype: type[np.floating[Any]] = np.float64) -> NDArray[Any]:
         """Float matrix in training column order; categories become their training codes.
 
         Unseen categories and unparsable numbers become missing (NaN), which the trees route.
+        Fitting asks for float32, what XGBoost stores anyway: half the memory, same trees.
         """
         if not isinstance(X, pd.DataFrame):
             raise TypeError("ChurnModel expects a pandas DataFrame with named columns")
         absent = [c for c in self.feature_names_in_ if c not in X.columns]
         if absent:
             raise ValueError(f"missing feature column(s): {', '.join(absent)}")
-        out = np.empty((len(X), self.n_features_in_), dtype=np.float64)
+        out = np.empty((len(X), self.n_features_in_), dtype=dtype)
         for j, column in enumerate(self.feature_names_in_):
             values = X[column]
             if column in self.categories_:
@@ -432,7 +499,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         }
 
     def _dmatrix(
-        self, rows: NDArray[np.float64], y: NDArray[np.int64] | None = None
+        self, rows: NDArray[np.floating[Any]], y: NDArray[np.int64] | None = None
     ) -> xgb.DMatrix:
         return xgb.DMatrix(
             rows,
@@ -445,9 +512,9 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
 
     def _folds(
         self,
-        rows: NDArray[np.float64],
+        rows: NDArray[np.floating[Any]],
         y: NDArray[np.int64],
-        eval_set: tuple[NDArray[np.float64], NDArray[np.int64]] | None,
+        eval_set: tuple[NDArray[np.floating[Any]], NDArray[np.int64]] | None,
     ) -> list[_Fold]:
         """Cached training/validation data for every fold (reused by every search trial)."""
         common = {
@@ -499,6 +566,41 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
                 report(step, _logloss(np.concatenate(labels), np.concatenate(margins)))
         return boosters, np.concatenate(margins), np.concatenate(labels)
 
+    def _search_sample(
+        self,
+        rows: NDArray[np.float32],
+        labels: NDArray[np.int64],
+        valid: tuple[NDArray[np.float32], NDArray[np.int64]] | None,
+    ) -> _Rows | None:
+        """The search's stratified samples of the training and validation rows (None: all)."""
+        cap = self.search_max_rows
+        if cap is None or max(len(labels), 0 if valid is None else len(valid[1])) <= cap:
+            return None
+        train = stratified_rows(labels, cap, self.random_state)
+        if valid is not None:
+            kept = stratified_rows(valid[1], cap, self.random_state)
+            valid = (valid[0][kept], valid[1][kept])
+        return rows[train], labels[train], valid
+
+    def _final_fit(
+        self,
+        rows: NDArray[np.float32],
+        labels: NDArray[np.int64],
+        valid: tuple[NDArray[np.float32], NDArray[np.int64]] | None,
+        params: Mapping[str, Any],
+        trainer: BoosterTrainer | None,
+    ) -> _Fitted:
+        """The boosters of the chosen settings on every training row (here, or by `trainer`)."""
+        if trainer is None or valid is None:
+            return self._cross_fit(self._folds(rows, labels, valid), params)
+        job = BoosterJob(
+            rows, labels, valid[0], valid[1], dict(params), self.max_rounds,
+            self.early_stopping_rounds, list(self.feature_names_in_), list(self._feature_types),
+        )  # fmt: skip
+        booster = trainer(job)
+        margin = np.asarray(booster.inplace_predict(valid[0], predict_type="margin"), np.float64)
+        return [booster], margin, valid[1]
+
     def _candidates(self) -> list[dict[str, Any]]:
         """Settings tried first, in order: the constructor's, then `candidates` (no repeats)."""
         first = {name: getattr(self, name) for name in SEARCHED}
@@ -511,9 +613,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
                 ordered.append(dict(candidate))
         return ordered
 
-    def _search(
-        self, folds: Sequence[_Fold]
-    ) -> tuple[list[xgb.Booster], NDArray[np.float64], NDArray[np.int64], dict[str, Any]]:
+    def _search(self, folds: Sequence[_Fold]) -> tuple[_Fitted, dict[str, Any]]:
         """Budgeted search scored by held-out log-loss; returns the chosen trial's fit.
 
         The constructor's settings and `candidates` (stumps to depth 6) are tried first, then
@@ -563,9 +663,12 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             completed.append((loss, overrides, fitted))
             if not best or loss < best["loss"]:
                 best.update(loss=loss)
-        loss, params, (boosters, margins, labels) = _simplest_within_noise(
-            completed, self.selection_standard_errors
-        )
+            log.info(
+                "churn search: trial %d of at most %d, depth %d, log-loss %.5f, %d rounds, %.1f s",
+                len(durations), self.search_trials, overrides["max_depth"], loss,
+                fitted[0][0].num_boosted_rounds(), durations[-1],
+            )  # fmt: skip
+        loss, params, fitted = _simplest_within_noise(completed, self.selection_standard_errors)
         self.search_summary_: dict[str, Any] | None = {
             "trials": len(durations),
             "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
@@ -574,7 +677,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             "first_trial_seconds": round(durations[0], 2),
             "seconds": round(time.perf_counter() - started, 2),
         }
-        return boosters, margins, labels, params
+        return fitted, params
 
     def fit(
         self,
@@ -582,6 +685,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         y: Sequence[int] | NDArray[Any] | pd.Series,
         *,
         eval_set: tuple[pd.DataFrame, Sequence[int] | NDArray[Any] | pd.Series] | None = None,
+        trainer: BoosterTrainer | None = None,
     ) -> ChurnModel:
         """Fit the boosters (cross-fitted, or on X with `eval_set`), then the calibrator.
 
@@ -591,6 +695,9 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             y: churn label, 0 or 1.
             eval_set: optional (X_valid, y_valid), e.g. a later snapshot: used for early
                 stopping, the search and calibration instead of cross-fitting.
+            trainer: trains the final booster elsewhere (with `eval_set` only), e.g. on a
+                Dask cluster (`training.churn_dask`); the search, if any, runs here on its
+                sample, and calibration here on the booster's validation log-odds.
 
         Returns:
             self.
@@ -600,19 +707,36 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             raise ValueError("y must be one label per row of X")
         if not np.isin(labels, (0, 1)).all() or labels.min() == labels.max():
             raise ValueError("y must hold 0 and 1, and both classes")
+        if trainer is not None and eval_set is None:
+            raise ValueError("a booster trainer needs an eval_set (the time split's validation)")
         self._learn_schema(X)
         self.classes_ = np.array([0, 1])
-        rows = self._encode(X)
+        rows = self._encode(X, np.float32)
         valid = None
         if eval_set is not None:
-            valid = (self._encode(eval_set[0]), np.asarray(eval_set[1]).astype(np.int64))
-        folds = self._folds(rows, labels, valid)
+            valid = (
+                self._encode(eval_set[0], np.float32),
+                np.asarray(eval_set[1]).astype(np.int64),
+            )
+        params = {name: getattr(self, name) for name in SEARCHED}
+        self.search_summary_ = None
+        fitted: _Fitted | None = None
         if self.search_trials > 0:
-            boosters, margins, held_out_y, params = self._search(folds)
-        else:
-            self.search_summary_ = None
-            params = {name: getattr(self, name) for name in SEARCHED}
-            boosters, margins, held_out_y = self._cross_fit(folds, self._booster_params())
+            sample = self._search_sample(rows, labels, valid)
+            if sample is None:
+                fitted, params = self._search(self._folds(rows, labels, valid))
+            else:  # the trials see the sample; the chosen settings are refit below
+                _, params = self._search(self._folds(*sample))
+                self.search_summary_ = {**(self.search_summary_ or {}), "rows": len(sample[1])}
+        if fitted is None or trainer is not None:
+            started = time.perf_counter()
+            fitted = self._final_fit(rows, labels, valid, self._booster_params(params), trainer)
+            log.info(
+                "churn: %d booster(s) fitted on %d rows, %s rounds, in %.1f s",
+                len(fitted[0]), len(labels), [b.num_boosted_rounds() for b in fitted[0]],
+                time.perf_counter() - started,
+            )  # fmt: skip
+        boosters, margins, held_out_y = fitted
         self.best_params_ = {k: params[k] for k in SEARCHED}
         self.boosters_ = boosters
         self.n_rounds_ = [b.num_boosted_rounds() for b in boosters]

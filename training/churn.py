@@ -38,11 +38,13 @@ from loyal.settings import ChurnSettings, Settings
 from models.baselines import BASELINES, baseline
 from models.churn import (
     PYFUNC_ARTIFACT,
+    BoosterTrainer,
     ChurnModel,
     Sentence,
     default_sentence,
     is_missing,
     pyfunc_payload,
+    stratified_rows,
 )
 from models.metrics import binary_metrics, calibration_curve
 from models.tabular import parse_label, prepare_table
@@ -577,6 +579,7 @@ def train_from_frame(
     exclude: Sequence[str] = (),
     wording: Mapping[str, Mapping[str, str]] | None = None,
     unused: Sequence[str] = (),
+    trainer: BoosterTrainer | None = None,
 ) -> TrainResult:
     """Fit, evaluate, log and register the churn model from a labelled frame.
 
@@ -605,6 +608,8 @@ def train_from_frame(
             (see `data_wording`), stored with the model so serving words reasons the same.
         unused: feature columns not learned from (`absent_features`) but kept in the logged
             holdout as inputs, so a champion that used them can still be scored on it.
+        trainer: trains the final booster elsewhere (a time split only; the Dask engine's
+            `training.churn_dask.dask_trainer`); None trains it here.
 
     Returns:
         Run id, registered version, test metrics, the holdout, the model and the split.
@@ -638,7 +643,7 @@ def train_from_frame(
     )
     started = time.perf_counter()
     eval_set = None if split.valid is None else (X.iloc[split.valid], y[split.valid])
-    model.fit(X.iloc[split.train], y[split.train], eval_set=eval_set)
+    model.fit(X.iloc[split.train], y[split.train], eval_set=eval_set, trainer=trainer)
     seconds = time.perf_counter() - started
     holdout = frame.iloc[split.test].reset_index(drop=True)
     holdout[label_col] = y[split.test]
@@ -725,12 +730,47 @@ def split_snapshots(
     return [pd.Timestamp(t) for t in pd.concat(parts).sort_values()]
 
 
+def sample_training_rows(
+    entities: pd.DataFrame,
+    train_snapshots: Sequence[pd.Timestamp],
+    max_rows: int | None,
+    seed: int = 42,
+) -> pd.DataFrame:
+    """The labelled rows to fetch: every row of the other snapshots (validation and test), and
+    at most `max_rows` of the training snapshots.
+
+    The training rows kept are a seeded sample stratified by snapshot and label, so every
+    snapshot and the churn rate keep their shares: the boosters learn the same prior and their
+    log-odds stay calibrated (the calibrator is fitted on the whole validation snapshot anyway).
+    Sampling before the point-in-time join keeps the frame, and everything after it, bounded
+    whatever the number of customers.
+    """
+    training = entities[TIMESTAMP_FIELD].isin(train_snapshots).to_numpy()
+    if max_rows is None or training.sum() <= max_rows:
+        return entities
+    rows = entities[training]
+    snapshot_codes = pd.factorize(rows[TIMESTAMP_FIELD])[0]
+    strata = snapshot_codes * 2 + rows["churned"].to_numpy(dtype=np.int64)
+    kept = rows.iloc[stratified_rows(strata, max_rows, seed)]
+    log.info(
+        "churn frame: %d of %d training rows sampled (stratified by snapshot and label, seed %d)",
+        len(kept),
+        len(rows),
+        seed,
+    )
+    return pd.concat([kept, entities[~training]], ignore_index=True)
+
+
 def bank_frame(
-    settings: Settings, max_train_snapshots: int | None = DEFAULTS.max_train_snapshots
+    settings: Settings,
+    max_train_snapshots: int | None = DEFAULTS.max_train_snapshots,
+    max_train_rows: int | None = DEFAULTS.max_train_rows,
+    seed: int = 42,
 ) -> tuple[pd.DataFrame, str | None]:
     """The point-in-time `churn_v1` frame of the time split's snapshots, with the oracle.
 
-    Every complete label of the chosen snapshots gets its features through Feast
+    Every complete label of the validation and test snapshots, and at most `max_train_rows`
+    of the training snapshots (`sample_training_rows`), gets its features through Feast
     (`features.frames.training_frame`); `label_complete` is dropped (all rows are complete).
     When the data carries generator ground truth (the sample bank), the true probability of
     closing within the horizon is added beside the label for evaluation (`samplebank.truth`).
@@ -761,6 +801,7 @@ def bank_frame(
         keep[-1].date(),
         len(entities),
     )
+    entities = sample_training_rows(entities, keep[:-2], max_train_rows, seed)
     _require_service(settings, CHURN_SERVICE)
     frame = training_frame(settings, CHURN_SERVICE, entities=entities)
     frame = frame.drop(columns=["label_complete"])
@@ -821,6 +862,7 @@ def train_configured(settings: Settings, **overrides: Any) -> TrainResult:
         "search_trials": config.search_trials,
         "search_timeout": config.search_timeout,
         "max_train_snapshots": config.max_train_snapshots,
+        "max_train_rows": config.max_train_rows,
         **overrides,
     }
     return train_churn_bank(settings, **options)
@@ -832,6 +874,7 @@ def train_churn_bank(
     search_trials: int = DEFAULTS.search_trials,
     search_timeout: float | None = DEFAULTS.search_timeout,
     max_train_snapshots: int | None = DEFAULTS.max_train_snapshots,
+    max_train_rows: int | None = DEFAULTS.max_train_rows,
     seed: int = 42,
     n_jobs: int = 1,
     register: bool = True,
@@ -852,7 +895,8 @@ def train_churn_bank(
         search_trials: Optuna trials (the search budget, with `search_timeout` seconds).
         search_timeout: seconds after which the search starts no new trial.
         max_train_snapshots: training snapshots fetched (the latest ones; None: all).
-        seed: seed of the boosters and the search.
+        max_train_rows: training rows fetched (a stratified sample; None: all).
+        seed: seed of the boosters, the search and the samples.
         n_jobs: XGBoost threads.
         register: register the logged model as `churn`.
         params: fixed `ChurnModel` parameters (the search starts from them).
@@ -865,34 +909,38 @@ def train_churn_bank(
 
     from features.frames import read_horizon
     from features.tables_io import read_contract
+    from loyal.compute import dask_client
     from training import tracking
+    from training.churn_dask import dask_trainer
 
     started = time.perf_counter()
-    frame, oracle = bank_frame(settings, max_train_snapshots)
+    frame, oracle = bank_frame(settings, max_train_snapshots, max_train_rows, seed)
     frame_seconds = time.perf_counter() - started
     log.info("churn frame: %d rows x %d columns in %.1f s", *frame.shape, frame_seconds)
     choice = read_horizon(settings)
     horizon = choice.chosen or choice.configured
     log.info("churn: %s", choice.reason)
     products = read_contract(settings, only=["products"]).get("products")
-    result = train_from_frame(
-        frame,
-        "churned",
-        TIMESTAMP_FIELD,
-        settings=settings,
-        id_col=ENTITY_KEY,
-        oracle_col=oracle,
-        horizon_days=horizon,
-        search_trials=search_trials,
-        search_timeout=search_timeout,
-        seed=seed,
-        n_jobs=n_jobs,
-        register=register,
-        params=params,
-        plots=plots,
-        wording=data_wording(products),
-        unused=absent_features(frame, products),
-    )
+    with dask_client(settings.compute) as client:
+        result = train_from_frame(
+            frame,
+            "churned",
+            TIMESTAMP_FIELD,
+            settings=settings,
+            id_col=ENTITY_KEY,
+            oracle_col=oracle,
+            horizon_days=horizon,
+            search_trials=search_trials,
+            search_timeout=search_timeout,
+            seed=seed,
+            n_jobs=n_jobs,
+            register=register,
+            params=params,
+            plots=plots,
+            wording=data_wording(products),
+            unused=absent_features(frame, products),
+            trainer=None if client is None else dask_trainer(client),
+        )
     extra = ceiling_metrics(result.holdout, "churned", settings, horizon) if oracle else {}
     if "snapshot_hazard_without_frailty_roc_auc" in extra:
         # The gap that matters: to the best ranking anything observable at the snapshot allows.
@@ -905,6 +953,7 @@ def train_churn_bank(
     registry.log_param(result.run_id, "horizon_days", horizon)
     registry.log_param(result.run_id, "horizon_days_configured", choice.configured)
     registry.log_param(result.run_id, "horizon_choice", choice.reason[:500])
+    registry.log_param(result.run_id, "compute_engine", settings.compute.engine)
     metrics = {**result.metrics, **extra}
     return dataclasses.replace(result, metrics=metrics, frame_seconds=frame_seconds)
 

@@ -71,6 +71,8 @@ MODEL_NAME = "clv"
 PYFUNC_ARTIFACT = "clv_model"
 INPUT_COLUMNS = ("frequency", "recency", "T")
 LABEL = "frequency_holdout"
+INPUT_TABLES = ("transactions", "products")
+"""The contract tables CLV reads (not interactions or balances: several times its size at scale)."""
 TOP_SHARES = (0.01, 0.05, 0.20)
 """Top customer shares whose margin share CLV logs and the report states."""
 REQUIREMENTS = ("mlflow", "scipy", "numpy", "pandas", "threadpoolctl", "pydantic", "pyarrow")
@@ -265,7 +267,7 @@ def train_clv(
         ClvFitError: the models do not converge on these data.
     """
     config = clv or clv_settings(settings)
-    contract = tables if tables is not None else read_contract(settings)
+    contract = tables if tables is not None else read_contract(settings, only=INPUT_TABLES)
     transactions, value_column = with_margins(contract["transactions"], contract.get("products"))
     end = observation_end(settings, transactions)
     config, choice = sized_holdout(config, transactions, end)

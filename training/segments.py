@@ -50,6 +50,7 @@ from loyal.errors import DataContractError, NotReadyError
 from loyal.settings import Settings, section
 from loyal.specs import promotion_for
 from models.segments import NeedSegmenter, profile
+from training.clv import INPUT_TABLES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -221,7 +222,7 @@ def behaviour_frame(
         The frame (sorted by customer id) and the snapshot time (UTC).
     """
     config = config or segment_settings(settings)
-    contract = tables if tables is not None else read_contract(settings)
+    contract = tables if tables is not None else read_contract(settings, only=INPUT_TABLES)
     from features.frames import training_frame
 
     entities = population(settings)
@@ -475,7 +476,7 @@ def train_segments(
     from inference.reference import value_scores
 
     config = segments or segment_settings(settings)
-    contract = tables if tables is not None else read_contract(settings)
+    contract = tables if tables is not None else read_contract(settings, only=INPUT_TABLES)
     frame, snapshot = behaviour_frame(settings, contract, config)
     columns = model_columns(frame, config)
     previous_version = None
