@@ -409,7 +409,9 @@ class Runtime:
         return StatusResponse(
             ready=self.ready(),
             model_versions=self.model_versions,
-            model_sources={name: m.source for name, m in self.models.items()},
+            model_sources={
+                name: m.source for name, m in self.models.items() if not self._falls_back(name)
+            },
             feature_service=self.options.feature_service,
             feature_reader=reader.name if reader is not None else "none",
             feature_store=store,
