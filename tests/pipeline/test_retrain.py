@@ -293,7 +293,9 @@ def test_an_interrupted_retrain_leaves_champions_scores_and_features_intact(
     process.send_signal(signum)
     rest, _ = process.communicate(timeout=120)
     output = "".join(lines) + rest
-    assert process.returncode in (-signal.SIGKILL, 130), output
+    # 130: the CLI caught Ctrl+C; -SIGINT: it arrived inside a library's own SIGINT handling in
+    # the churn stage (seen once in CI) and the process died of it: either way nothing below moved
+    assert process.returncode in (-signal.SIGKILL, -signal.SIGINT, 130), output
     assert "Compare every challenger" not in output
     expected = {name: newest[name] + (name in trained) for name in MODELS}
     assert latest(settings) == expected  # really half way: new versions, none promoted
