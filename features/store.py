@@ -203,7 +203,14 @@ def historical_features(
     job = store.get_historical_features(
         entity_df=frame, features=store.get_feature_service(service)
     )
-    return job.to_df()
+    try:
+        return job.to_df()
+    except RuntimeError as error:
+        # DuckDB catches Ctrl+C itself during a query and raises this instead of
+        # KeyboardInterrupt: the user pressed Ctrl+C, so the CLI's interrupt path applies
+        if "Query interrupted" in str(error):
+            raise KeyboardInterrupt from None
+        raise
 
 
 def push_view(store: FeatureStore, view_name: str, rows: pd.DataFrame) -> None:

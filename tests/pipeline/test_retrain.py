@@ -293,8 +293,8 @@ def test_an_interrupted_retrain_leaves_champions_scores_and_features_intact(
     process.send_signal(signum)
     rest, _ = process.communicate(timeout=120)
     output = "".join(lines) + rest
-    # 130: the CLI caught Ctrl+C; -SIGINT: once in CI the process died of the signal in the
-    # churn stage instead (cause not found): either way nothing checked below may have moved
+    # 130: the CLI caught Ctrl+C; -SIGINT: once in CI the process died of the signal during the
+    # churn frame's DuckDB query instead: either way nothing checked below may have moved
     assert process.returncode in (-signal.SIGKILL, -signal.SIGINT, 130), output
     assert "Compare every challenger" not in output
     expected = {name: newest[name] + (name in trained) for name in MODELS}
