@@ -71,6 +71,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from loyal.settings import ChurnSettings
+from models.encoding import category_codes, encode_row
 
 log = logging.getLogger(__name__)
 
@@ -434,10 +435,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self._index_categories()
 
     def _index_categories(self) -> None:
-        self._category_codes = {
-            c: {level: float(i) for i, level in enumerate(levels)}
-            for c, levels in self.categories_.items()
-        }
+        self._category_codes = category_codes(self.categories_)
         self._feature_types = [
             "c" if c in self.categories_ else "q" for c in self.feature_names_in_
         ]
@@ -468,19 +466,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
 
     def _encode_row(self, row: Mapping[str, object]) -> NDArray[np.float64]:
         """One customer's features as a 1 x n float row; absent keys are missing values."""
-        out = np.full((1, self.n_features_in_), np.nan)
-        for j, column in enumerate(self.feature_names_in_):
-            value = row.get(column)
-            if value is None:
-                continue
-            if column in self._category_codes:
-                out[0, j] = self._category_codes[column].get(str(value), np.nan)
-            else:
-                try:
-                    out[0, j] = float(value)  # type: ignore[arg-type]
-                except (TypeError, ValueError):
-                    continue
-        return out
+        return encode_row(row, self.feature_names_in_, self._category_codes)
 
     # ------------------------------------------------------------------ fitting
     def _booster_params(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -337,11 +337,11 @@ class Runtime:
     def model_versions(self) -> dict[str, str | None]:
         """Registered version of each configured champion (None: missing); a model with a
         fallback of its own (`serving_fallback`) is named only while its champion is loaded."""
-        return {
-            name: loaded.version
-            for name, loaded in self.models.items()
-            if not self._falls_back(name)
-        }
+        return {name: loaded.version for name, loaded in self._served_models().items()}
+
+    def _served_models(self) -> dict[str, LoadedModel]:
+        """The configured models answers use: all but those falling back (`_falls_back`)."""
+        return {name: loaded for name, loaded in self.models.items() if not self._falls_back(name)}
 
     def _falls_back(self, name: str) -> bool:
         """The model's champion is missing and answers have a complete fallback without it."""
@@ -409,9 +409,7 @@ class Runtime:
         return StatusResponse(
             ready=self.ready(),
             model_versions=self.model_versions,
-            model_sources={
-                name: m.source for name, m in self.models.items() if not self._falls_back(name)
-            },
+            model_sources={name: loaded.source for name, loaded in self._served_models().items()},
             feature_service=self.options.feature_service,
             feature_reader=reader.name if reader is not None else "none",
             feature_store=store,

@@ -10,9 +10,6 @@ import pandas as pd
 
 from features.clv_inputs import calibration_holdout
 
-SUMMARY_COLUMNS = ["frequency", "recency", "T", "monetary_value"]
-
-
 # ---------------------------------------------------------------------------------------------
 # Readers for the reference data sets (shared/data); ingestion presets live elsewhere.
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from models.encoding import category_codes, encode_row
 from models.uplift import FittedUplift
 
 ARTIFACT = "uplift_model"
@@ -54,33 +55,16 @@ class UpliftScorer:
 
     def row(self, features: Mapping[str, Any]) -> np.ndarray:
         """One customer's input row from a feature mapping, as `matrix` reads a frame's row."""
-        out = np.full((1, len(self.columns)), np.nan)
-        for j, column in enumerate(self.columns):
-            value = features.get(column)
-            if value is None:
-                continue
-            if column in self.vocabulary:
-                out[0, j] = self._codes[column].get(str(value), np.nan)
-            else:
-                out[0, j] = _number(value)
-        return out
+        return encode_row(features, self.columns, self._codes)
 
     @cached_property
     def _codes(self) -> dict[str, dict[str, float]]:
-        return {c: {v: float(i) for i, v in enumerate(vs)} for c, vs in self.vocabulary.items()}
+        return category_codes(self.vocabulary)
 
     def scores(self, customer_id: str, features: Mapping[str, Any]) -> dict[str, float]:
         """The serving path (`serving.runtime`): `{"uplift": estimate}` for one customer."""
         estimate = float(self.model.predict(self.row(features))[0])
         return {"uplift": estimate} if np.isfinite(estimate) else {}
-
-
-def _number(value: Any) -> float:
-    """A feature value as a float, as `pd.to_numeric(errors="coerce")` reads it (NaN: not one)."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return np.nan
 
 
 def load(artifact: Any) -> UpliftScorer:

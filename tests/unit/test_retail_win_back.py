@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import pandas as pd
 import pytest
 
-from campaigns.churn_list import NO_WIN_BACK, retention_catalog, suggest_actions
+from campaigns.churn_list import NO_WIN_BACK
 from models.nba import CustomerScores, Decision, decide
 from models.offers import Catalog, load_catalog
-from tests.unit.test_win_back import list_members
+from tests.unit.churn_list_members import list_members, suggested_actions
 
 pytestmark = pytest.mark.unit
 
@@ -93,9 +92,7 @@ def test_control_group_and_no_consent_get_no_win_back(retail: Catalog) -> None:
 
 def test_retail_churn_list_gives_lapsed_members_the_tier_sized_win_back(retail: Catalog) -> None:
     selected = list_members(["platinum", "gold", "iron", "lead"], CLV, prefix="R")
-    ids = selected["customer_id"].tolist()
-    states = pd.DataFrame([facts("lapsed")] * len(ids), index=pd.Index(ids, name="customer_id"))
-    actions = suggest_actions(selected, states, {}, retention_catalog(retail), NOW)
+    actions = suggested_actions(retail, selected, [facts("lapsed")] * len(selected), NOW)
     assert actions["action_id"].tolist() == [
         "winback_personal_outreach",
         "winback_strong_incentive",

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import pandas as pd
 import pytest
 
-from campaigns.churn_list import NO_WIN_BACK, retention_catalog, suggest_actions
+from campaigns.churn_list import NO_WIN_BACK
 from campaigns.list_campaigns import hold_out
 from models.nba import CustomerScores, Decision, decide
 from models.offers import Catalog, load_catalog
+from tests.unit.churn_list_members import list_members, suggested_actions
 
 pytestmark = pytest.mark.unit
 
@@ -92,29 +92,11 @@ def test_no_consent_no_win_back(catalog: Catalog) -> None:
     assert reasons["winback_personal_call"].stage == "consent"
 
 
-def list_members(tiers: list[str], clv: dict[str, float], prefix: str = "C") -> pd.DataFrame:
-    """Churn-list members at high risk, one per tier given, with that tier's CLV."""
-    return pd.DataFrame(
-        {
-            "customer_id": [f"{prefix}{i}" for i in range(len(tiers))],
-            "tier": tiers,
-            "churn_probability": 0.8,
-            "clv": [clv[t] for t in tiers],
-            "segment_id": -1,
-            "segment_name": "",
-            "consent_marketing": True,
-            "region": "north",
-        }
-    )
-
-
 def test_churn_list_gives_lapsed_members_the_tier_sized_win_back(catalog: Catalog) -> None:
     tiers = ["platinum", "gold", "iron", "lead", "platinum"]
     states = ["lapsed", "lost", "lapsed", "lapsed", "at_risk"]
     selected = list_members(tiers, CLV)
-    ids = selected["customer_id"].tolist()
-    features = pd.DataFrame([facts(s) for s in states], index=pd.Index(ids, name="customer_id"))
-    actions = suggest_actions(selected, features, {}, retention_catalog(catalog), NOW)
+    actions = suggested_actions(catalog, selected, [facts(s) for s in states], NOW)
     assert actions["action_id"].tolist() == [
         "winback_personal_call",
         "winback_fee_free_year",
@@ -124,4 +106,4 @@ def test_churn_list_gives_lapsed_members_the_tier_sized_win_back(catalog: Catalo
     ]
     assert actions["action_note"].iloc[3] == NO_WIN_BACK
     listed = hold_out(selected.assign(**actions), 0.5, seed=3)
-    assert set(listed["group"]) <= {"treated", "control"} and len(listed) == len(ids)
+    assert set(listed["group"]) <= {"treated", "control"} and len(listed) == len(tiers)
