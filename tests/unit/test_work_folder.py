@@ -4,6 +4,7 @@ that cannot be written stops the build in one line naming the setting."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,3 +65,18 @@ def test_s3_without_credentials_is_one_line_naming_the_setting(no_aws_credential
         pytest.fail("the build must not start")
     assert "NoCredentialsError" in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_s3_without_s3fs_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    imported = sys.modules["fsspec.registry"]._registry  # fsspec keeps the classes it imported
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # as if the s3 extra were not installed
+    monkeypatch.delitem(imported, "s3", raising=False)
+    with (
+        pytest.raises(
+            ConfigError,
+            match=r"^compute\.work_dir: s3://loyal-work/builds needs a package that is not "
+            r"installed \(Install s3fs .*\); install Loyal's s3 extra \(`uv sync --extra s3`\)$",
+        ),
+        work_folder("s3://loyal-work/builds"),
+    ):
+        pytest.fail("the build must not start")
