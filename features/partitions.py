@@ -168,7 +168,11 @@ def _claim(work: Work, base: str) -> None:
         with fs.open(f"{work.root}/{WORK_MARKER}", "wb") as marker:
             marker.write(b"a Loyal feature build's partition files\n")
     except ImportError as error:  # fsspec names the package: "Install s3fs to access S3"
-        hint = "; install Loyal's s3 extra (`uv sync --extra s3`)" if base.startswith("s3") else ""
+        hint = (
+            "; install Loyal's s3 extra (`uv sync --extra s3`)"
+            if base.startswith(("s3://", "s3a://"))
+            else ""
+        )
         raise ConfigError(
             f"compute.work_dir: {base} needs a package that is not installed "
             f"({_first_line(error)}){hint}"
