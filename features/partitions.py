@@ -23,8 +23,10 @@ customers, and each partition is built alone, in this process or on a Dask worke
    into the one `<view>.parquet` table the feature store, batch scoring and monitoring read
    (partition after partition, a snapshot per row group), a row group at a time.
 
-The work folder is a path or an fsspec URL (`s3://bucket/loyal-work`): workers of a cluster
-read and write it, so it must be storage every worker reaches.
+The work folder is a path or an fsspec URL (`s3://bucket/loyal-work`, with Loyal's `s3`
+extra): workers of a cluster read and write it, so it must be storage every worker reaches.
+`tests/pipeline/test_engines.py` runs the Dask build on an S3 emulator and compares it value for
+value with the local build.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from features.engineering import (
 )
 from features.history import WindowChoice, churn_horizon
 from features.labels import churn_labels
-from loyal.errors import DataContractError
+from loyal.errors import ConfigError, DataContractError
 
 log = logging.getLogger(__name__)
 
@@ -139,16 +141,52 @@ class Work:
 
 @contextmanager
 def work_folder(base: str) -> Iterator[Work]:
-    """A fresh folder under `base` (path or URL) for one build, removed when the block ends."""
-    fs, root = url_to_fs(base)
-    name = f"features-{uuid.uuid4().hex[:12]}"
-    url = f"{base.rstrip('/')}/{name}"
-    fs.makedirs(f"{str(root).rstrip('/')}/{name}", exist_ok=True)
-    work = Work(url)
+    """A fresh folder under `base` (path or URL) for one build, removed when the block ends.
+
+    Raises:
+        ConfigError: `base` cannot be written (unknown protocol, its fsspec package missing,
+            no credentials, unreachable endpoint, ...), in one line naming `compute.work_dir`.
+    """
+    work = Work(f"{base.rstrip('/')}/features-{uuid.uuid4().hex[:12]}")
+    _claim(work, base)
     try:
         yield work
     finally:
         work.filesystem.rm(work.root, recursive=True)
+
+
+WORK_MARKER = "_loyal_build"
+"""A small file written first into each work folder: on object storage creating a folder
+writes nothing, so only a write shows that the store is reachable and writable."""
+
+
+def _claim(work: Work, base: str) -> None:
+    """Create the work folder and its marker, or say in one line why `base` cannot be used."""
+    try:
+        fs = work.filesystem
+        fs.makedirs(work.root, exist_ok=True)
+        with fs.open(f"{work.root}/{WORK_MARKER}", "wb") as marker:
+            marker.write(b"a Loyal feature build's partition files\n")
+    except ImportError as error:  # fsspec names the package: "Install s3fs to access S3"
+        hint = (
+            "; install Loyal's s3 extra (`uv sync --extra s3`)"
+            if base.startswith(("s3://", "s3a://"))
+            else ""
+        )
+        raise ConfigError(
+            f"compute.work_dir: {base} needs a package that is not installed "
+            f"({_first_line(error)}){hint}"
+        ) from None
+    except Exception as error:  # each fsspec backend raises its own types (botocore's, OSError)
+        raise ConfigError(
+            f"compute.work_dir: cannot write to {base} "
+            f"({type(error).__name__}: {_first_line(error)})"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 # ------------------------------------------------------------------------------ repartition

@@ -3,13 +3,18 @@
 On a private copy of the scored bank (2,000 customers): the single-partition build is today's
 build; the partitioned build (4 partitions, local) and the Dask build (3 partitions, a
 LocalCluster the test starts through `dask_client`) must give the same feature tables and
-labels value for value; batch scores of the Dask engine (a task per partition) must equal the
+labels value for value, with the partition files on this machine's disk and on S3
+(`compute.work_dir: s3://...`, an S3 emulator on loopback that the workers reach through the
+standard AWS variables); batch scores of the Dask engine (a task per partition) must equal the
 local loop's within 1e-6, with identical tiers and segments.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +26,38 @@ from loyal.compute import dask_client
 from loyal.settings import ComputeSettings, Settings, load_settings
 
 pytestmark = pytest.mark.pipeline
+
+BUCKET = "loyal-work"
+
+
+@pytest.fixture
+def s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An S3 emulator (moto) on 127.0.0.1, reached as a real store is: the AWS variables.
+
+    Set before the test starts its cluster, so the worker processes inherit them too.
+    """
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a log line per request
+    host, port = server.get_host_and_port()
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "loyal-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "loyal-test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        yield f"s3://{BUCKET}/builds"
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()
 
 
 def _home(source: Settings, target: Path) -> Settings:
@@ -51,8 +88,10 @@ def _assert_same_tables(left: dict[str, pd.DataFrame], right: dict[str, pd.DataF
 
 
 def test_partitioned_and_dask_builds_and_scores_equal_the_local_ones(
-    scored_bank_home: Settings, tmp_path: Path
+    scored_bank_home: Settings, tmp_path: Path, s3_endpoint: str
 ) -> None:
+    from fsspec.core import url_to_fs
+
     from pipelines.features import build_features
     from pipelines.scores import score_customers
 
@@ -70,7 +109,14 @@ def test_partitioned_and_dask_builds_and_scores_equal_the_local_ones(
         assert client is not None and len(client.scheduler_info()["workers"]) == 2
         build_features(on_dask)
         _assert_same_tables(whole, _tables(home))
+        for table in home.paths.features_dir.glob("*.parquet"):
+            table.unlink()  # so the tables compared next are the S3 build's own
+        build_features(_with_compute(on_dask, work_dir=s3_endpoint))
+        _assert_same_tables(whole, _tables(home))
         dask_scores = score_customers(on_dask, write=False, chunk_rows=700)
+
+    store, _ = url_to_fs(s3_endpoint)
+    assert store.exists(BUCKET) and store.find(BUCKET) == []  # used, then cleaned up
 
     assert dask_scores[ENTITY_KEY].tolist() == local_scores[ENTITY_KEY].tolist()
     assert len(dask_scores) > 1_000
