@@ -1,8 +1,10 @@
-"""The uplift model on the sample bank's past campaigns: trained, promoted, and ranking the list.
+"""The uplift model on the sample bank's past campaigns: trained, gated, and ranking the list.
 
 One private copy of the scored bank (2,000 customers): `loyal train uplift` learns from the
-three simulated campaigns, logs its Qini curves against the two-model baseline, is promoted
-through the one path, and `loyal churn-list` then ranks by expected saved value by default.
+three simulated campaigns and logs its Qini curves against the two-model baseline. On so small
+a bank its holdout Qini AUC is not surely above 0, so the one promotion path refuses it (with
+the reason) and `loyal churn-list` keeps ranking by expected loss; promoted by force, the list
+then ranks by expected saved value by default.
 """
 
 from __future__ import annotations
@@ -35,9 +37,18 @@ def test_uplift_trains_promotes_and_ranks_the_list_by_saved_value(
     artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(trained.run_id, "plots")]
     assert "plots/qini_curve.png" in artifacts
     assert run.data.metrics["qini_auc"] == pytest.approx(metrics["qini_auc"])
+    assert metrics["qini_auc_low"] <= 0 and metrics["promotable"] == 0
     decision = promote_model(settings, "uplift", trained.model_version)
-    assert decision.outcome == "first" and decision.promoted
+    assert decision.outcome == "refused" and not decision.promoted
+    assert "not surely above 0" in decision.reason and "refused" in decision.summary()
+    unranked = build_churn_list(
+        settings, tmp_path / "risk.csv", control=ControlOptions(record=False)
+    )
+    assert unranked.meta["ranking"].startswith("expected_loss")
+    assert "uplift" not in unranked.meta["models"]
 
+    forced = promote_model(settings, "uplift", force=True, reason="test the saved-value list")
+    assert forced.promoted  # by force, the refusal overridden with a reason
     out = tmp_path / "calls.csv"
     result = build_churn_list(settings, out, control=ControlOptions(record=False))
     listed = pd.read_csv(out)
