@@ -28,17 +28,12 @@ LOGISTIC_OBJECTIVES = frozenset({"binary:logistic", "reg:logistic"})
 
 
 def _parse_base_margin(text: str, objective: str = "binary:logistic") -> float:
-    """base_score as a margin: a probability's log-odds for binary:logistic, else as it is
-    (the identity link of regressions such as reg:squarederror)."""
+    """base_score as a margin: a probability's log-odds for the logistic objectives, else as
+    it is (the identity link of regressions such as reg:squarederror)."""
     base = float(str(text).strip("[]").split(",")[0])
     if objective not in LOGISTIC_OBJECTIVES:
         return base
     return math.log(base / (1.0 - base))
-
-
-def _compile(model: ChurnModel) -> tuple[CompiledTrees, NDArray[np.float64]]:
-    """Flatten the churn model's boosters' trees; also return each booster's base margin."""
-    return compile_boosters(model.boosters_)
 
 
 def compile_boosters(boosters: Sequence[Any]) -> tuple[CompiledTrees, NDArray[np.float64]]:
@@ -162,7 +157,7 @@ class FastChurn:
             for column, levels in model.categories_.items()
         }
         self._columns = [(column, self._codes.get(column)) for column in self.features]
-        self._trees, self._base = _compile(model)
+        self._trees, self._base = compile_boosters(model.boosters_)
         self._n_boosters = len(model.boosters_)
         self._shap = tree_shap(self._trees, len(self.features), 1.0 / self._n_boosters)
 
