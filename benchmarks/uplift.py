@@ -25,7 +25,9 @@ and worst case. Diagnostics per bank: each past campaign's treated and control m
 observed lift with the standard error and the true lift (`bank_campaigns`); the model's Qini AUC
 on the latest campaign when trained on the earlier ones, beside the Qini AUC the simulator's true
 uplift scores on the same members (`bank_holdout_qini_auc_true_uplift`: the ceiling that noise
-leaves). The first seed's and budget's figures stay at top level.
+leaves), its one-sided 95% bootstrap lower bound, and whether `loyal train uplift`'s promotion
+gate would let it become champion (`bank_holdout_promotion_gate`: the saved-value list is the
+default only then). The first seed's and budget's figures stay at top level.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from models.uplift import DEFAULT_BOOSTER, TwoModel, XLearner, qini_auc, uplift_
 from pipelines.ingest import ingest_folder
 from samplebank.generate import generate_sample_bank
 from samplebank.retention_sim import CONTACT_COST
+from training.uplift import evaluate, promotion_refusal, qini_bounds
 from training.uplift_data import TREATED, campaign_rows, feature_frame, numeric_features
 
 HILLSTROM = Path(__file__).resolve().parents[2] / "shared/data/hillstrom/hillstrom.csv.gz"
@@ -113,20 +116,30 @@ def campaign_diagnostics(rows: pd.DataFrame, campaigns_truth: pd.DataFrame) -> l
     return out
 
 
-def holdout_qini(rows: pd.DataFrame, features: list[str], truth: pd.DataFrame) -> dict[str, float]:
+def holdout_qini(rows: pd.DataFrame, features: list[str], truth: pd.DataFrame) -> dict[str, Any]:
     """The latest campaign as holdout (as `loyal train uplift`): the model's Qini AUC against
     the Qini AUC of the simulator's true uplift on the same members (the noise ceiling)."""
     latest = (rows["campaign_id"] == rows["campaign_id"].max()).to_numpy()
     x = numeric_features(rows, features)
-    model = XLearner().fit(x[~latest], rows.loc[~latest, TREATED], rows.loc[~latest, "stayed"])
+    treated = rows.loc[~latest, TREATED].to_numpy(bool)
+    stayed = rows.loc[~latest, "stayed"].to_numpy()
+    model = XLearner().fit(x[~latest], treated, stayed)
+    baseline = TwoModel(dict(DEFAULT_BOOSTER)).fit(x[~latest], treated, stayed)
     keys = ["campaign_id", ENTITY_KEY]
     held = rows[latest].merge(truth[[*keys, "p_control", "p_treated"]], on=keys, how="left")
     true_uplift = (held["p_control"] - held["p_treated"]).to_numpy()
     y, t = held["stayed"].to_numpy(), held[TREATED].to_numpy(bool)
+    predictions = {
+        "model": model.predict(x[latest]),
+        "two_model_baseline": baseline.predict(x[latest]),
+    }
+    metrics = {**evaluate(y, t, predictions), **qini_bounds(y, t, predictions["model"])}
     return {
         "bank_holdout_members": int(latest.sum()),
-        "bank_holdout_qini_auc": round(qini_auc(y, t, model.predict(x[latest])), 5),
+        "bank_holdout_qini_auc": round(metrics["qini_auc"], 5),
+        "bank_holdout_qini_auc_low": round(metrics["qini_auc_low"], 5),
         "bank_holdout_qini_auc_true_uplift": round(qini_auc(y, t, true_uplift), 5),
+        "bank_holdout_promotion_gate": "refused" if promotion_refusal(metrics) else "passed",
     }
 
 
@@ -204,6 +217,7 @@ def summary(banks: list[dict[str, Any]]) -> dict[str, Any]:
             [bank["bank_holdout_qini_auc"], bank["bank_holdout_qini_auc_true_uplift"]]
             for bank in banks
         ],
+        "promotion_gate_by_seed": [bank["bank_holdout_promotion_gate"] for bank in banks],
         "value_retained_ratio_mean": round(float(np.mean(ratios)), 3),
         "value_retained_ratio_worst": worst["value_retained_ratio"],
         "value_retained_ratio_worst_at": [worst["seed"], worst["bank_budget_contacts"]],

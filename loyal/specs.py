@@ -175,7 +175,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         feature_service="churn_v1",  # the churn model's inputs: what a contact acts on
         feature_views=CUSTOMER_VIEWS,
         applicable="training.uplift:check_uplift",
-        champion_loader="models.pyfuncs.uplift:load",
+        champion_loader="serving.champions:load_uplift",
         current_reference=False,
         serving_fallback=(
             "no uplift champion: retention offers valued by churn risk x CLV x save rate"

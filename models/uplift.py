@@ -18,6 +18,7 @@ Qini(n) = Y_t(n) - Y_c(n) N_t(n) / N_c(n) over the top n (Y: positive outcomes, 
 of each group), divided by the number of customers; the Qini AUC is the mean height of that
 curve above the random line (from 0 to the overall Qini), over 101 equally spaced fractions.
 uplift@k is the treated minus the control outcome rate among the top k share.
+`qini_auc_bootstrap` resamples a holdout (each group on its own) to say how sure a Qini AUC is.
 """
 
 from __future__ import annotations
@@ -203,32 +204,70 @@ def _order(uplift: np.ndarray) -> np.ndarray:
 
 
 def qini_curve(
-    outcome: np.ndarray, treated: np.ndarray, uplift: np.ndarray
+    outcome: np.ndarray,
+    treated: np.ndarray,
+    uplift: np.ndarray,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(share of customers targeted, Qini / customers) after each customer, from 0.
+
+    `weights` counts each row that many times (a bootstrap resample's counts; rows weighing 0
+    are left out); None: once each.
 
     Raises:
         ValueError: no treated or no control customer.
     """
     t = np.asarray(treated, bool)
-    if t.all() or not t.any():
+    w = np.ones(len(t)) if weights is None else np.asarray(weights, float)
+    if not (w[t] > 0).any() or not (w[~t] > 0).any():
         raise ValueError("the Qini curve needs treated and control customers")
     order = _order(uplift)
-    y, t = np.asarray(outcome, float)[order], t[order]
-    n_t, n_c = np.cumsum(t), np.cumsum(~t)
-    y_t, y_c = np.cumsum(y * t), np.cumsum(y * ~t)
+    order = order[w[order] > 0]
+    y, t, w = np.asarray(outcome, float)[order], t[order], w[order]
+    n_t, n_c = np.cumsum(w * t), np.cumsum(w * ~t)
+    y_t, y_c = np.cumsum(w * y * t), np.cumsum(w * y * ~t)
     scale = np.divide(n_t, n_c, out=np.zeros(len(y)), where=n_c > 0)
-    qini = (y_t - y_c * scale) / len(y)
-    share = np.arange(1, len(y) + 1) / len(y)
+    total = float(np.sum(w))
+    qini = (y_t - y_c * scale) / total
+    share = np.cumsum(w) / total
     return np.concatenate([[0.0], share]), np.concatenate([[0.0], qini])
 
 
-def qini_auc(outcome: np.ndarray, treated: np.ndarray, uplift: np.ndarray) -> float:
+def qini_auc(
+    outcome: np.ndarray,
+    treated: np.ndarray,
+    uplift: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> float:
     """Mean height of the Qini curve above the random line, over 101 fractions in [0, 1]."""
-    share, qini = qini_curve(outcome, treated, uplift)
+    share, qini = qini_curve(outcome, treated, uplift, weights)
     grid = np.linspace(0, 1, 101)
     curve = np.interp(grid, share, qini)
     return float(np.mean(curve - grid * qini[-1]))
+
+
+def qini_auc_bootstrap(
+    outcome: np.ndarray,
+    treated: np.ndarray,
+    uplift: np.ndarray,
+    draws: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """The Qini AUC of `draws` bootstrap resamples, each group resampled on its own.
+
+    Resampling the treated and the control customers separately keeps each group's size, as
+    the randomised campaign fixed it.
+    """
+    t = np.asarray(treated, bool)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(t), np.flatnonzero(~t)]
+    out = np.empty(draws)
+    for draw in range(draws):
+        weights = np.zeros(len(t))
+        for rows in groups:
+            weights[rows] = np.bincount(rng.integers(0, len(rows), len(rows)), minlength=len(rows))
+        out[draw] = qini_auc(outcome, t, uplift, weights)
+    return out
 
 
 def uplift_at_k(outcome: np.ndarray, treated: np.ndarray, uplift: np.ndarray, k: float) -> float:

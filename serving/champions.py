@@ -1,9 +1,9 @@
 """The service's champion loaders: the in-process objects it answers with.
 
 Champions are found and loaded by `inference.champions` (the one champion source, shared with
-batch scoring); the loaders here, named by the churn and cross-sell specs, never call the pyfunc
-wrappers per request: they read the same JSON / npz artifacts the pyfuncs read and return the
-in-process objects (`FastChurn`, a `Recommender`).
+batch scoring); the loaders here, named by the churn, cross-sell and uplift specs, never call the
+pyfunc wrappers per request: they read the same JSON / npz artifacts the pyfuncs read and return
+the in-process objects (`FastChurn`, a `Recommender`, `FastUplift`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = [
     "load_champions",
     "load_churn",
     "load_cross_sell",
+    "load_uplift",
 ]
 
 CHURN_ARTIFACT = "churn_model"
@@ -66,8 +67,20 @@ def load_cross_sell(artifact: ModelArtifact) -> Any:
         raise ModelLoadError(f"{artifact.source}: {exc}") from None
 
 
+def load_uplift(artifact: ModelArtifact) -> Any:
+    """The uplift champion as a `FastUplift` (its effect trees compiled to numpy)."""
+    from models.pyfuncs.uplift import load
+    from serving.fastuplift import FastUplift
+
+    try:
+        return FastUplift(load(artifact))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"{artifact.source}: cannot read its uplift model: {exc}") from None
+
+
 LOADERS: dict[str, Callable[[ModelArtifact], Any]] = {
     "churn": load_churn,
     "cross_sell": load_cross_sell,
+    "uplift": load_uplift,
 }
 """Registered model name -> loader of its in-process serving object."""

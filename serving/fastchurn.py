@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,16 +23,22 @@ from models.churn import ChurnModel, Sentence, default_sentence
 from serving.treeshap import CompiledTrees, tree_shap
 
 Row = Mapping[str, Any]
+LOGISTIC_OBJECTIVES = frozenset({"binary:logistic", "reg:logistic"})
+"""Objectives whose base_score is a probability (their margin is its log-odds)."""
 
 
-def _parse_base_margin(text: str) -> float:
-    """base_score (a probability for binary:logistic) as a log-odds margin."""
-    probability = float(str(text).strip("[]").split(",")[0])
-    return math.log(probability / (1.0 - probability))
+def _parse_base_margin(text: str, objective: str = "binary:logistic") -> float:
+    """base_score as a margin: a probability's log-odds for the logistic objectives, else as
+    it is (the identity link of regressions such as reg:squarederror)."""
+    base = float(str(text).strip("[]").split(",")[0])
+    if objective not in LOGISTIC_OBJECTIVES:
+        return base
+    return math.log(base / (1.0 - base))
 
 
-def _compile(model: ChurnModel) -> tuple[CompiledTrees, NDArray[np.float64]]:
-    """Flatten the boosters' trees; also return each booster's base margin."""
+def compile_boosters(boosters: Sequence[Any]) -> tuple[CompiledTrees, NDArray[np.float64]]:
+    """Flatten XGBoost boosters' trees into one `CompiledTrees`; also return each booster's
+    base margin (`CompiledTrees.booster` says which booster a tree belongs to)."""
     columns: dict[str, list[Any]] = {
         k: []
         for k in ("feature", "threshold", "left", "right", "default_left", "value", "cover", "cat")
@@ -42,9 +48,10 @@ def _compile(model: ChurnModel) -> tuple[CompiledTrees, NDArray[np.float64]]:
     owners: list[int] = []
     base: list[float] = []
     depth = 0
-    for b, booster in enumerate(model.boosters_):
+    for b, booster in enumerate(boosters):
         learner = json.loads(bytes(booster.save_raw("json")))["learner"]
-        base.append(_parse_base_margin(learner["learner_model_param"]["base_score"]))
+        objective = str(learner.get("objective", {}).get("name", "binary:logistic"))
+        base.append(_parse_base_margin(learner["learner_model_param"]["base_score"], objective))
         for tree in learner["gradient_booster"]["model"]["trees"]:
             offset = len(columns["feature"])
             roots.append(offset)
@@ -106,6 +113,33 @@ def _node_categories(tree: Mapping[str, Any]) -> dict[int, list[int]]:
     return out
 
 
+def tree_leaves(trees: CompiledTrees, x: NDArray[np.float64]) -> NDArray[np.int64]:
+    """The leaf each compiled tree sends one encoded row to (float32 comparisons, as XGBoost)."""
+    t = trees
+    x32 = x.astype(np.float32)
+    nodes = t.roots.copy()
+    for _ in range(t.depth):
+        inner = t.left[nodes] >= 0
+        if not inner.any():
+            break
+        n = nodes[inner]
+        v = x32[t.feature[n]]
+        missing = np.isnan(v)
+        go_left = v < t.threshold[n]
+        cat_rows = t.category_row[n]
+        categorical = cat_rows >= 0
+        if categorical.any():
+            codes = np.where(missing, 0, v).astype(np.int64)
+            inside = (codes >= 0) & (codes < t.categories.shape[1])
+            member = np.zeros(len(n), dtype=bool)
+            pick = categorical & inside
+            member[pick] = t.categories[cat_rows[pick], codes[pick]]
+            go_left = np.where(categorical, ~member, go_left)
+        go_left = np.where(missing, t.default_left[n], go_left)
+        nodes[inner] = np.where(go_left, t.left[n], t.right[n])
+    return nodes
+
+
 class FastChurn:
     """Exact single-row churn probability and reasons of a fitted `ChurnModel`.
 
@@ -123,7 +157,7 @@ class FastChurn:
             for column, levels in model.categories_.items()
         }
         self._columns = [(column, self._codes.get(column)) for column in self.features]
-        self._trees, self._base = _compile(model)
+        self._trees, self._base = compile_boosters(model.boosters_)
         self._n_boosters = len(model.boosters_)
         self._shap = tree_shap(self._trees, len(self.features), 1.0 / self._n_boosters)
 
@@ -148,29 +182,7 @@ class FastChurn:
     # ----------------------------------------------------------------------------- scoring
     def _leaves(self, x: NDArray[np.float64]) -> NDArray[np.int64]:
         """The leaf each tree sends the row to."""
-        t = self._trees
-        x32 = x.astype(np.float32)
-        nodes = t.roots.copy()
-        for _ in range(t.depth):
-            inner = t.left[nodes] >= 0
-            if not inner.any():
-                break
-            n = nodes[inner]
-            v = x32[t.feature[n]]
-            missing = np.isnan(v)
-            go_left = v < t.threshold[n]
-            cat_rows = t.category_row[n]
-            categorical = cat_rows >= 0
-            if categorical.any():
-                codes = np.where(missing, 0, v).astype(np.int64)
-                inside = (codes >= 0) & (codes < t.categories.shape[1])
-                member = np.zeros(len(n), dtype=bool)
-                pick = categorical & inside
-                member[pick] = t.categories[cat_rows[pick], codes[pick]]
-                go_left = np.where(categorical, ~member, go_left)
-            go_left = np.where(missing, t.default_left[n], go_left)
-            nodes[inner] = np.where(go_left, t.left[n], t.right[n])
-        return nodes
+        return tree_leaves(self._trees, x)
 
     def margin(self, x: NDArray[np.float64]) -> float:
         """The boosters' average log-odds for one encoded row."""

@@ -8,6 +8,13 @@ out). The model (`models.uplift.XLearner`, cross-fitted) and a plain two-model b
 default XGBoost classifiers) are fitted on the same rows and measured on the same holdout: Qini AUC,
 uplift@10% and uplift@30%, and the Qini curves (PNG) in MLflow. Promotion compares Qini AUC on
 the challenger's holdout.
+
+The promotion gate (`promotion_refusal`): a version may become champion, the first one
+included, only if on its holdout its Qini AUC beats the two-model baseline's and is surely
+above 0 (random targeting), i.e. the 5th percentile of 1,000 bootstrap resamples of the holdout
+(treated and control resampled apart) is above 0: a one-sided 95% percentile bound. Otherwise
+the version is registered with the reason as `tracking.TAG_REFUSED` and the one promotion path
+refuses it; retention keeps being ranked by expected loss (the spec's serving fallback).
 """
 
 from __future__ import annotations
@@ -26,7 +33,15 @@ import pandas as pd
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
 from loyal.errors import LoyalError
 from loyal.settings import Settings
-from models.uplift import DEFAULT_BOOSTER, TwoModel, XLearner, qini_auc, qini_curve, uplift_at_k
+from models.uplift import (
+    DEFAULT_BOOSTER,
+    TwoModel,
+    XLearner,
+    qini_auc,
+    qini_auc_bootstrap,
+    qini_curve,
+    uplift_at_k,
+)
 from training.uplift_data import (
     OUTCOME,
     TREATED,
@@ -43,6 +58,9 @@ SERVICE = "churn_v1"
 ARTIFACT = "uplift_model"
 HOLDOUT_SHARE = 0.3
 BOOKKEEPING = [ENTITY_KEY, TIMESTAMP_FIELD, TREATED, "campaign_id"]
+GATE_DRAWS = 1000
+GATE_CONFIDENCE = 0.95
+"""The Qini AUC's bootstrap lower bound must clear 0 with this one-sided confidence."""
 
 
 @dataclass(frozen=True)
@@ -149,10 +167,16 @@ def train_uplift(settings: Settings, register: bool = True, seed: int = 42) -> U
     baseline = TwoModel(dict(DEFAULT_BOOSTER), seed).fit(x_train, t_train, y_train)
     predictions = {"model": model.predict(x_hold), "two_model_baseline": baseline.predict(x_hold)}
     metrics = evaluate(y_hold, t_hold, predictions)
+    metrics.update(qini_bounds(y_hold, t_hold, predictions["model"], seed))
+    refused = promotion_refusal(metrics)
+    metrics["promotable"] = float(refused is None)
     log.info(
-        "uplift: Qini AUC %.5f (two-model baseline %.5f) on %d holdout members",
-        metrics["qini_auc"], metrics["qini_auc_two_model_baseline"], int(holdout.sum()),
+        "uplift: Qini AUC %.5f [%.5f, %.5f] (two-model baseline %.5f) on %d holdout members",
+        metrics["qini_auc"], metrics["qini_auc_low"], metrics["qini_auc_high"],
+        metrics["qini_auc_two_model_baseline"], int(holdout.sum()),
     )  # fmt: skip
+    if refused is not None:
+        log.warning("uplift: promotion will refuse this version: %s", refused)
     holdout_frame = rows.loc[holdout, [*BOOKKEEPING, *columns, OUTCOME]].reset_index(drop=True)
     snapshot = tracking.frame_snapshot_id(rows[[ENTITY_KEY, TIMESTAMP_FIELD, TREATED, OUTCOME]])
     with tracking.start_run(settings, NAME, snapshot) as run:
@@ -189,8 +213,44 @@ def train_uplift(settings: Settings, register: bool = True, seed: int = 42) -> U
         version = None
         if register:
             tags = tracking.lineage(snapshot, qini_auc=metrics["qini_auc"])
+            if refused is not None:
+                tags[tracking.TAG_REFUSED] = refused
             version = tracking.register(settings, str(info.model_uri), NAME, run.info.run_id, tags)
     return UpliftResult(run.info.run_id, str(version.version) if version else None, metrics)
+
+
+def qini_bounds(
+    outcome: np.ndarray, treated: np.ndarray, uplift: np.ndarray, seed: int = 42
+) -> dict[str, float]:
+    """`qini_auc_low` and `qini_auc_high`: the bootstrap's one-sided `GATE_CONFIDENCE` bounds."""
+    draws = qini_auc_bootstrap(outcome, treated, uplift, GATE_DRAWS, seed)
+    low, high = np.quantile(draws, [1 - GATE_CONFIDENCE, GATE_CONFIDENCE])
+    return {"qini_auc_low": float(low), "qini_auc_high": float(high)}
+
+
+def promotion_refusal(metrics: Mapping[str, float]) -> str | None:
+    """Why a version must not become champion (None: it may), from its holdout metrics.
+
+    It must beat the two-model baseline fitted on the same rows (else the plain learner would
+    rank better) and its Qini AUC must be surely above 0 (else it may rank no better than
+    chance, and expected loss is the safer ranking).
+    """
+    qini, low = metrics["qini_auc"], metrics["qini_auc_low"]
+    baseline = metrics["qini_auc_two_model_baseline"]
+    problems = []
+    if not qini > baseline:
+        problems.append(f"does not beat the two-model baseline's {baseline:.4f}")
+    if not low > 0:
+        problems.append(
+            f"is not surely above 0 (random targeting): its {GATE_CONFIDENCE:.0%} bootstrap "
+            f"lower bound is {low:.4f}"
+        )
+    if not problems:
+        return None
+    return (
+        f"its holdout Qini AUC {qini:.4f} {' and '.join(problems)}; "
+        "retention stays ranked by expected loss"
+    )
 
 
 def qini_scorer(metric: str) -> Any:
