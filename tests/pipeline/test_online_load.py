@@ -123,8 +123,8 @@ def test_the_loaded_tables_are_clustered_and_survive_feast_apply(
     with sqlite3.connect(feast_dir(settings) / "online.db") as connection:
         for table in tables:
             plan = connection.execute(
-                f'EXPLAIN QUERY PLAN SELECT entity_key, feature_name, value, event_ts FROM "{table}" '
-                "WHERE entity_key IN (?, ?) ORDER BY entity_key",
+                "EXPLAIN QUERY PLAN SELECT entity_key, feature_name, value, event_ts "
+                f'FROM "{table}" WHERE entity_key IN (?, ?) ORDER BY entity_key',
                 (b"a", b"b"),
             ).fetchall()
             assert "USING PRIMARY KEY" in plan[0][-1], plan
