@@ -216,10 +216,16 @@ class CrossSellSettings(BaseModel):
     Attributes:
         search_trials: ALS settings tried by the seeded search (0: the defaults, no search).
         seed: the search's seed.
+        search_max_customers: the trials learn from a seeded sample of this many customers
+            (None: all); the chosen settings are refit on every customer.
+        search_standard_errors: keep the cheapest trial (fewest factors x iterations) whose
+            validation metric is within this many standard errors of the best (0: the best).
     """
 
     search_trials: int = Field(default=12, ge=0)
     seed: int = 42
+    search_max_customers: int | None = Field(default=20_000, ge=1)
+    search_standard_errors: float = Field(default=1.0, ge=0.0)
 
 
 class ClvSettings(BaseModel):
