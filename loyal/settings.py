@@ -183,6 +183,9 @@ class ChurnSettings(BaseModel):
             (None: all): a seeded sample stratified by label (class shares kept, no weights);
             the chosen settings are refit on every training row and calibrated on the whole
             validation snapshot.
+        baseline_max_rows: most rows the two baselines (plain XGBoost, logistic regression)
+            are fitted on (None: every training and validation row): a seeded sample
+            stratified by label. They are reported beside the model, never served.
     """
 
     search_trials: int = Field(default=20, ge=0)
@@ -197,6 +200,7 @@ class ChurnSettings(BaseModel):
     search_space: SearchSpaceSettings = SearchSpaceSettings()
     max_train_rows: int | None = Field(default=300_000, ge=1_000)
     search_max_rows: int | None = Field(default=50_000, ge=1_000)
+    baseline_max_rows: int | None = Field(default=100_000, ge=1_000)
 
     def model_params(self) -> dict[str, Any]:
         """The `models.churn.ChurnModel` parameters this section sets."""
