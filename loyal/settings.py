@@ -221,14 +221,16 @@ class CrossSellSettings(BaseModel):
         search_trials: ALS settings tried by the seeded search (0: the defaults, no search).
         seed: the search's seed.
         search_max_customers: the trials learn from a seeded sample of this many customers
-            (None: all); the chosen settings are refit on every customer.
+            (None: all); the chosen settings are refit on every customer. Off by default: the
+            best regularization depends on the number of customers (on the 100,000-customer
+            bank, settings picked on 20,000 gave test NDCG@3 0.506 against 0.558).
         search_standard_errors: keep the cheapest trial (fewest factors x iterations) whose
             validation metric is within this many standard errors of the best (0: the best).
     """
 
     search_trials: int = Field(default=12, ge=0)
     seed: int = 42
-    search_max_customers: int | None = Field(default=20_000, ge=1)
+    search_max_customers: int | None = Field(default=None, ge=1)
     search_standard_errors: float = Field(default=1.0, ge=0.0)
 
 
