@@ -185,7 +185,10 @@ class ChurnSettings(BaseModel):
             validation snapshot.
         baseline_max_rows: most rows the two baselines (plain XGBoost, logistic regression)
             are fitted on (None: every training and validation row): a seeded sample
-            stratified by label. They are reported beside the model, never served.
+            stratified by label. They are reported beside the model, never served. Off by
+            default: at 100,000 customers, 100,000 of 370,739 rows cut their time from 65 to
+            26 s but plain XGBoost's test ROC-AUC from 0.6585 to 0.6481 (the model's: 0.6574),
+            which would flip the comparison the report is for.
     """
 
     search_trials: int = Field(default=20, ge=0)
@@ -200,7 +203,7 @@ class ChurnSettings(BaseModel):
     search_space: SearchSpaceSettings = SearchSpaceSettings()
     max_train_rows: int | None = Field(default=300_000, ge=1_000)
     search_max_rows: int | None = Field(default=50_000, ge=1_000)
-    baseline_max_rows: int | None = Field(default=100_000, ge=1_000)
+    baseline_max_rows: int | None = Field(default=None, ge=1_000)
 
     def model_params(self) -> dict[str, Any]:
         """The `models.churn.ChurnModel` parameters this section sets."""
