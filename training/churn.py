@@ -537,12 +537,18 @@ def baseline_metrics(
     test_y: np.ndarray,
     seed: int = 42,
     n_jobs: int = 1,
+    max_rows: int | None = None,
 ) -> dict[str, float]:
     """`baseline_<name>_<metric>` of each baseline fitted on (X, y) and scored on the test rows.
 
     Training passes every row the model learned from or was tuned and calibrated on
-    (train and validation), since the baselines need no held-out rows of their own.
+    (train and validation), since the baselines need no held-out rows of their own; beyond
+    `max_rows` they are fitted on a seeded sample of them stratified by label.
     """
+    if max_rows is not None and len(y) > max_rows:
+        kept = stratified_rows(y, max_rows, seed)
+        log.info("baselines: fitted on %d of %d rows (stratified by label)", len(kept), len(y))
+        X, y = X.iloc[kept], y[kept]
     result: dict[str, float] = {}
     for name in BASELINES:
         started = time.perf_counter()
@@ -651,9 +657,11 @@ def train_from_frame(
     oracle = holdout[oracle_col].to_numpy(float) if oracle_col else None
     metrics = test_metrics(y[split.test], probability, oracle)
     seen = split.train if split.valid is None else np.concatenate([split.train, split.valid])
-    metrics.update(
-        baseline_metrics(X.iloc[seen], y[seen], X.iloc[split.test], y[split.test], seed, n_jobs)
-    )
+    baselines = baseline_metrics(
+        X.iloc[seen], y[seen], X.iloc[split.test], y[split.test], seed, n_jobs,
+        max_rows=settings.churn.baseline_max_rows,
+    )  # fmt: skip
+    metrics.update(baselines)
     log.info("churn test metrics: %s", {k: round(v, 4) for k, v in metrics.items()})
     snapshot = snapshot_id or tracking.frame_snapshot_id(frame)
     run_id, version = _log_run(

@@ -22,7 +22,13 @@ import scipy.sparse as sp
 from features.contract import TRANSACTIONS
 from features.tables_io import staged_file
 from loyal.errors import DataContractError, LoyalError, NotReadyError, StepSkippedError
-from models.ranking_metrics import mean_ranking_metrics
+from models.ranking_metrics import (
+    average_precision_at_k,
+    mean_ranking_metrics,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+)
 from models.recommender import (
     AlsRecommender,
     PopularityRecommender,
@@ -192,13 +198,40 @@ def evaluate(
     Held products are filtered from the recommendations (and are never targets); definitions are
     in `models.ranking_metrics`. Customers without targets are excluded.
     """
+    return mean_ranking_metrics(_recommended(recommender, targets, k), targets, k)
+
+
+def _recommended(
+    recommender: Recommender, targets: Mapping[str, set[str]], k: int
+) -> dict[str, list[str]]:
+    """The top-k products not yet held of every customer with targets."""
     customers = [c for c, items in targets.items() if items]
     top = recommender.recommend_batch(customers, k=k, filter_already_held=True)
     item_ids = recommender.item_ids_
-    recommended = {
+    return {
         c: item_ids[row[row >= 0]].tolist() for c, row in zip(customers, top.items, strict=True)
     }
-    return mean_ranking_metrics(recommended, targets, k)
+
+
+_PER_CUSTOMER = {
+    "precision": precision_at_k,
+    "recall": recall_at_k,
+    "ndcg": ndcg_at_k,
+    "map": average_precision_at_k,
+}
+
+
+def _standard_error(
+    recommended: Mapping[str, list[str]], targets: Mapping[str, set[str]], metric: str
+) -> float:
+    """Standard error of the mean of ``metric`` (e.g. ``ndcg_at_3``) over the customers."""
+    name, k = metric.rsplit("_at_", 1)
+    values = [
+        _PER_CUSTOMER[name](recommended.get(c, []), items, int(k))
+        for c, items in targets.items()
+        if items
+    ]
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
 def fit_als(
@@ -264,11 +297,12 @@ class SearchResult:
     """The chosen ALS settings and every trial's validation metrics.
 
     Attributes:
-        best_params: the AlsRecommender settings of the best trial.
+        best_params: the AlsRecommender settings of the chosen trial.
         best_metrics: that trial's validation metrics.
         metric: the validation metric maximized.
         trials: one row per trial: settings, validation metrics, seconds.
         validation_cutoff: where the validation targets start.
+        customers: customers the search learned from and validated on (a sample when capped).
     """
 
     best_params: dict[str, Any]
@@ -276,6 +310,7 @@ class SearchResult:
     metric: str
     trials: pd.DataFrame
     validation_cutoff: pd.Timestamp
+    customers: int = 0
 
 
 def search_hyperparameters(
@@ -290,6 +325,8 @@ def search_hyperparameters(
     value: Value = "count",
     half_life_days: float | None = None,
     metric: str | None = None,
+    max_customers: int | None = None,
+    standard_errors: float = 0.0,
 ) -> SearchResult:
     """Pick ALS settings on a validation split carved from the calibration period only.
 
@@ -303,32 +340,71 @@ def search_hyperparameters(
         k: the ranking cut-off.
         space: candidate settings (defaults to `SearchSpace()`).
         n_trials: how many combinations to try.
-        seed: seeds the sampling of combinations (ALS itself uses ``random_state``).
+        seed: seeds the sampling of combinations and of customers (ALS uses ``random_state``).
         base_params: fixed AlsRecommender settings the trials override (weighting, seed, ...).
         value: interaction value, as in `build_interactions`.
         half_life_days: recency decay, as in `build_interactions`.
         metric: the validation metric maximized; defaults to ``ndcg_at_{k}``.
+        max_customers: the trials learn from and are validated on a seeded sample of this many
+            customers (None: all). A trial's cost grows with the customers while the settings
+            it ranks do not depend on their number.
+        standard_errors: choose the cheapest trial (fewest factors x iterations) whose metric
+            is within this many standard errors (over validation customers) of the best one's;
+            0 keeps the best.
 
     Returns:
-        The best settings (ties go to the earlier trial) and the trial table.
+        The chosen settings (ties go to the earlier trial) and the trial table.
     """
     metric = metric or f"ndcg_at_{k}"
     validation_cutoff = pd.Timestamp(cutoff) - pd.Timedelta(days=validation_days)
+    calibration = _customer_sample(calibration, max_customers, seed)
     split = time_split(calibration, validation_cutoff, validation_days)
     interactions = build_interactions(split.calibration, value, half_life_days, split.cutoff)
     candidates = (space or SearchSpace()).sample(n_trials, seed)
-    rows = []
+    rows, errors = [], []
     for trial, params in enumerate(candidates):
         started = time.perf_counter()
         model = fit_als(interactions, {**(base_params or {}), **params})
-        scores = evaluate(model, split.targets, k)
+        recommended = _recommended(model, split.targets, k)
+        scores = mean_ranking_metrics(recommended, split.targets, k)
+        errors.append(_standard_error(recommended, split.targets, metric))
         rows.append({"trial": trial, **params, **scores, "seconds": time.perf_counter() - started})
         log.info("trial %d %s: %s %.4f", trial, params, metric, scores[metric])
     trials = pd.DataFrame(rows)
-    best = rows[int(trials[metric].to_numpy().argmax())]
+    chosen = _cheapest_near_best(trials, metric, errors, standard_errors)
+    best = rows[chosen]
     best_params = {**(base_params or {}), **{name: best[name] for name in candidates[0]}}
     best_metrics = {name: float(best[name]) for name in scores if name != "n_customers"}
-    return SearchResult(best_params, best_metrics, metric, trials, validation_cutoff)
+    return SearchResult(
+        best_params,
+        best_metrics,
+        metric,
+        trials,
+        validation_cutoff,
+        len(interactions.customer_ids),
+    )
+
+
+def _customer_sample(purchases: pd.DataFrame, max_customers: int | None, seed: int) -> pd.DataFrame:
+    """The purchases of a seeded sample of ``max_customers`` customers (all when fewer)."""
+    customers = np.sort(purchases["customer_id"].astype(str).unique())
+    if max_customers is None or len(customers) <= max_customers:
+        return purchases
+    kept = np.random.default_rng(seed).choice(customers, size=max_customers, replace=False)
+    log.info("cross-sell search: %d of %d customers sampled", max_customers, len(customers))
+    return purchases[purchases["customer_id"].astype(str).isin(kept)]
+
+
+def _cheapest_near_best(
+    trials: pd.DataFrame, metric: str, errors: list[float], standard_errors: float
+) -> int:
+    """Row of the trial with the fewest factors x iterations among those whose metric is within
+    ``standard_errors`` standard errors of the best (ties: higher metric, then earlier)."""
+    scores = trials[metric].to_numpy()
+    best = int(scores.argmax())
+    near = np.flatnonzero(scores >= scores[best] - standard_errors * errors[best])
+    cost = (trials["factors"] * trials["iterations"]).to_numpy()
+    return int(min(near, key=lambda i: (cost[i], -scores[i], i)))
 
 
 # -------------------------------------------------------------------------- the whole flow
@@ -350,6 +426,9 @@ class CrossSellConfig:
         extra_k: more ranking cut-offs reported beside ``k`` (e.g. 10 on a small catalog where
             ``k`` is 3); the search and promotion still use ``k``.
         window_note: how ``window_days`` was chosen (sized from the history), logged.
+        search_max_customers: customers the search's trials learn from (None: all).
+        search_standard_errors: the search keeps the cheapest trial within this many standard
+            errors of the best (0: the best).
     """
 
     cutoff: str | None = None
@@ -364,6 +443,8 @@ class CrossSellConfig:
     als: dict[str, Any] = field(default_factory=lambda: {"weighting": "log1p"})
     extra_k: tuple[int, ...] = ()
     window_note: str = "configured"
+    search_max_customers: int | None = None
+    search_standard_errors: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -424,6 +505,8 @@ def evaluate_cross_sell(
             base_params=config.als,
             value=config.value,
             half_life_days=config.half_life_days,
+            max_customers=config.search_max_customers,
+            standard_errors=config.search_standard_errors,
         )
         params = search.best_params
     interactions = build_interactions(
@@ -657,15 +740,30 @@ def ranking_scorer(metric: str = "ndcg_at_3") -> Scorer:
         metric: a ranking metric at k, e.g. ``ndcg_at_3`` (the bank) or ``ndcg_at_10``.
     """
     k = parse_metric(metric)
+    scored: dict[tuple[int, str], float] = {}
+    holdouts: list[pd.DataFrame] = []  # keeps each id() in `scored` from being reused
 
     def score(model_uri: str, holdout: pd.DataFrame, meta: Mapping[str, Any]) -> float:
-        interactions, targets = holdout_split(holdout)
-        if not any(targets.values()):
-            raise NotReadyError("the cross_sell holdout has no targets to score on")
-        refitted = refit_on(load_recommender(model_uri), interactions)
-        return float(evaluate(refitted, targets, k)[metric])
+        recommender = load_recommender(model_uri)
+        # one thread, one seed: a champion with the challenger's recipe scores the same on
+        # the same holdout, so it is refitted once, not twice
+        recipe = (id(holdout), _recipe(recommender))
+        if recipe not in scored:
+            interactions, targets = holdout_split(holdout)
+            if not any(targets.values()):
+                raise NotReadyError("the cross_sell holdout has no targets to score on")
+            refitted = refit_on(recommender, interactions)
+            scored[recipe] = float(evaluate(refitted, targets, k)[metric])
+            holdouts.append(holdout)
+        return scored[recipe]
 
     return score
+
+
+def _recipe(recommender: Recommender) -> str:
+    """A recommender's class and settings, as one comparable string."""
+    params = json.dumps(recommender.get_params(), sort_keys=True, default=str)
+    return f"{type(recommender).__name__}{params}"
 
 
 # --------------------------------------------------------------------------- sample bank
@@ -787,7 +885,12 @@ def train_bank(
     """
     config = settings.cross_sell
     n_trials = config.search_trials if trials is None else trials
-    return train_cross_sell_bank(settings, bank_config(n_trials, config.seed), register=register)
+    protocol = dataclasses.replace(
+        bank_config(n_trials, config.seed),
+        search_max_customers=config.search_max_customers,
+        search_standard_errors=config.search_standard_errors,
+    )
+    return train_cross_sell_bank(settings, protocol, register=register)
 
 
 def publish_recommendations(settings: Settings, result: CrossSellResult) -> None:
@@ -889,6 +992,7 @@ def _run_params(evaluation: CrossSellEvaluation, config: CrossSellConfig) -> dic
     protocol["cutoff"] = str(evaluation.cutoff.date())
     if evaluation.search is not None:
         protocol["validation_cutoff"] = str(evaluation.search.validation_cutoff.date())
+        protocol["search_customers"] = evaluation.search.customers
     return {**protocol, **{f"als_{k}": v for k, v in evaluation.params.items()}}
 
 

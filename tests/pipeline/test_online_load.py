@@ -100,6 +100,38 @@ def test_a_failed_bulk_load_leaves_the_previous_load(
         pd.testing.assert_frame_equal(after[table], rows, obj=table)
 
 
+def test_the_loaded_tables_are_clustered_and_survive_feast_apply(
+    feature_bank: Settings, tmp_path: Path
+) -> None:
+    from pipelines.features import apply_features
+
+    home = tmp_path / "copy"
+    shutil.copytree(feature_bank.home, home)
+    settings = load_settings(home=home)
+    customers = _customer_ids(settings, 20)
+    before = online_features(open_store(settings), "churn_v1", customers)
+    schema = online_schema(settings)
+    tables = {name: sql for kind, name, sql in schema if kind == "table"}
+    indexes = {name: sql for kind, name, sql in schema if kind == "index"}
+    assert tables and all(sql.endswith("WITHOUT ROWID") for sql in tables.values())
+    for table in tables:  # Feast's index name is kept, always empty
+        assert indexes[f"{table}_ek"].endswith("WHERE entity_key IS NULL")
+
+    apply_features(settings)  # Feast's CREATE TABLE / INDEX IF NOT EXISTS
+
+    assert online_schema(settings) == schema
+    with sqlite3.connect(feast_dir(settings) / "online.db") as connection:
+        for table in tables:
+            plan = connection.execute(
+                "EXPLAIN QUERY PLAN SELECT entity_key, feature_name, value, event_ts "
+                f'FROM "{table}" WHERE entity_key IN (?, ?) ORDER BY entity_key',
+                (b"a", b"b"),
+            ).fetchall()
+            assert "USING PRIMARY KEY" in plan[0][-1], plan
+    after = online_features(open_store(settings), "churn_v1", customers)
+    pd.testing.assert_frame_equal(after, before)
+
+
 DEPARTED = b"departed-customer"
 
 

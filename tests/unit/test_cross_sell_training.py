@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,11 +13,13 @@ from loyal.errors import DataContractError
 from models.recommender import PopularityRecommender
 from training.cross_sell import (
     CrossSellConfig,
+    SearchResult,
     SearchSpace,
     batch_recommendations,
     build_interactions,
     evaluate,
     evaluate_cross_sell,
+    search_hyperparameters,
     time_split,
 )
 
@@ -159,3 +162,38 @@ def test_als_beats_popularity_on_a_grouped_shop() -> None:
     config = CrossSellConfig(cutoff="2024-07-01", window_days=60, k=3, search=False)
     result = evaluate_cross_sell(synthetic_shop(0), config)
     assert result.metrics["ndcg_at_3"] > result.metrics["popularity_ndcg_at_3"]
+
+
+def search(shop: pd.DataFrame, n_trials: int = 4, **options: Any) -> SearchResult:
+    space = SearchSpace(factors=(2, 8), regularization=(1.0,), alpha=(1.0,), iterations=(3, 6))
+    return search_hyperparameters(
+        shop[shop["ts"] < "2024-07-01"], "2024-07-01", validation_days=60, k=3, space=space,
+        n_trials=n_trials, base_params={"num_threads": 1}, **options,
+    )  # fmt: skip
+
+
+def test_the_search_learns_from_a_seeded_sample_of_customers_when_capped() -> None:
+    shop = synthetic_shop(0)
+    everyone = search(shop)
+    sampled = search(shop, max_customers=120)
+    assert sampled.customers <= 120 < everyone.customers
+    assert (
+        search(shop, max_customers=120)
+        .trials.drop(columns="seconds")
+        .equals(sampled.trials.drop(columns="seconds"))
+    )
+
+
+def test_the_search_keeps_the_cheapest_trial_near_the_best() -> None:
+    shop = synthetic_shop(0)
+    best = search(shop)
+    trials = best.trials
+    top = trials["ndcg_at_3"].max()
+    assert best.best_metrics["ndcg_at_3"] == top  # 0 standard errors: the best trial
+    lenient = search(shop, standard_errors=1e9)  # every trial is near the best
+    assert (lenient.best_params["factors"], lenient.best_params["iterations"]) == (2, 3)
+    cost = trials["factors"] * trials["iterations"]
+    near = search(shop, standard_errors=1.0)
+    chosen = near.best_params["factors"] * near.best_params["iterations"]
+    assert chosen <= cost[trials["ndcg_at_3"] == top].min()
+    assert near.best_metrics["ndcg_at_3"] <= top
