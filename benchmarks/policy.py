@@ -1,6 +1,7 @@
 """The learning loop against the sample bank's hidden acceptance truth; print one JSON line.
 
     .venv/bin/python benchmarks/policy.py [--home PATH] [--days 60] [--per-day 200]
+        [--seed 7] [--promotion crossfit|holdout]
 
 On a trained, scored sample-bank home (`loyal run`; default: the configured home), replays the
 same simulated days (in-process against the serving runtime, `simulation.run`) for the static
@@ -32,6 +33,12 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--per-day", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--promotion",
+        choices=("crossfit", "holdout"),
+        default="crossfit",
+        help="nightly comparison: cross-fitted on every answer, or the latest week as holdout",
+    )
     args = parser.parse_args()
     if args.home is not None:
         os.environ["LOYAL_HOME"] = str(args.home.resolve())
@@ -45,8 +52,9 @@ def main() -> None:
     settings = load_settings()
     setup_logging(settings.log_level)
     started = time.perf_counter()
-    folder = settings.paths.runtime_dir / "simulation" / f"{args.days}d-{args.per_day}-{args.seed}"
-    report = simulate(settings, args.days, args.per_day, args.seed, folder)
+    name = f"{args.days}d-{args.per_day}-{args.seed}-{args.promotion}"
+    folder = settings.paths.runtime_dir / "simulation" / name
+    report = simulate(settings, args.days, args.per_day, args.seed, folder, args.promotion)
     line = report.summary()
     line["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(line))
