@@ -1,7 +1,7 @@
 """The learning loop against the sample bank's hidden acceptance truth; print one JSON line.
 
     .venv/bin/python benchmarks/policy.py [--home PATH] [--days 60] [--per-day 200]
-        [--seed 7] [--promotion crossfit|holdout]
+        [--seed 7] [--promotion crossfit|holdout|always]
 
 On a trained, scored sample-bank home (`loyal run`; default: the configured home), replays the
 same simulated days (in-process against the serving runtime, `simulation.run`) for the static
@@ -35,9 +35,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--promotion",
-        choices=("crossfit", "holdout"),
+        choices=("crossfit", "holdout", "always"),
         default="crossfit",
-        help="nightly comparison: cross-fitted on every answer, or the latest week as holdout",
+        help="nightly comparison: cross-fitted on every answer, the latest week as holdout, or "
+        "none (always: serve every night's model; a diagnostic of what the gate costs)",
     )
     args = parser.parse_args()
     if args.home is not None:

@@ -32,7 +32,7 @@ import numpy as np
 
 from decisions.explore import Exploration
 from decisions.log import DecisionLog, Outcome
-from decisions.ope import Comparison
+from decisions.ope import Comparison, Interval
 from decisions.record import DecisionRecorder
 from loyal.settings import DecisionSettings, Settings
 from models.acceptance import AcceptanceModel
@@ -254,9 +254,15 @@ def run_policy(
     return result
 
 
-PROMOTION_RULES = ("crossfit", "holdout")
-"""How the nightly comparison is judged: cross-fitted on every answered decision (default), or
-the latest week as holdout for a model fitted on the earlier answers (the first rule)."""
+PROMOTION_RULES = ("crossfit", "holdout", "always")
+"""How the nightly comparison is judged: cross-fitted on every answered decision, the latest
+week as holdout for a model fitted on the earlier answers, or not at all ("always": every
+night's model serves, once there are `MIN_ANSWERS` answers; unsafe, a diagnostic of what the
+gate costs, never a production rule)."""
+
+
+_UNGATED = Comparison(0, Interval(0, 1, 1), Interval(0, 0, 0), Interval(0, 0, 0), 0, 0, 0, None)
+"""The "always" rule's stand-in comparison: it promotes and tells nothing."""
 
 
 def nightly_retraining(
@@ -278,6 +284,8 @@ def nightly_retraining(
     champion_until: list[datetime] = []  # the champion's training cut-off, once there is one
 
     def gain_of(result: PolicyResult, outcomes: list[Outcome], now: datetime) -> Comparison | None:
+        if rule == "always":
+            return _UNGATED if len(outcomes) >= MIN_ANSWERS else None
         if rule == "crossfit":
             if len(outcomes) < MIN_ANSWERS:
                 return None

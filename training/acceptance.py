@@ -121,6 +121,7 @@ def ope_frame(outcomes: Sequence[Outcome], priors: Mapping[str, float]) -> pd.Da
                     "features": features,
                     "prior": priors.get(candidate.action_id, candidate.p_accept),
                     "logged_p_accept": candidate.p_accept,
+                    "uplift_valued": candidate.uplift_valued,
                     "score": candidate.score,
                     "cost": candidate.cost,
                     "value": candidate.value,
@@ -136,9 +137,12 @@ def _choices(frame: pd.DataFrame, p_accept: Any) -> pd.DataFrame:
     """Per decision, the row of the action the greedy policy on `p_accept` puts first.
 
     Its score of an action is the logged one re-priced with the new P(accept):
-    `(score + cost) * p / logged p - cost` (the logged value and segment weight kept).
+    `(score + cost) * p / logged p - cost` (the logged value and segment weight kept; an
+    uplift-valued action keeps its logged score, as serving does whatever the model says).
     """
-    frame = frame.assign(p=np.asarray(p_accept, dtype=float))
+    p = np.asarray(p_accept, dtype=float)
+    fixed = frame["uplift_valued"].to_numpy(dtype=bool)  # serving keeps the uplift price
+    frame = frame.assign(p=np.where(fixed, frame["logged_p_accept"].to_numpy(dtype=float), p))
     gross = frame["score"] + frame["cost"]
     ratio = np.where(frame["logged_p_accept"] > 0, frame["p"] / frame["logged_p_accept"], 0.0)
     frame = frame.assign(rescored=gross * ratio - frame["cost"])

@@ -115,6 +115,13 @@ def test_target_probabilities_follow_weights_and_exploration() -> None:
     assert probs == pytest.approx([0.1, 0.1, 0.8])
 
 
+def test_an_uplift_valued_action_keeps_its_price_whatever_the_model_says() -> None:
+    uplift = Candidate("r", 30.0, 1.0, 30.0, 0.0, 0.5, evidence="uplift model: a contact ...")
+    catalog = Candidate("a", 20.0, 0.2, 100.0, 0.0, 0.5, evidence="catalog prior 0.200")
+    # the model's P(accept) of the retention offer is low, but serving values it by uplift
+    assert target_probabilities([uplift, catalog], [0.05, 0.2], {}, 0.0).tolist() == [1.0, 0.0]
+
+
 def test_the_cli_names_a_bad_candidate_field_and_exits_2(tmp_path: Path) -> None:
     config = tmp_path / "candidate.yaml"
     config.write_text("name: x\np_accept: magic\n", encoding="utf-8")
