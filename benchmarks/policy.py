@@ -1,16 +1,19 @@
 """The learning loop against the sample bank's hidden acceptance truth; print one JSON line.
 
     .venv/bin/python benchmarks/policy.py [--home PATH] [--days 60] [--per-day 200]
-        [--seed 7] [--promotion crossfit|holdout|always]
+        [--seed 7] [--promotion holdout|crossfit|always]
 
 On a trained, scored sample-bank home (`loyal run`; default: the configured home), replays the
 same simulated days (in-process against the serving runtime, `simulation.run`) for the static
-catalog policy, the learning policy (nightly retraining, OPE-gated promotion) and the oracle
-that knows the truth, and prints static_value, learned_value, oracle_value (accepted value over
-the days), learned_over_static, learned_to_oracle and ope_dr_rel_error (each run keeps its
-stores in its own folder, so runs of other sizes can go side by side): the doubly robust
-estimate, from the static policy's exploration log, of the final learned policy's value per
-decision against that policy's simulated value per decision (targets: >= 1.2, >= 0.85, < 0.10).
+catalog policy, the learning policy (nightly retraining, OPE-gated promotion by `--promotion`)
+and the oracle that knows the truth, and prints static_value, learned_value, oracle_value
+(accepted value over the days), learned_over_static, learned_to_oracle, the same ratios on
+expected accepted value (`expected_*`: each shown action's true P(accept) x value, free of the
+answer draws' noise), each promotion night's paired gain, and ope_dr_rel_error: the doubly
+robust estimate, from the static policy's exploration log, of the final learned policy's value
+per decision against that policy's simulated expected value per decision
+(`ope_dr_rel_error_realised`: against its realised accepted value). Targets: >= 1.2, >= 0.85,
+< 0.10. Each run keeps its stores in its own folder, so runs of other sizes can go side by side.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ def main() -> None:
     parser.add_argument(
         "--promotion",
         choices=("crossfit", "holdout", "always"),
-        default="crossfit",
-        help="nightly comparison: cross-fitted on every answer, the latest week as holdout, or "
+        default="holdout",
+        help="nightly comparison: the latest week as holdout, cross-fitted on every answer, or "
         "none (always: serve every night's model; a diagnostic of what the gate costs)",
     )
     args = parser.parse_args()

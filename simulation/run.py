@@ -254,11 +254,11 @@ def run_policy(
     return result
 
 
-PROMOTION_RULES = ("crossfit", "holdout", "always")
-"""How the nightly comparison is judged: cross-fitted on every answered decision, the latest
-week as holdout for a model fitted on the earlier answers, or not at all ("always": every
-night's model serves, once there are `MIN_ANSWERS` answers; unsafe, a diagnostic of what the
-gate costs, never a production rule)."""
+PROMOTION_RULES = ("holdout", "crossfit", "always")
+"""How the nightly comparison is judged: the latest week as holdout for a model fitted on the
+earlier answers (the default), cross-fitted on every answered decision, or not at all
+("always": every night's model serves, once there are `MIN_ANSWERS` answers; unsafe, a
+diagnostic of what the gate costs, never a production rule)."""
 
 
 _UNGATED = Comparison(0, Interval(0, 1, 1), Interval(0, 0, 0), Interval(0, 0, 0), 0, 0, 0, None)
@@ -270,14 +270,14 @@ def nightly_retraining(
     priors: dict[str, float],
     ignore: timedelta,
     options: DecisionSettings,
-    rule: str = "crossfit",
+    rule: str = "holdout",
 ) -> Callable[[PolicyResult, datetime], None]:
     """Each night: compare the model the answers teach with the champion (the catalog policy
     while there is none) by the paired doubly robust gain, promote when its lower bound is
     above 0, then serve the model fitted on every answer.
 
-    `rule`: "crossfit" judges every answered decision out of fold (`crossfit_gain`);
-    "holdout" fits on answers before the last week and judges that week.
+    `rule`: "holdout" fits on answers before the last week and judges that week; "crossfit"
+    judges every answered decision out of fold (`crossfit_gain`); "always" promotes nightly.
     """
     if rule not in PROMOTION_RULES:
         raise ValueError(f"promotion rule: one of {', '.join(PROMOTION_RULES)}, not {rule!r}")
@@ -373,9 +373,7 @@ class SimulationReport:
         oracle = self.results["oracle"].value
         frozen = self.results["learned_frozen"]
         frozen_per = frozen.value / max(frozen.decisions, 1)
-        error = None
-        if self.ope_dr_value is not None and frozen_per > 0:
-            error = abs(self.ope_dr_value - frozen_per) / frozen_per
+        frozen_expected = frozen.expected / max(frozen.decisions, 1)
         return {
             "days": self.days,
             "requests_per_day": self.per_day,
@@ -389,12 +387,21 @@ class SimulationReport:
             "ope_dr_interval": self.ope_dr_interval,
             "ope_refusal": self.ope_refusal,
             "learned_frozen_value_per_decision": round(frozen_per, 4),
-            "ope_dr_rel_error": None if error is None else round(error, 4),
+            "learned_frozen_expected_per_decision": round(frozen_expected, 4),
+            "ope_dr_rel_error": _relative_error(self.ope_dr_value, frozen_expected),
+            "ope_dr_rel_error_realised": _relative_error(self.ope_dr_value, frozen_per),
             "truth_mean_max_gap": round(self.truth_mean_gap, 6),
             "policies": {name: r.as_dict() for name, r in self.results.items()},
             "learned_promotions": [n for n in self.results["learned"].nights if n["promoted"]],
             "learned_gain_interval_median_width": _median_width(self.results["learned"].nights),
         }
+
+
+def _relative_error(estimate: float | None, simulated: float) -> float | None:
+    """|estimate - simulated| / simulated (None: no estimate or nothing simulated)."""
+    if estimate is None or simulated <= 0:
+        return None
+    return round(abs(estimate - simulated) / simulated, 4)
 
 
 def _median_width(nights: Sequence[Mapping[str, Any]]) -> float | None:
@@ -409,7 +416,7 @@ def simulate(
     per_day: int = 200,
     seed: int = 7,
     folder: Path | None = None,
-    rule: str = "crossfit",
+    rule: str = "holdout",
 ) -> SimulationReport:
     """Replay `days` of traffic for the static, learned and oracle policies (and the frozen
     learned one) on a trained, scored sample-bank home.
