@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from models.churn import ChurnModel, Sentence, default_sentence
 from serving.treeshap import CompiledTrees, tree_shap
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 Row = Mapping[str, Any]
 
@@ -32,7 +35,15 @@ def _parse_base_margin(text: str) -> float:
 
 
 def _compile(model: ChurnModel) -> tuple[CompiledTrees, NDArray[np.float64]]:
-    """Flatten the boosters' trees; also return each booster's base margin."""
+    """Flatten the churn model's boosters' trees; also return each booster's base margin."""
+    return compile_boosters(model.boosters_)
+
+
+def compile_boosters(
+    boosters: Sequence[xgb.Booster],
+) -> tuple[CompiledTrees, NDArray[np.float64]]:
+    """Flatten binary:logistic boosters' trees (read from their JSON dump); also return each
+    booster's base margin. Shared by every tree model served without XGBoost per request."""
     columns: dict[str, list[Any]] = {
         k: []
         for k in ("feature", "threshold", "left", "right", "default_left", "value", "cover", "cat")
@@ -42,7 +53,7 @@ def _compile(model: ChurnModel) -> tuple[CompiledTrees, NDArray[np.float64]]:
     owners: list[int] = []
     base: list[float] = []
     depth = 0
-    for b, booster in enumerate(model.boosters_):
+    for b, booster in enumerate(boosters):
         learner = json.loads(bytes(booster.save_raw("json")))["learner"]
         base.append(_parse_base_margin(learner["learner_model_param"]["base_score"]))
         for tree in learner["gradient_booster"]["model"]["trees"]:
@@ -148,29 +159,7 @@ class FastChurn:
     # ----------------------------------------------------------------------------- scoring
     def _leaves(self, x: NDArray[np.float64]) -> NDArray[np.int64]:
         """The leaf each tree sends the row to."""
-        t = self._trees
-        x32 = x.astype(np.float32)
-        nodes = t.roots.copy()
-        for _ in range(t.depth):
-            inner = t.left[nodes] >= 0
-            if not inner.any():
-                break
-            n = nodes[inner]
-            v = x32[t.feature[n]]
-            missing = np.isnan(v)
-            go_left = v < t.threshold[n]
-            cat_rows = t.category_row[n]
-            categorical = cat_rows >= 0
-            if categorical.any():
-                codes = np.where(missing, 0, v).astype(np.int64)
-                inside = (codes >= 0) & (codes < t.categories.shape[1])
-                member = np.zeros(len(n), dtype=bool)
-                pick = categorical & inside
-                member[pick] = t.categories[cat_rows[pick], codes[pick]]
-                go_left = np.where(categorical, ~member, go_left)
-            go_left = np.where(missing, t.default_left[n], go_left)
-            nodes[inner] = np.where(go_left, t.left[n], t.right[n])
-        return nodes
+        return leaves_of(self._trees, x[None, :])[0]
 
     def margin(self, x: NDArray[np.float64]) -> float:
         """The boosters' average log-odds for one encoded row."""
@@ -250,6 +239,35 @@ class FastChurn:
             return self._calibrated(self._margin_of(leaves)), self._sentences(row, phi, top)
         leaves = self._leaves(x)
         return self._calibrated(self._margin_of(leaves)), self.reasons(row, top, x, leaves)
+
+
+def leaves_of(trees: CompiledTrees, x: NDArray[np.floating[Any]]) -> NDArray[np.int64]:
+    """The leaf each tree sends each row to: (rows, trees) global node ids for `x` of shape
+    (rows, features); float32 comparisons and missing-value directions as XGBoost's."""
+    t = trees
+    x32 = np.asarray(x, dtype=np.float32)
+    nodes = np.broadcast_to(t.roots, (x32.shape[0], t.roots.shape[0])).copy()
+    rows = np.broadcast_to(np.arange(x32.shape[0])[:, None], nodes.shape)
+    for _ in range(t.depth):
+        inner = t.left[nodes] >= 0
+        if not inner.any():
+            break
+        n = nodes[inner]
+        v = x32[rows[inner], t.feature[n]]
+        missing = np.isnan(v)
+        go_left = v < t.threshold[n]
+        cat_rows = t.category_row[n]
+        categorical = cat_rows >= 0
+        if categorical.any():
+            codes = np.where(missing, 0, v).astype(np.int64)
+            inside = (codes >= 0) & (codes < t.categories.shape[1])
+            member = np.zeros(len(n), dtype=bool)
+            pick = categorical & inside
+            member[pick] = t.categories[cat_rows[pick], codes[pick]]
+            go_left = np.where(categorical, ~member, go_left)
+        go_left = np.where(missing, t.default_left[n], go_left)
+        nodes[inner] = np.where(go_left, t.left[n], t.right[n])
+    return nodes
 
 
 def _nan_if_none(value: Any) -> Any:

@@ -37,6 +37,7 @@ from decisions.record import DecisionRecorder
 from loyal.settings import DecisionSettings, Settings
 from models.acceptance import AcceptanceModel
 from serving.champions import LoadedModel
+from serving.fastacceptance import compiled
 from serving.runtime import RequestError, Runtime
 from serving.schemas import FeedbackRequest, NextBestActionRequest
 from simulation.truth import AcceptanceTruth, load_or_draw
@@ -193,6 +194,10 @@ def _runtime(settings: Settings, folder: Path, share: float, clock: _Clock) -> R
 
 
 def _serve(name: str, model: Any) -> LoadedModel:
+    """Serve `model` as the acceptance champion (a learned one on compiled trees, as the
+    service loads it)."""
+    if isinstance(model, AcceptanceModel):
+        model = compiled(model)
     return LoadedModel("acceptance", model, name, "simulation", None)
 
 
