@@ -245,15 +245,17 @@ def leaves_of(trees: CompiledTrees, x: NDArray[np.floating[Any]]) -> NDArray[np.
     """The leaf each tree sends each row to: (rows, trees) global node ids for `x` of shape
     (rows, features); float32 comparisons and missing-value directions as XGBoost's."""
     t = trees
-    x32 = np.asarray(x, dtype=np.float32)
-    nodes = np.broadcast_to(t.roots, (x32.shape[0], t.roots.shape[0])).copy()
-    rows = np.broadcast_to(np.arange(x32.shape[0])[:, None], nodes.shape)
+    n_rows, width = x.shape
+    flat = np.asarray(x, dtype=np.float32).ravel()
+    nodes = np.tile(t.roots, n_rows)  # row-major: row r's trees at [r * T, (r + 1) * T)
+    # each node's row offset in `flat` (one row, the request path: none to add)
+    start = None if n_rows == 1 else np.repeat(np.arange(n_rows) * width, len(t.roots))
     for _ in range(t.depth):
         inner = t.left[nodes] >= 0
         if not inner.any():
             break
         n = nodes[inner]
-        v = x32[rows[inner], t.feature[n]]
+        v = flat[t.feature[n] if start is None else start[inner] + t.feature[n]]
         missing = np.isnan(v)
         go_left = v < t.threshold[n]
         cat_rows = t.category_row[n]
@@ -267,7 +269,7 @@ def leaves_of(trees: CompiledTrees, x: NDArray[np.floating[Any]]) -> NDArray[np.
             go_left = np.where(categorical, ~member, go_left)
         go_left = np.where(missing, t.default_left[n], go_left)
         nodes[inner] = np.where(go_left, t.left[n], t.right[n])
-    return nodes
+    return nodes.reshape(n_rows, len(t.roots))
 
 
 def _nan_if_none(value: Any) -> Any:
