@@ -82,6 +82,12 @@ class Candidate:
     shown_propensity: float = 0.0
     evidence: str | None = None
 
+    @property
+    def uplift_valued(self) -> bool:
+        """Valued by the uplift model (P(accept) 1, value uplift x CLV): the serving policy
+        keeps that price whatever an acceptance model says, so a re-ranking must keep it too."""
+        return (self.evidence or "").startswith("uplift model")
+
 
 @dataclass(frozen=True)
 class Decision:

@@ -129,13 +129,17 @@ def target_probabilities(
     """The candidate policy's probability of putting each eligible action first.
 
     Its score of an action: the logged expected value re-priced with its P(accept) and weight,
-    `(score + cost) * (p' / p) * weight - cost`; greedy on that score, plus uniform exploration.
+    `(score + cost) * (p' / p) * weight - cost` (an uplift-valued action keeps its score, as
+    serving does); greedy on that score, plus uniform exploration.
     """
     n = len(candidates)
     rescored = []
     for candidate, p_new in zip(candidates, p_accept, strict=True):
         gross = candidate.score + candidate.cost
-        ratio = p_new / candidate.p_accept if candidate.p_accept > 0 else 0.0
+        if candidate.uplift_valued:
+            ratio = 1.0  # serving keeps the uplift price, whatever the model says
+        else:
+            ratio = p_new / candidate.p_accept if candidate.p_accept > 0 else 0.0
         rescored.append(gross * ratio * weights.get(candidate.action_id, 1.0) - candidate.cost)
     best = int(np.argmax(rescored))
     probs = np.full(n, explore_share / n)

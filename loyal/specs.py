@@ -188,7 +188,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         train="training.acceptance:train",
         scorer_factory="training.acceptance:ope_scorer",
         applicable="training.acceptance:check_applicable",
-        champion_loader="models.acceptance:load_champion",
+        champion_loader="serving.champions:load_acceptance",
     ),
 )
 """The shipped models, in training order (CLV before segments: tiers read CLV; uplift: it

@@ -11,7 +11,7 @@ weighted by how many answers the offer has, so thin evidence stays near the coun
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,12 +103,15 @@ class ContextualLevel:
         numeric: the numeric feature names, in column order.
         vocab: per categorical input, its known values, in column order.
         answers: offer id -> answers it learned from (the offers it speaks for).
+        fast: scores an input matrix instead of the booster (the service sets its compiled
+            trees, `serving.fastacceptance`); None: the booster scores.
     """
 
     booster: xgb.Booster
     numeric: tuple[str, ...]
     vocab: dict[str, tuple[str, ...]]
     answers: dict[str, int]
+    fast: Callable[[NDArray[np.float32]], NDArray[np.float64]] | None = None
 
     @classmethod
     def fit(
@@ -187,6 +190,11 @@ class ContextualLevel:
         x = self.encode(categories, features)
         if x.shape[0] == 0:
             return np.zeros(0)
+        return self._scored(x)
+
+    def _scored(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
+        if self.fast is not None:
+            return self.fast(x)
         return np.asarray(self.booster.inplace_predict(x), dtype=float)
 
     def predict_customer(
@@ -210,7 +218,7 @@ class ContextualLevel:
                 if column is not None:
                     x[:, start + column] = 1.0
             start += len(known)
-        return np.asarray(self.booster.inplace_predict(x), dtype=float)
+        return self._scored(x)
 
     def _width(self) -> int:
         return len(self.numeric) + sum(len(v) for v in self.vocab.values())

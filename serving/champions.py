@@ -1,9 +1,10 @@
 """The service's champion loaders: the in-process objects it answers with.
 
 Champions are found and loaded by `inference.champions` (the one champion source, shared with
-batch scoring); the loaders here, named by the churn, cross-sell and uplift specs, never call the
-pyfunc wrappers per request: they read the same JSON / npz artifacts the pyfuncs read and return
-the in-process objects (`FastChurn`, a `Recommender`, `FastUplift`).
+batch scoring); the loaders here, named by the churn, cross-sell, uplift and acceptance specs,
+never call the pyfunc wrappers per request: they read the same JSON / npz artifacts the pyfuncs
+read and return the in-process objects (`FastChurn`, a `Recommender`, `FastUplift`, an
+`AcceptanceModel` on compiled trees).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "MlflowChampions",
     "ModelArtifact",
     "ModelLoadError",
+    "load_acceptance",
     "load_champions",
     "load_churn",
     "load_cross_sell",
@@ -78,7 +80,16 @@ def load_uplift(artifact: ModelArtifact) -> Any:
         raise ModelLoadError(f"{artifact.source}: cannot read its uplift model: {exc}") from None
 
 
+def load_acceptance(artifact: ModelArtifact) -> Any:
+    """The acceptance champion, its contextual level (if any) scoring on compiled trees."""
+    from models.acceptance import load_champion
+    from serving.fastacceptance import compiled
+
+    return compiled(load_champion(artifact))
+
+
 LOADERS: dict[str, Callable[[ModelArtifact], Any]] = {
+    "acceptance": load_acceptance,
     "churn": load_churn,
     "cross_sell": load_cross_sell,
     "uplift": load_uplift,

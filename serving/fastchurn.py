@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from models.churn import ChurnModel, Sentence, default_sentence
 from serving.treeshap import CompiledTrees, tree_shap
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 Row = Mapping[str, Any]
 LOGISTIC_OBJECTIVES = frozenset({"binary:logistic", "reg:logistic"})
@@ -36,9 +39,12 @@ def _parse_base_margin(text: str, objective: str = "binary:logistic") -> float:
     return math.log(base / (1.0 - base))
 
 
-def compile_boosters(boosters: Sequence[Any]) -> tuple[CompiledTrees, NDArray[np.float64]]:
-    """Flatten XGBoost boosters' trees into one `CompiledTrees`; also return each booster's
-    base margin (`CompiledTrees.booster` says which booster a tree belongs to)."""
+def compile_boosters(
+    boosters: Sequence[xgb.Booster],
+) -> tuple[CompiledTrees, NDArray[np.float64]]:
+    """Flatten XGBoost boosters' trees (read from their JSON dump) into one `CompiledTrees`;
+    also return each booster's base margin (`CompiledTrees.booster` says which booster a tree
+    belongs to). Shared by every tree model served without XGBoost per request."""
     columns: dict[str, list[Any]] = {
         k: []
         for k in ("feature", "threshold", "left", "right", "default_left", "value", "cover", "cat")
@@ -113,33 +119,6 @@ def _node_categories(tree: Mapping[str, Any]) -> dict[int, list[int]]:
     return out
 
 
-def tree_leaves(trees: CompiledTrees, x: NDArray[np.float64]) -> NDArray[np.int64]:
-    """The leaf each compiled tree sends one encoded row to (float32 comparisons, as XGBoost)."""
-    t = trees
-    x32 = x.astype(np.float32)
-    nodes = t.roots.copy()
-    for _ in range(t.depth):
-        inner = t.left[nodes] >= 0
-        if not inner.any():
-            break
-        n = nodes[inner]
-        v = x32[t.feature[n]]
-        missing = np.isnan(v)
-        go_left = v < t.threshold[n]
-        cat_rows = t.category_row[n]
-        categorical = cat_rows >= 0
-        if categorical.any():
-            codes = np.where(missing, 0, v).astype(np.int64)
-            inside = (codes >= 0) & (codes < t.categories.shape[1])
-            member = np.zeros(len(n), dtype=bool)
-            pick = categorical & inside
-            member[pick] = t.categories[cat_rows[pick], codes[pick]]
-            go_left = np.where(categorical, ~member, go_left)
-        go_left = np.where(missing, t.default_left[n], go_left)
-        nodes[inner] = np.where(go_left, t.left[n], t.right[n])
-    return nodes
-
-
 class FastChurn:
     """Exact single-row churn probability and reasons of a fitted `ChurnModel`.
 
@@ -182,7 +161,7 @@ class FastChurn:
     # ----------------------------------------------------------------------------- scoring
     def _leaves(self, x: NDArray[np.float64]) -> NDArray[np.int64]:
         """The leaf each tree sends the row to."""
-        return tree_leaves(self._trees, x)
+        return leaves_of(self._trees, x[None, :])[0]
 
     def margin(self, x: NDArray[np.float64]) -> float:
         """The boosters' average log-odds for one encoded row."""
@@ -262,6 +241,37 @@ class FastChurn:
             return self._calibrated(self._margin_of(leaves)), self._sentences(row, phi, top)
         leaves = self._leaves(x)
         return self._calibrated(self._margin_of(leaves)), self.reasons(row, top, x, leaves)
+
+
+def leaves_of(trees: CompiledTrees, x: NDArray[np.floating[Any]]) -> NDArray[np.int64]:
+    """The leaf each tree sends each row to: (rows, trees) global node ids for `x` of shape
+    (rows, features); float32 comparisons and missing-value directions as XGBoost's."""
+    t = trees
+    n_rows, width = x.shape
+    flat = np.asarray(x, dtype=np.float32).ravel()
+    nodes = np.tile(t.roots, n_rows)  # row-major: row r's trees at [r * T, (r + 1) * T)
+    # each node's row offset in `flat` (one row, the request path: none to add)
+    start = None if n_rows == 1 else np.repeat(np.arange(n_rows) * width, len(t.roots))
+    for _ in range(t.depth):
+        inner = t.left[nodes] >= 0
+        if not inner.any():
+            break
+        n = nodes[inner]
+        v = flat[t.feature[n] if start is None else start[inner] + t.feature[n]]
+        missing = np.isnan(v)
+        go_left = v < t.threshold[n]
+        cat_rows = t.category_row[n]
+        categorical = cat_rows >= 0
+        if categorical.any():
+            codes = np.where(missing, 0, v).astype(np.int64)
+            inside = (codes >= 0) & (codes < t.categories.shape[1])
+            member = np.zeros(len(n), dtype=bool)
+            pick = categorical & inside
+            member[pick] = t.categories[cat_rows[pick], codes[pick]]
+            go_left = np.where(categorical, ~member, go_left)
+        go_left = np.where(missing, t.default_left[n], go_left)
+        nodes[inner] = np.where(go_left, t.left[n], t.right[n])
+    return nodes.reshape(n_rows, len(t.roots))
 
 
 def _nan_if_none(value: Any) -> Any:

@@ -3,7 +3,7 @@
 `UpliftScorer.scores` pays two XGBoost `inplace_predict` calls per request (0.4-0.5 ms on a
 quiet machine). Here the X-learner's two effect regressors are flattened once by the churn fast
 path's compiler (`serving.fastchurn.compile_boosters`) and one row walks every tree in a few
-vectorised numpy steps (`serving.fastchurn.tree_leaves`): each booster's estimate is its base
+vectorised numpy steps (`serving.fastchurn.leaves_of`): each booster's estimate is its base
 score plus its leaves' values, combined with the treated share as `FittedUplift.predict` does.
 Tests keep it equal to the pyfunc's path.
 """
@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.pyfuncs.uplift import UpliftScorer
-from serving.fastchurn import compile_boosters, tree_leaves
+from serving.fastchurn import compile_boosters, leaves_of
 
 EFFECT_BOOSTERS = ("control_effect", "treated_effect")
 
@@ -39,7 +39,7 @@ class FastUplift:
 
     def uplift_of(self, x: NDArray[np.float64]) -> float:
         """The estimate for one encoded row (`UpliftScorer.row`)."""
-        leaves = tree_leaves(self._trees, x)
+        leaves = leaves_of(self._trees, x[None, :])[0]
         per_booster = np.bincount(
             self._trees.booster, weights=self._trees.value[leaves], minlength=len(self._base)
         )

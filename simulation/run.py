@@ -31,17 +31,21 @@ from typing import Any
 import numpy as np
 
 from decisions.explore import Exploration
-from decisions.log import DecisionLog
+from decisions.log import DecisionLog, Outcome
+from decisions.ope import Comparison, Interval
 from decisions.record import DecisionRecorder
 from loyal.settings import DecisionSettings, Settings
 from models.acceptance import AcceptanceModel
 from serving.champions import LoadedModel
+from serving.fastacceptance import compiled
 from serving.runtime import RequestError, Runtime
 from serving.schemas import FeedbackRequest, NextBestActionRequest
 from simulation.truth import AcceptanceTruth, load_or_draw
 from training.acceptance import (
+    MIN_ANSWERS,
     catalog_policy,
     closed_outcomes,
+    crossfit_gain,
     fit,
     ope_frame,
     paired_gain,
@@ -77,10 +81,12 @@ class PolicyResult:
     shown: int = 0
     accepted: int = 0
     value: float = 0.0
+    expected: float = 0.0
     promotions: int = 0
     daily_value: list[float] = field(default_factory=list)
     model: AcceptanceModel | None = None
     log: DecisionLog | None = None
+    nights: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain numbers."""
@@ -89,8 +95,10 @@ class PolicyResult:
             "shown": self.shown,
             "accepted": self.accepted,
             "accepted_value": round(self.value, 2),
+            "expected_value": round(self.expected, 2),
             "value_per_decision": round(self.value / max(self.decisions, 1), 4),
             "promotions": self.promotions,
+            "first_promotion_day": next((n["day"] for n in self.nights if n["promoted"]), None),
         }
 
 
@@ -186,6 +194,10 @@ def _runtime(settings: Settings, folder: Path, share: float, clock: _Clock) -> R
 
 
 def _serve(name: str, model: Any) -> LoadedModel:
+    """Serve `model` as the acceptance champion (a learned one on compiled trees, as the
+    service loads it)."""
+    if isinstance(model, AcceptanceModel):
+        model = compiled(model)
     return LoadedModel("acceptance", model, name, "simulation", None)
 
 
@@ -213,6 +225,7 @@ def run_policy(
             action = answer.actions[0]
             result.shown += 1
             p = truth.probability(action.action_id, request.channel, request.customer_id)
+            result.expected += p * action.value
             accepted = request.accept_draw < p
             if not accepted and request.ignore_draw < IGNORE_SHARE:
                 continue  # ignored: no answer comes back
@@ -246,23 +259,48 @@ def run_policy(
     return result
 
 
-def nightly_retraining(
-    runtime: Runtime, priors: dict[str, float], ignore: timedelta, options: DecisionSettings
-) -> Callable[[PolicyResult, datetime], None]:
-    """Each night: fit on answers before the last week, compare with the champion on the last
-    week (paired doubly robust gain; the catalog policy while there is no champion), promote
-    when the gain's lower bound is above 0, then refit on every answer."""
+PROMOTION_RULES = ("holdout", "crossfit", "always")
+"""How the nightly comparison is judged: the latest week as holdout for a model fitted on the
+earlier answers (the default), cross-fitted on every answered decision, or not at all
+("always": every night's model serves, once there are `MIN_ANSWERS` answers; unsafe, a
+diagnostic of what the gate costs, never a production rule)."""
 
-    def night(result: PolicyResult, now: datetime) -> None:
-        store = result.log
-        if store is None:
-            return
-        outcomes = closed_outcomes(store, now, ignore)
+
+_UNGATED = Comparison(0, Interval(0, 1, 1), Interval(0, 0, 0), Interval(0, 0, 0), 0, 0, 0, None)
+"""The "always" rule's stand-in comparison: it promotes and tells nothing."""
+
+
+def nightly_retraining(
+    runtime: Runtime,
+    priors: dict[str, float],
+    ignore: timedelta,
+    options: DecisionSettings,
+    rule: str = "holdout",
+) -> Callable[[PolicyResult, datetime], None]:
+    """Each night: compare the model the answers teach with the champion (the catalog policy
+    while there is none) by the paired doubly robust gain, promote when its lower bound is
+    above 0, then serve the model fitted on every answer.
+
+    `rule`: "holdout" fits on answers before the last week and judges that week; "crossfit"
+    judges every answered decision out of fold (`crossfit_gain`); "always" promotes nightly.
+    """
+    if rule not in PROMOTION_RULES:
+        raise ValueError(f"promotion rule: one of {', '.join(PROMOTION_RULES)}, not {rule!r}")
+    champion_until: list[datetime] = []  # the champion's training cut-off, once there is one
+
+    def gain_of(result: PolicyResult, outcomes: list[Outcome], now: datetime) -> Comparison | None:
+        if rule == "always":
+            return _UNGATED if len(outcomes) >= MIN_ANSWERS else None
+        if rule == "crossfit":
+            if len(outcomes) < MIN_ANSWERS:
+                return None
+            until = champion_until[-1] if champion_until else None
+            return crossfit_gain(outcomes, priors, options, until)
         cut = now - timedelta(days=HOLDOUT_DAYS)
         early = [o for o in outcomes if o.decision.ts < cut]
         late = [o for o in outcomes if o.decision.ts >= cut]
         if len(early) < 100 or len(late) < 100:
-            return
+            return None
         holdout = ope_frame(late, priors)
         p_new = predict_frame(fit(early, options), holdout)
         p_old = (
@@ -270,10 +308,31 @@ def nightly_retraining(
             if result.model is None
             else predict_frame(result.model, holdout)
         )
-        gain = paired_gain(holdout, p_new, p_old, p_new)
+        return paired_gain(holdout, p_new, p_old, p_new)
+
+    def night(result: PolicyResult, now: datetime) -> None:
+        store = result.log
+        if store is None:
+            return
+        outcomes = closed_outcomes(store, now, ignore)
+        gain = gain_of(result, outcomes, now)
+        if gain is None:
+            return
+        result.nights.append(
+            {
+                "day": (now - START).days,
+                "answers": len(outcomes),
+                "gain": round(gain.difference.value, 3),
+                "low": round(gain.difference.low, 3),
+                "high": round(gain.difference.high, 3),
+                "differ": gain.disagreements,
+                "promoted": gain.promotes,
+            }
+        )
         if not gain.promotes:
             return
         result.model = fit(outcomes, options)  # promoted: refit on every answer, served from now on
+        champion_until.append(now - ignore)
         result.promotions += 1
         log.info(
             "%s: promoted (gain %.2f [%.2f, %.2f] a decision over %d differing decisions)",
@@ -297,6 +356,21 @@ class SimulationReport:
     ope_refusal: str | None
     truth_mean_gap: float
 
+    def _expected(self) -> dict[str, float | None]:
+        """The same ratios on expected accepted value: each shown action's true P(accept) x
+        value, free of the answer draws' noise (one mortgage accepted or not moves the
+        accepted value by thousands)."""
+        static, learned, oracle, frozen = (
+            self.results[name].expected
+            for name in ("static", "learned", "oracle", "learned_frozen")
+        )
+        return {
+            "expected_learned_over_static": round(learned / static, 4) if static else None,
+            "expected_learned_to_oracle": round(learned / oracle, 4) if oracle else None,
+            "expected_oracle_over_static": round(oracle / static, 4) if static else None,
+            "expected_frozen_over_static": round(frozen / static, 4) if static else None,
+        }
+
     def summary(self) -> dict[str, Any]:
         """The benchmark's figures."""
         static = self.results["static"].value
@@ -304,9 +378,7 @@ class SimulationReport:
         oracle = self.results["oracle"].value
         frozen = self.results["learned_frozen"]
         frozen_per = frozen.value / max(frozen.decisions, 1)
-        error = None
-        if self.ope_dr_value is not None and frozen_per > 0:
-            error = abs(self.ope_dr_value - frozen_per) / frozen_per
+        frozen_expected = frozen.expected / max(frozen.decisions, 1)
         return {
             "days": self.days,
             "requests_per_day": self.per_day,
@@ -315,14 +387,32 @@ class SimulationReport:
             "oracle_value": round(oracle, 2),
             "learned_over_static": round(learned / static, 4) if static else None,
             "learned_to_oracle": round(learned / oracle, 4) if oracle else None,
+            **self._expected(),
             "ope_dr_value_per_decision": self.ope_dr_value,
             "ope_dr_interval": self.ope_dr_interval,
             "ope_refusal": self.ope_refusal,
             "learned_frozen_value_per_decision": round(frozen_per, 4),
-            "ope_dr_rel_error": None if error is None else round(error, 4),
+            "learned_frozen_expected_per_decision": round(frozen_expected, 4),
+            "ope_dr_rel_error": _relative_error(self.ope_dr_value, frozen_expected),
+            "ope_dr_rel_error_realised": _relative_error(self.ope_dr_value, frozen_per),
             "truth_mean_max_gap": round(self.truth_mean_gap, 6),
             "policies": {name: r.as_dict() for name, r in self.results.items()},
+            "learned_promotions": [n for n in self.results["learned"].nights if n["promoted"]],
+            "learned_gain_interval_median_width": _median_width(self.results["learned"].nights),
         }
+
+
+def _relative_error(estimate: float | None, simulated: float) -> float | None:
+    """|estimate - simulated| / simulated (None: no estimate or nothing simulated)."""
+    if estimate is None or simulated <= 0:
+        return None
+    return round(abs(estimate - simulated) / simulated, 4)
+
+
+def _median_width(nights: Sequence[Mapping[str, Any]]) -> float | None:
+    """The median width of the nightly paired gain intervals (None: no night compared)."""
+    widths = [n["high"] - n["low"] for n in nights]
+    return round(float(np.median(widths)), 3) if widths else None
 
 
 def simulate(
@@ -331,6 +421,7 @@ def simulate(
     per_day: int = 200,
     seed: int = 7,
     folder: Path | None = None,
+    rule: str = "holdout",
 ) -> SimulationReport:
     """Replay `days` of traffic for the static, learned and oracle policies (and the frozen
     learned one) on a trained, scored sample-bank home.
@@ -378,7 +469,7 @@ def simulate(
         if name == "oracle":
             runtime.models["acceptance"] = _serve("truth", truth)
         if name == "learned":
-            nightly = nightly_retraining(runtime, priors, ignore, settings.decisions)
+            nightly = nightly_retraining(runtime, priors, ignore, settings.decisions, rule)
         results[name] = run_policy(name, runtime, clock, traffic, truth, nightly)
     final = results["learned"].model
     learned_log = results["learned"].log

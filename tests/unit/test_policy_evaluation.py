@@ -13,6 +13,7 @@ import pytest
 
 from decisions.log import Candidate, Decision, DecisionLog
 from decisions.policy import CandidatePolicy, evaluate_candidate, target_probabilities
+from loyal.settings import DecisionSettings
 from models.acceptance import AcceptanceModel, Answer
 
 pytestmark = pytest.mark.unit
@@ -114,6 +115,13 @@ def test_target_probabilities_follow_weights_and_exploration() -> None:
     assert probs == pytest.approx([0.1, 0.1, 0.8])
 
 
+def test_an_uplift_valued_action_keeps_its_price_whatever_the_model_says() -> None:
+    uplift = Candidate("r", 30.0, 1.0, 30.0, 0.0, 0.5, evidence="uplift model: a contact ...")
+    catalog = Candidate("a", 20.0, 0.2, 100.0, 0.0, 0.5, evidence="catalog prior 0.200")
+    # the model's P(accept) of the retention offer is low, but serving values it by uplift
+    assert target_probabilities([uplift, catalog], [0.05, 0.2], {}, 0.0).tolist() == [1.0, 0.0]
+
+
 def test_the_cli_names_a_bad_candidate_field_and_exits_2(tmp_path: Path) -> None:
     config = tmp_path / "candidate.yaml"
     config.write_text("name: x\np_accept: magic\n", encoding="utf-8")
@@ -141,3 +149,39 @@ def test_training_reads_only_decisions_whose_answer_window_has_closed(tmp_path: 
             log.answer(f"N{i}", "a", outcome, ts, f"new-{i}")
     kept = closed_outcomes(log, NOW, timedelta(hours=72))
     assert len(kept) == 30 and all(o.decision.decision_id.startswith("d-") for o in kept)
+
+
+COUNTS_ONLY = DecisionSettings(contextual_min_answers=0)
+"""The fixture's only feature is the segment: the XGBoost level has nothing to add."""
+
+
+def test_crossfit_promotes_the_segment_aware_model_and_never_a_copy_of_the_champion(
+    tmp_path: Path,
+) -> None:
+    from training.acceptance import closed_outcomes, crossfit_gain
+
+    log = logged(tmp_path / "d.db", 1500, share=0.3)
+    outcomes = closed_outcomes(log, NOW, timedelta(hours=72))
+    over_catalog = crossfit_gain(outcomes, PRIOR, COUNTS_ONLY)
+    assert over_catalog.promotes and over_catalog.disagreements > 0
+    # the champion's recipe on the same answers: both policies agree, the gain is exactly 0
+    over_itself = crossfit_gain(outcomes, PRIOR, COUNTS_ONLY, champion_until=NOW)
+    assert over_itself.disagreements == 0 and over_itself.difference.value == 0.0
+    assert not over_itself.promotes
+
+
+def test_crossfit_does_not_promote_a_model_of_noise(tmp_path: Path) -> None:
+    from training.acceptance import closed_outcomes, crossfit_gain
+
+    log = logged(tmp_path / "d.db", 1500, share=0.3)
+    flat = {o: {a: PRIOR[a] for a in ACTIONS} for o in TRUTH}  # the catalog is the truth
+    rng = np.random.default_rng(5)
+    noise = DecisionLog(tmp_path / "noise.db")
+    for o in closed_outcomes(log, NOW, timedelta(hours=72)):
+        d = o.decision
+        noise.record(d)
+        segment = str((d.features or {}).get("segment_id"))
+        if rng.random() < flat[segment][d.action_id or ""]:
+            noise.answer(d.customer_id, d.action_id or "", "accepted", d.ts, d.decision_id)
+    gain = crossfit_gain(closed_outcomes(noise, NOW, timedelta(hours=72)), PRIOR, COUNTS_ONLY)
+    assert not gain.promotes
