@@ -9,14 +9,17 @@ import pandas as pd
 import pytest
 
 from loyal.errors import DataContractError
+from loyal.settings import Settings
 from models.recommender import PopularityRecommender
 from training.cross_sell import (
     CrossSellConfig,
     SearchSpace,
     batch_recommendations,
     build_interactions,
+    data_snapshot_id,
     evaluate,
     evaluate_cross_sell,
+    read_purchase_log,
     time_split,
 )
 
@@ -159,3 +162,30 @@ def test_als_beats_popularity_on_a_grouped_shop() -> None:
     config = CrossSellConfig(cutoff="2024-07-01", window_days=60, k=3, search=False)
     result = evaluate_cross_sell(synthetic_shop(0), config)
     assert result.metrics["ndcg_at_3"] > result.metrics["popularity_ndcg_at_3"]
+
+
+def test_the_categorical_purchase_log_learns_what_the_text_log_learns(settings: Settings) -> None:
+    shop = synthetic_shop(3, customers=120)
+    refund = tx([("c1", pd.Timestamp("2024-03-01"), "p1", -1.0)])
+    shop = pd.concat([shop, refund], ignore_index=True)
+    settings.paths.contract_dir.mkdir(parents=True)
+    shop.to_parquet(settings.paths.contract_dir / "transactions.parquet", index=False)
+    log = read_purchase_log(settings)
+    assert isinstance(log["customer_id"].dtype, pd.CategoricalDtype)
+    assert data_snapshot_id(log) == data_snapshot_id(shop)
+    config = CrossSellConfig(
+        cutoff="2024-07-01", window_days=60, k=3, n_trials=2,
+        space=SearchSpace(factors=(2, 4), regularization=(1.0,), alpha=(1.0,), iterations=(5,)),
+    )  # fmt: skip
+    text, categorical = evaluate_cross_sell(shop, config), evaluate_cross_sell(log, config)
+    assert categorical.targets == text.targets and categorical.metrics == text.metrics
+    assert text.search is not None and categorical.search is not None
+    pd.testing.assert_frame_equal(
+        categorical.search.trials.drop(columns="seconds"),
+        text.search.trials.drop(columns="seconds"),
+    )
+    for value in ("count", "amount"):
+        got, expected = build_interactions(log, value, 30.0), build_interactions(shop, value, 30.0)
+        assert got.customer_ids == expected.customer_ids
+        assert got.product_ids == expected.product_ids
+        assert (got.matrix != expected.matrix).nnz == 0
