@@ -83,8 +83,8 @@ def validate_tables(
             non-default index, index label + 1).
     """
     cutoff = _naive_utc(pd.Timestamp.now(tz="UTC") if now is None else now)
-    notes = _unknown_table_warnings(tables)
-    _check_required_tables(tables)
+    notes = unknown_table_warnings(tables)
+    check_required_tables(tables)
     normalized: dict[str, pd.DataFrame] = {}
     for name, spec in TABLES.items():
         if name in tables:
@@ -144,7 +144,8 @@ def row_numbers(labels: Iterable[object]) -> list[object]:
 # ----------------------------------------------------------------------------- table-level checks
 
 
-def _unknown_table_warnings(tables: Mapping[str, pd.DataFrame]) -> list[str]:
+def unknown_table_warnings(tables: Mapping[str, object]) -> list[str]:
+    """A warning naming the tables that are not in the contract (they are ignored)."""
     unknown = sorted(name for name in tables if name not in TABLES)
     if not unknown:
         return []
@@ -152,7 +153,8 @@ def _unknown_table_warnings(tables: Mapping[str, pd.DataFrame]) -> list[str]:
     return [f"ignored tables not in the contract: {', '.join(unknown)} (contract tables: {known})"]
 
 
-def _check_required_tables(tables: Mapping[str, pd.DataFrame]) -> None:
+def check_required_tables(tables: Mapping[str, object]) -> None:
+    """Raise DataContractError naming the first required contract table absent from `tables`."""
     for name, spec in TABLES.items():
         if spec.required_table and name not in tables:
             required = ", ".join(n for n, s in TABLES.items() if s.required_table)
@@ -428,18 +430,32 @@ def _check_not_before(spec: TableSpec, frame: pd.DataFrame) -> None:
 
 def _check_references(tables: Mapping[str, pd.DataFrame]) -> None:
     for name, frame in tables.items():
-        for column, target in TABLES[name].references.items():
-            if target not in tables:
-                continue
-            unknown = ~frame[column].isin(tables[target][column])
-            if unknown.any():
-                raise DataContractError(
-                    name,
-                    f"unknown {column}: not in table '{target}'",
-                    column,
-                    rows=row_numbers(frame.index[unknown.to_numpy()]),
-                    detail=f"found {_examples(frame.loc[unknown, column])}; {ROWS_NOTE}",
-                )
+        check_references(name, frame, tables)
+
+
+def check_references(name: str, frame: pd.DataFrame, tables: Mapping[str, pd.DataFrame]) -> None:
+    """Check that a normalized table's (or chunk's) ids exist in the tables it references.
+
+    Args:
+        name: the contract table `frame` belongs to.
+        frame: its normalized rows (source index kept, for row numbers).
+        tables: normalized tables by name; a referenced table that is absent is not checked.
+
+    Raises:
+        DataContractError: an id is not in its referenced table.
+    """
+    for column, target in TABLES[name].references.items():
+        if target not in tables:
+            continue
+        unknown = ~frame[column].isin(tables[target][column])
+        if unknown.any():
+            raise DataContractError(
+                name,
+                f"unknown {column}: not in table '{target}'",
+                column,
+                rows=row_numbers(frame.index[unknown.to_numpy()]),
+                detail=f"found {_examples(frame.loc[unknown, column])}; {ROWS_NOTE}",
+            )
 
 
 # -------------------------------------------------------------------------------------- helpers

@@ -5,22 +5,22 @@ Each model is read the way its training module logs it (an MLflow pyfunc, JSON s
 found by the one champion source (`inference.champions`): the `champion` alias when set, else
 the latest version with a warning (`registered_model`).
 
-These functions work on in-memory frames (Feast's point-in-time join, the whole transaction log
-in pandas): segments training uses them, and `pipelines.scores.reference_scores` checks the
-fast chunked path of `loyal score` (`inference.fast`) against them.
+These functions work on in-memory frames (Feast's point-in-time join) and on the transaction log
+aggregated per customer by DuckDB (`features.log_aggregates`): segments training uses them, and
+`pipelines.scores.reference_scores` checks the fast chunked path of `loyal score`
+(`inference.fast`, its own streaming pass over the log) against them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
-from features.clv_inputs import observation_end, rfm_summary, trailing_margins, with_margins
+from features.log_aggregates import TransactionLog, margins_of, observation_end
 from inference.champions import LoadedModel, MlflowChampions, load_pyfunc
 from loyal.settings import Settings
 
@@ -86,7 +86,7 @@ def schema_inputs(pyfunc: PyFuncModel, frame: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------- value
 def value_scores(
-    settings: Settings, customers: pd.Index, tables: Mapping[str, pd.DataFrame]
+    settings: Settings, customers: pd.Index, transactions: TransactionLog
 ) -> pd.DataFrame:
     """CLV, P(alive), expected purchases in 12 months and the value that ranks tiers.
 
@@ -97,14 +97,13 @@ def value_scores(
     Args:
         settings: where MLflow and the feature tables live.
         customers: the customers to score.
-        tables: the contract tables.
+        transactions: the contract's transaction log.
 
     Returns:
         One row per customer (index `customer_id`) with `VALUE_COLUMNS`; `value_basis` says
         "clv" or "trailing_margin".
     """
     ids = pd.Index(customers.astype(str), name="customer_id")
-    transactions, _ = with_margins(tables["transactions"], tables.get("products"))
     end = observation_end(settings, transactions)
     scores = pd.DataFrame(index=ids, columns=["clv", "p_alive", "expected_purchases_12m"])
     scores = scores.astype(float)
@@ -113,7 +112,8 @@ def value_scores(
         log.warning("no 'clv' model registered: tiers rank by trailing 12-month margin")
     else:
         scores.update(_clv_scores(loaded, transactions, end, ids))
-    trailing = pd.Series(trailing_margins(transactions, end, TRAILING_DAYS, ids), index=ids)
+    window = transactions.window_totals(end - pd.Timedelta(days=TRAILING_DAYS), end)
+    trailing = margins_of(window, ids)
     scores["tier_value"] = scores["clv"].fillna(trailing)
     scores["value_basis"] = np.where(scores["clv"].notna(), "clv", "trailing_margin")
     log.info(
@@ -125,7 +125,7 @@ def value_scores(
 
 
 def _clv_scores(
-    loaded: LoadedModel, transactions: pd.DataFrame, end: pd.Timestamp, ids: pd.Index
+    loaded: LoadedModel, transactions: TransactionLog, end: pd.Timestamp, ids: pd.Index
 ) -> pd.DataFrame:
     """clv, p_alive and expected_purchases_12m of the customers with a purchase by `end`."""
     from models.clv import DAYS_PER_MONTH, FULL_FIT
@@ -133,7 +133,7 @@ def _clv_scores(
     wrapper = loaded.obj.unwrap_python_model()
     model = wrapper.models[FULL_FIT]
     period = getattr(wrapper, "settings", {}).get("period", "D")
-    summary = rfm_summary(transactions, end, period=period, time_unit_days=model.time_unit_days)
+    summary = transactions.rfm_summary(end, period=period, time_unit_days=model.time_unit_days)
     summary = summary[summary.index.isin(ids)]
     if summary.empty:
         return pd.DataFrame(columns=["clv", "p_alive", "expected_purchases_12m"])

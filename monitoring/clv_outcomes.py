@@ -48,8 +48,7 @@ def load_clv_fit(settings: Settings) -> tuple[Any, str] | None:
 
 def clv_outcomes(settings: Settings) -> dict[str, Any]:
     """Realised vs predicted CLV by tier over the holdout window (or why there is none)."""
-    from features.clv_inputs import holdout_margins, observation_end, with_margins
-    from features.tables_io import read_contract
+    from features.log_aggregates import margins_of, observation_end, transaction_log
     from models.clv import DAYS_PER_MONTH
     from models.tiers import assign_tiers
     from training.clv import _split, clv_settings, sized_holdout
@@ -59,10 +58,8 @@ def clv_outcomes(settings: Settings) -> dict[str, Any]:
         return {"note": "no CLV champion"}
     model, version = loaded
     try:
-        contract = read_contract(settings, only=["transactions", "products"])
-        transactions, value_column = with_margins(
-            contract["transactions"], contract.get("products")
-        )
+        transactions = transaction_log(settings)
+        value_column = transactions.value_column
         end = observation_end(settings, transactions)
         config, _ = sized_holdout(clv_settings(settings), transactions, end)
         calibration_end = end - pd.Timedelta(weeks=config.holdout_weeks)
@@ -74,7 +71,8 @@ def clv_outcomes(settings: Settings) -> dict[str, Any]:
         model.clv(split, horizon_months=months, monthly_discount=0.0, margin_rate=1.0),
         index=split.index,
     )
-    realised = holdout_margins(transactions, calibration_end, end, split.index)
+    holdout_totals = transactions.window_totals(calibration_end, end)
+    realised = margins_of(holdout_totals, split.index).to_numpy()
     cuts = (settings.tiers.platinum, settings.tiers.gold, settings.tiers.iron)
     tiers = assign_tiers(predicted, cuts)
     window = {

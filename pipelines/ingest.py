@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 from pyarrow import ArrowException
 from rich.console import Console
 from rich.table import Table
 
 from features.contract import TABLES
 from features.presets import Preset, apply_preset, get_preset
-from features.tables_io import MANIFEST_FILE, read_contract, replace_folder
-from features.validation import validate_tables
+from features.tables_io import MANIFEST_FILE, read_contract, staged_folder
 from loyal.errors import DataContractError, LoyalError, NotReadyError
-from loyal.logs import console, progress_bar
+from loyal.logs import console
 from loyal.settings import Settings
+from pipelines.ingest_stream import CHUNK_ROWS, Chunks, LoadedTables, load_tables
 
 log = logging.getLogger(__name__)
 
@@ -92,37 +93,38 @@ def ingest_folder(
     dropped: dict[str, int] = {}
     if preset:
         raw, dropped = read_preset(folder, get_preset(preset))
+        sources = {name: _whole(frame) for name, frame in raw.items()}
     else:
-        raw, notes = read_table_files(folder)
-    with console.status(f"Validating {_count_rows(raw)} rows against the data contract"):
-        validated = validate_tables(raw, date_format=date_format)
-    notes += validated.warnings
-    manifest = build_manifest(folder, preset, validated.tables, dropped, notes)
+        sources, notes = table_sources(folder)
     target = settings.paths.contract_dir
-    with console.status(f"Writing normalized tables to {target}"):
-        replace_folder(
-            target,
-            {f"{name}.parquet": frame for name, frame in validated.tables.items()},
-            {MANIFEST_FILE: json.dumps(manifest, indent=2)},
-        )
-    _log_result(validated.rows, dropped, notes, target)
-    return IngestReport(folder, preset, target, validated.rows, notes, dropped, manifest)
+    cutoff = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    with (
+        console.status(f"Validating and writing the tables to {target}"),
+        staged_folder(target) as staging,
+    ):
+        loaded = load_tables(sources, staging, cutoff, date_format)
+        notes += loaded.warnings
+        manifest = build_manifest(folder, preset, loaded, dropped, notes)
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    _log_result(loaded.rows, dropped, notes, target)
+    return IngestReport(folder, preset, target, loaded.rows, notes, dropped, manifest)
+
+
+def _whole(frame: pd.DataFrame) -> Chunks:
+    return lambda: iter([frame])
 
 
 # ------------------------------------------------------------------------------------- reading
 
 
-def read_table_files(folder: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Read every contract table file of a folder.
-
-    Args:
-        folder: holds `<table>.csv`, `<table>.csv.gz` or `<table>.parquet` files.
+def table_sources(folder: Path) -> tuple[dict[str, Chunks], list[str]]:
+    """Every contract table file of a folder, as chunk readers (see `table_chunks`).
 
     Returns:
-        Raw frames by table name (CSV columns as text) and warnings on ignored files.
+        Chunk readers by table name and warnings on ignored files.
 
     Raises:
-        DataContractError: a file cannot be read, or one table has two files.
+        DataContractError: one table has two files.
         LoyalError: the folder holds no table file at all.
     """
     files, notes = _table_files(folder)
@@ -132,25 +134,56 @@ def read_table_files(folder: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
             ".csv, .csv.gz or .parquet; for a known public dataset pass --preset "
             "(online-retail, cdnow)"
         )
-    tables = {}
-    with progress_bar(transient=True) as progress:
-        task = progress.add_task("Reading tables", total=len(files))
-        for name, file in files.items():
-            tables[name] = read_table_file(file, name)
-            progress.advance(task)
-    return tables, notes
+    return {name: _file_chunks(file, name) for name, file in files.items()}, notes
 
 
-def read_table_file(file: Path, table: str) -> pd.DataFrame:
-    """Read one table file; CSV values are read as text so validation sees them as written.
+def _file_chunks(file: Path, table: str) -> Chunks:
+    return lambda: table_chunks(file, table)
+
+
+def table_chunks(file: Path, table: str, chunk_rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """One table file's rows, `chunk_rows` (default `CHUNK_ROWS`) at a time; CSV values as
+    text, so validation sees them as written. Each chunk is indexed by its rows' positions in
+    the file (row numbers).
 
     Raises:
         DataContractError: naming the table and the file when it cannot be read.
     """
-    try:
+    chunk_rows = chunk_rows or CHUNK_ROWS
+    with _read_errors(file, table):
         if file.name.endswith(".parquet"):
-            return pd.read_parquet(file)
-        return pd.read_csv(file, dtype=str, encoding="utf-8-sig")
+            yield from _parquet_chunks(file, chunk_rows)
+        else:
+            yield from _csv_chunks(file, chunk_rows)
+
+
+def _parquet_chunks(file: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    source = pq.ParquetFile(file)
+    start = 0
+    for batch in source.iter_batches(batch_size=chunk_rows):
+        frame = batch.to_pandas()
+        if isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0:
+            frame.index = pd.RangeIndex(start, start + len(frame))
+        start += len(frame)
+        yield frame
+    if not start:
+        yield source.schema_arrow.empty_table().to_pandas()
+
+
+def _csv_chunks(file: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    empty = True
+    with pd.read_csv(file, dtype=str, encoding="utf-8-sig", chunksize=chunk_rows) as reader:
+        for frame in reader:
+            empty = False
+            yield frame
+    if empty:  # a header without rows
+        yield pd.read_csv(file, dtype=str, encoding="utf-8-sig", nrows=0)
+
+
+@contextmanager
+def _read_errors(file: Path, table: str) -> Iterator[None]:
+    try:
+        yield
     except pd.errors.EmptyDataError:
         raise DataContractError(
             table, "empty file: no header and no rows", detail=f"file {file.name}"
@@ -228,7 +261,7 @@ def _table_name(file: Path) -> str | None:
 def build_manifest(
     source: Path,
     preset: str | None,
-    tables: Mapping[str, pd.DataFrame],
+    loaded: LoadedTables,
     dropped: Mapping[str, int],
     warnings: list[str],
 ) -> dict[str, Any]:
@@ -237,7 +270,7 @@ def build_manifest(
     Args:
         source: the folder read.
         preset: the preset applied, if any.
-        tables: the normalized tables.
+        loaded: the tables written (rows, `ts` ranges, content hash).
         dropped: source rows dropped per preset filter.
         warnings: what was accepted with a warning.
 
@@ -246,30 +279,15 @@ def build_manifest(
         (first and last `ts` of each table that has one), dropped_by_preset, warnings.
     """
     return {
-        "snapshot_id": snapshot_id(tables),
+        "snapshot_id": loaded.snapshot_id,
         "source": str(source.resolve()),
         "preset": preset,
         "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "rows": {name: len(frame) for name, frame in tables.items()},
-        "date_range": {
-            name: [frame["ts"].min().isoformat(), frame["ts"].max().isoformat()]
-            for name, frame in tables.items()
-            if "ts" in frame.columns and frame["ts"].notna().any()
-        },
+        "rows": loaded.rows,
+        "date_range": loaded.date_ranges,
         "dropped_by_preset": dict(dropped),
         "warnings": list(warnings),
     }
-
-
-def snapshot_id(tables: Mapping[str, pd.DataFrame]) -> str:
-    """A short content hash of the tables: same data, same id, whatever the file format."""
-    digest = hashlib.sha256()
-    for name in sorted(tables):
-        frame = tables[name]
-        digest.update(name.encode())
-        digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
-        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def read_manifest(settings: Settings) -> dict[str, Any]:
@@ -446,10 +464,6 @@ def _existing_folder(path: Path) -> Path:
     if not path.is_dir():
         raise LoyalError(f"{path} is a file; pass the folder that holds the table files")
     return path
-
-
-def _count_rows(tables: Mapping[str, pd.DataFrame]) -> str:
-    return f"{sum(len(frame) for frame in tables.values()):,}"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -50,7 +50,7 @@ from features.store import (
     materialize,
     scores_table_path,
 )
-from features.tables_io import read_contract, recover_folder
+from features.tables_io import recover_folder
 from loyal.compute import dask_client
 from loyal.errors import LoyalError, NotReadyError
 from loyal.logs import progress_bar
@@ -789,17 +789,18 @@ def _alive(pid: int) -> bool:
 
 # ------------------------------------------------------------------------- the reference path
 def reference_scores(settings: Settings) -> pd.DataFrame:
-    """The scores by the former path: Feast's point-in-time join and pandas over the whole log.
+    """The scores by the former path: Feast's point-in-time join and DuckDB over the log.
 
-    Slow (Feast's `get_historical_features` and every transaction in memory) but independent
-    of the fast path: tests check that both give the same scores.
+    Slow (Feast's `get_historical_features`) but independent of the fast path and its own
+    streaming pass over the log: tests check that both give the same scores.
     """
+    from features.log_aggregates import transaction_log
     from inference.reference import churn_scores, segment_scores, tiers_for, value_scores
     from training.segments import behaviour_frame
 
-    tables = read_contract(settings)
-    frame, snapshot = behaviour_frame(settings, tables)
-    values = value_scores(settings, frame.index, tables)
+    transactions = transaction_log(settings)
+    frame, snapshot = behaviour_frame(settings, transactions)
+    values = value_scores(settings, frame.index, transactions)
     segments = segment_scores(settings, frame)
     entities = pd.DataFrame({ENTITY_KEY: frame.index.astype(str), TIMESTAMP_FIELD: snapshot})
     churn = churn_scores(settings, entities)

@@ -7,7 +7,6 @@ The model specs (`loyal.specs`) name them.
 
 from __future__ import annotations
 
-from features.tables_io import read_contract
 from loyal.errors import StepSkippedError
 from loyal.settings import Settings
 
@@ -23,16 +22,15 @@ def check_churn(settings: Settings) -> None:
 
 def check_cross_sell(settings: Settings) -> None:
     """Cross-sell needs enough products and purchases for its split."""
-    from training.cross_sell import applicable_config, bank_config
+    from training.cross_sell import applicable_config, bank_config, read_purchase_log
 
-    transactions = read_contract(settings, only=["transactions"])["transactions"]
-    applicable_config(transactions, bank_config(n_trials=0))
+    applicable_config(read_purchase_log(settings), bank_config(n_trials=0))
 
 
 def check_clv(settings: Settings) -> None:
     """CLV needs a history long enough for its holdout."""
-    from features.clv_inputs import observation_end
+    from features.log_aggregates import observation_end, transaction_log
     from training.clv import clv_settings, sized_holdout
 
-    transactions = read_contract(settings, only=["transactions"])["transactions"]
+    transactions = transaction_log(settings)
     sized_holdout(clv_settings(settings), transactions, observation_end(settings, transactions))

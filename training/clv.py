@@ -40,19 +40,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.clv_inputs import (
-    MARGIN_COLUMN,
-    REVENUE_COLUMN,
-    REVENUE_NOTE,
-    calibration_holdout,
-    holdout_margins,
-    observation_end,
-    rfm_summary,
-    trailing_margins,
-    with_margins,
-)
+from features.clv_inputs import MARGIN_COLUMN, REVENUE_COLUMN, REVENUE_NOTE
 from features.history import WindowChoice, clv_holdout, history_days
-from features.tables_io import read_contract
+from features.log_aggregates import TransactionLog, margins_of, observation_end, transaction_log
 from loyal import settings as settings_module
 from loyal.errors import DataContractError, NotReadyError, StepSkippedError
 from loyal.settings import Settings, section
@@ -103,12 +93,10 @@ def clv_settings(settings: Settings) -> ClvSettings:
 
 # ---------------------------------------------------------------------------------- inputs
 def customer_summary(
-    transactions: pd.DataFrame, end: pd.Timestamp, config: ClvSettings
+    transactions: TransactionLog, end: pd.Timestamp, config: ClvSettings
 ) -> pd.DataFrame:
     """RFM summary of every customer with a purchase by `end` (inclusive), indexed by id."""
-    return rfm_summary(
-        transactions, end, period=config.period, time_unit_days=config.time_unit_days
-    )
+    return transactions.rfm_summary(end, period=config.period, time_unit_days=config.time_unit_days)
 
 
 def model_inputs(summary: pd.DataFrame, value_column: str) -> pd.DataFrame:
@@ -166,7 +154,7 @@ def value_capture(
     split: pd.DataFrame,
     model: ClvModel,
     config: ClvSettings,
-    transactions: pd.DataFrame,
+    transactions: TransactionLog,
     calibration_end: pd.Timestamp,
     end: pd.Timestamp,
 ) -> dict[str, float]:
@@ -178,8 +166,11 @@ def value_capture(
     """
     months = max(1, round(config.holdout_weeks * 7 / DAYS_PER_MONTH))
     clv = model.clv(split, **{**config.economics(), "horizon_months": months})
-    actual = holdout_margins(transactions, calibration_end, end, split.index)
-    naive = trailing_margins(transactions, calibration_end, 365, split.index)
+    actual = margins_of(transactions.window_totals(calibration_end, end), split.index).to_numpy()
+    naive_start = calibration_end - pd.Timedelta(days=365)
+    naive = margins_of(
+        transactions.window_totals(naive_start, calibration_end), split.index
+    ).to_numpy()
     metrics = {}
     for share in TOP_SHARES:
         label = f"top{round(share * 100)}"
@@ -249,7 +240,7 @@ def train_clv(
     settings: Settings,
     register: bool = True,
     clv: ClvSettings | None = None,
-    tables: dict[str, pd.DataFrame] | None = None,
+    transactions: TransactionLog | None = None,
 ) -> ClvTrainResult:
     """Fit, evaluate on the time holdout, refit, log and register the CLV model.
 
@@ -257,7 +248,8 @@ def train_clv(
         settings: where the contract tables, feature tables and MLflow live.
         register: register the logged model as `clv`.
         clv: CLV settings (default: `clv_settings(settings)`).
-        tables: contract tables already read (default: read them).
+        transactions: the transaction log (default: the loaded contract's, aggregated out of
+            core by DuckDB: only the per-customer summaries are held in memory).
 
     Returns:
         Run, version, holdout metrics and both fitted models.
@@ -267,8 +259,8 @@ def train_clv(
         ClvFitError: the models do not converge on these data.
     """
     config = clv or clv_settings(settings)
-    contract = tables if tables is not None else read_contract(settings, only=INPUT_TABLES)
-    transactions, value_column = with_margins(contract["transactions"], contract.get("products"))
+    transactions = transactions if transactions is not None else transaction_log(settings)
+    value_column = transactions.value_column
     end = observation_end(settings, transactions)
     config, choice = sized_holdout(config, transactions, end)
     calibration_end = end - pd.Timedelta(weeks=config.holdout_weeks)
@@ -302,16 +294,14 @@ def train_clv(
 
 
 def sized_holdout(
-    config: ClvSettings, transactions: pd.DataFrame, end: pd.Timestamp
+    config: ClvSettings, transactions: TransactionLog, end: pd.Timestamp
 ) -> tuple[ClvSettings, WindowChoice]:
     """The settings with the holdout the history supports (`features.history.clv_holdout`).
 
     Raises:
         StepSkippedError: the history is too short for the shortest holdout.
     """
-    if transactions.empty:
-        raise NotReadyError("the transactions table is empty: there is nothing to fit CLV on")
-    first = pd.Timestamp(pd.to_datetime(transactions["ts"]).min())
+    first = transactions.bounds()[0]
     choice = clv_holdout(history_days(first, end + pd.Timedelta(days=1)), config.holdout_weeks)
     if choice.chosen is None:
         raise StepSkippedError(f"CLV: {choice.reason}")
@@ -320,25 +310,21 @@ def sized_holdout(
 
 
 def _split(
-    transactions: pd.DataFrame,
+    transactions: TransactionLog,
     calibration_end: pd.Timestamp,
     end: pd.Timestamp,
     config: ClvSettings,
 ) -> pd.DataFrame:
     """The calibration summary with holdout purchases; refuses a history too short for it."""
-    first = pd.Timestamp(pd.to_datetime(transactions["ts"]).min()).normalize()
+    first = transactions.bounds()[0].normalize()
     if first > calibration_end:
         raise NotReadyError(
             f"the transactions start on {first.date()}, after the calibration end "
             f"{calibration_end.date()}: a {config.holdout_weeks}-week holdout needs a longer "
             "history (or set a shorter holdout_weeks)"
         )
-    return calibration_holdout(
-        transactions,
-        calibration_end,
-        end,
-        period=config.period,
-        time_unit_days=config.time_unit_days,
+    return transactions.calibration_holdout(
+        calibration_end, end, period=config.period, time_unit_days=config.time_unit_days
     )
 
 

@@ -44,13 +44,12 @@ import pandas as pd
 
 from features.catalog import ENTITY_KEY, PROFILE, TIMESTAMP_FIELD, products_read_as_words
 from features.contract import has_values
-from features.tables_io import read_contract
+from features.log_aggregates import TransactionLog, transaction_log
 from loyal import settings as settings_module
 from loyal.errors import DataContractError, NotReadyError
 from loyal.settings import Settings, section
 from loyal.specs import promotion_for
 from models.segments import NeedSegmenter, profile
-from training.clv import INPUT_TABLES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -139,7 +138,7 @@ def channel_mix(transactions: pd.DataFrame, snapshot: pd.Timestamp, days: int) -
         column `channel_<name>_share` per channel seen (lower-cased); empty when the log
         records no channel, or only one (a share that is 1 for everyone says nothing).
     """
-    empty = pd.DataFrame(index=pd.Index([], name=ENTITY_KEY, dtype=object))
+    empty = _no_rows()
     if not has_values(transactions, "channel"):
         return empty
     ts = pd.to_datetime(transactions["ts"])
@@ -148,11 +147,28 @@ def channel_mix(transactions: pd.DataFrame, snapshot: pd.Timestamp, days: int) -
     channel = channel.where(window["channel"].notna(), "unknown")
     if channel.nunique() < 2:
         return empty
-    counts = pd.crosstab(window["customer_id"].astype(str), channel)
+    return _channel_shares(pd.crosstab(window["customer_id"].astype(str), channel))
+
+
+def channel_mix_of(log: TransactionLog, snapshot: pd.Timestamp, days: int) -> pd.DataFrame:
+    """`channel_mix` of a transaction log, counted out of core (DuckDB)."""
+    counts = log.channel_counts(snapshot - pd.Timedelta(days=days), snapshot)
+    if counts.shape[1] < 2:
+        return _no_rows()
+    return _channel_shares(counts)
+
+
+def _channel_shares(counts: pd.DataFrame) -> pd.DataFrame:
+    """Transactions per customer (rows) and channel (columns) as shares of the customer's."""
     shares = counts.div(counts.sum(axis=1), axis=0).astype(float)
     shares.columns = [f"{CHANNEL_PREFIX}{c}{CHANNEL_SUFFIX}" for c in shares.columns]
     shares.index.name = ENTITY_KEY
+    shares.columns.name = None
     return shares
+
+
+def _no_rows() -> pd.DataFrame:
+    return pd.DataFrame(index=pd.Index([], name=ENTITY_KEY, dtype=object))
 
 
 def product_groups(
@@ -195,11 +211,27 @@ def category_mix(
         values="amount",
         aggfunc="sum",
         fill_value=0.0,
-    ).clip(lower=0.0)
+    )
+    return _category_shares(spend)
+
+
+def category_mix_of(
+    log: TransactionLog, groups: pd.Series, snapshot: pd.Timestamp, days: int
+) -> pd.DataFrame:
+    """`category_mix` of a transaction log, summed out of core (DuckDB)."""
+    return _category_shares(
+        log.category_spend(groups, snapshot - pd.Timedelta(days=days), snapshot)
+    )
+
+
+def _category_shares(spend: pd.DataFrame) -> pd.DataFrame:
+    """Net spend per customer (rows) and category (columns) as shares of the positive spend."""
+    spend = spend.clip(lower=0.0)
     total = spend.sum(axis=1)
     shares = spend[total > 0].div(total[total > 0], axis=0).astype(float)
     shares.columns = [f"{CATEGORY_PREFIX}{_slug(c)}{CHANNEL_SUFFIX}" for c in shares.columns]
     shares.index.name = ENTITY_KEY
+    shares.columns.name = None
     return shares
 
 
@@ -210,19 +242,20 @@ def _slug(text: object) -> str:
 
 def behaviour_frame(
     settings: Settings,
-    tables: Mapping[str, pd.DataFrame] | None = None,
+    transactions: TransactionLog | None = None,
     config: SegmentSettings | None = None,
 ) -> tuple[pd.DataFrame, pd.Timestamp]:
     """Every customer's behaviour at the latest snapshot, indexed by `customer_id`.
 
-    The `segments_v1` features come through Feast's point-in-time join; the channel mix is
-    derived from the contract transactions before the same snapshot. Booleans become 0/1.
+    The `segments_v1` features come through Feast's point-in-time join; the channel and
+    category mixes are aggregated from the contract transactions before the same snapshot, out
+    of core (DuckDB). Booleans become 0/1.
 
     Returns:
         The frame (sorted by customer id) and the snapshot time (UTC).
     """
     config = config or segment_settings(settings)
-    contract = tables if tables is not None else read_contract(settings, only=INPUT_TABLES)
+    transactions = transactions if transactions is not None else transaction_log(settings)
     from features.frames import training_frame
 
     entities = population(settings)
@@ -232,17 +265,14 @@ def behaviour_frame(
     for column in frame.columns:
         if pd.api.types.is_bool_dtype(frame[column]):
             frame[column] = frame[column].astype(float)
-    mix = channel_mix(
-        contract["transactions"], snapshot.tz_localize(None), config.channel_window_days
-    )
+    naive = snapshot.tz_localize(None)
+    mix = channel_mix_of(transactions, naive, config.channel_window_days)
     if mix.empty:
         log.info("the transactions record fewer than two channels: no channel mix")
     frame = frame.join(mix, how="left")
-    groups = product_groups(contract.get("products"), config.max_need_columns)
+    groups = product_groups(transactions.products, config.max_need_columns)
     if groups is not None:
-        shares = category_mix(
-            contract["transactions"], groups, snapshot.tz_localize(None), config.channel_window_days
-        )
+        shares = category_mix_of(transactions, groups, naive, config.channel_window_days)
         frame = frame.join(shares, how="left")
     return frame, snapshot
 
@@ -452,7 +482,7 @@ def train_segments(
     register: bool = True,
     previous: NeedSegmenter | Mapping[str, Any] | None = None,
     segments: SegmentSettings | None = None,
-    tables: Mapping[str, pd.DataFrame] | None = None,
+    transactions: TransactionLog | None = None,
     match_champion: bool = True,
     **overrides: Any,
 ) -> SegmentsTrainResult:
@@ -464,7 +494,7 @@ def train_segments(
         previous: the model whose segment ids to keep (fitted segmenter or its `to_dict`);
             by default the current `segments` champion, if any.
         segments: segment settings (default: `segment_settings(settings)`).
-        tables: contract tables already read (default: read them).
+        transactions: the transaction log (default: the loaded contract's, read by DuckDB).
         match_champion: with `previous` None, match ids to the champion (False: number afresh).
         **overrides: `NeedSegmenter` parameters that replace the settings (e.g. n_clusters).
 
@@ -476,8 +506,8 @@ def train_segments(
     from inference.reference import value_scores
 
     config = segments or segment_settings(settings)
-    contract = tables if tables is not None else read_contract(settings, only=INPUT_TABLES)
-    frame, snapshot = behaviour_frame(settings, contract, config)
+    transactions = transactions if transactions is not None else transaction_log(settings)
+    frame, snapshot = behaviour_frame(settings, transactions, config)
     columns = model_columns(frame, config)
     previous_version = None
     if previous is None and match_champion:
@@ -498,7 +528,7 @@ def train_segments(
             )
     seconds = time.perf_counter() - started
     labels = pd.Series(model.labels_, index=frame.index, name="segment_id")
-    values = value_scores(settings, frame.index, contract)
+    values = value_scores(settings, frame.index, transactions)
     frame = frame.assign(clv=values["clv"])
     evaluation = _evaluate(settings, model, frame, columns, labels, values, config)
     refused = degenerate_reason(model, frame, columns, labels, config)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from loyal.errors import DataContractError
+from loyal.settings import Settings
 from models.recommender import PopularityRecommender
 from training.cross_sell import (
     CrossSellConfig,
@@ -17,8 +18,10 @@ from training.cross_sell import (
     SearchSpace,
     batch_recommendations,
     build_interactions,
+    data_snapshot_id,
     evaluate,
     evaluate_cross_sell,
+    read_purchase_log,
     search_hyperparameters,
     time_split,
 )
@@ -197,3 +200,32 @@ def test_the_search_keeps_the_cheapest_trial_near_the_best() -> None:
     chosen = near.best_params["factors"] * near.best_params["iterations"]
     assert chosen <= cost[trials["ndcg_at_3"] == top].min()
     assert near.best_metrics["ndcg_at_3"] <= top
+
+
+def test_the_categorical_purchase_log_learns_what_the_text_log_learns(settings: Settings) -> None:
+    shop = synthetic_shop(3, customers=120)
+    refund = tx([("c1", pd.Timestamp("2024-03-01"), "p1", -1.0)])
+    shop = pd.concat([shop, refund], ignore_index=True)
+    settings.paths.contract_dir.mkdir(parents=True)
+    shop.to_parquet(settings.paths.contract_dir / "transactions.parquet", index=False)
+    log = read_purchase_log(settings)
+    assert isinstance(log["customer_id"].dtype, pd.CategoricalDtype)
+    bought = shop[shop["amount"] >= 0].sort_values("ts", kind="stable")  # as the reader gives
+    bought = bought.reset_index(drop=True)
+    assert data_snapshot_id(log) == data_snapshot_id(bought)
+    config = CrossSellConfig(
+        cutoff="2024-07-01", window_days=60, k=3, n_trials=2,
+        space=SearchSpace(factors=(2, 4), regularization=(1.0,), alpha=(1.0,), iterations=(5,)),
+    )  # fmt: skip
+    text, categorical = evaluate_cross_sell(shop, config), evaluate_cross_sell(log, config)
+    assert categorical.targets == text.targets and categorical.metrics == text.metrics
+    assert text.search is not None and categorical.search is not None
+    pd.testing.assert_frame_equal(
+        categorical.search.trials.drop(columns="seconds"),
+        text.search.trials.drop(columns="seconds"),
+    )
+    for value in ("count", "amount"):
+        got, expected = build_interactions(log, value, 30.0), build_interactions(shop, value, 30.0)
+        assert got.customer_ids == expected.customer_ids
+        assert got.product_ids == expected.product_ids
+        assert (got.matrix != expected.matrix).nnz == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from loyal.errors import DataContractError, LoyalError, NotReadyError
@@ -104,6 +105,52 @@ def test_snapshot_id_depends_on_content_not_format(settings: Settings, tmp_path:
     tables["transactions"].loc[0, "amount"] = "101"
     changed = write_folder(tmp_path / "changed", tables)
     assert ingest_folder(settings, changed).snapshot_id != csv_id
+
+
+def longer_tables(rows: int = 50) -> dict[str, pd.DataFrame]:
+    """The good tables with a longer transaction log whose channel is blank at first."""
+    tables = good_tables()
+    stamps = pd.date_range("2024-02-02", periods=rows, freq="6h").astype(str)
+    tables["transactions"] = pd.DataFrame(
+        {
+            "customer_id": [f"c{1 + i % 3}" for i in range(rows)],
+            "ts": stamps,
+            "product_id": ["p1" if i % 2 else "p2" for i in range(rows)],
+            "amount": [str(10 + i) for i in range(rows)],
+            "channel": ["" if i < 20 else "web" for i in range(rows)],
+        }
+    )
+    return tables
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_chunked_ingest_writes_what_a_whole_table_ingest_writes(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    folder = write_folder(tmp_path / "in", longer_tables(), fmt)
+    whole = ingest_folder(settings, folder)
+    expected = {
+        name: pd.read_parquet(settings.paths.contract_dir / f"{name}.parquet")
+        for name in whole.rows
+    }
+    monkeypatch.setattr("pipelines.ingest.CHUNK_ROWS", 7)
+    chunked = ingest_folder(settings, folder)
+    assert chunked.snapshot_id == whole.snapshot_id and chunked.rows == whole.rows
+    assert chunked.manifest["date_range"] == whole.manifest["date_range"]
+    for name, frame in expected.items():
+        written = pd.read_parquet(settings.paths.contract_dir / f"{name}.parquet")
+        pd.testing.assert_frame_equal(written, frame)
+    assert pq.ParquetFile(settings.paths.contract_dir / "transactions.parquet").num_row_groups > 1
+
+
+def test_chunked_ingest_names_the_bad_row_of_a_later_chunk(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tables = longer_tables()
+    tables["transactions"].loc[33, "customer_id"] = "stranger"
+    monkeypatch.setattr("pipelines.ingest.CHUNK_ROWS", 7)
+    with pytest.raises(DataContractError, match=r"unknown customer_id.*row.*\b34\b"):
+        ingest_folder(settings, write_folder(tmp_path / "in", tables, "parquet"))
 
 
 def test_unknown_columns_and_files_are_kept_or_ignored_with_warnings(
@@ -278,14 +325,14 @@ def test_failed_write_keeps_earlier_data(
     folder = write_folder(tmp_path / "new", tables)
     calls = []
 
-    def failing_to_parquet(self: pd.DataFrame, *args: Any, **kwargs: Any) -> None:
+    def failing_write(self: pq.ParquetWriter, *args: Any, **kwargs: Any) -> None:
         calls.append(1)
         if len(calls) == 2:
             raise OSError("disk full")
         original(self, *args, **kwargs)
 
-    original = pd.DataFrame.to_parquet
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", failing_to_parquet)
+    original = pq.ParquetWriter.write_table
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", failing_write)
     with pytest.raises(LoyalError, match="disk full"):
         ingest_folder(settings, folder)
     assert snapshot(settings.paths.contract_dir) == loaded
