@@ -24,15 +24,10 @@ MB = 2**20
 
 def measure(home: Path | None) -> dict[str, Any]:
     """The sizes on the bank in `home` (None: the configured home)."""
+    from features.clv_inputs import with_margins
     from features.tables_io import read_contract
     from loyal.settings import load_settings
-    from training.clv import (
-        INPUT_TABLES,
-        clv_settings,
-        customer_summary,
-        observation_end,
-        with_margins,
-    )
+    from training.clv import INPUT_TABLES, clv_settings, customer_summary, observation_end
     from training.cross_sell import SearchSpace, build_interactions
 
     settings = load_settings(home=home) if home else load_settings()
