@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -55,49 +55,16 @@ def evaluate(
     ] = True,
 ) -> None:
     """Cross-validate the churn model and two baselines on a table; print one JSON line."""
-    result = evaluate_churn(
-        table,
-        id_col,
-        label,
-        folds=folds,
-        seed=seed,
-        budget_seconds=budget_seconds,
-        settings=get_settings() if log_run else None,
-    )
-    typer.echo(json.dumps(result))
-
-
-def evaluate_churn(
-    table: Path,
-    id_col: str | None,
-    label_col: str,
-    folds: int = 5,
-    seed: int = 42,
-    budget_seconds: float | None = None,
-    settings: Settings | None = None,
-) -> dict[str, Any]:
-    """Plain function behind `loyal churn evaluate` (see `training.churn.evaluate_table`).
-
-    Args:
-        table: the table file.
-        id_col: its customer id column (None: rows are numbered).
-        label_col: its churn label column.
-        folds: stratified folds.
-        seed: seed of the folds and the models.
-        budget_seconds: search time budget over all folds (None: sized to the table).
-        settings: where MLflow lives; None logs nothing.
-
-    Returns:
-        The JSON line's content: metrics, baselines, chosen settings, seconds (and `run_id`
-        when logged).
-    """
     from training.churn import evaluate_table, log_evaluation
 
+    # The line: `evaluate_table`'s metrics, baselines, chosen settings and seconds, plus the
+    # MLflow `run_id` when logged; with --no-mlflow the settings are not read (churn defaults).
+    settings = get_settings() if log_run else None
     options = settings.churn if settings is not None else ChurnSettings()
     result = evaluate_table(
         table,
         id_col,
-        label_col,
+        label,
         folds=folds,
         seed=seed,
         budget_seconds=budget_seconds,
@@ -106,7 +73,7 @@ def evaluate_churn(
     summary = result.summary()
     if settings is not None:
         summary["run_id"] = log_evaluation(settings, table, result)
-    return summary
+    typer.echo(json.dumps(summary))
 
 
 def train_churn(
