@@ -67,114 +67,82 @@ PRODUCT_IDS = tuple(p.product_id for p in PRODUCTS)
 LOAN_TERM_MONTHS = {"mortgage": 300, "personal_loan": 60}
 
 
-@dataclass(frozen=True)
-class Segment:
-    """A latent need segment: who its customers are and how they bank."""
-
-    name: str
-    share: float
-    age_mean: float
-    age_sd: float
-    regions: tuple[float, ...]
-    consent: float
-    tenure_months: float
-    wealth_log_mean: float
-    holdings: dict[str, float]
-    channels: tuple[float, ...]
-    email_opens: float
-    complaint_rate: float
-    rate_sensitivity: float
-    churn_offset: float
-    opening_balances: dict[str, float] = field(default_factory=dict)
-
+SEGMENT_NAMES = (
+    "young_digital_savers",
+    "families_with_mortgages",
+    "affluent_investors",
+    "small_business_owners",
+    "retirees",
+)
+"""The latent need segments, who the bank's customers are and how they bank; every table below
+has one column per segment, in this order."""
 
 # fmt: off
-SEGMENTS: tuple[Segment, ...] = (
-    Segment(
-        name="young_digital_savers", share=0.27, age_mean=28, age_sd=5,
-        regions=(0.15, 0.15, 0.15, 0.15, 0.40), consent=0.85, tenure_months=30,
-        wealth_log_mean=-0.4,
-        holdings={
-            "checking": 0.97, "savings": 0.50, "high_yield_savings": 0.60, "credit_card": 0.65,
-            "premium_card": 0.02, "mortgage": 0.02, "personal_loan": 0.10,
-            "investment_fund": 0.08, "insurance": 0.03, "overdraft_protection": 0.15,
-        },
-        channels=(0.68, 0.20, 0.02, 0.08, 0.02),
-        email_opens=0.5, complaint_rate=0.020, rate_sensitivity=1.0, churn_offset=0.3,
-        opening_balances={
-            "checking": 1_200, "savings": 3_000, "high_yield_savings": 8_000,
-            "mortgage": 220_000, "personal_loan": 12_000, "investment_fund": 5_000,
-        },
-    ),
-    Segment(
-        name="families_with_mortgages", share=0.24, age_mean=40, age_sd=6,
-        regions=(0.25, 0.15, 0.25, 0.20, 0.15), consent=0.78, tenure_months=84,
-        wealth_log_mean=0.0,
-        holdings={
-            "checking": 0.98, "savings": 0.55, "high_yield_savings": 0.08, "credit_card": 0.70,
-            "premium_card": 0.08, "mortgage": 0.92, "personal_loan": 0.30,
-            "investment_fund": 0.08, "insurance": 0.75, "overdraft_protection": 0.30,
-        },
-        channels=(0.40, 0.22, 0.10, 0.22, 0.06),
-        email_opens=0.4, complaint_rate=0.022, rate_sensitivity=0.3, churn_offset=-0.3,
-        opening_balances={
-            "checking": 2_500, "savings": 8_000, "high_yield_savings": 12_000,
-            "mortgage": 260_000, "personal_loan": 15_000, "investment_fund": 20_000,
-        },
-    ),
-    Segment(
-        name="affluent_investors", share=0.10, age_mean=52, age_sd=9,
-        regions=(0.15, 0.10, 0.15, 0.25, 0.35), consent=0.72, tenure_months=120,
-        wealth_log_mean=1.3,
-        holdings={
-            "checking": 0.98, "savings": 0.35, "high_yield_savings": 0.65, "credit_card": 0.25,
-            "premium_card": 0.90, "mortgage": 0.30, "personal_loan": 0.03,
-            "investment_fund": 0.95, "insurance": 0.40, "overdraft_protection": 0.03,
-        },
-        channels=(0.20, 0.48, 0.10, 0.04, 0.18),
-        email_opens=0.7, complaint_rate=0.015, rate_sensitivity=0.8, churn_offset=-0.1,
-        opening_balances={
-            "checking": 5_000, "savings": 12_000, "high_yield_savings": 25_000,
-            "mortgage": 250_000, "personal_loan": 10_000, "investment_fund": 50_000,
-        },
-    ),
-    Segment(
-        name="small_business_owners", share=0.14, age_mean=45, age_sd=9,
-        regions=(0.20, 0.25, 0.25, 0.20, 0.10), consent=0.80, tenure_months=96,
-        wealth_log_mean=0.5,
-        holdings={
-            "checking": 0.99, "savings": 0.25, "high_yield_savings": 0.05, "credit_card": 0.90,
-            "premium_card": 0.30, "mortgage": 0.20, "personal_loan": 0.75,
-            "investment_fund": 0.08, "insurance": 0.30, "overdraft_protection": 0.85,
-        },
-        channels=(0.12, 0.36, 0.34, 0.08, 0.10),
-        email_opens=0.25, complaint_rate=0.035, rate_sensitivity=0.3, churn_offset=0.0,
-        opening_balances={
-            "checking": 3_500, "savings": 10_000, "high_yield_savings": 15_000,
-            "mortgage": 280_000, "personal_loan": 30_000, "investment_fund": 30_000,
-        },
-    ),
-    Segment(
-        name="retirees", share=0.25, age_mean=71, age_sd=6,
-        regions=(0.20, 0.35, 0.15, 0.20, 0.10), consent=0.68, tenure_months=200,
-        wealth_log_mean=0.0,
-        holdings={
-            "checking": 0.97, "savings": 0.85, "high_yield_savings": 0.12, "credit_card": 0.30,
-            "premium_card": 0.03, "mortgage": 0.03, "personal_loan": 0.02,
-            "investment_fund": 0.25, "insurance": 0.50, "overdraft_protection": 0.03,
-        },
-        channels=(0.03, 0.07, 0.52, 0.22, 0.16),
-        email_opens=0.15, complaint_rate=0.020, rate_sensitivity=0.5, churn_offset=-0.4,
-        opening_balances={
-            "checking": 2_500, "savings": 25_000, "high_yield_savings": 40_000,
-            "mortgage": 120_000, "personal_loan": 8_000, "investment_fund": 80_000,
-        },
-    ),
-)
+SEGMENT_TRAITS: dict[str, tuple[float, ...]] = {
+    #                      young families affluent business retirees
+    "share":            (   0.27,    0.24,    0.10,    0.14,    0.25),
+    "age_mean":         (     28,      40,      52,      45,      71),
+    "age_sd":           (      5,       6,       9,       9,       6),
+    "consent":          (   0.85,    0.78,    0.72,    0.80,    0.68),
+    "tenure_months":    (     30,      84,     120,      96,     200),
+    "wealth_log_mean":  (  -0.40,    0.00,    1.30,    0.50,    0.00),
+    "email_opens":      (   0.50,    0.40,    0.70,    0.25,    0.15),
+    "complaint_rate":   (   0.02,   0.022,   0.015,   0.035,    0.02),
+    "rate_sensitivity": (   1.00,    0.30,    0.80,    0.30,    0.50),
+    "churn_offset":     (   0.30,   -0.30,   -0.10,    0.00,   -0.40),
+}
+"""One number per segment: its share of the customers, age (mean, sd), marketing consent rate,
+mean tenure in months, mean log wealth, e-mail opens, complaint rate, sensitivity to deposit
+rates and offset of the churn logit."""
+
+REGION_SHARES: dict[str, tuple[float, ...]] = {
+    #             young families affluent business retirees
+    "north":   (   0.15,    0.25,    0.15,    0.20,    0.20),
+    "south":   (   0.15,    0.15,    0.10,    0.25,    0.35),
+    "east":    (   0.15,    0.25,    0.15,    0.25,    0.15),
+    "west":    (   0.15,    0.20,    0.25,    0.20,    0.20),
+    "capital": (   0.40,    0.15,    0.35,    0.10,    0.10),
+}
+"""Where each segment lives: share of its customers in each region."""
+
+CHANNEL_SHARES: dict[str, tuple[float, ...]] = {
+    #            young families affluent business retirees
+    "mobile": (   0.68,    0.40,    0.20,    0.12,    0.03),
+    "online": (   0.20,    0.22,    0.48,    0.36,    0.07),
+    "branch": (   0.02,    0.10,    0.10,    0.34,    0.52),
+    "atm":    (   0.08,    0.22,    0.04,    0.08,    0.22),
+    "phone":  (   0.02,    0.06,    0.18,    0.10,    0.16),
+}
+"""Each segment's typical channel mix (each customer's own mix is drawn around it)."""
+
+HOLDING_SHARES: dict[str, tuple[float, ...]] = {
+    #                          young families affluent business retirees
+    "checking":             (   0.97,    0.98,    0.98,    0.99,    0.97),
+    "savings":              (   0.50,    0.55,    0.35,    0.25,    0.85),
+    "high_yield_savings":   (   0.60,    0.08,    0.65,    0.05,    0.12),
+    "credit_card":          (   0.65,    0.70,    0.25,    0.90,    0.30),
+    "premium_card":         (   0.02,    0.08,    0.90,    0.30,    0.03),
+    "mortgage":             (   0.02,    0.92,    0.30,    0.20,    0.03),
+    "personal_loan":        (   0.10,    0.30,    0.03,    0.75,    0.02),
+    "investment_fund":      (   0.08,    0.08,    0.95,    0.08,    0.25),
+    "insurance":            (   0.03,    0.75,    0.40,    0.30,    0.50),
+    "overdraft_protection": (   0.15,    0.30,    0.03,    0.85,    0.03),
+}
+"""Share of each segment's customers holding each product."""
+
+OPENING_BALANCES: dict[str, tuple[float, ...]] = {
+    #                        young families affluent business retirees
+    "checking":           (  1_200,   2_500,   5_000,   3_500,   2_500),
+    "savings":            (  3_000,   8_000,  12_000,  10_000,  25_000),
+    "high_yield_savings": (  8_000,  12_000,  25_000,  15_000,  40_000),
+    "mortgage":           (220_000, 260_000, 250_000, 280_000, 120_000),
+    "personal_loan":      ( 12_000,  15_000,  10_000,  30_000,   8_000),
+    "investment_fund":    (  5_000,  20_000,  50_000,  30_000,  80_000),
+}
+"""Median opening balance of each balance product, before the customer's wealth scales it."""
 # fmt: on
 
-SEGMENT_NAMES = tuple(s.name for s in SEGMENTS)
-SEGMENT_SHARES = {s.name: s.share for s in SEGMENTS}
+SEGMENT_SHARES = dict(zip(SEGMENT_NAMES, SEGMENT_TRAITS["share"], strict=True))
 
 
 @dataclass(frozen=True)
@@ -567,15 +535,20 @@ def _calendar(end_date: str, months: int) -> _Calendar:
     return _Calendar(bounds=bounds, first_year=first.year, first_month=first.month)
 
 
-def _segment_table(values: Callable[[Segment], object], dtype: type = np.float32) -> np.ndarray:
-    """One row per segment of a per-segment parameter (scalar or vector)."""
-    return np.array([values(s) for s in SEGMENTS], dtype=dtype)
+def _segment_trait(name: str, dtype: type = np.float32) -> np.ndarray:
+    """One of `SEGMENT_TRAITS`, one value per segment."""
+    return np.array(SEGMENT_TRAITS[name], dtype=dtype)
+
+
+def _segment_matrix(table: dict[str, tuple[float, ...]], keys: tuple[str, ...]) -> np.ndarray:
+    """A per-segment table read as one row per segment, one column per key (in `keys` order)."""
+    return np.array([table[key] for key in keys], dtype=np.float32).T
 
 
 def _draw_population(rng: np.random.Generator, n: int, calendar: _Calendar) -> _Population:
     """Every customer's segment and, driven by it, their profile, products and habits."""
-    shares = _segment_table(lambda s: s.share, np.float64)
-    segment = rng.choice(len(SEGMENTS), size=n, p=shares / shares.sum()).astype(np.int8)
+    shares = _segment_trait("share", np.float64)
+    segment = rng.choice(len(SEGMENT_NAMES), size=n, p=shares / shares.sum()).astype(np.int8)
     age = _draw_age(rng, segment)
     signup_month, signup_ns = _draw_signups(rng, segment, age, calendar)
     order = np.argsort(signup_ns, kind="stable")  # customer ids follow the signup order
@@ -585,17 +558,17 @@ def _draw_population(rng: np.random.Generator, n: int, calendar: _Calendar) -> _
         signup_month[order],
         signup_ns[order],
     )
-    wealth = np.exp(
-        rng.normal(_segment_table(lambda s: s.wealth_log_mean)[segment], WEALTH_LOG_SD)
-    ).astype(np.float32)
-    channel_probs = _dirichlet_around(rng, _segment_table(lambda s: s.channels)[segment], 40.0)
+    wealth = np.exp(rng.normal(_segment_trait("wealth_log_mean")[segment], WEALTH_LOG_SD)).astype(
+        np.float32
+    )
+    channel_probs = _dirichlet_around(rng, _segment_matrix(CHANNEL_SHARES, CHANNELS)[segment], 40.0)
     open_month, end_month = _draw_holdings(rng, segment, signup_month)
     complaint_rate, satisfaction_base = _draw_service_experience(rng, segment)
     return _Population(
         segment=segment,
         age=age,
-        region=_categorical(rng, _segment_table(lambda s: s.regions)[segment]),
-        consent=rng.random(n) < _segment_table(lambda s: s.consent)[segment],
+        region=_categorical(rng, _segment_matrix(REGION_SHARES, REGIONS)[segment]),
+        consent=rng.random(n) < _segment_trait("consent")[segment],
         signup_month=signup_month,
         signup_ns=signup_ns,
         wealth=wealth,
@@ -607,17 +580,17 @@ def _draw_population(rng: np.random.Generator, n: int, calendar: _Calendar) -> _
         mortgage_rate=_draw_mortgage_rates(rng, open_month, calendar),
         loan_rate=np.clip(0.11 - 0.01 * np.log(wealth) + rng.normal(0, 0.012, n), 0.06, 0.16),
         activity=rng.lognormal(-0.08, 0.4, n).astype(np.float32),
-        email_rate=(
-            _segment_table(lambda s: s.email_opens)[segment] * rng.gamma(2.0, 0.5, n)
-        ).astype(np.float32),
+        email_rate=(_segment_trait("email_opens")[segment] * rng.gamma(2.0, 0.5, n)).astype(
+            np.float32
+        ),
         complaint_rate=complaint_rate,
         satisfaction_base=satisfaction_base,
         rate_sensitivity=(
-            _segment_table(lambda s: s.rate_sensitivity)[segment] * rng.uniform(0.3, 1.7, n)
+            _segment_trait("rate_sensitivity")[segment] * rng.uniform(0.3, 1.7, n)
         ).astype(np.float32),
         churn_base=(
             CHURN.intercept
-            + _segment_table(lambda s: s.churn_offset)[segment]
+            + _segment_trait("churn_offset")[segment]
             + rng.normal(0, CHURN.frailty_sd, n)
         ).astype(np.float32),
     )
@@ -628,7 +601,7 @@ def _draw_service_experience(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Monthly complaint rate and typical call satisfaction: complainers are less satisfied."""
     proneness = rng.gamma(0.6, 1 / 0.6, len(segment))
-    complaint_rate = _segment_table(lambda s: s.complaint_rate)[segment] * proneness
+    complaint_rate = _segment_trait("complaint_rate")[segment] * proneness
     satisfaction = rng.normal(4.0, 0.5, len(segment)) - 0.35 * (proneness - 1)
     return complaint_rate.astype(np.float32), np.clip(satisfaction, 1.5, 5.0).astype(np.float32)
 
@@ -661,8 +634,8 @@ def _dirichlet_around(
 
 
 def _draw_age(rng: np.random.Generator, segment: np.ndarray) -> np.ndarray:
-    mean = _segment_table(lambda s: s.age_mean)[segment]
-    sd = _segment_table(lambda s: s.age_sd)[segment]
+    mean = _segment_trait("age_mean")[segment]
+    sd = _segment_trait("age_sd")[segment]
     return np.clip(np.round(rng.normal(mean, sd)), 18, 98).astype(np.int16)
 
 
@@ -672,7 +645,7 @@ def _draw_signups(
     """Signup month (negative: before the window) and signup date in nanoseconds."""
     n = len(segment)
     joins_in_window = rng.random(n) < NEW_CUSTOMER_SHARE
-    tenure_mean = _segment_table(lambda s: s.tenure_months)[segment]
+    tenure_mean = _segment_trait("tenure_months")[segment]
     adult_months = np.maximum((age.astype(np.float32) - 18) * 12, 1)
     months_before = np.minimum(rng.exponential(tenure_mean), np.minimum(adult_months, 480))
     months_before = np.ceil(months_before + 1e-3)
@@ -693,7 +666,7 @@ def _draw_holdings(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Month each product is opened and ended (NEVER when not held / not ending)."""
     n = len(segment)
-    probs = np.array([[s.holdings[p] for p in PRODUCT_IDS] for s in SEGMENTS], np.float32)
+    probs = _segment_matrix(HOLDING_SHARES, PRODUCT_IDS)
     holds = rng.random((n, len(PRODUCTS)), dtype=np.float32) < probs[segment]
     holds[:, 0] |= ~holds.any(axis=1)  # everyone holds at least a checking account
     delays = np.stack(
@@ -715,9 +688,7 @@ def _draw_holdings(
 def _draw_opening_balances(
     rng: np.random.Generator, segment: np.ndarray, wealth: np.ndarray
 ) -> np.ndarray:
-    medians = np.array(
-        [[s.opening_balances[p] for p in BALANCE_PRODUCTS] for s in SEGMENTS], np.float32
-    )[segment]
+    medians = _segment_matrix(OPENING_BALANCES, BALANCE_PRODUCTS)[segment]
     wealth_elasticity = np.array([0.8, 1.0, 1.0, 0.5, 0.5, 1.0], np.float32)
     spread = np.array([0.6, 0.6, 0.6, 0.35, 0.5, 0.6], np.float32)
     noise = rng.normal(0.0, 1.0, medians.shape).astype(np.float32) * spread
