@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,82 +70,26 @@ PRODUCT_IDS = tuple(p.product_id for p in PRODUCTS)
 LOAN_TERM_MONTHS = {"mortgage": 300, "personal_loan": 60}
 
 
-SEGMENT_NAMES = (
-    "young_digital_savers",
-    "families_with_mortgages",
-    "affluent_investors",
-    "small_business_owners",
-    "retirees",
-)
-"""The latent need segments, who the bank's customers are and how they bank; every table below
-has one column per segment, in this order."""
+SEGMENTS_FILE = Path(__file__).with_name("segments.csv")
+"""The calibration of the latent need segments (who the bank's customers are and how they
+bank): one column per segment, one row per parameter. Rows without a prefix hold one number
+per segment: its share of the customers, age (mean, sd), marketing consent rate, mean tenure
+in months, mean log wealth, e-mail opens, complaint rate, sensitivity to deposit rates and
+offset of the churn logit. Prefixed rows form a matrix: `region:` where each segment lives,
+`channel:` its typical channel mix (each customer's own is drawn around it), `holding:` the
+share of its customers holding each product, `opening_balance:` the median opening balance
+of each balance product before the customer's wealth scales it."""
 
-# fmt: off
-SEGMENT_TRAITS: dict[str, tuple[float, ...]] = {
-    #                      young families affluent business retirees
-    "share":            (   0.27,    0.24,    0.10,    0.14,    0.25),
-    "age_mean":         (     28,      40,      52,      45,      71),
-    "age_sd":           (      5,       6,       9,       9,       6),
-    "consent":          (   0.85,    0.78,    0.72,    0.80,    0.68),
-    "tenure_months":    (     30,      84,     120,      96,     200),
-    "wealth_log_mean":  (  -0.40,    0.00,    1.30,    0.50,    0.00),
-    "email_opens":      (   0.50,    0.40,    0.70,    0.25,    0.15),
-    "complaint_rate":   (   0.02,   0.022,   0.015,   0.035,    0.02),
-    "rate_sensitivity": (   1.00,    0.30,    0.80,    0.30,    0.50),
-    "churn_offset":     (   0.30,   -0.30,   -0.10,    0.00,   -0.40),
-}
-"""One number per segment: its share of the customers, age (mean, sd), marketing consent rate,
-mean tenure in months, mean log wealth, e-mail opens, complaint rate, sensitivity to deposit
-rates and offset of the churn logit."""
 
-REGION_SHARES: dict[str, tuple[float, ...]] = {
-    #             young families affluent business retirees
-    "north":   (   0.15,    0.25,    0.15,    0.20,    0.20),
-    "south":   (   0.15,    0.15,    0.10,    0.25,    0.35),
-    "east":    (   0.15,    0.25,    0.15,    0.25,    0.15),
-    "west":    (   0.15,    0.20,    0.25,    0.20,    0.20),
-    "capital": (   0.40,    0.15,    0.35,    0.10,    0.10),
-}
-"""Where each segment lives: share of its customers in each region."""
+def _read_segments(path: Path) -> tuple[tuple[str, ...], dict[str, tuple[float, ...]]]:
+    """The segment names (the header after `parameter`) and each row's values by parameter."""
+    with path.open(newline="") as file:
+        header, *rows = csv.reader(file)
+    return tuple(header[1:]), {row[0]: tuple(float(value) for value in row[1:]) for row in rows}
 
-CHANNEL_SHARES: dict[str, tuple[float, ...]] = {
-    #            young families affluent business retirees
-    "mobile": (   0.68,    0.40,    0.20,    0.12,    0.03),
-    "online": (   0.20,    0.22,    0.48,    0.36,    0.07),
-    "branch": (   0.02,    0.10,    0.10,    0.34,    0.52),
-    "atm":    (   0.08,    0.22,    0.04,    0.08,    0.22),
-    "phone":  (   0.02,    0.06,    0.18,    0.10,    0.16),
-}
-"""Each segment's typical channel mix (each customer's own mix is drawn around it)."""
 
-HOLDING_SHARES: dict[str, tuple[float, ...]] = {
-    #                          young families affluent business retirees
-    "checking":             (   0.97,    0.98,    0.98,    0.99,    0.97),
-    "savings":              (   0.50,    0.55,    0.35,    0.25,    0.85),
-    "high_yield_savings":   (   0.60,    0.08,    0.65,    0.05,    0.12),
-    "credit_card":          (   0.65,    0.70,    0.25,    0.90,    0.30),
-    "premium_card":         (   0.02,    0.08,    0.90,    0.30,    0.03),
-    "mortgage":             (   0.02,    0.92,    0.30,    0.20,    0.03),
-    "personal_loan":        (   0.10,    0.30,    0.03,    0.75,    0.02),
-    "investment_fund":      (   0.08,    0.08,    0.95,    0.08,    0.25),
-    "insurance":            (   0.03,    0.75,    0.40,    0.30,    0.50),
-    "overdraft_protection": (   0.15,    0.30,    0.03,    0.85,    0.03),
-}
-"""Share of each segment's customers holding each product."""
-
-OPENING_BALANCES: dict[str, tuple[float, ...]] = {
-    #                        young families affluent business retirees
-    "checking":           (  1_200,   2_500,   5_000,   3_500,   2_500),
-    "savings":            (  3_000,   8_000,  12_000,  10_000,  25_000),
-    "high_yield_savings": (  8_000,  12_000,  25_000,  15_000,  40_000),
-    "mortgage":           (220_000, 260_000, 250_000, 280_000, 120_000),
-    "personal_loan":      ( 12_000,  15_000,  10_000,  30_000,   8_000),
-    "investment_fund":    (  5_000,  20_000,  50_000,  30_000,  80_000),
-}
-"""Median opening balance of each balance product, before the customer's wealth scales it."""
-# fmt: on
-
-SEGMENT_SHARES = dict(zip(SEGMENT_NAMES, SEGMENT_TRAITS["share"], strict=True))
+SEGMENT_NAMES, SEGMENT_PARAMETERS = _read_segments(SEGMENTS_FILE)
+SEGMENT_SHARES = dict(zip(SEGMENT_NAMES, SEGMENT_PARAMETERS["share"], strict=True))
 
 
 @dataclass(frozen=True)
@@ -465,10 +412,22 @@ def _generate_block(
     ids = _customer_ids(block.first_id, block.customers, block.total)
     tables = {
         "customers": _customers_frame(population, state, ids),
-        "transactions": _transactions_frame(chunks, ids),
+        "transactions": _event_frame(
+            chunks,
+            ids,
+            "transactions",
+            {"product_id": "product", "amount": "amount", "margin": "margin", "channel": "channel"},
+        ),
         "products": products_frame(),
-        "interactions": _interactions_frame(chunks, ids),
-        "balances": _balances_frame(chunks, ids),
+        "interactions": _event_frame(
+            chunks, ids, "interactions", {"kind": "kind", "satisfaction": "satisfaction"}
+        ),
+        "balances": _event_frame(
+            chunks,
+            ids,
+            "balances",
+            {"account_type": "account", "balance": "balance", "rate": "rate"},
+        ),
     }
     truth = {
         "customers_truth": _customers_truth_frame(population, state, ids),
@@ -536,13 +495,14 @@ def _calendar(end_date: str, months: int) -> _Calendar:
 
 
 def _segment_trait(name: str, dtype: type = np.float32) -> np.ndarray:
-    """One of `SEGMENT_TRAITS`, one value per segment."""
-    return np.array(SEGMENT_TRAITS[name], dtype=dtype)
+    """One number per segment: a row of the segments file without a prefix."""
+    return np.array(SEGMENT_PARAMETERS[name], dtype=dtype)
 
 
-def _segment_matrix(table: dict[str, tuple[float, ...]], keys: tuple[str, ...]) -> np.ndarray:
-    """A per-segment table read as one row per segment, one column per key (in `keys` order)."""
-    return np.array([table[key] for key in keys], dtype=np.float32).T
+def _segment_matrix(prefix: str, keys: tuple[str, ...]) -> np.ndarray:
+    """The segments file's `prefix:key` rows as one row per segment, one column per key."""
+    rows = [SEGMENT_PARAMETERS[f"{prefix}:{key}"] for key in keys]
+    return np.array(rows, dtype=np.float32).T
 
 
 def _draw_population(rng: np.random.Generator, n: int, calendar: _Calendar) -> _Population:
@@ -561,13 +521,13 @@ def _draw_population(rng: np.random.Generator, n: int, calendar: _Calendar) -> _
     wealth = np.exp(rng.normal(_segment_trait("wealth_log_mean")[segment], WEALTH_LOG_SD)).astype(
         np.float32
     )
-    channel_probs = _dirichlet_around(rng, _segment_matrix(CHANNEL_SHARES, CHANNELS)[segment], 40.0)
+    channel_probs = _dirichlet_around(rng, _segment_matrix("channel", CHANNELS)[segment], 40.0)
     open_month, end_month = _draw_holdings(rng, segment, signup_month)
     complaint_rate, satisfaction_base = _draw_service_experience(rng, segment)
     return _Population(
         segment=segment,
         age=age,
-        region=_categorical(rng, _segment_matrix(REGION_SHARES, REGIONS)[segment]),
+        region=_categorical(rng, _segment_matrix("region", REGIONS)[segment]),
         consent=rng.random(n) < _segment_trait("consent")[segment],
         signup_month=signup_month,
         signup_ns=signup_ns,
@@ -666,7 +626,7 @@ def _draw_holdings(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Month each product is opened and ended (NEVER when not held / not ending)."""
     n = len(segment)
-    probs = _segment_matrix(HOLDING_SHARES, PRODUCT_IDS)
+    probs = _segment_matrix("holding", PRODUCT_IDS)
     holds = rng.random((n, len(PRODUCTS)), dtype=np.float32) < probs[segment]
     holds[:, 0] |= ~holds.any(axis=1)  # everyone holds at least a checking account
     delays = np.stack(
@@ -688,7 +648,7 @@ def _draw_holdings(
 def _draw_opening_balances(
     rng: np.random.Generator, segment: np.ndarray, wealth: np.ndarray
 ) -> np.ndarray:
-    medians = _segment_matrix(OPENING_BALANCES, BALANCE_PRODUCTS)[segment]
+    medians = _segment_matrix("opening_balance", BALANCE_PRODUCTS)[segment]
     wealth_elasticity = np.array([0.8, 1.0, 1.0, 0.5, 0.5, 1.0], np.float32)
     spread = np.array([0.6, 0.6, 0.6, 0.35, 0.5, 0.6], np.float32)
     noise = rng.normal(0.0, 1.0, medians.shape).astype(np.float32) * spread
@@ -1116,46 +1076,28 @@ def _customers_frame(population: _Population, state: _State, ids: pa.Array) -> p
     )
 
 
-def _transactions_frame(chunks: _Chunks, ids: pa.Array) -> pd.DataFrame:
-    t = "transactions"
-    return pd.DataFrame(
-        {
-            "customer_id": _strings(ids, chunks.take(t, "customer")),
-            "ts": _timestamps(chunks.take(t, "ts")),
-            "product_id": _categories(PRODUCT_IDS, chunks.take(t, "product")),
-            "amount": chunks.take(t, "amount"),
-            "margin": chunks.take(t, "margin"),
-            "channel": _categories(CHANNELS, chunks.take(t, "channel")),
-        },
-        copy=False,
-    )
+EVENT_CODES: dict[str, tuple[str, ...]] = {
+    "product": PRODUCT_IDS,
+    "channel": CHANNELS,
+    "kind": INTERACTION_KINDS,
+    "account": BALANCE_PRODUCTS,
+}
+"""The labels of the event tables' coded text columns (the chunks hold one-byte codes)."""
 
 
-def _interactions_frame(chunks: _Chunks, ids: pa.Array) -> pd.DataFrame:
-    t = "interactions"
-    return pd.DataFrame(
-        {
-            "customer_id": _strings(ids, chunks.take(t, "customer")),
-            "ts": _timestamps(chunks.take(t, "ts")),
-            "kind": _categories(INTERACTION_KINDS, chunks.take(t, "kind")),
-            "satisfaction": chunks.take(t, "satisfaction"),
-        },
-        copy=False,
-    )
-
-
-def _balances_frame(chunks: _Chunks, ids: pa.Array) -> pd.DataFrame:
-    t = "balances"
-    return pd.DataFrame(
-        {
-            "customer_id": _strings(ids, chunks.take(t, "customer")),
-            "ts": _timestamps(chunks.take(t, "ts")),
-            "account_type": _categories(BALANCE_PRODUCTS, chunks.take(t, "account")),
-            "balance": chunks.take(t, "balance"),
-            "rate": chunks.take(t, "rate"),
-        },
-        copy=False,
-    )
+def _event_frame(
+    chunks: _Chunks, ids: pa.Array, table: str, columns: dict[str, str]
+) -> pd.DataFrame:
+    """One event table: customer ids and timestamps, then `columns` (frame name: chunk column),
+    the coded ones (`EVENT_CODES`) as categoricals."""
+    frame: dict[str, Any] = {
+        "customer_id": _strings(ids, chunks.take(table, "customer")),
+        "ts": _timestamps(chunks.take(table, "ts")),
+    }
+    for name, column in columns.items():
+        values = chunks.take(table, column)
+        frame[name] = _categories(EVENT_CODES[column], values) if column in EVENT_CODES else values
+    return pd.DataFrame(frame, copy=False)
 
 
 def _customers_truth_frame(population: _Population, state: _State, ids: pa.Array) -> pd.DataFrame:
