@@ -6,7 +6,7 @@ import csv
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -262,36 +262,41 @@ BLOCK_SEED_SALT = 18
 ShiftHook = Callable[[np.random.Generator, "_Population", "_State", int], None]
 
 
+class GeneratorOptions(TypedDict, total=False):
+    """What `generate_bank` passes on to `generate_blocks` (documented there, with defaults)."""
+
+    months: int
+    end_date: str
+    on_month: Callable[[int, int], None] | None
+    with_campaigns: bool
+
+
 def generate_bank(
     customers: int,
     seed: int,
-    months: int = 24,
-    end_date: str = "2026-10-31",
-    on_month: Callable[[int, int], None] | None = None,
+    *,
     shift: ShiftHook | None = None,
-    with_campaigns: bool = True,
+    **options: Unpack[GeneratorOptions],
 ) -> SampleBank:
     """Generate a retail bank's contract tables and the ground truth behind them, in memory.
 
-    One block of customers (see `generate_blocks` for banks too large to hold at once).
+    One block of customers: `generate_blocks` with every customer in its first block (see it
+    for banks too large to hold at once, and for the options: `months`, `end_date`,
+    `on_month`, `with_campaigns`).
 
     Args:
         customers: number of customers (open at the window start or joining during it).
         seed: random seed; the same seed gives identical frames.
-        months: length of the history window in months, ending with the month of `end_date`.
-        end_date: last day of the history (no event after it).
-        on_month: optional progress callback, called with (months done, months) after each month.
         shift: optional hook changing the latent population and state at the start of each
             month (`monitoring.shift`: a shifted future); None leaves the draws unchanged.
-        with_campaigns: simulate past retention campaigns (`samplebank.retention_sim`).
+        **options: the history window, progress callback and campaigns of `generate_blocks`.
 
     Returns:
         The contract tables (customers, transactions, products, interactions, balances) and the
         truth tables (customers_truth, monthly_churn, rate_changes).
     """
-    _check_size(customers, months)
-    block = _Block(index=0, first_id=1, customers=customers, total=customers)
-    return _generate_block(block, seed, months, end_date, on_month, shift, with_campaigns)
+    hook = None if shift is None else lambda _block: shift
+    return next(generate_blocks(customers, seed, shift=hook, block_customers=customers, **options))
 
 
 def generate_blocks(
@@ -316,12 +321,13 @@ def generate_blocks(
 
     Args:
         customers: number of customers in the whole bank.
-        seed: random seed.
-        months: length of the history window in months.
-        end_date: last day of the history.
-        on_month: progress callback, called with (months done, months) across all blocks.
+        seed: random seed; the same seed gives identical frames.
+        months: length of the history window in months, ending with the month of `end_date`.
+        end_date: last day of the history (no event after it).
+        on_month: optional progress callback, called with (months done, months) after each
+            month, across all blocks.
         shift: the shifted future's hook for each block index (None: no shift).
-        with_campaigns: simulate past retention campaigns.
+        with_campaigns: simulate past retention campaigns (`samplebank.retention_sim`).
         block_customers: customers per block.
     """
     _check_size(customers, months)
@@ -386,10 +392,9 @@ def _generate_block(
     on_month: Callable[[int, int], None] | None,
     shift: ShiftHook | None,
     with_campaigns: bool,
-    market: _Market | None = None,
+    market: _Market,
 ) -> SampleBank:
     rng = block.rng(seed)
-    market = market if market is not None else _Market()
     calendar = _calendar(end_date, months)
     rate_cut_month = round(months * 2 / 3)
     population = _draw_population(rng, block.customers, calendar)
@@ -400,13 +405,14 @@ def _generate_block(
         if with_campaigns
         else None
     )
+    run = _Run(rng, population, state, calendar, rate_cut_month, chunks)
     for m in range(months):
         _advance_latent_state(rng, state, m)
         state.market_index = market.index(rng, m)
         if shift is not None:
             shift(rng, population, state, m)
-        _churn_step(rng, population, state, calendar, m, rate_cut_month, chunks, campaigns)
-        _events_for_month(rng, population, state, calendar, m, rate_cut_month, chunks)
+        _churn_step(run, m, campaigns)
+        _events_for_month(run, m)
         if on_month is not None:
             on_month(m + 1, months)
     ids = _customer_ids(block.first_id, block.customers, block.total)
@@ -707,17 +713,22 @@ def _held(population: _Population, rows: np.ndarray | slice, m: int) -> np.ndarr
     return (population.open_month[rows] <= m) & (m < population.end_month[rows])
 
 
-def _churn_step(
-    rng: np.random.Generator,
-    population: _Population,
-    state: _State,
-    calendar: _Calendar,
-    m: int,
-    rate_cut_month: int,
-    chunks: _Chunks,
-    campaigns: CampaignSimulation | None = None,
-) -> None:
+@dataclass(frozen=True)
+class _Run:
+    """What every month of one block's simulation reads and writes."""
+
+    rng: np.random.Generator
+    population: _Population
+    state: _State
+    calendar: _Calendar
+    rate_cut_month: int
+    chunks: _Chunks
+
+
+def _churn_step(run: _Run, m: int, campaigns: CampaignSimulation | None = None) -> None:
     """Draw closures for month m from a hazard that only reads what happened before it."""
+    rng, population, state, calendar = run.rng, run.population, run.state, run.calendar
+    rate_cut_month, chunks = run.rate_cut_month, run.chunks
     start_ns = calendar.bounds[m]
     at_risk = np.flatnonzero((population.signup_ns < start_ns) & (state.closed_month == NEVER))
     probability = _churn_probability(population, state, at_risk, m, rate_cut_month)
@@ -781,16 +792,10 @@ def _activity_trend(population: _Population, state: _State, rows: np.ndarray, m:
     return np.where(observed, np.clip(trend, -2, 1), 0).astype(np.float32)
 
 
-def _events_for_month(
-    rng: np.random.Generator,
-    population: _Population,
-    state: _State,
-    calendar: _Calendar,
-    m: int,
-    rate_cut_month: int,
-    chunks: _Chunks,
-) -> None:
+def _events_for_month(run: _Run, m: int) -> None:
     """Transactions, interactions and month-end balances of every customer open in month m."""
+    rng, population, state, calendar = run.rng, run.population, run.state, run.calendar
+    rate_cut_month, chunks = run.rate_cut_month, run.chunks
     start, stop = calendar.bounds[m], calendar.bounds[m + 1]
     lo = np.maximum(population.signup_ns, start)
     hi = np.minimum(state.closed_ns, stop)
