@@ -75,6 +75,60 @@ class Evaluation:
         return self.dr if self.dr is not None else self.snips
 
 
+@dataclass(frozen=True)
+class VerdictRules:
+    """What a verdict needs and how its intervals are drawn, alike for `evaluate` and `compare`.
+
+    Attributes:
+        min_ess: below this effective sample size there is no verdict.
+        max_unsupported: above this average unsupported mass there is no verdict.
+        confidence: the bootstrap intervals' level.
+        bootstrap: bootstrap resamples.
+        seed: the resampling seed.
+    """
+
+    min_ess: float = 50.0
+    max_unsupported: float = 0.01
+    confidence: float = 0.95
+    bootstrap: int = 500
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class _Bootstrap:
+    """The resampled decisions (`rows`, one resample a row) and the percentile intervals."""
+
+    rows: NDArray[np.int64]
+    tail: float
+
+    @classmethod
+    def draw(cls, n: int, rules: VerdictRules) -> _Bootstrap:
+        """`rules.bootstrap` resamples of `n` decisions, with the tail of `rules.confidence`."""
+        rows = np.random.default_rng(rules.seed).integers(0, n, size=(rules.bootstrap, n))
+        return cls(rows, (1 - rules.confidence) / 2 * 100)
+
+    def interval(self, point: float, samples: Array) -> Interval:
+        """`point` with the percentile interval of its resampled values `samples`."""
+        low, high = np.percentile(samples, [self.tail, 100 - self.tail])
+        return Interval(float(point), float(low), float(high))
+
+
+@dataclass(frozen=True)
+class _Overlap:
+    """How well the logging policy covers a candidate's weights, and the refusal it implies."""
+
+    ess: float
+    unsupported_share: float
+    refusal: str | None
+
+    @classmethod
+    def of(cls, w: Array, lost: Array, n: int, rules: VerdictRules) -> _Overlap:
+        """The overlap of `n` decisions' clipped weights `w` and unsupported masses `lost`."""
+        ess = effective_sample_size(w)
+        share = float(np.mean(lost))
+        return cls(ess, share, _refusal(ess, n, share, rules.min_ess, rules.max_unsupported))
+
+
 def _vector(values: ArrayLike, name: str, n: int | None = None) -> Array:
     array = np.asarray(values, dtype=float).ravel()
     if n is not None and array.shape[0] != n:
@@ -141,11 +195,7 @@ def evaluate(
     *,
     unsupported: ArrayLike | None = None,
     clip: float | None = 100.0,
-    min_ess: float = 50.0,
-    max_unsupported: float = 0.01,
-    confidence: float = 0.95,
-    bootstrap: int = 500,
-    seed: int = 0,
+    rules: VerdictRules | None = None,
 ) -> Evaluation:
     """Estimate a candidate policy's mean reward per decision from a logged policy's decisions.
 
@@ -158,15 +208,13 @@ def evaluate(
         unsupported: per decision, the candidate's probability on actions the logging policy
             could not take (default 0).
         clip: largest importance weight (None: no clipping).
-        min_ess: below this effective sample size there is no verdict.
-        max_unsupported: above this average unsupported mass there is no verdict.
-        confidence: the bootstrap intervals' level.
-        bootstrap: bootstrap resamples.
-        seed: the resampling seed.
+        rules: the overlap a verdict needs and the bootstrap of the intervals (None: the
+            defaults of `VerdictRules`).
 
     Raises:
         ValueError: inputs of different lengths, no decision, or probabilities out of range.
     """
+    rules = VerdictRules() if rules is None else rules
     r = _rewards(rewards, "evaluate")
     n = r.shape[0]
     w = weights(target, propensity, clip)
@@ -175,29 +223,23 @@ def evaluate(
     q = _vector(q_logged, "q_logged", n) if has_model else np.zeros(n)  # type: ignore[arg-type]
     v = _vector(v_target, "v_target", n) if has_model else np.zeros(n)  # type: ignore[arg-type]
     lost = _unsupported(unsupported, n)
-    rows = np.random.default_rng(seed).integers(0, n, size=(bootstrap, n))
-    tail = (1 - confidence) / 2 * 100
-
-    def interval(point: float, samples: Array) -> Interval:
-        low, high = np.percentile(samples, [tail, 100 - tail])
-        return Interval(float(point), float(low), float(high))
-
-    ess = effective_sample_size(w)
-    unsupported_share = float(np.mean(lost))
+    boot = _Bootstrap.draw(n, rules)
+    rows = boot.rows
+    overlap = _Overlap.of(w, lost, n, rules)
     return Evaluation(
         n=n,
-        logged=interval(float(np.mean(r)), np.mean(r[rows], axis=-1)),
-        ips=interval(float(_ips(w, r)), _ips(w[rows], r[rows])),
-        snips=interval(float(_snips(w, r)), _snips(w[rows], r[rows])),
+        logged=boot.interval(float(np.mean(r)), np.mean(r[rows], axis=-1)),
+        ips=boot.interval(float(_ips(w, r)), _ips(w[rows], r[rows])),
+        snips=boot.interval(float(_snips(w, r)), _snips(w[rows], r[rows])),
         dr=(
-            interval(float(_dr(w, r, q, v)), _dr(w[rows], r[rows], q[rows], v[rows]))
+            boot.interval(float(_dr(w, r, q, v)), _dr(w[rows], r[rows], q[rows], v[rows]))
             if has_model
             else None
         ),
-        ess=ess,
+        ess=overlap.ess,
         clipped_share=float(np.mean(raw > w)),
-        unsupported_share=unsupported_share,
-        refusal=_refusal(ess, n, unsupported_share, min_ess, max_unsupported),
+        unsupported_share=overlap.unsupported_share,
+        refusal=overlap.refusal,
     )
 
 
@@ -265,11 +307,7 @@ def compare(
     *,
     unsupported: ArrayLike | None = None,
     clip: float | None = None,
-    min_ess: float = 50.0,
-    max_unsupported: float = 0.01,
-    confidence: float = 0.95,
-    bootstrap: int = 500,
-    seed: int = 0,
+    rules: VerdictRules | None = None,
 ) -> Comparison:
     """The doubly robust value of a candidate minus a champion's, decision by decision.
 
@@ -289,12 +327,13 @@ def compare(
         v_champion: the same under the champion.
         unsupported: per decision, the candidate's mass on actions the logging policy could
             not take (default 0).
-        clip, min_ess, max_unsupported, confidence, bootstrap, seed: as for `evaluate`; the
-            overlap refusal is judged on the candidate's weights.
+        clip, rules: as for `evaluate`; the overlap refusal is judged on the candidate's
+            weights.
 
     Raises:
-        ValueError: inputs of different lengths, no decision, or probabilities out of range.
+        ValueError: as for `evaluate`.
     """
+    rules = VerdictRules() if rules is None else rules
     r = _rewards(rewards, "compare on")
     n = r.shape[0]
     w_new = weights(candidate, propensity, clip)
@@ -305,15 +344,12 @@ def compare(
     lost = _unsupported(unsupported, n)
     new_terms = v_new + w_new * (r - q)
     old_terms = v_old + w_old * (r - q)
-    rows = np.random.default_rng(seed).integers(0, n, size=(bootstrap, n))
-    tail = (1 - confidence) / 2 * 100
+    boot = _Bootstrap.draw(n, rules)
 
     def interval(terms: Array) -> Interval:
-        low, high = np.percentile(np.mean(terms[rows], axis=-1), [tail, 100 - tail])
-        return Interval(float(np.mean(terms)), float(low), float(high))
+        return boot.interval(float(np.mean(terms)), np.mean(terms[boot.rows], axis=-1))
 
-    ess = effective_sample_size(w_new)
-    unsupported_share = float(np.mean(lost))
+    overlap = _Overlap.of(w_new, lost, n, rules)
     differs = (np.abs(w_new - w_old) > 1e-12) | (np.abs(v_new - v_old) > 1e-12)
     return Comparison(
         n=n,
@@ -321,7 +357,7 @@ def compare(
         candidate=interval(new_terms),
         champion=interval(old_terms),
         disagreements=int(np.sum(differs)),
-        ess=ess,
-        unsupported_share=unsupported_share,
-        refusal=_refusal(ess, n, unsupported_share, min_ess, max_unsupported),
+        ess=overlap.ess,
+        unsupported_share=overlap.unsupported_share,
+        refusal=overlap.refusal,
     )

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from decisions.log import ACCEPTED, PENDING, Candidate, DecisionLog, Outcome
-from decisions.ope import Evaluation, evaluate
+from decisions.ope import Evaluation, VerdictRules, evaluate
 from loyal.errors import LoyalError
 from models.acceptance import AcceptanceModel, Answer, predict_rows
 
@@ -183,6 +183,7 @@ def evaluate_candidate(
     rows = [_row(o, t, q, candidate) for o, t, q in zip(outcomes, targets, q_all, strict=True)]
     matrix = np.array(rows, dtype=float)
     accept_reward, value_reward, p_logged, pi, q_acc, v_acc, q_val, v_val, lost = matrix.T
+    rules = VerdictRules(min_ess=min_ess, seed=seed)
     acceptance = evaluate(
         accept_reward,
         p_logged,
@@ -191,8 +192,7 @@ def evaluate_candidate(
         v_acc,
         unsupported=lost,
         clip=clip,
-        min_ess=min_ess,
-        seed=seed,
+        rules=rules,
     )
     value = evaluate(
         value_reward,
@@ -202,8 +202,7 @@ def evaluate_candidate(
         v_val,
         unsupported=lost,
         clip=clip,
-        min_ess=min_ess,
-        seed=seed,
+        rules=rules,
     )
     notes = [
         f"{len(outcomes)} answered decisions; the reward model learned from "

@@ -68,19 +68,40 @@ CUSTOMERS = TableSpec(
     ),
 )
 
-TRANSACTIONS = TableSpec(
-    name="transactions",
-    description="Revenue events: purchases, fees, interest margin; refunds are negative.",
-    references={"customer_id": "customers", "product_id": "products"},
-    columns=(
-        Column("customer_id", "str", required=True, nullable=False),
-        Column("ts", "timestamp", required=True, nullable=False, not_in_future=True),
-        Column("product_id", "str", required=True, nullable=False),
-        Column("amount", "float", required=True, nullable=False, description="revenue"),
-        Column("margin", "float", description="else the product's margin_rate applies"),
-        Column("quantity", "float", description="units bought; negative for returns"),
-        Column("channel", "str", description="branch, online, mobile, atm, phone, ..."),
-    ),
+_CUSTOMER_ID = Column("customer_id", "str", required=True, nullable=False)
+"""The customer an event table's row belongs to (a reference to `customers`)."""
+_EVENT_TS = Column("ts", "timestamp", required=True, nullable=False, not_in_future=True)
+"""When an event table's row happened."""
+
+
+def _customer_events(
+    name: str,
+    description: str,
+    *columns: Column,
+    required_table: bool = False,
+    references: dict[str, str] | None = None,
+) -> TableSpec:
+    """A table of dated events per customer: `_CUSTOMER_ID` (referencing `customers`) and
+    `_EVENT_TS`, then its own `columns`; `references` adds the other tables it refers to."""
+    return TableSpec(
+        name=name,
+        required_table=required_table,
+        description=description,
+        references={"customer_id": "customers", **(references or {})},
+        columns=(_CUSTOMER_ID, _EVENT_TS, *columns),
+    )
+
+
+TRANSACTIONS = _customer_events(
+    "transactions",
+    "Revenue events: purchases, fees, interest margin; refunds are negative.",
+    Column("product_id", "str", required=True, nullable=False),
+    Column("amount", "float", required=True, nullable=False, description="revenue"),
+    Column("margin", "float", description="else the product's margin_rate applies"),
+    Column("quantity", "float", description="units bought; negative for returns"),
+    Column("channel", "str", description="branch, online, mobile, atm, phone, ..."),
+    required_table=True,
+    references={"product_id": "products"},
 )
 
 PRODUCTS = TableSpec(
@@ -94,36 +115,24 @@ PRODUCTS = TableSpec(
     ),
 )
 
-INTERACTIONS = TableSpec(
-    name="interactions",
-    required_table=False,
-    description="Contacts and visits: call, complaint, login, atm_visit, branch_visit, ...",
-    references={"customer_id": "customers"},
-    columns=(
-        Column("customer_id", "str", required=True, nullable=False),
-        Column("ts", "timestamp", required=True, nullable=False, not_in_future=True),
-        Column("kind", "str", required=True, nullable=False),
-        Column("satisfaction", "float", min_value=1, max_value=5),
-    ),
+INTERACTIONS = _customer_events(
+    "interactions",
+    "Contacts and visits: call, complaint, login, atm_visit, branch_visit, ...",
+    Column("kind", "str", required=True, nullable=False),
+    Column("satisfaction", "float", min_value=1, max_value=5),
 )
 
-BALANCES = TableSpec(
-    name="balances",
-    required_table=False,
-    description="Account balances over time (banking).",
-    references={"customer_id": "customers"},
-    columns=(
-        Column("customer_id", "str", required=True, nullable=False),
-        Column("ts", "timestamp", required=True, nullable=False, not_in_future=True),
-        Column("account_type", "str", required=True, nullable=False),
-        Column("balance", "float", required=True, nullable=False),
-        Column(
-            "rate",
-            "float",
-            min_value=-1.0,
-            max_value=1.0,
-            description="annual interest rate as a fraction, 0.041 = 4.1%",
-        ),
+BALANCES = _customer_events(
+    "balances",
+    "Account balances over time (banking).",
+    Column("account_type", "str", required=True, nullable=False),
+    Column("balance", "float", required=True, nullable=False),
+    Column(
+        "rate",
+        "float",
+        min_value=-1.0,
+        max_value=1.0,
+        description="annual interest rate as a fraction, 0.041 = 4.1%",
     ),
 )
 
@@ -138,8 +147,8 @@ CAMPAIGNS = TableSpec(
     references={"customer_id": "customers"},
     columns=(
         Column("campaign_id", "str", required=True, nullable=False),
-        Column("customer_id", "str", required=True, nullable=False),
-        Column("ts", "timestamp", required=True, nullable=False, not_in_future=True),
+        _CUSTOMER_ID,
+        _EVENT_TS,
         Column("treated", "bool", required=True, nullable=False),
         Column("action_id", "str", description="the action taken (blank for control)"),
         Column("cost", "float", min_value=0.0, description="cost of the contact"),

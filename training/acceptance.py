@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from decisions.log import PENDING, DecisionLog, Outcome
-from decisions.ope import Comparison, Evaluation, compare, evaluate
+from decisions.ope import Comparison, Evaluation, VerdictRules, compare, evaluate
 from decisions.policy import answers_of
 from decisions.record import log_target
 from features.tables_io import recorded_catalog
@@ -168,8 +168,7 @@ def policy_value(frame: pd.DataFrame, p_accept: np.ndarray, seed: int = 0) -> Ev
         logged["q"].to_numpy(),
         chosen["q"].to_numpy(),
         clip=None,
-        min_ess=MIN_ESS,
-        seed=seed,
+        rules=VerdictRules(min_ess=MIN_ESS, seed=seed),
     )
 
 
@@ -198,8 +197,7 @@ def paired_gain(
         logged["q"].to_numpy(),
         new["q"].to_numpy(),
         old["q"].to_numpy(),
-        min_ess=MIN_ESS,
-        seed=seed,
+        rules=VerdictRules(min_ess=MIN_ESS, seed=seed),
     )
 
 

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from decisions.ope import Comparison, compare, effective_sample_size, evaluate
+from decisions.ope import Comparison, VerdictRules, compare, effective_sample_size, evaluate
 
 pytestmark = pytest.mark.unit
 
 
 def test_all_weights_one_give_the_logged_mean() -> None:
     rewards = np.array([1.0, 0.0, 0.0, 1.0, 1.0])
-    result = evaluate(rewards, np.full(5, 0.4), np.full(5, 0.4), min_ess=1)
+    result = evaluate(rewards, np.full(5, 0.4), np.full(5, 0.4), rules=VerdictRules(min_ess=1))
     assert result.ips.value == pytest.approx(0.6)
     assert result.snips.value == pytest.approx(0.6)
     assert result.logged.value == pytest.approx(0.6)
@@ -25,12 +25,14 @@ def test_all_weights_one_give_the_logged_mean() -> None:
 
 def test_a_hand_computed_case_for_ips_snips_dr_clipping_and_ess() -> None:
     rewards, p, pi = [1, 0, 1, 0], [0.5, 0.5, 0.25, 1.0], [1.0, 0.0, 0.5, 1.0]  # w = 2, 0, 2, 1
-    result = evaluate(rewards, p, pi, [0.5] * 4, [0.5] * 4, clip=None, min_ess=1)
+    result = evaluate(
+        rewards, p, pi, [0.5] * 4, [0.5] * 4, clip=None, rules=VerdictRules(min_ess=1)
+    )
     assert result.ips.value == pytest.approx(1.0)
     assert result.snips.value == pytest.approx(0.8)
     assert result.dr is not None and result.dr.value == pytest.approx(0.875)
     assert result.ess == pytest.approx(25 / 9)
-    clipped = evaluate(rewards, p, pi, clip=1.5, min_ess=1)
+    clipped = evaluate(rewards, p, pi, clip=1.5, rules=VerdictRules(min_ess=1))
     assert clipped.ips.value == pytest.approx(0.75) and clipped.clipped_share == 0.5
     assert clipped.ips.low <= clipped.ips.value <= clipped.ips.high
 
@@ -83,7 +85,7 @@ def _paired(log: dict[str, np.ndarray], candidate: np.ndarray, champion: np.ndar
         q_table[rows, action],
         q_table[rows, candidate],
         q_table[rows, champion],
-        min_ess=30,
+        rules=VerdictRules(min_ess=30),
     )
 
 
@@ -127,7 +129,11 @@ def test_ips_on_the_thompson_log_recovers_the_uniform_policys_click_rate(
     observed = random_log["click"].mean()
     uniform = np.full(len(bts_log), 1 / 80)  # the uniform policy's probability of any item
     result = evaluate(
-        bts_log["click"], bts_log["propensity_score"], uniform, clip=None, bootstrap=1000
+        bts_log["click"],
+        bts_log["propensity_score"],
+        uniform,
+        clip=None,
+        rules=VerdictRules(bootstrap=1000),
     )
     # stated: IPS 0.0024, 95% CI about [0.0010, 0.0042]; observed uniform click rate 0.0038
     assert result.ips.low <= observed <= result.ips.high
