@@ -25,7 +25,7 @@ from loyal.campaigns import ControlGroups, store_path
 from loyal.errors import LoyalError
 from loyal.settings import ServingSettings, Settings
 from loyal.specs import serving_fallback
-from models.nba import ContactEvent, CustomerScores, Decision, decide
+from models.nba import Action, ContactEvent, CustomerScores, Decision, decide
 from models.offers import (
     Catalog,
 )
@@ -974,6 +974,18 @@ def _assumes_consent(settings: Settings, options: ServingSettings) -> bool:
     return False
 
 
+_ACTION_OUT_FIELDS = set(ActionOut.model_fields) - {"p_accept_evidence"}
+"""The answer's action fields that are the chosen `Action`'s own, under the same names."""
+
+
+def _action_out(action: Action) -> ActionOut:
+    """A chosen action as the answer shows it: its own fields, and where p_accept comes from."""
+    return ActionOut(
+        **action.model_dump(include=_ACTION_OUT_FIELDS),
+        p_accept_evidence=action.evidence or "catalog prior",
+    )
+
+
 def _nba_answer(
     request: NextBestActionRequest,
     customer: _Customer,
@@ -986,24 +998,7 @@ def _nba_answer(
 ) -> NextBestActionResponse:
     """The answer; `context` names the request's context fields (applied if the customer is
     known, else listed as ignored)."""
-    actions = [
-        ActionOut(
-            action_id=a.action_id,
-            kind=a.kind,
-            product_id=a.product_id,
-            message=a.message,
-            score=a.score,
-            expected_value=a.expected_value,
-            p_accept=a.p_accept,
-            value=a.value,
-            cost=a.cost,
-            segment_weight=a.segment_weight,
-            als_rank=a.als_rank,
-            reasons=a.reasons,
-            p_accept_evidence=a.evidence or "catalog prior",
-        )
-        for a in decision.actions
-    ]
+    actions = [_action_out(a) for a in decision.actions]
     filtered = None
     if request.explain:
         filtered = [

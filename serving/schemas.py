@@ -22,6 +22,11 @@ _COLD_START_REASON = Field(
 )
 
 
+def _example(**fields: Any) -> ConfigDict:
+    """A model config whose only addition is the example the OpenAPI page shows."""
+    return ConfigDict(json_schema_extra={"example": fields})
+
+
 class _Request(BaseModel):
     # every request refuses unknown fields and is frozen; a subclass's model_config adds to this
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -45,15 +50,11 @@ class _Answer(BaseModel):
 class NextBestActionRequest(_Request):
     """Which actions to take now with one customer on one channel."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "example": {
-                "customer_id": "C0000042",
-                "channel": "atm",
-                "k": 1,
-                "context": {"balance_checking": 5200.0, "idle_cash": 4200.0},
-            }
-        },
+    model_config = _example(
+        customer_id="C0000042",
+        channel="atm",
+        k=1,
+        context={"balance_checking": 5200.0, "idle_cash": 4200.0},
     )
 
     customer_id: CustomerId = _ID
@@ -115,44 +116,40 @@ class RejectedOut(BaseModel):
 class NextBestActionResponse(_Answer):
     """The actions for one customer on one channel, best first."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "example": {
-                "customer_id": "C0000042",
-                "channel": "atm",
-                "actions": [
-                    {
-                        "action_id": "hys_move_idle_cash",
-                        "kind": "cross_sell",
-                        "product_id": "high_yield_savings",
-                        "message": (
-                            "You keep $5,000 in checking. Move it to High-Yield Savings at "
-                            "4.1% and earn about $205 a year?"
-                        ),
-                        "score": 10.48,
-                        "expected_value": 10.48,
-                        "p_accept": 0.12,
-                        "value": 104.0,
-                        "cost": 2.0,
-                        "segment_weight": 1.0,
-                        "als_rank": None,
-                        "reasons": ["keeps $5,000 idle in checking"],
-                    }
-                ],
-                "churn_probability": 0.04,
-                "tier": "iron",
-                "segment": "affluent savers",
-                "clv": 1830.0,
-                "model_versions": {"churn": "3", "cross_sell": "2"},
-                "degraded": False,
-                "degraded_reasons": [],
-                "cold_start": False,
-                "decided_at": "2026-11-02T10:15:00Z",
-                "decision_id": "d-1793614500000-5f0c2a9b7e41",
-                "context_used": ["idle_cash"],
-                "context_ignored": [],
+    model_config = _example(
+        customer_id="C0000042",
+        channel="atm",
+        actions=[
+            {
+                "action_id": "hys_move_idle_cash",
+                "kind": "cross_sell",
+                "product_id": "high_yield_savings",
+                "message": (
+                    "You keep $5,000 in checking. Move it to High-Yield Savings at "
+                    "4.1% and earn about $205 a year?"
+                ),
+                "score": 10.48,
+                "expected_value": 10.48,
+                "p_accept": 0.12,
+                "value": 104.0,
+                "cost": 2.0,
+                "segment_weight": 1.0,
+                "als_rank": None,
+                "reasons": ["keeps $5,000 idle in checking"],
             }
-        }
+        ],
+        churn_probability=0.04,
+        tier="iron",
+        segment="affluent savers",
+        clv=1830.0,
+        model_versions={"churn": "3", "cross_sell": "2"},
+        degraded=False,
+        degraded_reasons=[],
+        cold_start=False,
+        decided_at="2026-11-02T10:15:00Z",
+        decision_id="d-1793614500000-5f0c2a9b7e41",
+        context_used=["idle_cash"],
+        context_ignored=[],
     )
 
     customer_id: CustomerId
@@ -188,7 +185,7 @@ class NextBestActionResponse(_Answer):
 class RecommendRequest(_Request):
     """Cross-sell products for one customer."""
 
-    model_config = ConfigDict(json_schema_extra={"example": {"customer_id": "C0000042"}})
+    model_config = _example(customer_id="C0000042")
 
     customer_id: CustomerId = _ID
     k: int = Field(default=5, ge=1, le=20, description="How many products at most.")
@@ -217,9 +214,7 @@ class RecommendResponse(_Answer):
 class ChurnScoreRequest(_Request):
     """Churn probabilities of a batch of customers."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"example": {"customer_ids": ["C0000042", "C0000043"]}},
-    )
+    model_config = _example(customer_ids=["C0000042", "C0000043"])
 
     customer_ids: list[CustomerId] = Field(min_length=1, max_length=MAX_BATCH)
 
@@ -249,7 +244,7 @@ class ChurnScoreResponse(_Answer):
 class SegmentRequest(_Request):
     """Value tier, need segment and lifetime value of one customer."""
 
-    model_config = ConfigDict(json_schema_extra={"example": {"customer_id": "C0000042"}})
+    model_config = _example(customer_id="C0000042")
 
     customer_id: CustomerId = _ID
 
@@ -273,15 +268,11 @@ class SegmentResponse(_Answer):
 class FeedbackRequest(_Request):
     """How a customer answered an action; the contact policy reads it (cooldowns, caps)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "example": {
-                "customer_id": "C0000042",
-                "action_id": "hys_move_idle_cash",
-                "channel": "atm",
-                "outcome": "declined",
-            }
-        },
+    model_config = _example(
+        customer_id="C0000042",
+        action_id="hys_move_idle_cash",
+        channel="atm",
+        outcome="declined",
     )
 
     customer_id: CustomerId = _ID

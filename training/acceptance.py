@@ -35,6 +35,7 @@ from loyal.errors import StepSkippedError
 from loyal.settings import DecisionSettings, Settings
 from models.acceptance import ARTIFACT, AcceptanceModel, predict_rows
 from models.offers import choose_catalog, load_catalog
+from training.tracking import RegisteredRun
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,9 @@ MIN_ESS = 30.0
 
 
 @dataclass(frozen=True)
-class AcceptanceResult:
+class AcceptanceResult(RegisteredRun):
     """What `train` returns."""
 
-    run_id: str
-    model_version: str | None
     answers: int
     holdout: dict[str, float]
 
@@ -151,25 +150,85 @@ def _choices(frame: pd.DataFrame, p_accept: Any) -> pd.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class _LoggedDecisions:
+    """The logged decisions of an OPE frame under one reward model (P(accept) x value).
+
+    What both doubly robust estimates read: each decision's logged action, its reward and
+    propensity, and the reward model's value of the action a greedy policy takes instead.
+
+    Attributes:
+        frame: the OPE frame, with `q`, the reward model's value of each eligible action.
+        logged: the logged action's row of each decision, indexed by decision.
+    """
+
+    frame: pd.DataFrame
+    logged: pd.DataFrame
+
+    @classmethod
+    def under(cls, frame: pd.DataFrame, p_reward: Any) -> _LoggedDecisions:
+        """The frame's decisions, `p_reward` times each action's value as the reward model."""
+        frame = frame.assign(q=np.asarray(p_reward, dtype=float) * frame["value"])
+        return cls(frame, frame[frame["logged"]].set_index("decision"))
+
+    @property
+    def rewards(self) -> np.ndarray:
+        """The accepted value of each logged action (0 when not accepted)."""
+        return (self.logged["accepted"] * self.logged["value"]).to_numpy()
+
+    @property
+    def propensity(self) -> np.ndarray:
+        """The probability that the logging policy took the logged action."""
+        return self.logged["propensity"].to_numpy()
+
+    @property
+    def q_logged(self) -> np.ndarray:
+        """The reward model's value of each logged action."""
+        return self.logged["q"].to_numpy()
+
+    def greedy(self, p_accept: Any) -> pd.DataFrame:
+        """Per logged decision, the row of the action the greedy policy on `p_accept` takes."""
+        return _choices(self.frame, p_accept).reindex(self.logged.index)
+
+    def takes_logged(self, chosen: pd.DataFrame) -> np.ndarray:
+        """1.0 where a policy's choice (`greedy`) is the logged action, else 0.0."""
+        return (chosen["offer_id"] == self.logged["offer_id"]).astype(float).to_numpy()
+
+    def value(self, p_accept: Any, seed: int) -> Evaluation:
+        """The doubly robust value per decision of the greedy policy on `p_accept`."""
+        chosen = self.greedy(p_accept)
+        return evaluate(
+            self.rewards,
+            self.propensity,
+            self.takes_logged(chosen),
+            self.q_logged,
+            chosen["q"].to_numpy(),
+            clip=None,
+            rules=VerdictRules(min_ess=MIN_ESS, seed=seed),
+        )
+
+    def gain(self, p_candidate: Any, p_champion: Any, seed: int) -> Comparison:
+        """The paired doubly robust gain of one greedy policy over another, decision by decision."""
+        new = self.greedy(p_candidate)
+        old = self.greedy(p_champion)
+        return compare(
+            self.rewards,
+            self.propensity,
+            self.takes_logged(new),
+            self.takes_logged(old),
+            self.q_logged,
+            new["q"].to_numpy(),
+            old["q"].to_numpy(),
+            rules=VerdictRules(min_ess=MIN_ESS, seed=seed),
+        )
+
+
 def policy_value(frame: pd.DataFrame, p_accept: np.ndarray, seed: int = 0) -> Evaluation:
     """Doubly robust accepted value per decision of the greedy policy on `p_accept`.
 
     The reward model is the same P(accept) times each action's value.
     """
-    frame = frame.assign(q=np.asarray(p_accept, dtype=float) * frame["value"])
-    logged = frame[frame["logged"]].set_index("decision")
-    chosen = _choices(frame, p_accept).reindex(logged.index)
-    pi = (chosen["offer_id"] == logged["offer_id"]).astype(float).to_numpy()
-    reward = (logged["accepted"] * logged["value"]).to_numpy()
-    return evaluate(
-        reward,
-        logged["propensity"].to_numpy(),
-        pi,
-        logged["q"].to_numpy(),
-        chosen["q"].to_numpy(),
-        clip=None,
-        rules=VerdictRules(min_ess=MIN_ESS, seed=seed),
-    )
+    return _LoggedDecisions.under(frame, p_accept).value(p_accept, seed)
 
 
 def paired_gain(
@@ -185,20 +244,7 @@ def paired_gain(
     model of both doubly robust estimates (the candidate's, fitted on earlier answers), so a
     decision where the two choose alike contributes exactly 0 to the difference.
     """
-    frame = frame.assign(q=np.asarray(p_reward, dtype=float) * frame["value"])
-    logged = frame[frame["logged"]].set_index("decision")
-    new = _choices(frame, p_candidate).reindex(logged.index)
-    old = _choices(frame, p_champion).reindex(logged.index)
-    return compare(
-        (logged["accepted"] * logged["value"]).to_numpy(),
-        logged["propensity"].to_numpy(),
-        (new["offer_id"] == logged["offer_id"]).astype(float).to_numpy(),
-        (old["offer_id"] == logged["offer_id"]).astype(float).to_numpy(),
-        logged["q"].to_numpy(),
-        new["q"].to_numpy(),
-        old["q"].to_numpy(),
-        rules=VerdictRules(min_ess=MIN_ESS, seed=seed),
-    )
+    return _LoggedDecisions.under(frame, p_reward).gain(p_candidate, p_champion, seed)
 
 
 FOLDS = 5

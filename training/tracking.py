@@ -9,6 +9,7 @@ import logging
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,19 @@ PROFILE_DIR = "monitoring"
 PROFILE_FILE = "profile.json"
 """Every run that logs a holdout also logs `monitoring/profile.json`, its reference profile."""
 _REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RegisteredRun:
+    """What a training run returns first: its MLflow run and the model version it registered.
+
+    Attributes:
+        run_id: the MLflow run that logged the model.
+        model_version: the registered version (None: not registered).
+    """
+
+    run_id: str
+    model_version: str | None
 
 
 def configure(settings: Settings) -> str:

@@ -42,6 +42,7 @@ from models.uplift import (
     qini_curve,
     uplift_at_k,
 )
+from training.tracking import RegisteredRun
 from training.uplift_data import (
     OUTCOME,
     TREATED,
@@ -64,11 +65,9 @@ GATE_CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
-class UpliftResult:
+class UpliftResult(RegisteredRun):
     """What `train_uplift` returns."""
 
-    run_id: str
-    model_version: str | None
     metrics: dict[str, float]
 
 
