@@ -33,7 +33,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
-from features.store import VIEWS_FILE, built_views, feast_dir, latest_snapshot_time, table_path
+from features.store import (
+    ONLINE_PAGE_SIZE,
+    VIEWS_FILE,
+    built_views,
+    feast_dir,
+    latest_snapshot_time,
+    table_path,
+)
 from loyal.settings import Settings, load_settings
 
 
@@ -61,13 +68,14 @@ def tile_snapshot(source: Settings, target: Settings, customers: int) -> int:
 
 
 def copy_registry(source: Settings, target: Settings) -> None:
-    """The source's Feast registry and online tables, emptied."""
+    """The source's Feast registry and online tables, emptied, with a new store's page size."""
     shutil.copytree(feast_dir(source), feast_dir(target), dirs_exist_ok=True)
     with sqlite3.connect(feast_dir(target) / "online.db") as connection:
         names = connection.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
         for (name,) in names:
             connection.execute(f'DELETE FROM "{name}"')
     with sqlite3.connect(feast_dir(target) / "online.db") as connection:
+        connection.execute(f"PRAGMA page_size = {ONLINE_PAGE_SIZE}")
         connection.execute("VACUUM")
 
 

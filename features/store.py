@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,36 @@ def repo_config(settings: Settings) -> RepoConfig:
     )
 
 
+ONLINE_PAGE_SIZE = 16_384
+"""SQLite page size of a new embedded online store, in bytes (SQLite's default is 4,096).
+
+Feast's layout is one row of about 115 bytes per customer and feature, clustered on the primary
+key, so a customer's values sit side by side: with 16 KiB pages the bulk load handles a quarter
+as many pages and took 20-25% less CPU (`benchmarks/online_load.py`: 54.8 against 73.7 CPU s at
+300,000 customers; 32 KiB and 64 KiB were no better)."""
+
+
 def open_store(settings: Settings) -> FeatureStore:
-    """Open the configured feature store (creating its runtime folder)."""
+    """Open the configured feature store (creating its runtime folder and online database)."""
     feast_dir(settings).mkdir(parents=True, exist_ok=True)
-    return FeatureStore(config=repo_config(settings))
+    config = repo_config(settings)
+    if settings.feast.online_store != "redis":
+        create_online_db(Path(config.online_store.path))
+    return FeatureStore(config=config)
+
+
+def create_online_db(path: Path) -> None:
+    """Create the SQLite online store with `ONLINE_PAGE_SIZE` pages, before Feast first opens it.
+
+    A page size holds from a database's first write on; an existing store keeps its own."""
+    if path.exists() and path.stat().st_size > 0:
+        return
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute(f"PRAGMA page_size = {ONLINE_PAGE_SIZE}")
+        connection.execute("VACUUM")  # writes the header, so the page size is fixed
+    finally:
+        connection.close()
 
 
 VIEWS_FILE = "_views.json"
