@@ -112,8 +112,9 @@ class TransactionLog:
             _periods(db, period, self.margins)
             summary = _summary(db, cal_end, time_unit_days, self.margins)
             holdout = db.execute(
-                """SELECT customer_id, count(*) AS n, avg(amount) AS mean FROM periods
-                   WHERE purchase AND start > $cal AND start <= $obs GROUP BY customer_id""",
+                f"""SELECT customer_id, count(*) AS n, {_exact("avg", "amount")} AS mean
+                   FROM periods WHERE purchase AND start > $cal AND start <= $obs
+                   GROUP BY customer_id""",
                 {"cal": cal_end, "obs": obs_end},
             ).df()
         holdout = holdout.set_index("customer_id")
@@ -131,7 +132,7 @@ class TransactionLog:
         with self._lines() as db:
             money = "margin" if self.margins else "amount"
             totals = db.execute(
-                f"""SELECT customer_id, sum({money}) AS total FROM lines
+                f"""SELECT customer_id, {_exact("sum", money)} AS total FROM lines
                     WHERE CAST(ts AS DATE) > $start AND CAST(ts AS DATE) <= $end
                     GROUP BY customer_id""",
                 {"start": pd.Timestamp(start).date(), "end": pd.Timestamp(end).date()},
@@ -161,8 +162,8 @@ class TransactionLog:
         with self._lines(["product_id"]) as db:
             db.register("product_groups", mapping.reset_index(drop=True))
             spend = db.execute(
-                """SELECT customer_id, coalesce(g.category, 'other') AS category,
-                          sum(amount) AS spend
+                f"""SELECT customer_id, coalesce(g.category, 'other') AS category,
+                          {_exact("sum", "amount")} AS spend
                    FROM lines LEFT JOIN product_groups g
                         ON CAST(lines.product_id AS VARCHAR) = g.product_key
                    WHERE ts >= $start AND ts < $end GROUP BY ALL""",
@@ -270,16 +271,29 @@ def margins_of(totals: pd.Series, customers: pd.Index) -> pd.Series:
     return pd.Series(totals.reindex(ids, fill_value=0.0).to_numpy(dtype=float), index=ids)
 
 
+_EXACT = "DECIMAL(38, 12)"
+"""Money is summed as a 128-bit decimal (exact to 1e-12), so a sum does not depend on the order
+in which DuckDB's threads add up a group's rows: a double sum differs in its last bits from run
+to run, and so did the CLV fits and every value built on them."""
+
+
+def _exact(function: str, column: str, where: str | None = None) -> str:
+    """SQL of `function` (sum or avg) of a money column, exact and order-independent, as DOUBLE."""
+    filtered = f" FILTER (WHERE {where})" if where else ""
+    return f"CAST({function}(CAST({column} AS {_EXACT})){filtered} AS DOUBLE)"
+
+
 def _periods(db: Any, period: str, margins: bool) -> None:
     """The table `periods`: net lines per customer and purchase period, with `purchase`."""
     if period not in _TRUNC:
         raise ValueError(f"unknown purchase period {period!r}: use one of {', '.join(_TRUNC)}")
+    total = _exact("sum", "amount")
     db.execute(
         f"""CREATE TEMP TABLE periods AS
-            SELECT customer_id, date_trunc('{_TRUNC[period]}', ts) AS start, sum(amount) AS amount,
+            SELECT customer_id, date_trunc('{_TRUNC[period]}', ts) AS start, {total} AS amount,
                    count(*) FILTER (WHERE amount < 0) AS refunds,
-                   {"sum(margin)" if margins else "NULL"} AS margin,
-                   (sum(amount) > 0 OR (sum(amount) = 0 AND count(*) FILTER (WHERE amount < 0) = 0))
+                   {_exact("sum", "margin") if margins else "NULL"} AS margin,
+                   ({total} > 0 OR ({total} = 0 AND count(*) FILTER (WHERE amount < 0) = 0))
                        AS purchase
             FROM lines GROUP BY customer_id, start"""
     )
@@ -287,11 +301,8 @@ def _periods(db: Any, period: str, margins: bool) -> None:
 
 def _summary(db: Any, end: pd.Timestamp, time_unit_days: float, margins: bool) -> pd.DataFrame:
     """The RFM summary (as `features.clv_inputs.rfm_summary`) of table `periods` at `end`."""
-    margin = (
-        ", coalesce(avg(margin) FILTER (WHERE purchase AND start > first), 0.0) AS margin_mean"
-        if margins
-        else ""
-    )
+    repeat = "purchase AND start > first"
+    margin = f", coalesce({_exact('avg', 'margin', repeat)}, 0.0) AS margin_mean" if margins else ""
     frame = db.execute(
         f"""WITH seen AS (SELECT * FROM periods WHERE start <= $end),
             firsts AS (SELECT customer_id, min(start) AS first FROM seen WHERE purchase
@@ -300,9 +311,8 @@ def _summary(db: Any, end: pd.Timestamp, time_unit_days: float, margins: bool) -
                    count(*) FILTER (WHERE purchase AND start > first) AS frequency,
                    date_diff('day', first, max(start) FILTER (WHERE purchase)) AS recency_days,
                    date_diff('day', first, $end) AS age_days,
-                   coalesce(avg(amount) FILTER (WHERE purchase AND start > first), 0.0)
-                       AS amount_mean {margin},
-                   coalesce(sum(amount) FILTER (WHERE NOT purchase), 0.0) AS refund_amount,
+                   coalesce({_exact("avg", "amount", repeat)}, 0.0) AS amount_mean {margin},
+                   coalesce({_exact("sum", "amount", "NOT purchase")}, 0.0) AS refund_amount,
                    first AS first_purchase
             FROM seen JOIN firsts USING (customer_id)
             GROUP BY customer_id, first ORDER BY customer_id""",

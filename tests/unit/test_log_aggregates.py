@@ -64,3 +64,33 @@ def test_channel_and_category_mixes_equal_the_pandas_ones(tmp_path: Path) -> Non
 def test_a_log_without_channels_has_no_channel_mix(tmp_path: Path) -> None:
     for log in logs(tmp_path, _log().drop(columns=["channel"]), PRODUCTS):
         assert channel_mix_of(log, SNAPSHOT, 120).empty
+
+
+def test_sums_do_not_depend_on_the_order_of_the_rows(tmp_path: Path) -> None:
+    """DuckDB's threads add a group's rows in no fixed order: the money sums must not care."""
+    rng = np.random.default_rng(5)
+    rows = 60_000
+    days = pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 360, rows), unit="D")
+    frame = pd.DataFrame(
+        {
+            "customer_id": rng.choice(["C01", "C02", "C03"], rows),
+            "ts": days,
+            "product_id": "p1",
+            "amount": rng.lognormal(3.0, 1.5, rows).round(2) * rng.choice([1, 1, 1, -1], rows),
+            "margin": rng.normal(0.37, 0.2, rows),
+        }
+    )
+    end, cal_end = pd.Timestamp("2025-12-31"), pd.Timestamp("2025-09-30")
+    results = []
+    for seed in (1, 2, 3):
+        shuffled = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+        log = TransactionLog.of_frames(shuffled, PRODUCTS)
+        results.append(
+            (
+                log.calibration_holdout(cal_end, end, period="D"),
+                log.window_totals(end - pd.Timedelta(days=90), end).sort_index(),
+            )
+        )
+    for split, totals in results[1:]:
+        pd.testing.assert_frame_equal(split, results[0][0], check_exact=True)
+        pd.testing.assert_series_equal(totals, results[0][1], check_exact=True)
