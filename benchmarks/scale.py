@@ -132,10 +132,13 @@ SAMPLE_SECONDS = 0.2
 
 @dataclass
 class StageResult:
-    """One stage's wall time, peak memory of its process tree, and whether the guard killed it."""
+    """One stage's wall time, CPU seconds (user + system of the stage and the processes it
+    waited for, Dask's workers included), peak memory of its process tree, and whether the
+    guard killed it."""
 
     seconds: float
     peak_rss_mb: float
+    cpu_s: float = 0.0
     killed: bool = False
 
 
@@ -191,7 +194,9 @@ def run_stage(name: str, args: argparse.Namespace) -> StageResult:
     memory.join()
     seconds = time.perf_counter() - started
     _kill_leftovers(child.pid)
-    result = StageResult(seconds, max(memory.peak_mb, usage.ru_maxrss / 1024), memory.killed)
+    cpu_s = usage.ru_utime + usage.ru_stime
+    peak_mb = max(memory.peak_mb, usage.ru_maxrss / 1024)
+    result = StageResult(seconds, peak_mb, cpu_s, memory.killed)
     code = os.waitstatus_to_exitcode(status)
     if memory.killed:
         print(f"[scale] {name}: killed above {args.max_rss_mb} MiB", file=sys.stderr, flush=True)
@@ -199,7 +204,7 @@ def run_stage(name: str, args: argparse.Namespace) -> StageResult:
         raise SystemExit(f"stage {name} failed with exit code {code}")
     else:
         print(
-            f"[scale] {name}: {seconds:.1f} s, peak {result.peak_rss_mb:.0f} MiB",
+            f"[scale] {name}: {seconds:.1f} s, {cpu_s:.1f} CPU s, peak {peak_mb:.0f} MiB",
             file=sys.stderr,
             flush=True,
         )
@@ -242,15 +247,18 @@ def main(argv: list[str] | None = None) -> None:
 def summary(
     args: argparse.Namespace, measured: dict[str, StageResult], load_before: list[float]
 ) -> dict[str, Any]:
-    """The JSON line: seconds and peak MiB per stage (train_all = churn + the others)."""
+    """The JSON line: seconds, CPU seconds and peak MiB per stage (train_all = churn + the
+    others)."""
     result: dict[str, Any] = {"customers": args.customers, "engine": args.engine}
     for name in ("generate", "features", "online_load", "train_churn", "score"):
         if name in measured:
             result[f"{name}_s"] = round(measured[name].seconds, 1)
+            result[f"{name}_cpu_s"] = round(measured[name].cpu_s, 1)
             result[f"{name}_peak_rss_mb"] = round(measured[name].peak_rss_mb)
     if "train_churn" in measured and "train_others" in measured:
         churn, others = measured["train_churn"], measured["train_others"]
         result["train_all_s"] = round(churn.seconds + others.seconds, 1)
+        result["train_all_cpu_s"] = round(churn.cpu_s + others.cpu_s, 1)
         result["train_all_peak_rss_mb"] = round(max(churn.peak_rss_mb, others.peak_rss_mb))
     killed = [name for name, stage in measured.items() if stage.killed]
     if killed:
