@@ -13,41 +13,21 @@ import gc
 import logging
 from functools import cache
 from http import HTTPStatus
-from typing import Any
+from typing import Any, get_type_hints
 
 import bentoml
 from bentoml.exceptions import BentoMLException
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from loyal.settings import ServingSettings, Settings, get_settings
+from serving import schemas as api
 from serving.auth import ApiKeyMiddleware
 from serving.guard import QuietRejections, RequestGuard, Schemas, loyal_spec
-from serving.schemas import (
-    ChurnScoreRequest,
-    ChurnScoreResponse,
-    FeedbackRequest,
-    FeedbackResponse,
-    NextBestActionRequest,
-    NextBestActionResponse,
-    RecommendRequest,
-    RecommendResponse,
-    SegmentRequest,
-    SegmentResponse,
-    StatusResponse,
-)
 from serving.wire import json_response
 
 OPTIONS = get_settings().serving
 """Read once when BentoML imports the service: worker count and tracing shape the server."""
-API_ROUTES = (
-    "/next_best_action",
-    "/recommend",
-    "/churn_score",
-    "/segment",
-    "/feedback",
-    "/status",
-)
 
 
 def service_config(options: ServingSettings) -> dict[str, Any]:
@@ -184,34 +164,36 @@ class Loyal:
         return self.runtime.ready()
 
     @bentoml.api(route="/next_best_action")
-    async def next_best_action(self, request: NextBestActionRequest, /) -> NextBestActionResponse:
+    async def next_best_action(
+        self, request: api.NextBestActionRequest, /
+    ) -> api.NextBestActionResponse:
         """The best actions for one customer on one channel, each with its message and reasons."""
         from serving.runtime import RequestError
 
         try:
             answer = self.runtime.next_best_action(request)
         except RequestError as exc:
-            raise _invalid(NextBestActionRequest, exc.field, exc.message, None) from None
+            raise _invalid(api.NextBestActionRequest, exc.field, exc.message, None) from None
         # Encoded once (serving.wire): the same JSON as BentoML's own path, which dumps twice.
         return json_response(answer)  # type: ignore[return-value]
 
     @bentoml.api(route="/recommend")
-    async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
+    async def recommend(self, request: api.RecommendRequest, /) -> api.RecommendResponse:
         """Cross-sell products the customer does not hold yet (popular ones when unknown)."""
         return self.runtime.recommend(request)
 
     @bentoml.api(route="/churn_score")
-    def churn_score(self, request: ChurnScoreRequest, /) -> ChurnScoreResponse:
+    def churn_score(self, request: api.ChurnScoreRequest, /) -> api.ChurnScoreResponse:
         """Churn probability and top reasons for up to 1,000 customers."""
         return self.runtime.churn_score(request)
 
     @bentoml.api(route="/segment")
-    async def segment(self, request: SegmentRequest, /) -> SegmentResponse:
+    async def segment(self, request: api.SegmentRequest, /) -> api.SegmentResponse:
         """Value tier, need segment and CLV (from the last batch scoring)."""
         return self.runtime.segment(request)
 
     @bentoml.api(route="/feedback")
-    async def feedback(self, request: FeedbackRequest, /) -> FeedbackResponse:
+    async def feedback(self, request: api.FeedbackRequest, /) -> api.FeedbackResponse:
         """Record accepted, declined or ignored; the contact policy reads it back."""
         from serving.feedback import FeedbackStoreError
         from serving.runtime import RequestError, UnavailableError
@@ -219,27 +201,31 @@ class Loyal:
         try:
             return self.runtime.feedback(request)
         except RequestError as exc:
-            raise _invalid(FeedbackRequest, exc.field, exc.message, None) from None
+            raise _invalid(api.FeedbackRequest, exc.field, exc.message, None) from None
         except (FeedbackStoreError, UnavailableError) as exc:
             raise BentoMLException(
                 f"feedback not recorded: {exc}", error_code=HTTPStatus.SERVICE_UNAVAILABLE
             ) from None
 
     @bentoml.api(route="/status")
-    async def status(self) -> StatusResponse:
+    async def status(self) -> api.StatusResponse:
         """Loaded models, feature store state and degradation reasons (a trivial call)."""
         return self.runtime.status()
 
 
-SCHEMAS: Schemas = {
-    "/next_best_action": (NextBestActionRequest, NextBestActionResponse),
-    "/recommend": (RecommendRequest, RecommendResponse),
-    "/churn_score": (ChurnScoreRequest, ChurnScoreResponse),
-    "/segment": (SegmentRequest, SegmentResponse),
-    "/feedback": (FeedbackRequest, FeedbackResponse),
-    "/status": (None, StatusResponse),
-}
-"""Route -> (request, answer) schemas, for the OpenAPI spec (BentoML drops their nullables)."""
+def _route_schemas() -> Schemas:
+    """Route -> (request, answer) schemas, read from the API methods' own annotations, for the
+    OpenAPI spec (BentoML drops their nullables)."""
+    schemas: dict[str, tuple[type[BaseModel] | None, type[BaseModel]]] = {}
+    for method in Loyal.apis.values():  # type: ignore[attr-defined]
+        hints = get_type_hints(method.func)
+        schemas[method.route] = (hints.get("request"), hints["return"])
+    return schemas
+
+
+SCHEMAS = _route_schemas()
+API_ROUTES = tuple(SCHEMAS)
+"""The API's routes: the key guard and the request guard protect these."""
 
 
 def _spec() -> dict[str, Any]:
