@@ -374,37 +374,74 @@ def _all_numbers(*values: Any) -> list[float] | None:
     return None if any(x is None for x in numbers) else [x for x in numbers if x is not None]
 
 
-@register_function(
-    "annual_interest",
-    constants=("high_yield_savings_rate",),
-    description="idle_cash x high_yield_savings_rate: a year's interest on the idle cash",
-)
-def annual_interest(values: Mapping[str, Any], constants: Mapping[str, float]) -> float | None:
-    """A year's interest on the idle checking cash at the high-yield savings rate."""
-    xs = _all_numbers(values.get("idle_cash"), constants.get("high_yield_savings_rate"))
-    return None if xs is None else xs[0] * xs[1]
+Arithmetic = Literal["x", "-"]
+ARITHMETIC: dict[Arithmetic, Callable[[float, float], float]] = {
+    "x": operator.mul,
+    "-": operator.sub,
+}
+"""Operators of a derived amount, by the symbol its description shows."""
 
 
-@register_function(
-    "rate_drop",
-    constants=("mortgage_rate_now",),
-    description="rate_mortgage - mortgage_rate_now: how far market rates fell below the loan's",
-)
-def rate_drop(values: Mapping[str, Any], constants: Mapping[str, float]) -> float | None:
-    """How far the market mortgage rate lies below the customer's rate (a fraction)."""
-    xs = _all_numbers(values.get("rate_mortgage"), constants.get("mortgage_rate_now"))
-    return None if xs is None else xs[0] - xs[1]
+@dataclass(frozen=True)
+class DerivedAmount:
+    """A template function `left <op> right` of two named numbers; None when either is missing.
+
+    Attributes:
+        left: the first operand's name.
+        op: the operator, a symbol of `ARITHMETIC`.
+        right: the second operand's name.
+        meaning: what the amount is, for people (the description follows the formula with it).
+        constants: catalog constants it reads, directly or through a function it reads; an operand
+            named here is read from the constants, any other from the customer's values.
+    """
+
+    left: str
+    op: Arithmetic
+    right: str
+    meaning: str
+    constants: tuple[str, ...] = ()
+
+    def __call__(self, values: Mapping[str, Any], constants: Mapping[str, float]) -> float | None:
+        """The amount for one customer, or None when an operand is missing or not a number."""
+        operands = (self.left, self.right)
+        xs = _all_numbers(
+            *(constants.get(n) if n in self.constants else values.get(n) for n in operands)
+        )
+        return None if xs is None else ARITHMETIC[self.op](xs[0], xs[1])
+
+    @property
+    def description(self) -> str:
+        """The formula, then its meaning: `left op right: meaning`."""
+        return f"{self.left} {self.op} {self.right}: {self.meaning}"
 
 
-@register_function(
-    "refi_saving",
-    constants=("mortgage_rate_now",),
-    description="balance_mortgage x rate_drop: a year's interest saved by refinancing",
-)
-def refi_saving(values: Mapping[str, Any], constants: Mapping[str, float]) -> float | None:
-    """A year's interest the customer saves by refinancing at today's rate."""
-    xs = _all_numbers(values.get("balance_mortgage"), values.get("rate_drop"))
-    return None if xs is None else xs[0] * xs[1]
+DERIVED_AMOUNTS: dict[str, DerivedAmount] = {
+    "annual_interest": DerivedAmount(
+        "idle_cash",
+        "x",
+        "high_yield_savings_rate",
+        meaning="a year's interest on the idle cash",
+        constants=("high_yield_savings_rate",),
+    ),
+    "rate_drop": DerivedAmount(
+        "rate_mortgage",
+        "-",
+        "mortgage_rate_now",
+        meaning="how far market rates fell below the loan's",
+        constants=("mortgage_rate_now",),
+    ),
+    "refi_saving": DerivedAmount(
+        "balance_mortgage",
+        "x",
+        "rate_drop",
+        meaning="a year's interest saved by refinancing",
+        constants=("mortgage_rate_now",),
+    ),
+}
+"""The registered functions that are one arithmetic step on two named numbers, by name."""
+
+for _name, _amount in DERIVED_AMOUNTS.items():
+    register_function(_name, constants=_amount.constants, description=_amount.description)(_amount)
 
 
 @register_function(
