@@ -95,6 +95,38 @@ class VerdictRules:
 
 
 @dataclass(frozen=True)
+class Logged:
+    """The logged policy's decisions, one value a decision.
+
+    Attributes:
+        rewards: reward of each logged action (accepted: 1/0, or the value accepted).
+        propensity: probability with which the logging policy took it, in (0, 1].
+        q_logged: a reward model's prediction for each logged action (None: no reward model,
+            so no doubly robust estimate).
+    """
+
+    rewards: ArrayLike
+    propensity: ArrayLike
+    q_logged: ArrayLike | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A policy to estimate, as seen on the logged decisions, one value a decision.
+
+    Attributes:
+        probability: probability with which the policy would take the logged action.
+        expected: the reward model's expected reward under the policy (None: no reward model).
+        unsupported: the policy's probability on actions the logging policy could not take
+            (None: 0).
+    """
+
+    probability: ArrayLike
+    expected: ArrayLike | None = None
+    unsupported: ArrayLike | None = None
+
+
+@dataclass(frozen=True)
 class _Bootstrap:
     """The resampled decisions (`rows`, one resample a row) and the percentile intervals."""
 
@@ -145,6 +177,12 @@ def _rewards(values: ArrayLike, purpose: str) -> Array:
     return r
 
 
+def _required(values: ArrayLike | None, name: str) -> ArrayLike:
+    if values is None:
+        raise ValueError(f"{name}: a paired comparison needs the reward model's values")
+    return values
+
+
 def _unsupported(values: ArrayLike | None, n: int) -> Array:
     return np.zeros(n) if values is None else _vector(values, "unsupported", n)
 
@@ -187,26 +225,20 @@ def _dr(w: Array, r: Array, q: Array, v: Array) -> Array:
 
 
 def evaluate(
-    rewards: ArrayLike,
-    propensity: ArrayLike,
-    target: ArrayLike,
-    q_logged: ArrayLike | None = None,
-    v_target: ArrayLike | None = None,
+    log: Logged,
+    target: Policy,
     *,
-    unsupported: ArrayLike | None = None,
     clip: float | None = 100.0,
     rules: VerdictRules | None = None,
 ) -> Evaluation:
     """Estimate a candidate policy's mean reward per decision from a logged policy's decisions.
 
+    The doubly robust estimate needs a reward model: `log.q_logged` and `target.expected`.
+
     Args:
-        rewards: reward of each logged action (accepted: 1/0, or the value accepted).
-        propensity: probability with which the logging policy took it, in (0, 1].
-        target: probability with which the candidate would take the same action.
-        q_logged: a reward model's prediction for each logged action (doubly robust).
-        v_target: the reward model's expected reward under the candidate, per decision.
-        unsupported: per decision, the candidate's probability on actions the logging policy
-            could not take (default 0).
+        log: the logged decisions' rewards, propensities and (optionally) reward model.
+        target: the candidate's probabilities of the logged actions, its reward model
+            expectation and its unsupported mass.
         clip: largest importance weight (None: no clipping).
         rules: the overlap a verdict needs and the bootstrap of the intervals (None: the
             defaults of `VerdictRules`).
@@ -215,14 +247,14 @@ def evaluate(
         ValueError: inputs of different lengths, no decision, or probabilities out of range.
     """
     rules = VerdictRules() if rules is None else rules
-    r = _rewards(rewards, "evaluate")
+    r = _rewards(log.rewards, "evaluate")
     n = r.shape[0]
-    w = weights(target, propensity, clip)
-    raw = weights(target, propensity, None)
-    has_model = q_logged is not None and v_target is not None
-    q = _vector(q_logged, "q_logged", n) if has_model else np.zeros(n)  # type: ignore[arg-type]
-    v = _vector(v_target, "v_target", n) if has_model else np.zeros(n)  # type: ignore[arg-type]
-    lost = _unsupported(unsupported, n)
+    w = weights(target.probability, log.propensity, clip)
+    raw = weights(target.probability, log.propensity, None)
+    has_model = log.q_logged is not None and target.expected is not None
+    q = _vector(log.q_logged, "q_logged", n) if has_model else np.zeros(n)  # type: ignore[arg-type]
+    v = _vector(target.expected, "v_target", n) if has_model else np.zeros(n)  # type: ignore[arg-type]
+    lost = _unsupported(target.unsupported, n)
     boot = _Bootstrap.draw(n, rules)
     rows = boot.rows
     overlap = _Overlap.of(w, lost, n, rules)
@@ -297,51 +329,40 @@ class Comparison:
 
 
 def compare(
-    rewards: ArrayLike,
-    propensity: ArrayLike,
-    candidate: ArrayLike,
-    champion: ArrayLike,
-    q_logged: ArrayLike,
-    v_candidate: ArrayLike,
-    v_champion: ArrayLike,
+    log: Logged,
+    candidate: Policy,
+    champion: Policy,
     *,
-    unsupported: ArrayLike | None = None,
     clip: float | None = None,
     rules: VerdictRules | None = None,
 ) -> Comparison:
     """The doubly robust value of a candidate minus a champion's, decision by decision.
 
-    Both are scored with the same reward model (`q_logged` for the logged action, `v_*` its
-    expectation under each policy), so on a decision where the two policies agree the two
-    doubly robust terms are equal and the difference is exactly 0: only the decisions where
-    they differ add variance, and the interval of the mean difference is far narrower than
-    either policy's own interval.
+    Both are scored with the same reward model (`log.q_logged` for the logged action, each
+    policy's `expected` its expectation under that policy), so on a decision where the two
+    policies agree the two doubly robust terms are equal and the difference is exactly 0: only
+    the decisions where they differ add variance, and the interval of the mean difference is
+    far narrower than either policy's own interval.
 
     Args:
-        rewards: reward of each logged action.
-        propensity: probability with which the logging policy took it, in (0, 1].
-        candidate: probability with which the candidate would take the same action.
-        champion: probability with which the champion would take it.
-        q_logged: the reward model's prediction for each logged action.
-        v_candidate: the reward model's expected reward under the candidate, per decision.
-        v_champion: the same under the champion.
-        unsupported: per decision, the candidate's mass on actions the logging policy could
-            not take (default 0).
+        log: the logged decisions, with the reward model's `q_logged` (required).
+        candidate: the candidate, with its reward model expectation (required).
+        champion: the champion, likewise; its `unsupported` is not read.
         clip, rules: as for `evaluate`; the overlap refusal is judged on the candidate's
-            weights.
+            weights and unsupported mass.
 
     Raises:
-        ValueError: as for `evaluate`.
+        ValueError: as for `evaluate`, or a missing reward model.
     """
     rules = VerdictRules() if rules is None else rules
-    r = _rewards(rewards, "compare on")
+    r = _rewards(log.rewards, "compare on")
     n = r.shape[0]
-    w_new = weights(candidate, propensity, clip)
-    w_old = weights(champion, propensity, clip)
-    q = _vector(q_logged, "q_logged", n)
-    v_new = _vector(v_candidate, "v_candidate", n)
-    v_old = _vector(v_champion, "v_champion", n)
-    lost = _unsupported(unsupported, n)
+    w_new = weights(candidate.probability, log.propensity, clip)
+    w_old = weights(champion.probability, log.propensity, clip)
+    q = _vector(_required(log.q_logged, "q_logged"), "q_logged", n)
+    v_new = _vector(_required(candidate.expected, "v_candidate"), "v_candidate", n)
+    v_old = _vector(_required(champion.expected, "v_champion"), "v_champion", n)
+    lost = _unsupported(candidate.unsupported, n)
     new_terms = v_new + w_new * (r - q)
     old_terms = v_old + w_old * (r - q)
     boot = _Bootstrap.draw(n, rules)

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from decisions.log import ACCEPTED, PENDING, Candidate, DecisionLog, Outcome
-from decisions.ope import Evaluation, VerdictRules, evaluate
+from decisions.ope import Evaluation, Logged, Policy, VerdictRules, evaluate
 from loyal.errors import LoyalError
 from models.acceptance import AcceptanceModel, Answer, predict_rows
 
@@ -185,24 +185,10 @@ def evaluate_candidate(
     accept_reward, value_reward, p_logged, pi, q_acc, v_acc, q_val, v_val, lost = matrix.T
     rules = VerdictRules(min_ess=min_ess, seed=seed)
     acceptance = evaluate(
-        accept_reward,
-        p_logged,
-        pi,
-        q_acc,
-        v_acc,
-        unsupported=lost,
-        clip=clip,
-        rules=rules,
+        Logged(accept_reward, p_logged, q_acc), Policy(pi, v_acc, lost), clip=clip, rules=rules
     )
     value = evaluate(
-        value_reward,
-        p_logged,
-        pi,
-        q_val,
-        v_val,
-        unsupported=lost,
-        clip=clip,
-        rules=rules,
+        Logged(value_reward, p_logged, q_val), Policy(pi, v_val, lost), clip=clip, rules=rules
     )
     notes = [
         f"{len(outcomes)} answered decisions; the reward model learned from "

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from decisions.log import PENDING, DecisionLog, Outcome
-from decisions.ope import Comparison, Evaluation, VerdictRules, compare, evaluate
+from decisions.ope import Comparison, Evaluation, Logged, Policy, VerdictRules, compare, evaluate
 from decisions.policy import answers_of
 from decisions.record import log_target
 from features.tables_io import recorded_catalog
@@ -172,55 +172,35 @@ class _LoggedDecisions:
         return cls(frame, frame[frame["logged"]].set_index("decision"))
 
     @property
-    def rewards(self) -> np.ndarray:
-        """The accepted value of each logged action (0 when not accepted)."""
-        return (self.logged["accepted"] * self.logged["value"]).to_numpy()
+    def log(self) -> Logged:
+        """The logged decisions as OPE reads them.
 
-    @property
-    def propensity(self) -> np.ndarray:
-        """The probability that the logging policy took the logged action."""
-        return self.logged["propensity"].to_numpy()
+        Each logged action's accepted value (0 when not accepted), the probability that the
+        logging policy took it, and the reward model's value of it.
+        """
+        logged = self.logged
+        rewards = (logged["accepted"] * logged["value"]).to_numpy()
+        return Logged(rewards, logged["propensity"].to_numpy(), logged["q"].to_numpy())
 
-    @property
-    def q_logged(self) -> np.ndarray:
-        """The reward model's value of each logged action."""
-        return self.logged["q"].to_numpy()
+    def greedy(self, p_accept: Any) -> Policy:
+        """The greedy policy on `p_accept`, as OPE sees it on the logged decisions.
 
-    def greedy(self, p_accept: Any) -> pd.DataFrame:
-        """Per logged decision, the row of the action the greedy policy on `p_accept` takes."""
-        return _choices(self.frame, p_accept).reindex(self.logged.index)
-
-    def takes_logged(self, chosen: pd.DataFrame) -> np.ndarray:
-        """1.0 where a policy's choice (`greedy`) is the logged action, else 0.0."""
-        return (chosen["offer_id"] == self.logged["offer_id"]).astype(float).to_numpy()
+        Per logged decision: 1.0 where it takes the logged action (else 0.0), and the reward
+        model's value of the action it takes.
+        """
+        chosen = _choices(self.frame, p_accept).reindex(self.logged.index)
+        takes_logged = (chosen["offer_id"] == self.logged["offer_id"]).astype(float).to_numpy()
+        return Policy(takes_logged, chosen["q"].to_numpy())
 
     def value(self, p_accept: Any, seed: int) -> Evaluation:
         """The doubly robust value per decision of the greedy policy on `p_accept`."""
-        chosen = self.greedy(p_accept)
-        return evaluate(
-            self.rewards,
-            self.propensity,
-            self.takes_logged(chosen),
-            self.q_logged,
-            chosen["q"].to_numpy(),
-            clip=None,
-            rules=VerdictRules(min_ess=MIN_ESS, seed=seed),
-        )
+        rules = VerdictRules(min_ess=MIN_ESS, seed=seed)
+        return evaluate(self.log, self.greedy(p_accept), clip=None, rules=rules)
 
     def gain(self, p_candidate: Any, p_champion: Any, seed: int) -> Comparison:
         """The paired doubly robust gain of one greedy policy over another, decision by decision."""
-        new = self.greedy(p_candidate)
-        old = self.greedy(p_champion)
-        return compare(
-            self.rewards,
-            self.propensity,
-            self.takes_logged(new),
-            self.takes_logged(old),
-            self.q_logged,
-            new["q"].to_numpy(),
-            old["q"].to_numpy(),
-            rules=VerdictRules(min_ess=MIN_ESS, seed=seed),
-        )
+        new, old = self.greedy(p_candidate), self.greedy(p_champion)
+        return compare(self.log, new, old, rules=VerdictRules(min_ess=MIN_ESS, seed=seed))
 
 
 def policy_value(frame: pd.DataFrame, p_accept: np.ndarray, seed: int = 0) -> Evaluation:

@@ -8,14 +8,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from decisions.ope import Comparison, VerdictRules, compare, effective_sample_size, evaluate
+from decisions.ope import (
+    Comparison,
+    Logged,
+    Policy,
+    VerdictRules,
+    compare,
+    effective_sample_size,
+    evaluate,
+)
 
 pytestmark = pytest.mark.unit
 
 
 def test_all_weights_one_give_the_logged_mean() -> None:
     rewards = np.array([1.0, 0.0, 0.0, 1.0, 1.0])
-    result = evaluate(rewards, np.full(5, 0.4), np.full(5, 0.4), rules=VerdictRules(min_ess=1))
+    result = evaluate(
+        Logged(rewards, np.full(5, 0.4)), Policy(np.full(5, 0.4)), rules=VerdictRules(min_ess=1)
+    )
     assert result.ips.value == pytest.approx(0.6)
     assert result.snips.value == pytest.approx(0.6)
     assert result.logged.value == pytest.approx(0.6)
@@ -26,24 +36,30 @@ def test_all_weights_one_give_the_logged_mean() -> None:
 def test_a_hand_computed_case_for_ips_snips_dr_clipping_and_ess() -> None:
     rewards, p, pi = [1, 0, 1, 0], [0.5, 0.5, 0.25, 1.0], [1.0, 0.0, 0.5, 1.0]  # w = 2, 0, 2, 1
     result = evaluate(
-        rewards, p, pi, [0.5] * 4, [0.5] * 4, clip=None, rules=VerdictRules(min_ess=1)
+        Logged(rewards, p, [0.5] * 4),
+        Policy(pi, [0.5] * 4),
+        clip=None,
+        rules=VerdictRules(min_ess=1),
     )
     assert result.ips.value == pytest.approx(1.0)
     assert result.snips.value == pytest.approx(0.8)
     assert result.dr is not None and result.dr.value == pytest.approx(0.875)
     assert result.ess == pytest.approx(25 / 9)
-    clipped = evaluate(rewards, p, pi, clip=1.5, rules=VerdictRules(min_ess=1))
+    clipped = evaluate(Logged(rewards, p), Policy(pi), clip=1.5, rules=VerdictRules(min_ess=1))
     assert clipped.ips.value == pytest.approx(0.75) and clipped.clipped_share == 0.5
     assert clipped.ips.low <= clipped.ips.value <= clipped.ips.high
 
 
 def test_a_policy_without_overlap_is_refused_and_told_why() -> None:
-    result = evaluate([1, 0, 1], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0])
+    result = evaluate(Logged([1, 0, 1], [0.5, 0.5, 0.5]), Policy([0.0, 0.0, 0.0]))
     assert result.refusal is not None and "no overlap" in result.refusal
-    thin = evaluate(np.ones(200), np.full(200, 0.5), np.r_[np.ones(10), np.zeros(190)])
+    thin = evaluate(
+        Logged(np.ones(200), np.full(200, 0.5)), Policy(np.r_[np.ones(10), np.zeros(190)])
+    )
     assert thin.refusal is not None and "effective sample size of 10" in thin.refusal
     lost = evaluate(
-        np.ones(200), np.full(200, 0.5), np.full(200, 0.5), unsupported=np.full(200, 0.3)
+        Logged(np.ones(200), np.full(200, 0.5)),
+        Policy(np.full(200, 0.5), unsupported=np.full(200, 0.3)),
     )
     assert lost.refusal is not None and "never takes" in lost.refusal
     assert effective_sample_size([0, 0]) == 0.0
@@ -51,9 +67,11 @@ def test_a_policy_without_overlap_is_refused_and_told_why() -> None:
 
 def test_bad_propensities_are_rejected() -> None:
     with pytest.raises(ValueError, match="propensity"):
-        evaluate([1.0], [0.0], [1.0])
+        evaluate(Logged([1.0], [0.0]), Policy([1.0]))
     with pytest.raises(ValueError, match="target: expected 2"):
-        evaluate([1.0, 0.0], [0.5, 0.5], [1.0])
+        evaluate(Logged([1.0, 0.0], [0.5, 0.5]), Policy([1.0]))
+    with pytest.raises(ValueError, match="q_logged: a paired comparison needs"):
+        compare(Logged([1.0], [0.5]), Policy([1.0], [0.5]), Policy([1.0], [0.5]))
 
 
 def _two_action_log(n: int = 2000, share: float = 0.2, seed: int = 1) -> dict[str, np.ndarray]:
@@ -78,13 +96,9 @@ def _two_action_log(n: int = 2000, share: float = 0.2, seed: int = 1) -> dict[st
 def _paired(log: dict[str, np.ndarray], candidate: np.ndarray, champion: np.ndarray) -> Comparison:
     rows, action, q_table = log["rows"], log["action"], log["q_table"]
     return compare(
-        log["reward"],
-        log["propensity"],
-        (candidate == action).astype(float),
-        (champion == action).astype(float),
-        q_table[rows, action],
-        q_table[rows, candidate],
-        q_table[rows, champion],
+        Logged(log["reward"], log["propensity"], q_table[rows, action]),
+        Policy((candidate == action).astype(float), q_table[rows, candidate]),
+        Policy((champion == action).astype(float), q_table[rows, champion]),
         rules=VerdictRules(min_ess=30),
     )
 
@@ -129,9 +143,8 @@ def test_ips_on_the_thompson_log_recovers_the_uniform_policys_click_rate(
     observed = random_log["click"].mean()
     uniform = np.full(len(bts_log), 1 / 80)  # the uniform policy's probability of any item
     result = evaluate(
-        bts_log["click"],
-        bts_log["propensity_score"],
-        uniform,
+        Logged(bts_log["click"], bts_log["propensity_score"]),
+        Policy(uniform),
         clip=None,
         rules=VerdictRules(bootstrap=1000),
     )
