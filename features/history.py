@@ -21,7 +21,7 @@ Pure functions: callers read the dates and write the choice where they log.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -113,6 +113,92 @@ def churn_horizon(
     )
 
 
+_DAYS_PER_UNIT = {"days": 1, "weeks": 7}
+
+
+@dataclass(frozen=True)
+class _Share:
+    """How long a window may be: at most a share of the history in whole weeks, at least a minimum.
+
+    Attributes:
+        parts: the window is at most 1/parts of the history (the rest comes before it).
+        words: that share in words, for the reason ("half", "a quarter of").
+        minimum: the shortest window, in `unit`; below it the step is skipped.
+        unit: "days" or "weeks", the unit of the window's lengths.
+    """
+
+    parts: int
+    words: str
+    minimum: int
+    unit: str
+
+    def longest(self, days: int) -> int:
+        """The longest window a history of `days` days allows, in `unit`."""
+        return days // (7 * self.parts) * 7 // _DAYS_PER_UNIT[self.unit]
+
+    @property
+    def needed_days(self) -> int:
+        """The shortest history that allows the minimum window, in days."""
+        return self.parts * self.minimum * _DAYS_PER_UNIT[self.unit]
+
+
+@dataclass(frozen=True)
+class _ShareWindow:
+    """A window sized by its share of the history, with the words of its reasons.
+
+    Attributes:
+        name: what the window is (the `WindowChoice` name).
+        share: how long the window may be.
+        needs: the refusal's opening, with `{}` for the minimum.
+        label: the reason's opening, with `{}` for the chosen length.
+    """
+
+    name: str
+    share: _Share
+    needs: str
+    label: str
+
+    def fit(self, days: int, configured: int) -> WindowChoice:
+        """The window the history supports, with the reason.
+
+        Args:
+            days: history length in days.
+            configured: the configured length, in the share's unit.
+
+        Returns:
+            The configured length when the history allows it, else the longest length it
+            allows; None (with the history needed) below the minimum.
+        """
+        share = self.share
+        chosen = min(configured, share.longest(days))
+        if chosen < share.minimum:
+            reason = (
+                f"{self.needs.format(share.minimum)}; the history is {days} days (at least "
+                f"{share.needed_days} needed)"
+            )
+            return WindowChoice(self.name, configured, None, share.unit, reason)
+        label = self.label.format(chosen)
+        if chosen == configured:
+            reason = f"{label} (configured)"
+        else:
+            reason = f"{label}: {share.words} the {days}-day history (configured {configured})"
+        return WindowChoice(self.name, configured, chosen, share.unit, reason)
+
+
+_CLV_HOLDOUT = _ShareWindow(
+    name="CLV holdout",
+    share=_Share(parts=2, words="half", minimum=MIN_CLV_HOLDOUT_WEEKS, unit="weeks"),
+    needs="CLV needs a holdout of at least {} weeks and as long a calibration before it",
+    label="CLV holdout {} weeks",
+)
+_CROSS_SELL_WINDOW = _ShareWindow(
+    name="cross-sell target window",
+    share=_Share(parts=4, words="a quarter of", minimum=MIN_CROSS_SELL_WINDOW_DAYS, unit="days"),
+    needs="cross-sell needs a target window of at least {} days and three times that before it",
+    label="cross-sell targets in the last {} days",
+)
+
+
 def clv_holdout(days: int, configured_weeks: int) -> WindowChoice:
     """The CLV holdout the history supports: at most half of it, at least the minimum.
 
@@ -120,16 +206,7 @@ def clv_holdout(days: int, configured_weeks: int) -> WindowChoice:
         days: history length in days (first transaction day to the observation end).
         configured_weeks: the configured holdout in weeks.
     """
-    weeks = min(configured_weeks, days // 7 // 2)
-    return _fitted_window(
-        WindowChoice("CLV holdout", configured_weeks, weeks, "weeks", ""),
-        MIN_CLV_HOLDOUT_WEEKS,
-        refusal=f"CLV needs a holdout of at least {MIN_CLV_HOLDOUT_WEEKS} weeks and as long a "
-        f"calibration before it; the history is {days} days (at least "
-        f"{2 * MIN_CLV_HOLDOUT_WEEKS * 7} needed)",
-        label=f"CLV holdout {weeks} weeks",
-        shortened=f"half the {days}-day history",
-    )
+    return _CLV_HOLDOUT.fit(days, configured_weeks)
 
 
 def cross_sell_window(days: int, configured_days: int) -> WindowChoice:
@@ -139,26 +216,4 @@ def cross_sell_window(days: int, configured_days: int) -> WindowChoice:
         days: history length in days (first to last transaction day).
         configured_days: the configured target window in days.
     """
-    quarter = days // 4 // 7 * 7
-    window = min(configured_days, quarter)
-    return _fitted_window(
-        WindowChoice("cross-sell target window", configured_days, window, "days", ""),
-        MIN_CROSS_SELL_WINDOW_DAYS,
-        refusal=f"cross-sell needs a target window of at least {MIN_CROSS_SELL_WINDOW_DAYS} "
-        f"days and three times that before it; the history is {days} days (at least "
-        f"{4 * MIN_CROSS_SELL_WINDOW_DAYS} needed)",
-        label=f"cross-sell targets in the last {window} days",
-        shortened=f"a quarter of the {days}-day history",
-    )
-
-
-def _fitted_window(
-    fitted: WindowChoice, minimum: int, refusal: str, label: str, shortened: str
-) -> WindowChoice:
-    """`fitted` with its reason: refused (no window) below `minimum`, else configured or
-    shortened to what the history supports."""
-    if fitted.chosen is None or fitted.chosen < minimum:
-        return replace(fitted, chosen=None, reason=refusal)
-    if fitted.chosen == fitted.configured:
-        return replace(fitted, reason=f"{label} (configured)")
-    return replace(fitted, reason=f"{label}: {shortened} (configured {fitted.configured})")
+    return _CROSS_SELL_WINDOW.fit(days, configured_days)
