@@ -54,7 +54,8 @@ def seed_table(home: Path, customers: int) -> pa.Table:
     from samplebank.generate import generate_sample_bank
 
     settings = load_settings(home=home)
-    ingest_folder(settings, generate_sample_bank(settings, customers=customers, seed=42))
+    bank = settings.generate.overridden(customers=customers, seed=42)
+    ingest_folder(settings, generate_sample_bank(settings, bank))
     build_features(settings, last_n=1)
     wide = None
     for name, view in built_views(settings).items():

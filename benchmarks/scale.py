@@ -56,7 +56,8 @@ def stage_generate(home: Path, customers: int) -> None:
     from samplebank.generate import generate_sample_bank
 
     settings = _settings(home)
-    ingest_folder(settings, generate_sample_bank(settings, customers=customers, seed=SEED))
+    bank = settings.generate.overridden(customers=customers, seed=SEED)
+    ingest_folder(settings, generate_sample_bank(settings, bank))
 
 
 def stage_features(home: Path) -> None:

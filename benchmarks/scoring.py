@@ -84,7 +84,8 @@ def stage_models(home: Path, customers: int) -> dict[str, Any]:
         mlflow={"tracking_uri": big.mlflow.tracking_uri, "artifact_root": big.mlflow.artifact_root},
     )
     started = time.perf_counter()
-    ingest_folder(small, generate_sample_bank(small, customers=customers, seed=TRAIN_SEED))
+    bank = small.generate.overridden(customers=customers, seed=TRAIN_SEED)
+    ingest_folder(small, generate_sample_bank(small, bank))
     build_features(small)
     apply_features(small)
     train_churn(small, search_trials=CHURN_TRIALS, search_timeout=60.0)

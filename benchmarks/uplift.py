@@ -147,7 +147,8 @@ def sample_bank(customers: int, budgets: list[int], seed: int) -> dict[str, Any]
     """Value retained by each ranking at each budget, against the simulator's truth."""
     with tempfile.TemporaryDirectory() as home:
         settings = load_settings(home=Path(home))
-        raw = generate_sample_bank(settings, customers=customers, seed=seed)
+        bank = settings.generate.overridden(customers=customers, seed=seed)
+        raw = generate_sample_bank(settings, bank)
         ingest_folder(settings, raw)
         tables = read_contract(settings)
         truth_dir = settings.paths.truth_dir / "sample_bank"

@@ -317,6 +317,12 @@ class GenerateSettings(BaseModel):
     months: int = Field(default=24, ge=6)
     end_date: str = "2026-10-31"
 
+    def overridden(self, customers: int | None = None, seed: int | None = None) -> GenerateSettings:
+        """These defaults with another size or seed (None keeps the section's), as the
+        `--customers` and `--seed` options give them."""
+        values = {"customers": customers, "seed": seed}
+        return self.model_copy(update={k: v for k, v in values.items() if v is not None})
+
 
 DEFAULT_MODELS: tuple[str, ...] = ("churn", "cross_sell", "uplift")
 """Registered models the service loads at start-up (their `champion` versions); uplift, when it

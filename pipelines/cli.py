@@ -47,10 +47,10 @@ def run(
     """Run the main job end to end on the embedded defaults."""
     from pipelines.run import run_all
 
+    settings = get_settings()
     run_all(
-        get_settings(),
-        customers=customers,
-        seed=seed,
+        settings,
+        settings.generate.overridden(customers, seed),
         serve_api=serve,
         port=port,
         force=force,
@@ -72,7 +72,9 @@ def generate(
     """Generate the sample bank's raw tables (and its ground truth, kept apart)."""
     from samplebank.generate import generate_sample_bank
 
-    generate_sample_bank(get_settings(), customers=customers, seed=seed, out=out, shift=shift)
+    settings = get_settings()
+    bank = settings.generate.overridden(customers, seed)
+    generate_sample_bank(settings, bank, out=out, shift=shift)
 
 
 @app.command()

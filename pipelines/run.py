@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from loyal.errors import LoyalError, StepSkippedError
 from loyal.logs import console
-from loyal.settings import Settings
+from loyal.settings import GenerateSettings, Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -19,8 +19,7 @@ T = TypeVar("T")
 
 def run_all(
     settings: Settings,
-    customers: int | None = None,
-    seed: int | None = None,
+    bank: GenerateSettings | None = None,
     serve_api: bool = True,
     port: int = 3000,
     force: bool = False,
@@ -34,8 +33,7 @@ def run_all(
 
     Args:
         settings: the home.
-        customers: sample bank size (ignored with `data`).
-        seed: sample bank seed (ignored with `data`).
+        bank: the sample bank to generate (default: `settings.generate`; ignored with `data`).
         serve_api: end by serving the API.
         port: the API's port.
         force: replace data ingested from another source with a generated sample bank (refused
@@ -62,9 +60,7 @@ def run_all(
 
         check_port_free(port)
     if data is None:
-        raw = _stage(
-            "Generate the sample bank", lambda: generate_sample_bank(settings, customers, seed)
-        )
+        raw = _stage("Generate the sample bank", lambda: generate_sample_bank(settings, bank))
         if raw is not None:
             _stage("Validate and load it", lambda: ingest_folder(settings, raw))
     else:

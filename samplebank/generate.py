@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from loyal.errors import LoyalError
 from loyal.logs import progress_bar
-from loyal.settings import Settings
+from loyal.settings import GenerateSettings, Settings
 from samplebank.bank import BLOCK_CUSTOMERS, SampleBank, generate_blocks
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,7 @@ BLOCK_SHIFT_SEED_STEP = 1_000_003
 
 def generate_sample_bank(
     settings: Settings,
-    customers: int | None = None,
-    seed: int | None = None,
+    bank: GenerateSettings | None = None,
     out: Path | None = None,
     shift: str | None = None,
 ) -> Path:
@@ -48,9 +47,9 @@ def generate_sample_bank(
     beside their targets before either is swapped in, so a failure leaves the old data intact.
 
     Args:
-        settings: Loyal settings; `settings.generate` gives the defaults.
-        customers: number of customers (default `settings.generate.customers`).
-        seed: random seed (default `settings.generate.seed`).
+        settings: Loyal settings: the folders.
+        bank: the bank to generate: size, seed, months and end date (default:
+            `settings.generate`; `GenerateSettings.overridden` gives another size or seed).
         out: folder for the raw tables.
         shift: a shifted future (`monitoring.shift.KINDS`); what moved goes to the truth
             folder as `shift.json`.
@@ -58,29 +57,21 @@ def generate_sample_bank(
     Returns:
         The folder holding the raw tables, ready for `loyal ingest`.
     """
-    options = settings.generate
-    customers = options.customers if customers is None else customers
-    seed = options.seed if seed is None else seed
-    if customers <= 0:
-        raise LoyalError(f"--customers must be a positive number, got {customers}")
+    bank = settings.generate if bank is None else bank
+    if bank.customers <= 0:
+        raise LoyalError(f"--customers must be a positive number, got {bank.customers}")
     raw_folder = out if out is not None else settings.paths.raw_dir / SAMPLE_BANK_FOLDER
     truth_folder = settings.paths.truth_dir / SAMPLE_BANK_FOLDER
     log.info(
         "Generating a sample bank: %d customers, seed %d, %d months to %s",
-        customers,
-        seed,
-        options.months,
-        options.end_date,
+        bank.customers,
+        bank.seed,
+        bank.months,
+        bank.end_date,
     )
     started = time.perf_counter()
-    hooks, truth = _shift(shift, options.months, seed)
-    manifest = {
-        "customers": customers,
-        "seed": seed,
-        "months": options.months,
-        "end_date": options.end_date,
-        "shift": shift,
-    }
+    hooks, truth = _shift(shift, bank.months, bank.seed)
+    manifest = {**bank.model_dump(), "shift": shift}
     with (
         progress_bar() as progress,
         _staged(raw_folder) as raw_staging,
@@ -88,10 +79,10 @@ def generate_sample_bank(
     ):
         task = progress.add_task("Simulating months", total=None)
         blocks = generate_blocks(
-            customers,
-            seed,
-            months=options.months,
-            end_date=options.end_date,
+            bank.customers,
+            bank.seed,
+            months=bank.months,
+            end_date=bank.end_date,
             on_month=lambda done, total: progress.update(task, completed=done, total=total),
             shift=hooks,
             block_customers=BLOCK_CUSTOMERS,

@@ -40,7 +40,7 @@ def feature_bank(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
     home = tmp_path_factory.mktemp("feature_bank")
     bank = load_settings(home=home)
-    raw = generate_sample_bank(bank, customers=800, seed=11)
+    raw = generate_sample_bank(bank, bank.generate.overridden(customers=800, seed=11))
     ingest_folder(bank, raw)
     build_features(bank)
     apply_features(bank)

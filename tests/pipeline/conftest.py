@@ -67,7 +67,8 @@ def bank_home(tmp_path_factory: pytest.TempPathFactory, _clean_environment: None
 
     home = tmp_path_factory.mktemp("trained_bank")
     settings = load_settings(home=home)
-    raw = generate_sample_bank(settings, customers=BANK_CUSTOMERS, seed=BANK_SEED)
+    bank = settings.generate.overridden(customers=BANK_CUSTOMERS, seed=BANK_SEED)
+    raw = generate_sample_bank(settings, bank)
     ingest_folder(settings, raw)
     build_features(settings)
     apply_features(settings)

@@ -63,7 +63,8 @@ def bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bank]:
             if name.startswith("LOYAL_"):
                 patch.delenv(name)
         settings = load_settings(home=tmp_path_factory.mktemp("service_bank"))
-        ingest_folder(settings, generate_sample_bank(settings, customers=CUSTOMERS, seed=SEED))
+        options = settings.generate.overridden(customers=CUSTOMERS, seed=SEED)
+        ingest_folder(settings, generate_sample_bank(settings, options))
         build_features(settings)
         apply_features(settings)
         materialize_features(settings)

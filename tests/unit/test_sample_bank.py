@@ -285,7 +285,7 @@ def test_segments_can_be_recovered_from_behaviour(bank: SampleBank) -> None:
 
 
 def test_generate_writes_raw_and_truth_apart(settings: Settings) -> None:
-    raw = generate_sample_bank(settings, customers=200, seed=3)
+    raw = generate_sample_bank(settings, settings.generate.overridden(customers=200, seed=3))
     truth = settings.paths.truth_dir / "sample_bank"
     assert raw == settings.paths.raw_dir / "sample_bank"
     assert {p.name for p in raw.iterdir()} == {f"{name}.parquet" for name in TABLES}
@@ -304,7 +304,7 @@ def test_a_failed_write_leaves_the_previous_bank_intact(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "bank"
-    generate_sample_bank(settings, customers=100, seed=1, out=out)
+    generate_sample_bank(settings, settings.generate.overridden(customers=100, seed=1), out=out)
     before = pd.read_parquet(out / "customers.parquet")
     calls = {"n": 0}
     real_write = generate_module._write_slices
@@ -317,7 +317,7 @@ def test_a_failed_write_leaves_the_previous_bank_intact(
 
     monkeypatch.setattr(generate_module, "_write_slices", failing_write)
     with pytest.raises(LoyalError, match="disk full"):
-        generate_sample_bank(settings, customers=150, seed=2, out=out)
+        generate_sample_bank(settings, settings.generate.overridden(customers=150, seed=2), out=out)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "customers.parquet"), before)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".bank")]
     assert leftovers == []
@@ -327,7 +327,7 @@ def test_a_bank_written_in_blocks_is_one_bank(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(generate_module, "BLOCK_CUSTOMERS", 250)
-    raw = generate_sample_bank(settings, customers=700, seed=4)
+    raw = generate_sample_bank(settings, settings.generate.overridden(customers=700, seed=4))
     tables = {name: pd.read_parquet(raw / f"{name}.parquet") for name in TABLES}
     truth = settings.paths.truth_dir / "sample_bank"
     ids = tables["customers"]["customer_id"]
@@ -361,4 +361,4 @@ def _written(frame: pd.DataFrame, path: Path) -> Path:
 
 def test_generate_rejects_a_non_positive_size(settings: Settings) -> None:
     with pytest.raises(LoyalError, match="customers"):
-        generate_sample_bank(settings, customers=0)
+        generate_sample_bank(settings, settings.generate.overridden(customers=0))
