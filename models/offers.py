@@ -10,6 +10,7 @@ when it is loaded, and every problem is a `CatalogError` naming the offer and th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import math
 import operator
@@ -103,7 +104,8 @@ DEFAULT_FEATURE_NAMES: frozenset[str] = frozenset(
         "state",
     }
 )
-"""Online feature names the sample bank serves; pass the feature catalog's names to override."""
+"""Online feature names the sample bank serves; pass the feature catalog's names to override
+(`Vocabulary.features`)."""
 
 DEFAULT_CATALOG_PATH = Path(__file__).with_name("offer_catalog.yaml")
 """The catalog shipped for the sample bank."""
@@ -1023,18 +1025,32 @@ def _offer_names(offer: Offer) -> list[str]:
 # --- loading and validation ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Vocabulary:
+    """The names a catalog is checked against when it is loaded.
+
+    Attributes:
+        features: online feature names conditions and templates may use (default:
+            `DEFAULT_FEATURE_NAMES`); pass the feature catalog's names in production.
+        functions: registered functions (default: `FUNCTIONS`).
+    """
+
+    features: frozenset[str] = DEFAULT_FEATURE_NAMES
+    functions: Mapping[str, TemplateFunction] = dataclasses.field(default_factory=lambda: FUNCTIONS)
+
+
+DEFAULT_VOCABULARY = Vocabulary()
+"""The sample bank's online features and the registered functions."""
+
+
 def load_catalog(
-    path: str | Path | None = None,
-    *,
-    feature_names: Iterable[str] | None = None,
-    functions: Mapping[str, TemplateFunction] | None = None,
+    path: str | Path | None = None, *, vocabulary: Vocabulary = DEFAULT_VOCABULARY
 ) -> Catalog:
     """Read and validate a YAML catalog (default: the sample bank's, shipped with the package).
 
     Args:
         path: the YAML file, or the name of a shipped catalog (`SHIPPED_CATALOGS`).
-        feature_names: see `catalog_from_dict`.
-        functions: see `catalog_from_dict`.
+        vocabulary: the features and functions the catalog may name.
 
     Raises:
         CatalogError: unreadable file, bad YAML, or an invalid catalog.
@@ -1046,7 +1062,7 @@ def load_catalog(
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
         raise CatalogError(None, "file", f"cannot read {source}: {exc.strerror or exc}") from None
-    return catalog_from_yaml(text, feature_names=feature_names, functions=functions)
+    return catalog_from_yaml(text, vocabulary=vocabulary)
 
 
 def choose_catalog(
@@ -1078,13 +1094,12 @@ def choose_catalog(
     return SHIPPED_CATALOGS[DEFAULT_CATALOG], f"{DEFAULT_CATALOG} (default)"
 
 
-def catalog_from_yaml(
-    text: str,
-    *,
-    feature_names: Iterable[str] | None = None,
-    functions: Mapping[str, TemplateFunction] | None = None,
-) -> Catalog:
+def catalog_from_yaml(text: str, *, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> Catalog:
     """Parse and validate a catalog from YAML text.
+
+    Args:
+        text: the YAML text.
+        vocabulary: the features and functions the catalog may name.
 
     Raises:
         CatalogError: bad YAML or an invalid catalog.
@@ -1096,22 +1111,15 @@ def catalog_from_yaml(
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise CatalogError(None, "yaml", f"not valid YAML{where}: {problem}") from None
-    return catalog_from_dict(data, feature_names=feature_names, functions=functions)
+    return catalog_from_dict(data, vocabulary=vocabulary)
 
 
-def catalog_from_dict(
-    data: Any,
-    *,
-    feature_names: Iterable[str] | None = None,
-    functions: Mapping[str, TemplateFunction] | None = None,
-) -> Catalog:
+def catalog_from_dict(data: Any, *, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> Catalog:
     """Validate a catalog given as plain data (as parsed from YAML).
 
     Args:
         data: the catalog mapping.
-        feature_names: online feature names conditions and templates may use (default:
-            `DEFAULT_FEATURE_NAMES`); pass the feature catalog's names in production.
-        functions: registered functions (default: `FUNCTIONS`).
+        vocabulary: the features and functions the catalog may name.
 
     Raises:
         CatalogError: the first problem, naming the offer (by id) and the field.
@@ -1127,12 +1135,10 @@ def catalog_from_dict(
     except ValidationError as exc:
         field, problem = _explain(exc)
         raise CatalogError(None, field, problem) from None
-    functions = FUNCTIONS if functions is None else functions
-    features = DEFAULT_FEATURE_NAMES if feature_names is None else frozenset(feature_names)
-    _check_constants(catalog, features, functions)
-    _check_context(catalog, features)
+    _check_constants(catalog, vocabulary)
+    _check_context(catalog, vocabulary.features)
     for offer in catalog.offers:
-        _check_offer(offer, catalog, features, functions)
+        _check_offer(offer, catalog, vocabulary)
     return catalog
 
 
@@ -1207,14 +1213,16 @@ def _where(loc: Sequence[Any]) -> str:
     return " ".join(words)
 
 
-def _check_constants(
-    catalog: Catalog, features: frozenset[str], functions: Mapping[str, TemplateFunction]
-) -> None:
+def _check_constants(catalog: Catalog, vocabulary: Vocabulary) -> None:
     """Constants are plain names that shadow no feature, score or function."""
+    taken = (
+        (vocabulary.features, "a feature"),
+        (SCORE_FIELDS, "a score"),
+        (vocabulary.functions, "a function"),
+    )
     for name in catalog.constants:
         if not _NAME.match(name):
             raise CatalogError(None, f"constants.{name}", "is not a plain name")
-        taken = ((features, "a feature"), (SCORE_FIELDS, "a score"), (functions, "a function"))
         for names, what in taken:
             if name in names:
                 raise CatalogError(None, f"constants.{name}", f"has the name of {what}")
@@ -1231,14 +1239,9 @@ def _check_context(catalog: Catalog, features: frozenset[str]) -> None:
             raise CatalogError(None, f"context.{name}", "is not an online feature name")
 
 
-def _check_offer(
-    offer: Offer,
-    catalog: Catalog,
-    features: frozenset[str],
-    functions: Mapping[str, TemplateFunction],
-) -> None:
+def _check_offer(offer: Offer, catalog: Catalog, vocabulary: Vocabulary) -> None:
     """Every name an offer uses exists, and functions have their constants."""
-    names = _Names(features, catalog.constants, functions, offer.id)
+    names = _Names(vocabulary, catalog.constants, offer.id)
     undeclared = [c for c in offer.channels if c not in catalog.channels]
     if undeclared:
         raise CatalogError(
@@ -1249,7 +1252,7 @@ def _check_offer(
         )
     if offer.kind in SELLING_KINDS and offer.product_id and not offer.is_generic:
         column = holding_column(offer.product_id)
-        if column not in features:
+        if column not in vocabulary.features:
             raise CatalogError(
                 offer.id,
                 "product_id",
@@ -1267,20 +1270,19 @@ def _check_offer(
         names.check("value", name)
     names.check_template("message", offer.message)
     if offer.cold_start:
-        _check_cold_start(offer, features, functions)
+        _check_cold_start(offer, vocabulary)
 
 
-def _check_cold_start(
-    offer: Offer, features: frozenset[str], functions: Mapping[str, TemplateFunction]
-) -> None:
+def _check_cold_start(offer: Offer, vocabulary: Vocabulary) -> None:
     """A cold-start offer must be shown to anyone: no customer data in its message or value."""
     if not isinstance(offer.value, FixedValue):
         raise CatalogError(
             offer.id, "value", "a cold-start offer needs a fixed value (no customer data)"
         )
     for name in offer.template.fields:
-        personal = name in features or name in SCORE_FIELDS
-        personal = personal or (name in functions and functions[name].customer_data)
+        personal = name in vocabulary.features or name in SCORE_FIELDS
+        function = vocabulary.functions.get(name)
+        personal = personal or (function is not None and function.customer_data)
         if personal:
             raise CatalogError(
                 offer.id, "message", f"a cold-start offer cannot use customer data, uses {name!r}"
@@ -1291,16 +1293,16 @@ def _check_cold_start(
 class _Names:
     """The names an offer may use, and the checks that report unknown ones."""
 
-    features: frozenset[str]
+    vocabulary: Vocabulary
     constants: Mapping[str, float]
-    functions: Mapping[str, TemplateFunction]
     offer_id: str
 
     def check(self, where: str, name: str) -> None:
-        known = name in self.features or name in SCORE_FIELDS or name in self.constants
+        features, functions = self.vocabulary.features, self.vocabulary.functions
+        known = name in features or name in SCORE_FIELDS or name in self.constants
         known = known or name in PRODUCT_FIELDS
-        if not known and name not in self.functions:
-            pool = [*self.features, *SCORE_FIELDS, *self.constants, *self.functions]
+        if not known and name not in functions:
+            pool = [*features, *SCORE_FIELDS, *self.constants, *functions]
             close = difflib.get_close_matches(name, [*pool, *PRODUCT_FIELDS], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise CatalogError(
@@ -1309,8 +1311,8 @@ class _Names:
                 f"unknown field {name!r} (not a feature, score, constant, product field or "
                 f"registered function{hint})",
             )
-        if name in self.functions and name not in self.features:
-            for constant in self.functions[name].constants:
+        if name in functions and name not in features:
+            for constant in functions[name].constants:
                 if constant not in self.constants:
                     raise CatalogError(
                         self.offer_id,

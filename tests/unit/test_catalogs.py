@@ -24,6 +24,7 @@ from models.offers import (
     RETAIL_CATALOG_PATH,
     Catalog,
     CatalogError,
+    Vocabulary,
     catalog_from_dict,
     choose_catalog,
     load_catalog,
@@ -247,7 +248,8 @@ def test_generic_offer_leaves_products_with_their_own_offer_to_it() -> None:
         message="Our best A.",
     )
     catalog = catalog_from_dict(
-        {"offers": [own, generic()]}, feature_names=["holds_a", "consent_marketing"]
+        {"offers": [own, generic()]},
+        vocabulary=Vocabulary(frozenset({"holds_a", "consent_marketing"})),
     )
     decision = decide(
         {"consent_marketing": True}, None, "web", catalog, [], NOW, k=3,

@@ -19,6 +19,7 @@ from models.offers import (
     TemplateError,
     TemplateFunction,
     Values,
+    Vocabulary,
     catalog_from_dict,
     catalog_from_yaml,
     format_money,
@@ -69,10 +70,10 @@ def test_shipped_catalog_loads_next_to_the_code() -> None:
 def test_shipped_catalog_uses_only_features_of_the_feature_catalog() -> None:
     from features.catalog import VIEWS
 
-    names = {f.name for view in VIEWS.values() for f in view.features}
+    names = frozenset(f.name for view in VIEWS.values() for f in view.features)
     if not names:
         pytest.skip("the feature catalog is still empty")
-    load_catalog(feature_names=names)  # raises CatalogError naming any unknown field
+    load_catalog(vocabulary=Vocabulary(names))  # raises CatalogError naming any unknown field
 
 
 def test_default_feature_names_are_served_by_the_feature_catalog() -> None:
@@ -247,7 +248,7 @@ def test_a_custom_function_registry_is_validated_and_used() -> None:
     data = catalog(offer(message="{double_idle:$}"))
     with pytest.raises(CatalogError, match="unknown field 'double_idle'"):
         catalog_from_dict(data)
-    loaded = catalog_from_dict(data, functions=registry)
+    loaded = catalog_from_dict(data, vocabulary=Vocabulary(functions=registry))
     assert loaded.offers[0].template.render(Values({"idle_cash": 10.0}, {}, registry)) == "$20"
     assert isinstance(registry["double_idle"], TemplateFunction)
 
@@ -421,8 +422,8 @@ def test_catalog_validated_against_given_feature_names() -> None:
     data = catalog(offer(eligibility=[{"field": "churn_flag", "op": "is_true"}]))
     with pytest.raises(CatalogError, match="unknown field 'churn_flag'"):
         catalog_from_dict(data)
-    names = {*offers.DEFAULT_FEATURE_NAMES, "churn_flag"}
-    assert catalog_from_dict(data, feature_names=names).offers[0].id == "o1"
+    names = frozenset({*offers.DEFAULT_FEATURE_NAMES, "churn_flag"})
+    assert catalog_from_dict(data, vocabulary=Vocabulary(names)).offers[0].id == "o1"
 
 
 def test_loading_does_not_change_the_data() -> None:
