@@ -172,7 +172,7 @@ def value_scores(
     The same numbers as `inference.reference.value_scores`: the RFM summary of the whole log up
     to `end` (here from the streaming pass) through the CLV champion's full-history fit.
     """
-    n = len(aggregates.purchases)
+    n = len(aggregates.periods.purchases)
     clv, p_alive, expected = (np.full(n, np.nan) for _ in range(3))
     if models.clv is not None:
         from models.clv import DAYS_PER_MONTH, FULL_FIT

@@ -52,20 +52,15 @@ Progress = Callable[[int], None]
 
 
 @dataclass
-class TransactionAggregates:
-    """Per-customer aggregates, aligned with the population (`IdIndex` positions).
+class PurchasePeriods:
+    """Per-customer purchase periods up to the observation end: the inputs of the RFM summary.
 
     Attributes:
-        purchases: purchase periods up to the observation end (0: no purchase).
+        purchases: purchase periods (0: no purchase).
         first: start day (days since the epoch) of the first purchase period.
         last: start day of the last purchase period.
         repeat_amount: net revenue of the repeat purchase periods (all but the first).
         repeat_margin: net margin of the repeat purchase periods.
-        trailing: net margin (revenue without margins) of the trailing window.
-        channels: channel names seen in the channel window, sorted.
-        channel_counts: transactions per customer and channel (one array per channel).
-        margins: whether the log has margins (a column, or product margin rates).
-        rows: log rows read.
     """
 
     purchases: NDArray[np.int64]
@@ -73,22 +68,12 @@ class TransactionAggregates:
     last: NDArray[np.int64]
     repeat_amount: NDArray[np.float64]
     repeat_margin: NDArray[np.float64]
-    trailing: NDArray[np.float64]
-    channels: list[str] = field(default_factory=list)
-    channel_counts: dict[str, NDArray[np.int64]] = field(default_factory=dict)
-    margins: bool = True
-    rows: int = 0
 
-    @property
-    def value_column(self) -> str:
-        """The summary column CLV models: margin when the log has margins, else revenue."""
-        return MARGIN_COLUMN if self.margins else REVENUE_COLUMN
-
-    def summary(self, end: pd.Timestamp, time_unit_days: float) -> pd.DataFrame:
+    def summary(self, end: pd.Timestamp, time_unit_days: float, margins: bool) -> pd.DataFrame:
         """The RFM summary of the customers with a purchase, indexed by population position.
 
         Columns as `features.clv_inputs.rfm_summary`: frequency, recency, T, monetary_value and,
-        with margins, monetary_margin (the mean over the repeat purchase periods, 0 without).
+        with `margins`, monetary_margin (the mean over the repeat purchase periods, 0 without).
         """
         buyers = np.flatnonzero(self.purchases > 0)
         repeats = self.purchases[buyers] - 1
@@ -103,9 +88,39 @@ class TransactionAggregates:
             },
             index=pd.Index(buyers, name="position"),
         )
-        if self.margins:
+        if margins:
             frame[MARGIN_COLUMN] = _mean(self.repeat_margin[buyers], repeats)
         return frame
+
+
+@dataclass
+class TransactionAggregates:
+    """Per-customer aggregates, aligned with the population (`IdIndex` positions).
+
+    Attributes:
+        periods: the purchase periods up to the observation end.
+        trailing: net margin (revenue without margins) of the trailing window.
+        channels: channel names seen in the channel window, sorted.
+        channel_counts: transactions per customer and channel (one array per channel).
+        margins: whether the log has margins (a column, or product margin rates).
+        rows: log rows read.
+    """
+
+    periods: PurchasePeriods
+    trailing: NDArray[np.float64]
+    channels: list[str] = field(default_factory=list)
+    channel_counts: dict[str, NDArray[np.int64]] = field(default_factory=dict)
+    margins: bool = True
+    rows: int = 0
+
+    @property
+    def value_column(self) -> str:
+        """The summary column CLV models: margin when the log has margins, else revenue."""
+        return MARGIN_COLUMN if self.margins else REVENUE_COLUMN
+
+    def summary(self, end: pd.Timestamp, time_unit_days: float) -> pd.DataFrame:
+        """`PurchasePeriods.summary`, with monetary_margin when the log has margins."""
+        return self.periods.summary(end, time_unit_days, self.margins)
 
     def channel_shares(self, positions: NDArray[np.int64]) -> dict[str, NDArray[np.float64]]:
         """`channel_<name>_share` of each customer at `positions` (NaN without a transaction)."""
@@ -249,16 +264,22 @@ def _reduce(rows: _Rows) -> _Rows:
 
 
 class _Accumulator:
-    """Per-customer purchase-period aggregates, updated from final (customer, period) pairs."""
+    """Per-customer purchase periods, updated from final (customer, period) pairs.
+
+    Besides the periods, it keeps the amount and margin of each customer's first purchase
+    period: they move to the repeat sums when an earlier period turns up.
+    """
 
     def __init__(self, n: int) -> None:
-        self.purchases = np.zeros(n, dtype=np.int64)
-        self.first = np.full(n, _LAST, dtype=np.int64)
-        self.last = np.full(n, _NEVER, dtype=np.int64)
+        self.periods = PurchasePeriods(
+            purchases=np.zeros(n, dtype=np.int64),
+            first=np.full(n, _LAST, dtype=np.int64),
+            last=np.full(n, _NEVER, dtype=np.int64),
+            repeat_amount=np.zeros(n),
+            repeat_margin=np.zeros(n),
+        )
         self.first_amount = np.zeros(n)
         self.first_margin = np.zeros(n)
-        self.repeat_amount = np.zeros(n)
-        self.repeat_margin = np.zeros(n)
 
     def add(self, pairs: _Rows, final: NDArray[np.bool_] | None = None) -> None:
         """Count the purchase periods among final pairs (sorted by customer, then period).
@@ -278,11 +299,12 @@ class _Accumulator:
         tails = np.append(heads[1:], len(buys)) - 1
         who = np.take(buys.code, heads)
         head_start = np.take(buys.start, heads)
-        earlier = head_start < np.take(self.first, who)
-        had = np.take(self.purchases, who) > 0
+        periods = self.periods
+        earlier = head_start < np.take(periods.first, who)
+        had = np.take(periods.purchases, who) > 0
         for total, values, first_value in (
-            (self.repeat_amount, buys.amount, self.first_amount),
-            (self.repeat_margin, buys.margin, self.first_margin),
+            (periods.repeat_amount, buys.amount, self.first_amount),
+            (periods.repeat_margin, buys.margin, self.first_margin),
         ):
             head_value = np.take(values, heads)
             rest = values.copy()
@@ -291,9 +313,9 @@ class _Accumulator:
             moved = np.where(earlier, np.where(had, old_first, 0.0), head_value)
             total[who] += np.bincount(run, weights=rest, minlength=len(heads)) + moved
             first_value[who] = np.where(earlier, head_value, old_first)
-        self.first[who] = np.where(earlier, head_start, np.take(self.first, who))
-        self.last[who] = np.maximum(np.take(self.last, who), np.take(buys.start, tails))
-        self.purchases[who] += tails - heads + 1
+        periods.first[who] = np.where(earlier, head_start, np.take(periods.first, who))
+        periods.last[who] = np.maximum(np.take(periods.last, who), np.take(buys.start, tails))
+        periods.purchases[who] += tails - heads + 1
 
 
 class _Channels:
@@ -609,14 +631,9 @@ class _Pass:
         """Close the pending pairs and hand the aggregates over."""
         self.accumulator.add(self.pending)
         self.pending = _Rows.empty()
-        acc = self.accumulator
         counts = self.channels.counts() if self.channels is not None else {}
         return TransactionAggregates(
-            purchases=acc.purchases,
-            first=acc.first,
-            last=acc.last,
-            repeat_amount=acc.repeat_amount,
-            repeat_margin=acc.repeat_margin,
+            periods=self.accumulator.periods,
             trailing=self.trailing,
             channels=sorted(counts),
             channel_counts=counts,

@@ -349,7 +349,7 @@ def _aggregate(
     )
     log.info(
         "Transactions: %d rows read, %d customers with a purchase by %s, channels %s",
-        aggregates.rows, int((aggregates.purchases > 0).sum()), windows.end.date(),
+        aggregates.rows, int((aggregates.periods.purchases > 0).sum()), windows.end.date(),
         aggregates.channels,
     )  # fmt: skip
     return aggregates
