@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,16 @@ from business_flow import (
 )
 
 from loyal.settings import Settings, get_settings, load_settings
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the suite Python's Ctrl-C handler even when started with SIGINT ignored.
+
+    A shell without job control starts background commands with SIGINT ignored; Python then
+    installs no KeyboardInterrupt handler, and the subprocesses of the Ctrl-C tests inherit the
+    ignored signal. A handled signal is reset to its default in the subprocesses instead.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
