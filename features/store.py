@@ -238,6 +238,25 @@ def historical_features(
         if "Query interrupted" in str(error):
             raise KeyboardInterrupt from None
         raise
+    finally:
+        if store.config.offline_store.type == "duckdb":
+            release_offline_buffers()
+
+
+def release_offline_buffers() -> None:
+    """Close the DuckDB connection Feast's DuckDB offline store joins in, freeing its buffers.
+
+    The store queries ibis's default DuckDB connection, which keeps what a join allocated until
+    it is closed: at a million customers, 2 GB beside the 1 GB frame of a 1.7 M-row churn join.
+    The next join opens a new default connection (ibis creates one when none is set) and reads
+    the Parquet tables again, as every join does.
+    """
+    import ibis
+
+    backend = ibis.options.default_backend
+    if backend is not None:
+        ibis.options.default_backend = None
+        backend.disconnect()
 
 
 def push_view(store: FeatureStore, view_name: str, rows: pd.DataFrame) -> None:
