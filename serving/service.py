@@ -17,7 +17,7 @@ from typing import Any, get_type_hints
 
 import bentoml
 from bentoml.exceptions import BentoMLException
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from loyal.settings import ServingSettings, Settings, get_settings
@@ -216,11 +216,9 @@ class Loyal:
 def _route_schemas() -> Schemas:
     """Route -> (request, answer) schemas, read from the API methods' own annotations, for the
     OpenAPI spec (BentoML drops their nullables)."""
-    schemas: dict[str, tuple[type[BaseModel] | None, type[BaseModel]]] = {}
-    for method in Loyal.apis.values():  # type: ignore[attr-defined]
-        hints = get_type_hints(method.func)
-        schemas[method.route] = (hints.get("request"), hints["return"])
-    return schemas
+    methods = Loyal.apis.values()  # type: ignore[attr-defined]  # @bentoml.service made a Service
+    hints = {method.route: get_type_hints(method.func) for method in methods}
+    return {route: (hint.get("request"), hint["return"]) for route, hint in hints.items()}
 
 
 SCHEMAS = _route_schemas()
