@@ -10,14 +10,13 @@ when it is loaded, and every problem is a `CatalogError` naming the offer and th
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import difflib
 import math
 import operator
 import re
 import string
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast, get_args
@@ -1036,7 +1035,7 @@ class Vocabulary:
     """
 
     features: frozenset[str] = DEFAULT_FEATURE_NAMES
-    functions: Mapping[str, TemplateFunction] = dataclasses.field(default_factory=lambda: FUNCTIONS)
+    functions: Mapping[str, TemplateFunction] = field(default_factory=lambda: FUNCTIONS)
 
 
 DEFAULT_VOCABULARY = Vocabulary()
