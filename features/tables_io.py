@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from os import getpid
 from pathlib import Path
@@ -52,12 +52,18 @@ def consent_recorded(settings: Settings) -> bool | None:
     return column.null_count < len(column)
 
 
-def read_contract(settings: Settings, only: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
+def read_contract(
+    settings: Settings,
+    only: Iterable[str] | None = None,
+    columns: Mapping[str, Iterable[str]] | None = None,
+) -> dict[str, pd.DataFrame]:
     """The validated contract tables written by `loyal ingest`, by table name.
 
     Args:
         settings: where the contract folder is.
         only: read just these tables (e.g. `["customers"]`, not the transactions).
+        columns: read just these columns of the tables named here (those the file holds: an
+            optional contract column may be absent); other tables are read whole.
 
     Raises:
         NotReadyError: a required table (among those asked for) was never ingested.
@@ -65,8 +71,9 @@ def read_contract(settings: Settings, only: Iterable[str] | None = None) -> dict
     folder = settings.paths.contract_dir
     recover_folder(folder)
     wanted = TABLES if only is None else {name: TABLES[name] for name in only}
+    columns = columns or {}
     tables = {
-        name: pd.read_parquet(folder / f"{name}.parquet")
+        name: _read_table(folder / f"{name}.parquet", columns.get(name))
         for name in wanted
         if (folder / f"{name}.parquet").is_file()
     }
@@ -77,6 +84,15 @@ def read_contract(settings: Settings, only: Iterable[str] | None = None) -> dict
             "run `loyal generate` and `loyal ingest`, or `loyal ingest PATH` with your data"
         )
     return tables
+
+
+def _read_table(path: Path, columns: Iterable[str] | None) -> pd.DataFrame:
+    if columns is None:
+        return pd.read_parquet(path)
+    import pyarrow.parquet as pq
+
+    present = set(pq.read_schema(path).names)
+    return pd.read_parquet(path, columns=[c for c in columns if c in present])
 
 
 def replace_folder(

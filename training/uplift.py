@@ -73,18 +73,37 @@ class UpliftResult(RegisteredRun):
 
 def check_uplift(settings: Settings) -> None:
     """Uplift needs a campaigns table with enough members (raises `StepSkippedError`)."""
+    tables = outcome_tables(settings)
+    campaign_members(tables, settings.snapshots.horizon_days, settings.snapshots.churn_definition)
+
+
+def outcome_tables(settings: Settings) -> dict[str, pd.DataFrame]:
+    """The contract columns that campaign members' outcomes read, not the whole tables.
+
+    The campaigns, the customers' signup and closure, and the events' times (the end of the
+    observed data); the transactions' customers and amounts only under the inactivity
+    definition. At a million customers the whole contract held in pandas passes 8 GB, most of
+    it the transactions' text columns.
+    """
+    from features.labels import churn_definition
     from features.tables_io import read_contract
 
-    tables = read_contract(settings)
-    campaign_members(tables, settings.snapshots.horizon_days, settings.snapshots.churn_definition)
+    tables = read_contract(
+        settings,
+        only=["customers", "campaigns"],
+        columns={"customers": [ENTITY_KEY, "signup_date", "closed_at"]},
+    )
+    inactivity = churn_definition(tables, settings.snapshots.churn_definition) == "inactivity"
+    purchases = [ENTITY_KEY, "ts", "amount"] if inactivity else ["ts"]
+    events = {"transactions": purchases, "interactions": ["ts"], "balances": ["ts"]}
+    return {**tables, **read_contract(settings, only=list(events), columns=events)}
 
 
 def campaign_frame(settings: Settings) -> pd.DataFrame:
     """Campaign members with their features at the campaign (Feast) and their outcome."""
     from features.frames import training_frame
-    from features.tables_io import read_contract
 
-    tables = read_contract(settings)
+    tables = outcome_tables(settings)
     snapshots = settings.snapshots
     members = campaign_members(tables, snapshots.horizon_days, snapshots.churn_definition)
     entities = members[[ENTITY_KEY, TIMESTAMP_FIELD]].copy()

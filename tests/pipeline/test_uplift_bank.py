@@ -94,3 +94,25 @@ def test_the_compiled_trees_give_the_pyfunc_estimates_on_real_rows(
     assert len(rows) > 100 and inputs.isna().any().any()  # real rows, missing values included
     assert np.ptp(reference) > 0.01  # estimates that differ between customers
     np.testing.assert_allclose(served, reference, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("definition", ["closure", "inactivity"])
+def test_campaign_outcomes_read_only_the_columns_they_need(
+    feature_bank: Settings, definition: str
+) -> None:
+    from features.labels import churn_labels
+    from features.tables_io import read_contract
+    from training.uplift import outcome_tables
+
+    snapshots = feature_bank.snapshots.model_copy(update={"churn_definition": definition})
+    settings = feature_bank.model_copy(update={"snapshots": snapshots})
+    whole, narrow = read_contract(settings), outcome_tables(settings)
+    dates = pd.to_datetime(whole["campaigns"]["ts"]).unique()
+    pd.testing.assert_frame_equal(
+        churn_labels(narrow, dates, snapshots.horizon_days, definition),
+        churn_labels(whole, dates, snapshots.horizon_days, definition),
+    )
+    pd.testing.assert_frame_equal(narrow["campaigns"], whole["campaigns"])
+    purchases = {"ts", "customer_id", "amount"} if definition == "inactivity" else {"ts"}
+    assert set(narrow["transactions"].columns) == purchases
+    assert set(narrow["customers"].columns) <= {"customer_id", "signup_date", "closed_at"}
