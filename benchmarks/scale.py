@@ -14,7 +14,10 @@ cannot take the machine down:
    seeded search), registered and promoted;
 5. **train_all**: churn (the stage above) plus CLV, need segments and cross-sell, each trained,
    registered and promoted, in the specs' order; `train_all_s` is their sum, its peak the max;
-6. **score**: every customer scored into the scores view and put online (`loyal score`).
+6. **train_learned**: the models that learn from the business's own actions, uplift (past
+   campaigns) and acceptance (the decision log), when their data is there; `train_every_s` adds
+   them to `train_all_s`;
+7. **score**: every customer scored into the scores view and put online (`loyal score`).
 
     .venv/bin/python benchmarks/scale.py --customers 100000 [--home PATH] [--engine local|dask]
         [--stages generate,online_load] [--max-rss-mb 8000]
@@ -46,7 +49,17 @@ from typing import Any
 
 import psutil
 
-STAGES = ("generate", "features", "online_load", "train_churn", "train_others", "score")
+STAGES = (
+    "generate",
+    "features",
+    "online_load",
+    "train_churn",
+    "train_others",
+    "train_learned",
+    "score",
+)
+LEARNED = ("uplift", "acceptance")
+"""Models trained from the outcomes of the business's own actions (campaigns, decisions)."""
 SEED = 42
 
 
@@ -110,7 +123,13 @@ def _settings(home: Path) -> Any:
 def _other_models() -> list[str]:
     from loyal.specs import MODELS
 
-    return [name for name in MODELS if name != "churn"]
+    return [name for name in MODELS if name != "churn" and name not in LEARNED]
+
+
+def _learned_models() -> list[str]:
+    from loyal.specs import MODELS
+
+    return [name for name in MODELS if name in LEARNED]
 
 
 STAGE_RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
@@ -119,6 +138,7 @@ STAGE_RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "online_load": lambda a: stage_online_load(a.home),
     "train_churn": lambda a: stage_train(a.home, ["churn"]),
     "train_others": lambda a: stage_train(a.home, _other_models()),
+    "train_learned": lambda a: stage_train(a.home, _learned_models()),
     "score": lambda a: stage_score(a.home),
 }
 
@@ -249,9 +269,9 @@ def summary(
     args: argparse.Namespace, measured: dict[str, StageResult], load_before: list[float]
 ) -> dict[str, Any]:
     """The JSON line: seconds, CPU seconds and peak MiB per stage (train_all = churn + the
-    others)."""
+    others; train_every adds the learned models)."""
     result: dict[str, Any] = {"customers": args.customers, "engine": args.engine}
-    for name in ("generate", "features", "online_load", "train_churn", "score"):
+    for name in ("generate", "features", "online_load", "train_churn", "train_learned", "score"):
         if name in measured:
             result[f"{name}_s"] = round(measured[name].seconds, 1)
             result[f"{name}_cpu_s"] = round(measured[name].cpu_s, 1)
@@ -261,6 +281,9 @@ def summary(
         result["train_all_s"] = round(churn.seconds + others.seconds, 1)
         result["train_all_cpu_s"] = round(churn.cpu_s + others.cpu_s, 1)
         result["train_all_peak_rss_mb"] = round(max(churn.peak_rss_mb, others.peak_rss_mb))
+        if "train_learned" in measured:
+            learned = measured["train_learned"]
+            result["train_every_s"] = round(result["train_all_s"] + learned.seconds, 1)
     killed = [name for name, stage in measured.items() if stage.killed]
     if killed:
         result["killed_over_max_rss"] = killed
