@@ -229,3 +229,18 @@ def test_the_categorical_purchase_log_learns_what_the_text_log_learns(settings: 
         assert got.customer_ids == expected.customer_ids
         assert got.product_ids == expected.product_ids
         assert (got.matrix != expected.matrix).nnz == 0
+
+
+def test_a_sampled_search_holds_trials_to_the_standard_error_over_every_customer() -> None:
+    shop = synthetic_shop(0, customers=1200)
+    everyone = search(shop, standard_errors=1.0)
+    sampled = search(shop, max_customers=150, standard_errors=1.0)
+    # a sample of an eighth measures each trial about sqrt(8) times less precisely; the
+    # one-standard-error band must stay as narrow as a search over every customer would draw
+    ratio = sampled.trials["standard_error"] / everyone.trials["standard_error"]
+    assert ratio.between(0.6, 1.6).all(), ratio.tolist()
+    best = sampled.trials["ndcg_at_3"].idxmax()
+    band = sampled.trials["ndcg_at_3"].max() - sampled.trials.loc[best, "standard_error"]
+    chosen = sampled.trials[sampled.trials["ndcg_at_3"] >= band]
+    cost = chosen["factors"] * chosen["iterations"]
+    assert sampled.best_params["factors"] * sampled.best_params["iterations"] == cost.min()
