@@ -244,3 +244,18 @@ def test_a_sampled_search_holds_trials_to_the_standard_error_over_every_customer
     chosen = sampled.trials[sampled.trials["ndcg_at_3"] >= band]
     cost = chosen["factors"] * chosen["iterations"]
     assert sampled.best_params["factors"] * sampled.best_params["iterations"] == cost.min()
+
+
+def test_a_sampled_search_scales_its_penalty_to_every_customer() -> None:
+    shop = synthetic_shop(0, customers=1200)
+    calibration = shop[shop["ts"] < "2024-07-01"]  # what `search` hands the search
+    everyone = calibration["customer_id"].nunique()
+    sampled = search(shop, max_customers=150)
+    trial = sampled.trials.loc[
+        (sampled.trials["factors"] == sampled.best_params["factors"])
+        & (sampled.trials["iterations"] == sampled.best_params["iterations"])
+    ].iloc[0]
+    assert sampled.best_params["regularization"] == pytest.approx(
+        trial["regularization"] * everyone / 150
+    )
+    assert search(shop).best_params["regularization"] == 1.0  # on every customer: as tried
