@@ -87,7 +87,7 @@ def purchases(transactions: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame({column: rows[column] for column in _REQUIRED}, copy=False)
     frame["customer_id"] = _text(frame["customer_id"])
     frame["product_id"] = _text(frame["product_id"])
-    frame["ts"] = pd.to_datetime(frame["ts"])
+    frame["ts"] = _as_times(frame["ts"])
     amount = frame["amount"]
     frame["amount"] = amount if amount.dtype == np.float64 else amount.astype(float)
     return frame
@@ -99,6 +99,13 @@ def _text(ids: pd.Series) -> pd.Series:
     if isinstance(ids.dtype, pd.CategoricalDtype) and ids.cat.categories.dtype == object:
         return ids
     return ids.astype(str)
+
+
+def _as_times(values: pd.Series) -> pd.Series:
+    """Times as datetimes; a datetime column as it is. On a log of repeated days, pandas'
+    `to_datetime` maps even datetimes through a cache of the distinct values: 30 s on a
+    million customers' 57 M purchases."""
+    return values if pd.api.types.is_datetime64_any_dtype(values) else pd.to_datetime(values)
 
 
 def read_purchase_log(settings: Settings) -> pd.DataFrame:
@@ -251,8 +258,8 @@ def _new_products(calibration: pd.DataFrame, later: pd.DataFrame) -> dict[str, s
     width = len(products)
 
     def pairs(frame: pd.DataFrame) -> np.ndarray:
-        who = pd.Categorical(frame["customer_id"], categories=customers).codes.astype(np.int64)
-        what = pd.Categorical(frame["product_id"], categories=products).codes.astype(np.int64)
+        who = _codes(frame["customer_id"], customers)
+        what = _codes(frame["product_id"], products)
         return np.unique(who * width + what)
 
     held, new = pairs(calibration), pairs(later)
@@ -266,6 +273,14 @@ def _new_products(calibration: pd.DataFrame, later: pd.DataFrame) -> dict[str, s
         for head, group in zip(heads, groups, strict=True)
     }
     return dict(sorted(targets.items()))  # by id, as a group-by of text ids gives them
+
+
+def _codes(ids: pd.Series, categories: pd.Index) -> np.ndarray:
+    """Positions of `ids` in `categories`; a categorical column's own codes when its categories
+    are those (re-coding a million customers' log costs seconds for nothing)."""
+    if isinstance(ids.dtype, pd.CategoricalDtype) and ids.cat.categories.equals(categories):
+        return ids.cat.codes.to_numpy().astype(np.int64)
+    return pd.Categorical(ids, categories=categories).codes.astype(np.int64)
 
 
 def _categories(*columns: pd.Series) -> pd.Index:
@@ -677,7 +692,7 @@ def _warn_if_k_covers_the_catalog(k: int, n_products: int) -> None:
 def _cutoff(transactions: pd.DataFrame, config: CrossSellConfig) -> pd.Timestamp:
     if config.cutoff is not None:
         return pd.Timestamp(config.cutoff)
-    last = pd.to_datetime(transactions["ts"]).max()
+    last = _as_times(transactions["ts"]).max()
     return (last - pd.Timedelta(days=config.window_days)).normalize()
 
 
@@ -947,7 +962,7 @@ def applicable_config(transactions: pd.DataFrame, config: CrossSellConfig) -> Cr
         )
     if config.cutoff is not None:
         return config
-    stamps = pd.to_datetime(transactions["ts"])
+    stamps = _as_times(transactions["ts"])
     days = history_days(stamps.min(), stamps.max() + pd.Timedelta(days=1))
     choice = cross_sell_window(days, config.window_days)
     if choice.chosen is None:
