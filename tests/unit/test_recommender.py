@@ -326,3 +326,17 @@ def test_popularity_similar_items_are_the_ones_held_together() -> None:
 def test_importing_the_models_does_not_import_mlflow() -> None:
     code = "import sys, models.recommender; sys.exit('mlflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_als_factors_do_not_depend_on_the_thread_count() -> None:
+    rng = np.random.default_rng(3)
+    purchases = sp.random(3000, 40, density=0.1, format="csr", random_state=rng, dtype=np.float32)
+    purchases.data = np.ceil(purchases.data * 4)
+    users, items = [f"u{i}" for i in range(3000)], [f"p{j}" for j in range(40)]
+    fits = [
+        AlsRecommender(factors=16, iterations=5, num_threads=threads).fit(purchases, users, items)
+        for threads in (1, 2, 0)
+    ]
+    for other in fits[1:]:
+        np.testing.assert_array_equal(other.user_factors_, fits[0].user_factors_)
+        np.testing.assert_array_equal(other.item_factors_, fits[0].item_factors_)
