@@ -271,7 +271,7 @@ def summary(
     """The JSON line: seconds, CPU seconds and peak MiB per stage (train_all = churn + the
     others; train_every adds the learned models)."""
     result: dict[str, Any] = {"customers": args.customers, "engine": args.engine}
-    for name in ("generate", "features", "online_load", "train_churn", "train_learned", "score"):
+    for name in STAGES:
         if name in measured:
             result[f"{name}_s"] = round(measured[name].seconds, 1)
             result[f"{name}_cpu_s"] = round(measured[name].cpu_s, 1)
