@@ -20,6 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.contract import TRANSACTIONS
+from features.engineering import codes_in
 from features.tables_io import staged_file
 from loyal.errors import DataContractError, LoyalError, NotReadyError, StepSkippedError
 from models.ranking_metrics import (
@@ -258,8 +259,8 @@ def _new_products(calibration: pd.DataFrame, later: pd.DataFrame) -> dict[str, s
     width = len(products)
 
     def pairs(frame: pd.DataFrame) -> np.ndarray:
-        who = _codes(frame["customer_id"], customers)
-        what = _codes(frame["product_id"], products)
+        who = codes_in(frame["customer_id"], customers)
+        what = codes_in(frame["product_id"], products)
         return np.unique(who * width + what)
 
     held, new = pairs(calibration), pairs(later)
@@ -273,14 +274,6 @@ def _new_products(calibration: pd.DataFrame, later: pd.DataFrame) -> dict[str, s
         for head, group in zip(heads, groups, strict=True)
     }
     return dict(sorted(targets.items()))  # by id, as a group-by of text ids gives them
-
-
-def _codes(ids: pd.Series, categories: pd.Index) -> np.ndarray:
-    """Positions of `ids` in `categories`; a categorical column's own codes when its categories
-    are those (re-coding a million customers' log costs seconds for nothing)."""
-    if isinstance(ids.dtype, pd.CategoricalDtype) and ids.cat.categories.equals(categories):
-        return ids.cat.codes.to_numpy().astype(np.int64)
-    return pd.Categorical(ids, categories=categories).codes.astype(np.int64)
 
 
 def _categories(*columns: pd.Series) -> pd.Index:
@@ -468,14 +461,13 @@ def search_hyperparameters(
     split = time_split(calibration, validation_cutoff, validation_days)
     interactions = build_interactions(split.calibration, value, half_life_days, split.cutoff)
     candidates = (space or SearchSpace()).sample(n_trials, seed)
-    rows, errors = [], []
+    rows = []
     for trial, params in enumerate(candidates):
         started = time.perf_counter()
         model = fit_als(interactions, {**(base_params or {}), **params})
         recommended = _recommended(model, split.targets, k)
         scores = mean_ranking_metrics(recommended, split.targets, k)
         error = _standard_error(recommended, split.targets, metric) * sampled_share**0.5
-        errors.append(error)
         rows.append(
             {
                 "trial": trial,
@@ -487,7 +479,7 @@ def search_hyperparameters(
         )
         log.info("trial %d %s: %s %.4f", trial, params, metric, scores[metric])
     trials = pd.DataFrame(rows)
-    chosen = _cheapest_near_best(trials, metric, errors, standard_errors)
+    chosen = _cheapest_near_best(trials, metric, standard_errors)
     best = rows[chosen]
     best_params = {**(base_params or {}), **{name: best[name] for name in candidates[0]}}
     if sampled_share < 1.0 and "regularization" in best_params:
@@ -547,14 +539,13 @@ def _customer_sample(
     return purchases[(codes >= 0) & kept[codes]], max_customers / len(names)
 
 
-def _cheapest_near_best(
-    trials: pd.DataFrame, metric: str, errors: list[float], standard_errors: float
-) -> int:
+def _cheapest_near_best(trials: pd.DataFrame, metric: str, standard_errors: float) -> int:
     """Row of the trial with the fewest factors x iterations among those whose metric is within
     ``standard_errors`` standard errors of the best (ties: higher metric, then earlier)."""
     scores = trials[metric].to_numpy()
     best = int(scores.argmax())
-    near = np.flatnonzero(scores >= scores[best] - standard_errors * errors[best])
+    band = standard_errors * float(trials["standard_error"].iloc[best])
+    near = np.flatnonzero(scores >= scores[best] - band)
     cost = (trials["factors"] * trials["iterations"]).to_numpy()
     return int(min(near, key=lambda i: (cost[i], -scores[i], i)))
 
