@@ -9,7 +9,11 @@ service and batch scoring both load champions here.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,19 +112,16 @@ class MlflowChampions:
                 return None
             alias = "latest"
         uri = f"models:/{name}/{version.version}"
-        dst = None
-        if self.cache_dir is not None:
-            dst = self.cache_dir / name / str(version.version)
-            dst.mkdir(parents=True, exist_ok=True)
         try:
             mlflow.set_registry_uri(self.tracking_uri)
             mlflow.set_tracking_uri(self.tracking_uri)
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=None if dst is None else str(dst)
-            )
+            if self.cache_dir is None:
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+            else:
+                local = download_once(uri, self.cache_dir / name / _version_folder(version))
         except MlflowException as exc:
             raise ModelLoadError(f"cannot download {uri}: {exc}") from exc
-        return ModelArtifact(name, str(version.version), Path(local), f"mlflow:{uri}", alias)
+        return ModelArtifact(name, str(version.version), local, f"mlflow:{uri}", alias)
 
     def _latest(self, name: str) -> Any | None:
         """The highest-numbered version of `name` (warned about), or None when none exists."""
@@ -139,6 +140,37 @@ class MlflowChampions:
             name, latest.version, name,
         )  # fmt: skip
         return latest
+
+
+def _version_folder(version: Any) -> str:
+    """A cache folder name no other model version can have, even in a re-created registry."""
+    identity = f"{version.source}|{version.run_id}|{version.creation_timestamp}"
+    return f"v{version.version}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
+
+
+def download_once(uri: str, folder: Path) -> Path:
+    """The artifacts of `uri` in `folder`, downloaded once and published whole.
+
+    Processes that score or serve side by side (Dask workers, service workers) share the cache:
+    each downloads into a private folder beside `folder` and renames it into place, an atomic
+    step, so none ever reads a half-written copy; a process that loses the race drops its own
+    copy and reads the winner's.
+    """
+    import mlflow
+
+    if folder.is_dir():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(private)))
+        with contextlib.suppress(OSError):  # another process published it first
+            local.rename(folder)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    if not folder.is_dir():
+        raise ModelLoadError(f"cannot publish the artifacts of {uri} to {folder}")
+    return folder
 
 
 class ChainedChampions:
