@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from loyal.errors import LoyalError, NotReadyError
+from loyal.logs import console
 from loyal.settings import Settings, get_settings, load_settings
 from training import tracking
 from training.churn import train_from_frame
@@ -201,6 +202,8 @@ def _loyal(settings: Settings, monkeypatch: pytest.MonkeyPatch, *args: str) -> R
 
     monkeypatch.setenv("LOYAL_HOME", str(settings.home))
     monkeypatch.setenv("COLUMNS", "200")
+    # rich fixes a console's width when it is created, from whatever COLUMNS said then
+    monkeypatch.setattr(console, "_width", 200)
     monkeypatch.chdir(settings.home)
     get_settings.cache_clear()
     try:
