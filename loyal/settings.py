@@ -179,6 +179,11 @@ class ChurnSettings(BaseModel):
             all): a seeded sample stratified by snapshot and label, drawn before the
             point-in-time join, so the frame, the boosters and the baselines stay bounded as
             customers grow; validation and test snapshots are kept whole.
+        max_evaluation_rows: most rows fetched of the validation snapshot and of the test
+            snapshot each (None: all): a seeded sample stratified by label, drawn before the
+            point-in-time join. Early stopping, calibration, the test metrics, the baselines'
+            and promotion's scoring all grow with these rows; 300,000 keep a test ROC-AUC's
+            standard error near 0.002. Banks below that many customers keep every row.
         search_max_rows: most training rows, and validation rows, each search trial sees
             (None: all): a seeded sample stratified by label (class shares kept, no weights);
             the chosen settings are refit on every training row and calibrated on the whole
@@ -189,6 +194,10 @@ class ChurnSettings(BaseModel):
             default: at 100,000 customers, 100,000 of 370,739 rows cut their time from 65 to
             26 s but plain XGBoost's test ROC-AUC from 0.6585 to 0.6481 (the model's: 0.6574),
             which would flip the comparison the report is for.
+        n_jobs: XGBoost threads for training the model and the plain XGBoost baseline (0:
+            every core). The trees are identical whatever the count; on a 2-core machine at a
+            million customers, both cores cut the search from 44 to 31 s, the final fit from
+            43 to 32 s and the plain XGBoost baseline from 102 to 64 s.
     """
 
     search_trials: int = Field(default=20, ge=0)
@@ -202,8 +211,10 @@ class ChurnSettings(BaseModel):
     candidates: list[BoosterSettings] = Field(default_factory=_default_candidates)
     search_space: SearchSpaceSettings = SearchSpaceSettings()
     max_train_rows: int | None = Field(default=300_000, ge=1_000)
+    max_evaluation_rows: int | None = Field(default=300_000, ge=1_000)
     search_max_rows: int | None = Field(default=50_000, ge=1_000)
     baseline_max_rows: int | None = Field(default=None, ge=1_000)
+    n_jobs: int = Field(default=0, ge=0)
 
     def model_params(self) -> dict[str, Any]:
         """The `models.churn.ChurnModel` parameters this section sets."""

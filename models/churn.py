@@ -338,7 +338,8 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         search_timeout: the search's time budget in seconds (None: no limit): no trial
             starts that would likely overrun it and a running one is cut when it is spent.
         random_state: seed for folds, row sampling and the search.
-        n_jobs: XGBoost threads; 1 is fastest on small tables and on a busy machine.
+        n_jobs: XGBoost threads while fitting (0: every core; the trees are the same whatever
+            the count); a loaded model scores with one.
         isotonic_min_rows: "auto" calibration is isotonic from this many held-out rows...
         isotonic_min_per_class: ...with at least this many of each class.
         selection_standard_errors: how many standard errors of excess held-out log-loss a
@@ -833,7 +834,9 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         """Rebuild a fitted model from `to_state` output."""
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"not a churn model state (format {state.get('format')!r})")
-        model = cls(**state["params"])
+        # Threads are the trainer's choice: a loaded model scores rows one request or one chunk
+        # at a time, where one thread is fastest and many oversubscribe the service's workers.
+        model = cls(**{**state["params"], "n_jobs": 1})
         model.feature_names_in_ = np.asarray(state["features"], dtype=object)
         model.n_features_in_ = len(model.feature_names_in_)
         model.categories_ = {k: list(v) for k, v in state["categories"].items()}

@@ -769,16 +769,48 @@ def sample_training_rows(
     return pd.concat([kept, entities[~training]], ignore_index=True)
 
 
+def sample_evaluation_rows(
+    entities: pd.DataFrame,
+    evaluation_snapshots: Sequence[pd.Timestamp],
+    max_rows: int | None,
+    seed: int = 42,
+) -> pd.DataFrame:
+    """At most `max_rows` labelled rows of each evaluation snapshot (validation, test), the
+    other rows kept whole.
+
+    Each snapshot's sample is seeded and stratified by label, so its churn rate is the
+    snapshot's: early stopping, calibration and the test metrics see the same population,
+    only fewer of it (a ROC-AUC on 300,000 rows has a standard error of about 0.002).
+    """
+    if max_rows is None:
+        return entities
+    parts = []
+    for snapshot, rows in entities.groupby(TIMESTAMP_FIELD, sort=False):
+        if snapshot in evaluation_snapshots and len(rows) > max_rows:
+            labels = rows["churned"].to_numpy(dtype=np.int64)
+            log.info(
+                "churn frame: %d of %d rows of the %s snapshot sampled (stratified by label)",
+                max_rows,
+                len(rows),
+                _day(snapshot),
+            )
+            rows = rows.iloc[stratified_rows(labels, max_rows, seed)]
+        parts.append(rows)
+    return pd.concat(parts, ignore_index=True)
+
+
 def bank_frame(
     settings: Settings,
     max_train_snapshots: int | None = DEFAULTS.max_train_snapshots,
     max_train_rows: int | None = DEFAULTS.max_train_rows,
     seed: int = 42,
+    max_evaluation_rows: int | None = DEFAULTS.max_evaluation_rows,
 ) -> tuple[pd.DataFrame, str | None]:
     """The point-in-time `churn_v1` frame of the time split's snapshots, with the oracle.
 
-    Every complete label of the validation and test snapshots, and at most `max_train_rows`
-    of the training snapshots (`sample_training_rows`), gets its features through Feast
+    At most `max_evaluation_rows` complete labels of each of the validation and test
+    snapshots (`sample_evaluation_rows`) and `max_train_rows` of the training snapshots
+    (`sample_training_rows`) get their features through Feast
     (`features.frames.training_frame`); `label_complete` is dropped (all rows are complete).
     When the data carries generator ground truth (the sample bank), the true probability of
     closing within the horizon is added beside the label for evaluation (`samplebank.truth`).
@@ -810,6 +842,7 @@ def bank_frame(
         len(entities),
     )
     entities = sample_training_rows(entities, keep[:-2], max_train_rows, seed)
+    entities = sample_evaluation_rows(entities, keep[-2:], max_evaluation_rows, seed)
     _require_service(settings, CHURN_SERVICE)
     frame = training_frame(settings, CHURN_SERVICE, entities=entities)
     frame = frame.drop(columns=["label_complete"])
@@ -871,6 +904,8 @@ def train_configured(settings: Settings, **overrides: Any) -> TrainResult:
         "search_timeout": config.search_timeout,
         "max_train_snapshots": config.max_train_snapshots,
         "max_train_rows": config.max_train_rows,
+        "max_evaluation_rows": config.max_evaluation_rows,
+        "n_jobs": config.n_jobs,
         **overrides,
     }
     return train_churn_bank(settings, **options)
@@ -883,6 +918,7 @@ def train_churn_bank(
     search_timeout: float | None = DEFAULTS.search_timeout,
     max_train_snapshots: int | None = DEFAULTS.max_train_snapshots,
     max_train_rows: int | None = DEFAULTS.max_train_rows,
+    max_evaluation_rows: int | None = DEFAULTS.max_evaluation_rows,
     seed: int = 42,
     n_jobs: int = 1,
     register: bool = True,
@@ -904,8 +940,10 @@ def train_churn_bank(
         search_timeout: seconds after which the search starts no new trial.
         max_train_snapshots: training snapshots fetched (the latest ones; None: all).
         max_train_rows: training rows fetched (a stratified sample; None: all).
+        max_evaluation_rows: rows fetched of the validation and of the test snapshot (a
+            stratified sample of each; None: all).
         seed: seed of the boosters, the search and the samples.
-        n_jobs: XGBoost threads.
+        n_jobs: XGBoost threads (0: every core).
         register: register the logged model as `churn`.
         params: fixed `ChurnModel` parameters (the search starts from them).
         plots: log the PNG plots.
@@ -922,7 +960,9 @@ def train_churn_bank(
     from training.churn_dask import dask_trainer
 
     started = time.perf_counter()
-    frame, oracle = bank_frame(settings, max_train_snapshots, max_train_rows, seed)
+    frame, oracle = bank_frame(
+        settings, max_train_snapshots, max_train_rows, seed, max_evaluation_rows
+    )
     frame_seconds = time.perf_counter() - started
     log.info("churn frame: %d rows x %d columns in %.1f s", *frame.shape, frame_seconds)
     choice = read_horizon(settings)

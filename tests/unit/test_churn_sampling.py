@@ -9,7 +9,7 @@ import xgboost as xgb
 
 from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
 from models.churn import BoosterJob, ChurnModel, stratified_rows
-from training.churn import sample_training_rows
+from training.churn import sample_evaluation_rows, sample_training_rows
 
 pytestmark = pytest.mark.unit
 
@@ -52,6 +52,27 @@ def test_training_rows_are_sampled_by_snapshot_and_label_and_the_rest_kept_whole
     truth = entities.groupby(TIMESTAMP_FIELD)["churned"].mean()
     assert np.allclose(per_snapshot["mean"].to_numpy()[:2], truth.to_numpy()[:2], atol=0.005)
     assert sample_training_rows(entities, list(snapshots[:2]), None) is entities
+
+
+def test_evaluation_snapshots_are_each_sampled_by_label_and_the_training_ones_kept() -> None:
+    snapshots = pd.to_datetime(["2026-01-01", "2026-05-01", "2026-08-01"], utc=True)
+    rng = np.random.default_rng(0)
+    sizes = [1_000, 3_000, 2_500]
+    entities = pd.DataFrame(
+        {
+            ENTITY_KEY: [f"c{i}" for i in range(sum(sizes))],
+            TIMESTAMP_FIELD: np.repeat(snapshots, sizes),
+            "churned": rng.uniform(size=sum(sizes)) < np.repeat([0.1, 0.3, 0.2], sizes),
+        }
+    )
+    kept = sample_evaluation_rows(entities, list(snapshots[1:]), max_rows=800, seed=3)
+    per_snapshot = kept.groupby(TIMESTAMP_FIELD)["churned"].agg(["size", "mean"])
+    assert per_snapshot["size"].tolist() == [1_000, 800, 800]
+    truth = entities.groupby(TIMESTAMP_FIELD)["churned"].mean()
+    assert np.allclose(per_snapshot["mean"].to_numpy(), truth.to_numpy(), atol=0.002)
+    assert not kept[ENTITY_KEY].duplicated().any()
+    assert kept.equals(sample_evaluation_rows(entities, list(snapshots[1:]), 800, seed=3))
+    assert sample_evaluation_rows(entities, list(snapshots[1:]), None) is entities
 
 
 def test_the_search_sees_its_sample_and_the_chosen_settings_refit_on_every_row() -> None:
