@@ -749,7 +749,7 @@ def sample_training_rows(
 
     The training rows kept are a seeded sample stratified by snapshot and label, so every
     snapshot and the churn rate keep their shares: the boosters learn the same prior and their
-    log-odds stay calibrated (the calibrator is fitted on the whole validation snapshot anyway).
+    log-odds stay calibrated (the calibrator is fitted on the validation snapshot anyway).
     Sampling before the point-in-time join keeps the frame, and everything after it, bounded
     whatever the number of customers.
     """
@@ -928,9 +928,10 @@ def train_churn_bank(
     """Train, log and register `churn` from the feature store (`loyal train churn`).
 
     Features come from the `churn_v1` feature service through Feast's point-in-time join for
-    every complete churn label of the snapshots a time split uses (see `split_snapshots`); the
-    split trains on the earlier snapshots, early-stops, searches and calibrates on a later one
-    and tests on the last, one label horizon apart. On the sample bank the test metrics include
+    the complete churn labels of the snapshots a time split uses (see `split_snapshots`; large
+    banks get a stratified sample of each part, see `bank_frame`); the split trains on the
+    earlier snapshots, early-stops, searches and calibrates on a later one and tests on the
+    last, one label horizon apart. On the sample bank the test metrics include
     the oracle's (`oracle_*`, from the generator's true churn probabilities on the same rows)
     and two tighter ceilings (`ceiling_metrics`), also logged to the run.
 
