@@ -178,7 +178,8 @@ class ChurnSettings(BaseModel):
         max_train_rows: most training-snapshot rows fetched from the feature store (None:
             all): a seeded sample stratified by snapshot and label, drawn before the
             point-in-time join, so the frame, the boosters and the baselines stay bounded as
-            customers grow; validation and test snapshots are kept whole.
+            customers grow; the validation and test snapshots have their own bound
+            (`max_evaluation_rows`).
         max_evaluation_rows: most rows fetched of the validation snapshot and of the test
             snapshot each (None: all): a seeded sample stratified by label, drawn before the
             point-in-time join. Early stopping, calibration, the test metrics, the baselines'
@@ -186,8 +187,8 @@ class ChurnSettings(BaseModel):
             standard error near 0.002. Banks below that many customers keep every row.
         search_max_rows: most training rows, and validation rows, each search trial sees
             (None: all): a seeded sample stratified by label (class shares kept, no weights);
-            the chosen settings are refit on every training row and calibrated on the whole
-            validation snapshot.
+            the chosen settings are refit on every training row and calibrated on every
+            validation row fetched.
         baseline_max_rows: most rows the two baselines (plain XGBoost, logistic regression)
             are fitted on (None: every training and validation row): a seeded sample
             stratified by label. They are reported beside the model, never served. Off by
