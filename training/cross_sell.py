@@ -387,6 +387,24 @@ class SearchSpace:
         chosen = rng.choice(len(grid), size=min(n_trials, len(grid)), replace=False)
         return [grid[j] for j in sorted(chosen)]
 
+    def for_catalog(self, products: int) -> SearchSpace:
+        """The space without the factor counts that cannot matter on ``products`` products.
+
+        Scores are a customers x products matrix, of rank at most ``products``; with at least
+        that many factors, ALS's penalised loss has the same minimum whatever their number (the
+        factor penalty of a rank-r score matrix is its nuclear norm once factors >= r). So only
+        the smallest count that reaches ``products`` is kept among those that do: the others
+        would cost more time (128 factors take three times 32's) for the same model.
+        """
+        enough = [f for f in self.factors if f >= products]
+        kept = tuple(sorted({*(f for f in self.factors if f < products), *enough[:1]}))
+        if len(enough) > 1:
+            log.info(
+                "cross-sell: factors %s searched (more than the %d products cannot change "
+                "the model)", list(kept), products,
+            )  # fmt: skip
+        return dataclasses.replace(self, factors=kept)
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -937,7 +955,8 @@ def bank_config(n_trials: int = 12, seed: int = 42) -> CrossSellConfig:
 
 
 def applicable_config(transactions: pd.DataFrame, config: CrossSellConfig) -> CrossSellConfig:
-    """The config with a target window the history supports (`features.history`).
+    """The config with a target window the history supports (`features.history`) and a
+    search space sized to the catalog (`SearchSpace.for_catalog`).
 
     Raises:
         StepSkippedError: fewer than two products are bought (nothing to cross-sell), or the
@@ -953,6 +972,7 @@ def applicable_config(transactions: pd.DataFrame, config: CrossSellConfig) -> Cr
             f"cross-sell: the transactions hold {products} product{only}; recommending "
             "products a customer does not hold needs at least two"
         )
+    config = dataclasses.replace(config, space=config.space.for_catalog(products))
     if config.cutoff is not None:
         return config
     stamps = _as_times(transactions["ts"])

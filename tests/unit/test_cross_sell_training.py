@@ -16,11 +16,13 @@ from training.cross_sell import (
     CrossSellConfig,
     SearchResult,
     SearchSpace,
+    applicable_config,
     batch_recommendations,
     build_interactions,
     data_snapshot_id,
     evaluate,
     evaluate_cross_sell,
+    fit_als,
     read_purchase_log,
     search_hyperparameters,
     time_split,
@@ -124,6 +126,30 @@ def test_search_space_sampling_is_seeded_and_without_repeats() -> None:
     assert first == space.sample(3, seed=1)
     assert len({tuple(trial.values()) for trial in first}) == 3
     assert len(space.sample(10, seed=0)) == 4  # the whole grid, once
+
+
+def test_the_search_drops_factor_counts_beyond_the_catalog() -> None:
+    space = SearchSpace(factors=(4, 8, 16, 32))
+    assert space.for_catalog(10).factors == (4, 8, 16)  # 16 reaches 10 products; 32 is spare
+    assert space.for_catalog(8).factors == (4, 8)
+    assert space.for_catalog(2).factors == (4,)
+    assert space.for_catalog(1000).factors == (4, 8, 16, 32)
+    twelve_products = applicable_config(synthetic_shop(0), CrossSellConfig())
+    assert twelve_products.space.factors == (32,)  # of the default 32, 64 and 128
+
+
+@pytest.mark.parametrize("regularization", [1.0, 10.0])
+def test_als_scores_are_the_same_with_more_factors_than_products(regularization: float) -> None:
+    """Why `for_catalog` may drop them: 12 products, 12 or 48 factors, the same model."""
+    shop = synthetic_shop(0)
+    interactions = build_interactions(shop, "count")
+    assert interactions.matrix.shape[1] == 12
+    scores = {}
+    for factors in (12, 48):
+        params = {"factors": factors, "regularization": regularization, "iterations": 30}
+        model = fit_als(interactions, {**params, "num_threads": 1, "random_state": 0})
+        scores[factors] = model.user_factors_ @ model.item_factors_.T
+    assert np.abs(scores[12] - scores[48]).max() < 0.02 * np.abs(scores[48]).max()
 
 
 def synthetic_shop(seed: int, customers: int = 300) -> pd.DataFrame:
