@@ -105,6 +105,17 @@ class TransactionLog:
         time_unit_days: float = 7.0,
     ) -> pd.DataFrame:
         """`features.clv_inputs.calibration_holdout` of the log with its margins."""
+        return self.holdout_and_full(calibration_end, observation_end, period, time_unit_days)[0]
+
+    def holdout_and_full(
+        self,
+        calibration_end: pd.Timestamp,
+        observation_end: pd.Timestamp,
+        period: str = "D",
+        time_unit_days: float = 7.0,
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """`calibration_holdout` and `rfm_summary` at `observation_end`, from one pass over
+        the log (its purchase periods are built once)."""
         cal_end, obs_end = pd.Timestamp(calibration_end), pd.Timestamp(observation_end)
         if obs_end <= cal_end:
             raise ValueError("observation_end must come after calibration_end")
@@ -117,12 +128,13 @@ class TransactionLog:
                    GROUP BY customer_id""",
                 {"cal": cal_end, "obs": obs_end},
             ).df()
+            full = _summary(db, obs_end, time_unit_days, self.margins)
         holdout = holdout.set_index("customer_id")
         summary["frequency_holdout"] = holdout["n"].reindex(summary.index, fill_value=0)
         summary["frequency_holdout"] = summary["frequency_holdout"].astype("int64")
         summary["monetary_value_holdout"] = holdout["mean"].reindex(summary.index, fill_value=0.0)
         summary["duration_holdout"] = (obs_end - cal_end).days / time_unit_days
-        return summary
+        return summary, full
 
     def window_totals(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
         """Net margin (revenue without margins) per customer on days `(start, end]`.

@@ -267,12 +267,13 @@ def train_clv(
     if value_column == REVENUE_COLUMN:
         log.info("CLV: %s", REVENUE_NOTE)
     started = time.perf_counter()
-    split = _split(transactions, calibration_end, end, config)
+    split, summary = _split(transactions, calibration_end, end, config)
     holdout_model = new_model(config, value_column).fit(split)
     predicted = holdout_model.expected_purchases(split, split["duration_holdout"].to_numpy())
     metrics = holdout_metrics(split, predicted)
     metrics.update(value_capture(split, holdout_model, config, transactions, calibration_end, end))
-    model = new_model(config, value_column).fit(customer_summary(transactions, end, config))
+    model = new_model(config, value_column).fit(summary)
+    del summary
     seconds = time.perf_counter() - started
     metrics.update(_fit_facts(model, holdout_model))
     log.info(
@@ -314,8 +315,9 @@ def _split(
     calibration_end: pd.Timestamp,
     end: pd.Timestamp,
     config: ClvSettings,
-) -> pd.DataFrame:
-    """The calibration summary with holdout purchases; refuses a history too short for it."""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The calibration summary with holdout purchases, and the summary at `end`; refuses a
+    history too short for the holdout."""
     first = transactions.bounds()[0].normalize()
     if first > calibration_end:
         raise NotReadyError(
@@ -323,7 +325,7 @@ def _split(
             f"{calibration_end.date()}: a {config.holdout_weeks}-week holdout needs a longer "
             "history (or set a shorter holdout_weeks)"
         )
-    return transactions.calibration_holdout(
+    return transactions.holdout_and_full(
         calibration_end, end, period=config.period, time_unit_days=config.time_unit_days
     )
 
