@@ -66,6 +66,9 @@ class ModelSpec:
             a complete answer of its own (uplift: retention valued by churn risk); such a
             model, configured but without a champion, neither degrades answers nor readiness,
             and answers name no version of it. None: a missing champion degrades answers.
+        trains_on_features: its training reads the feature tables (or Feast); False when it
+            learns from the contract data alone (cross-sell: the purchase log), so a retrain
+            may train it while the features are being rebuilt.
     """
 
     name: str
@@ -87,6 +90,7 @@ class ModelSpec:
     current_reference: bool = True
     feature_views: tuple[str, ...] = ()
     serving_fallback: str | None = None
+    trains_on_features: bool = True
 
     def __post_init__(self) -> None:
         command = self.command or self.name.replace("_", "-")
@@ -141,6 +145,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         champion_loader="serving.champions:load_cross_sell",
         score_fields=("recommendation_1", "recommendation_2", "recommendation_3"),
         commands=_own_commands("cross_sell"),
+        trains_on_features=False,  # the purchase log and the customers table
     ),
     ModelSpec(
         name="clv",

@@ -7,13 +7,21 @@ interrupted run leaves new, unpromoted versions behind and the champions, scores
 recommendations exactly as they were. Only then are the winners promoted (one alias write
 per model), the scores republished (written to a temporary file, then renamed) and the Bento
 rebuilt. Data generation and ingestion are not part of it: it retrains on the loaded data.
+
+A model that learns from the contract data alone (a spec with `trains_on_features=False`:
+cross-sell) is trained in a second thread while the features are rebuilt: the feature build
+keeps one core busy, and the model's fits release Python's lock. Its new version is decided
+with the others, so the order above holds; peak memory is that of both stages together.
+`RetrainOptions(overlap=False)` (`loyal pipeline retrain --sequential`) trains it in turn.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -42,6 +50,7 @@ class RetrainOptions:
         churn_params: fixed `ChurnModel` parameters the churn search starts from (e.g. a
             deliberately small model, to see a worse challenger refused).
         bento: rebuild the Bento after promotion.
+        overlap: train the models that read no features while the features are rebuilt.
     """
 
     churn_trials: int | None = None
@@ -49,6 +58,7 @@ class RetrainOptions:
     cross_sell_trials: int | None = None
     churn_params: Mapping[str, Any] | None = None
     bento: bool = True
+    overlap: bool = True
 
     def for_model(self, name: str) -> dict[str, Any]:
         """Keyword options of a model's `train` (its spec's): the budgets given (None: the
@@ -71,7 +81,8 @@ class RetrainReport:
     Attributes:
         decisions: promotion decision per registered model, in training order.
         seconds: wall time per stage title.
-        cpu_seconds: CPU time of this process (all its threads) per stage title.
+        cpu_seconds: CPU time of this process (all its threads) per stage title; a stage
+            run beside others has none (their CPU time cannot be told apart).
         scored_customers: rows of the republished scores table.
         bento: the built Bento's tag (None when skipped or failed).
         bento_error: why the Bento was not built, when it failed.
@@ -104,11 +115,33 @@ class Stages:
         """Run one stage; a `StepSkippedError` is printed as one line and gives None."""
         return self._run(title, step, skippable=True)
 
+    def start_or_skip(
+        self, title: str, step: Callable[[], T], beside: ThreadPoolExecutor
+    ) -> Future[T | None]:
+        """Start a skippable stage in `beside`'s thread; its result (None when skipped) or
+        its error comes from the future."""
+        label = self._announce(title, "(beside the next stages) ")
+        return beside.submit(self._finish, title, label, step, skippable=True, cpu=None)
+
     def _run(self, title: str, step: Callable[[], T], skippable: bool) -> T | None:
+        label = self._announce(title)
+        return self._finish(title, label, step, skippable, time.process_time())
+
+    def _announce(self, title: str, note: str = "") -> str:
         self.done += 1
         label = f"[{self.done}/{self.total}] {title}"
-        console.print(f"{label} ...", markup=False, highlight=False)
-        started, cpu = time.perf_counter(), time.process_time()
+        console.print(f"{label} {note}...", markup=False, highlight=False)
+        return label
+
+    def _finish(
+        self,
+        title: str,
+        label: str,
+        step: Callable[[], T],
+        skippable: bool,
+        cpu: float | None,
+    ) -> T | None:
+        started = time.perf_counter()
         try:
             result = step()
         except StepSkippedError as skipped:
@@ -118,16 +151,14 @@ class Stages:
             console.print(f"{label}: skipped: {skipped}", markup=False, highlight=False)
             return None
         self._record(title, started, cpu)
-        console.print(
-            f"{label}: {self.seconds[title]:.1f} s (CPU {self.cpu_seconds[title]:.1f} s)",
-            markup=False,
-            highlight=False,
-        )
+        spent = f" (CPU {self.cpu_seconds[title]:.1f} s)" if title in self.cpu_seconds else ""
+        console.print(f"{label}: {self.seconds[title]:.1f} s{spent}", markup=False, highlight=False)
         return result
 
-    def _record(self, title: str, started: float, cpu: float) -> None:
+    def _record(self, title: str, started: float, cpu: float | None) -> None:
         self.seconds[title] = time.perf_counter() - started
-        self.cpu_seconds[title] = time.process_time() - cpu
+        if cpu is not None:
+            self.cpu_seconds[title] = time.process_time() - cpu
 
 
 def retrain(settings: Settings, options: RetrainOptions | None = None) -> RetrainReport:
@@ -149,9 +180,10 @@ def retrain(settings: Settings, options: RetrainOptions | None = None) -> Retrai
 
     # features (3), one training per model, compare, promote, rescore, and the Bento
     stages = Stages(total=3 + len(MODELS) + 3 + int(options.bento))
-    started = time.perf_counter()
-    _refresh_features(settings, stages)
-    versions, results = _train_all(settings, options, stages)
+    started, cpu = time.perf_counter(), time.process_time()
+    with _early_training(settings, options, stages) as early:
+        _refresh_features(settings, stages)
+        versions, results = _train_all(settings, options, stages, early)
     decisions = stages.run("Compare every challenger with its champion",
                            lambda: decide_all(settings, versions))  # fmt: skip
     stages.run("Promote the winners", lambda: promote_winners(settings, decisions, results))
@@ -162,7 +194,7 @@ def retrain(settings: Settings, options: RetrainOptions | None = None) -> Retrai
     console.print(decisions_table(decisions))
     console.print(
         f"Retrained in {time.perf_counter() - started:.1f} s "
-        f"(CPU {sum(stages.cpu_seconds.values()):.1f} s in this process)",
+        f"(CPU {time.process_time() - cpu:.1f} s in this process)",
         highlight=False,
     )
     return RetrainReport(decisions, stages.seconds, stages.cpu_seconds, scores, tag, error)
@@ -177,19 +209,50 @@ def _refresh_features(settings: Settings, stages: Stages) -> None:
         stages.run(stage.title, partial(stage.step, settings))
 
 
-def _train_all(
+@contextmanager
+def _early_training(
     settings: Settings, options: RetrainOptions, stages: Stages
+) -> Iterator[dict[str, Future[Any]]]:
+    """Start training the models that read no features (none without `options.overlap`);
+    their futures by model name. Leaving waits for them."""
+    from pipelines.stages import training_stages
+
+    if not options.overlap:
+        yield {}
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loyal-early") as beside:
+        yield {
+            str(training.model): stages.start_or_skip(
+                training.title, partial(training.step, settings), beside
+            )
+            for training in training_stages(options.for_model)
+            if not training.reads_features
+        }
+
+
+def _train_all(
+    settings: Settings,
+    options: RetrainOptions,
+    stages: Stages,
+    early: Mapping[str, Future[Any]] | None = None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """Train and register a new version of every model; no alias moves, nothing is written.
 
     A model the data cannot support is skipped with its reason (`StepSkippedError`): it gets
     no new version and its champion, if any, stays.
 
+    Args:
+        settings: the loaded data, feature store and MLflow.
+        options: the budgets.
+        stages: the numbered console stages.
+        early: trainings already started (`_early_training`), by model name: waited for in
+            their turn instead of run.
+
     Returns:
         The new version per registered model, and the training results of those trained
         (what a spec's `on_promoted` publishes, e.g. cross-sell's batch recommendations).
     """
-    results = train_every_model(settings, options.for_model, stages.run_or_skip)
+    results = train_every_model(settings, options.for_model, stages.run_or_skip, early)
     versions = {name: str(result.model_version) for name, result in results.items()}
     log.info("new versions: %s", versions)
     return versions, results
@@ -199,6 +262,7 @@ def train_every_model(
     settings: Settings,
     options: Callable[[str], Mapping[str, Any]],
     stage: Callable[[str, Callable[[], Any]], Any],
+    started: Mapping[str, Future[Any]] | None = None,
 ) -> dict[str, Any]:
     """The shared `Train <model>` stages (`pipelines.stages`), each skippable.
 
@@ -206,6 +270,8 @@ def train_every_model(
         settings: the loaded data, feature store and MLflow.
         options: keyword options of a model's `train`, by model name.
         stage: runs one titled stage, giving None when it is skipped.
+        started: trainings already running elsewhere, by model name: their result is
+            waited for in the model's turn (their error raised there).
 
     Returns:
         The training result per model trained (skipped ones left out).
@@ -214,10 +280,21 @@ def train_every_model(
 
     results = {}
     for training in training_stages(options):
-        result = stage(training.title, partial(training.step, settings))
+        model = str(training.model)
+        running = (started or {}).get(model)
+        if running is None:
+            result = stage(training.title, partial(training.step, settings))
+        else:
+            result = _wait_for(training.title, running)
         if result is not None:
-            results[str(training.model)] = result
+            results[model] = result
     return results
+
+
+def _wait_for(title: str, running: Future[T]) -> T:
+    if not running.done():
+        console.print(f"Waiting for: {title} ...", markup=False, highlight=False)
+    return running.result()
 
 
 def decide_all(settings: Settings, versions: Mapping[str, str]) -> dict[str, PromotionDecision]:

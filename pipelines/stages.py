@@ -24,11 +24,14 @@ class Stage:
         title: what the console shows.
         step: the work, a function of the settings.
         model: the registered model a training stage trains (None for other stages).
+        reads_features: the stage reads the feature tables (a training stage whose model
+            learns from the contract data alone does not).
     """
 
     title: str
     step: Callable[[Settings], Any]
     model: str | None = None
+    reads_features: bool = True
 
 
 def feature_stages(verb: str = "Build") -> list[Stage]:
@@ -60,7 +63,7 @@ def training_stages(options: Callable[[str], Mapping[str, Any]] | None = None) -
     for spec in list(MODELS.values()):
         given = dict(options(spec.name)) if options is not None else {}
         step = partial(_train, train_model, spec.name, given)
-        stages.append(Stage(f"Train {spec.title}", step, spec.name))
+        stages.append(Stage(f"Train {spec.title}", step, spec.name, spec.trains_on_features))
     return stages
 
 

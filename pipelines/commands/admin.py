@@ -123,6 +123,7 @@ def retrain_pipeline(
     churn_timeout: float | None = None,
     cross_sell_trials: int | None = None,
     bento: bool = True,
+    sequential: bool = False,
 ) -> RetrainReport:
     """Plain function behind `loyal pipeline retrain` (see `pipelines.retrain.retrain`).
 
@@ -135,6 +136,7 @@ def retrain_pipeline(
         churn_timeout=churn_timeout,
         cross_sell_trials=cross_sell_trials,
         bento=bento,
+        overlap=not sequential,
     )
     return retrain(settings, options)
 
@@ -151,6 +153,12 @@ def retrain_command(
         int | None, typer.Option(help="ALS settings tried by the cross-sell search (0: none).")
     ] = None,
     bento: Annotated[bool, typer.Option(help="Rebuild the Bento on the new champions.")] = True,
+    sequential: Annotated[
+        bool,
+        typer.Option(
+            help="Train cross-sell in turn, not beside the feature build (less peak memory)."
+        ),
+    ] = False,
     if_drift: Annotated[
         bool, typer.Option(help="Retrain only when `loyal monitor` raises an alert now.")
     ] = False,
@@ -168,4 +176,6 @@ def retrain_command(
             typer.echo(f"monitoring level {level}: no drift alert, nothing retrained")
             return
         typer.echo("drift alert: retraining")
-    retrain_pipeline(get_settings(), churn_trials, churn_timeout, cross_sell_trials, bento)
+    retrain_pipeline(
+        get_settings(), churn_trials, churn_timeout, cross_sell_trials, bento, sequential
+    )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from rich.console import Console
 
-from loyal.errors import LoyalError
+from loyal.errors import LoyalError, StepSkippedError
 from loyal.settings import Settings
-from pipelines.retrain import Stages, decisions_table, rebuild_bento
+from pipelines.retrain import Stages, decisions_table, rebuild_bento, train_every_model
 from training.models_admin import MODELS, VersionRow, model_spec, promotion_note, versions_table
 from training.registry import PromotionDecision
 
@@ -140,6 +142,65 @@ def test_stages_number_the_steps_and_time_them(capsys: pytest.CaptureFixture[str
     assert "[1/2] First ..." in err and "[2/2] Second ..." in err
     assert "[1/2] First: 0.0 s" in err
     assert list(stages.seconds) == ["First", "Second"]
+
+
+def test_a_stage_started_beside_runs_while_the_next_stages_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stages = Stages(total=2)
+    features_running = threading.Event()
+
+    def model() -> str:  # finishes only once the stage after it has started
+        assert features_running.wait(timeout=10), "the stages ran one after the other"
+        return "trained"
+
+    with ThreadPoolExecutor(max_workers=1) as beside:
+        started = stages.start_or_skip("Train model", model, beside)
+        stages.run("Build features", features_running.set)
+        assert started.result(timeout=10) == "trained"
+    err = capsys.readouterr().err
+    assert "[1/2] Train model (beside the next stages) ..." in err
+    assert "[2/2] Build features ..." in err and "[1/2] Train model: " in err
+    assert set(stages.seconds) == {"Train model", "Build features"}
+    assert set(stages.cpu_seconds) == {"Build features"}  # a CPU share cannot be told apart
+
+
+def test_a_skipped_stage_beside_gives_none_and_says_why(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def skipped() -> None:
+        raise StepSkippedError("cross-sell: one product")
+
+    with ThreadPoolExecutor(max_workers=1) as beside:
+        assert Stages(total=1).start_or_skip("Train model", skipped, beside).result() is None
+    assert "[1/1] Train model: skipped: cross-sell: one product" in capsys.readouterr().err
+
+
+def _finished(result: Any = None, error: Exception | None = None) -> Future[Any]:
+    future: Future[Any] = Future()
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+    return future
+
+
+def test_a_training_already_started_is_waited_for_not_run_again(settings: Settings) -> None:
+    ran: list[str] = []
+
+    def stage(title: str, step: Any) -> str:
+        ran.append(title)
+        return f"result of {title}"
+
+    results = train_every_model(
+        settings, lambda name: {}, stage, {"cross_sell": _finished("early result")}
+    )
+    assert results["cross_sell"] == "early result"
+    assert "Train cross-sell" not in ran and "Train churn" in ran
+    assert list(results) == list(MODELS)  # every model, in training order
+    failed = {"cross_sell": _finished(error=RuntimeError("ALS diverged"))}
+    with pytest.raises(RuntimeError, match="ALS diverged"):
+        train_every_model(settings, lambda name: {}, stage, failed)
 
 
 def test_a_failing_bento_build_is_reported_not_raised(
