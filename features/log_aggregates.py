@@ -97,16 +97,6 @@ class TransactionLog:
             _periods(db, period, self.margins)
             return _summary(db, pd.Timestamp(end), time_unit_days, self.margins)
 
-    def calibration_holdout(
-        self,
-        calibration_end: pd.Timestamp,
-        observation_end: pd.Timestamp,
-        period: str = "D",
-        time_unit_days: float = 7.0,
-    ) -> pd.DataFrame:
-        """`features.clv_inputs.calibration_holdout` of the log with its margins."""
-        return self.holdout_and_full(calibration_end, observation_end, period, time_unit_days)[0]
-
     def holdout_and_full(
         self,
         calibration_end: pd.Timestamp,
@@ -114,8 +104,8 @@ class TransactionLog:
         period: str = "D",
         time_unit_days: float = 7.0,
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """`calibration_holdout` and `rfm_summary` at `observation_end`, from one pass over
-        the log (its purchase periods are built once)."""
+        """`features.clv_inputs.calibration_holdout` of the log with its margins, and its
+        `rfm_summary` at `observation_end`, from one pass (the purchase periods built once)."""
         cal_end, obs_end = pd.Timestamp(calibration_end), pd.Timestamp(observation_end)
         if obs_end <= cal_end:
             raise ValueError("observation_end must come after calibration_end")
