@@ -69,6 +69,8 @@ class ModelSpec:
         trains_on_features: its training reads the feature tables (or Feast); False when it
             learns from the contract data alone (cross-sell: the purchase log), so a retrain
             may train it while the features are being rebuilt.
+        after: the models whose newly trained version its training reads (segments: CLV's,
+            for the value tiers); a retrain starts it only once they are trained.
     """
 
     name: str
@@ -91,6 +93,7 @@ class ModelSpec:
     feature_views: tuple[str, ...] = ()
     serving_fallback: str | None = None
     trains_on_features: bool = True
+    after: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         command = self.command or self.name.replace("_", "-")
@@ -171,6 +174,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         settings_section="segments",
         score_fields=("segment_id", "segment_name"),
         commands=_own_commands("value", "_segments"),
+        after=("clv",),  # value tiers from the latest CLV version
     ),
     ModelSpec(
         name="uplift",

@@ -8,20 +8,25 @@ recommendations exactly as they were. Only then are the winners promoted (one al
 per model), the scores republished (written to a temporary file, then renamed) and the Bento
 rebuilt. Data generation and ingestion are not part of it: it retrains on the loaded data.
 
-A model that learns from the contract data alone (a spec with `trains_on_features=False`:
-cross-sell) is trained in a second thread while the features are rebuilt: the feature build
-keeps one core busy, and the model's fits release Python's lock. Its new version is decided
-with the others, so the order above holds; peak memory is that of both stages together.
-`RetrainOptions(overlap=False)` (`loyal pipeline retrain --sequential`) trains it in turn.
+The trainings run on two lanes (threads): a model starts as soon as what it reads is there
+and a lane is free. Cross-sell learns from the contract's purchase log alone
+(`ModelSpec.trains_on_features=False`), so it trains while the features are rebuilt; the
+others start once the features are in, churn on one lane while CLV, the need segments (after
+CLV: `ModelSpec.after`), uplift and acceptance follow each other on the other. The fits release
+Python's lock (XGBoost, implicit, NumPy, DuckDB), so the two lanes share both cores. Every
+new version is still decided before any alias moves; peak memory is that of two trainings
+together. `RetrainOptions(lanes=1)` (`loyal pipeline retrain --sequential`) runs everything
+in turn, in the specs' order.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -33,6 +38,7 @@ from loyal.settings import Settings
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from pipelines.stages import Stage
     from training.registry import PromotionDecision
 
 log = logging.getLogger(__name__)
@@ -50,7 +56,7 @@ class RetrainOptions:
         churn_params: fixed `ChurnModel` parameters the churn search starts from (e.g. a
             deliberately small model, to see a worse challenger refused).
         bento: rebuild the Bento after promotion.
-        overlap: train the models that read no features while the features are rebuilt.
+        lanes: trainings run side by side (1: everything in turn, in the specs' order).
     """
 
     churn_trials: int | None = None
@@ -58,7 +64,7 @@ class RetrainOptions:
     cross_sell_trials: int | None = None
     churn_params: Mapping[str, Any] | None = None
     bento: bool = True
-    overlap: bool = True
+    lanes: int = 2
 
     def for_model(self, name: str) -> dict[str, Any]:
         """Keyword options of a model's `train` (its spec's): the budgets given (None: the
@@ -99,13 +105,18 @@ class RetrainReport:
 class Stages:
     """Numbered stages on the console, each with its elapsed and CPU seconds.
 
-    CPU seconds do not depend on what else runs on the machine, wall seconds do."""
+    CPU seconds do not depend on what else runs on the machine, wall seconds do. Stages may
+    run side by side (thread-safe); the process's CPU time cannot be split between them, so a
+    stage that overlapped another records wall seconds only."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.done = 0
         self.seconds: dict[str, float] = {}
         self.cpu_seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._running = 0
+        self._starts = 0
 
     def run(self, title: str, step: Callable[[], T]) -> T:
         """Run one stage, announcing it and its wall time."""
@@ -115,50 +126,160 @@ class Stages:
         """Run one stage; a `StepSkippedError` is printed as one line and gives None."""
         return self._run(title, step, skippable=True)
 
-    def start_or_skip(
-        self, title: str, step: Callable[[], T], beside: ThreadPoolExecutor
-    ) -> Future[T | None]:
-        """Start a skippable stage in `beside`'s thread; its result (None when skipped) or
-        its error comes from the future."""
-        label = self._announce(title, "(beside the next stages) ")
-        return beside.submit(self._finish, title, label, step, skippable=True, cpu=None)
-
     def _run(self, title: str, step: Callable[[], T], skippable: bool) -> T | None:
-        label = self._announce(title)
-        return self._finish(title, label, step, skippable, time.process_time())
-
-    def _announce(self, title: str, note: str = "") -> str:
-        self.done += 1
-        label = f"[{self.done}/{self.total}] {title}"
-        console.print(f"{label} {note}...", markup=False, highlight=False)
-        return label
-
-    def _finish(
-        self,
-        title: str,
-        label: str,
-        step: Callable[[], T],
-        skippable: bool,
-        cpu: float | None,
-    ) -> T | None:
-        started = time.perf_counter()
+        with self._lock:
+            self.done += 1
+            label = f"[{self.done}/{self.total}] {title}"
+            alone = self._running == 0
+            self._running += 1
+            self._starts += 1
+            starts = self._starts
+        console.print(f"{label} ...", markup=False, highlight=False)
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             result = step()
         except StepSkippedError as skipped:
             if not skippable:
                 raise
-            self._record(title, started, cpu)
             console.print(f"{label}: skipped: {skipped}", markup=False, highlight=False)
             return None
-        self._record(title, started, cpu)
+        finally:
+            with self._lock:
+                self._running -= 1
+                self.seconds[title] = time.perf_counter() - started
+                if alone and self._starts == starts:  # nothing ran beside it
+                    self.cpu_seconds[title] = time.process_time() - cpu
         spent = f" (CPU {self.cpu_seconds[title]:.1f} s)" if title in self.cpu_seconds else ""
         console.print(f"{label}: {self.seconds[title]:.1f} s{spent}", markup=False, highlight=False)
         return result
 
-    def _record(self, title: str, started: float, cpu: float | None) -> None:
-        self.seconds[title] = time.perf_counter() - started
-        if cpu is not None:
-            self.cpu_seconds[title] = time.process_time() - cpu
+
+class Trainings:
+    """Model trainings on lanes: each starts once the models it reads (`ModelSpec.after`)
+    are trained and a lane is free; after a failure, none starts any more.
+
+    Use as a context manager: leaving on an error stops the trainings not yet started and
+    waits for the running ones to end; leaving on Ctrl+C (or `SystemExit`) does not wait:
+    the lanes are daemon threads, so the process stops at once, as a kill would stop it.
+    """
+
+    def __init__(self, settings: Settings, options: RetrainOptions, stages: Stages) -> None:
+        from pipelines.stages import training_stages
+
+        self.settings, self.stages = settings, stages
+        self.pending = training_stages(options.for_model)
+        self.order = [str(training.model) for training in self.pending]
+        self.running: dict[str, Future[Any]] = {}
+        self.stopped = threading.Event()
+        self.inline = options.lanes <= 1
+        self.lanes = _Lanes(0 if self.inline else options.lanes)
+
+    def __enter__(self) -> Trainings:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is not None:
+            self.stopped.set()
+        interrupted = kind is not None and not issubclass(kind, Exception)
+        self.lanes.close(cancel=kind is not None, wait=not interrupted)
+
+    def start(self, only: Callable[[Stage], bool] = lambda stage: True) -> None:
+        """Start the trainings (in the specs' order) that `only` picks; in turn with one
+        lane, here and now."""
+        for training in [t for t in self.pending if only(t)]:
+            self.pending.remove(training)
+            model = str(training.model)
+            after = [self.running[name] for name in training.after if name in self.running]
+            if self.inline:
+                self.running[model] = _done(self._train, training, after)
+            else:
+                self.running[model] = self.lanes.submit(self._train, training, after)
+
+    def results(self) -> dict[str, Any]:
+        """Every started training's result, in the specs' order (skipped ones left out).
+
+        Raises:
+            The first failure in the specs' order (not the trainings it kept from starting).
+        """
+        started = [model for model in self.order if model in self.running]
+        for model in started:
+            failure = self.running[model].exception()
+            if failure is not None and not isinstance(failure, _NotStartedError):
+                raise failure
+        results = {}
+        for model in started:
+            result = self.running[model].result()
+            if result is not None:
+                results[model] = result
+        return results
+
+    def _train(self, training: Stage, after: list[Future[Any]]) -> Any:
+        for earlier in after:
+            earlier.result()  # a failed prerequisite fails this one too
+        if self.stopped.is_set():
+            raise _NotStartedError(f"{training.title}: not started, another training failed")
+        try:
+            return self.stages.run_or_skip(training.title, partial(training.step, self.settings))
+        except Exception:
+            self.stopped.set()
+            raise
+
+
+class _Lanes:
+    """A fixed number of daemon threads taking calls from one queue, first in, first out."""
+
+    def __init__(self, count: int) -> None:
+        self.calls: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
+                                      | None] = queue.SimpleQueue()  # fmt: skip
+        self.threads = [
+            threading.Thread(target=self._work, name=f"loyal-lane-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def submit(self, function: Callable[..., T], *args: Any) -> Future[T]:
+        """Queue `function(*args)`; its result or exception comes from the future."""
+        future: Future[T] = Future()
+        self.calls.put((future, function, args))
+        return future
+
+    def close(self, cancel: bool, wait: bool) -> None:
+        """No more calls: cancel the queued ones (with `cancel`), then let the threads end
+        (waiting for the running calls with `wait`)."""
+        while cancel and not self.calls.empty():
+            call = self.calls.get_nowait()
+            if call is not None:
+                call[0].cancel()
+        for _ in self.threads:
+            self.calls.put(None)
+        if wait:
+            for thread in self.threads:
+                thread.join()
+
+    def _work(self) -> None:
+        while (call := self.calls.get()) is not None:
+            future, function, args = call
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(function(*args))
+            except BaseException as exc:  # handed to whoever waits for the future
+                future.set_exception(exc)
+
+
+class _NotStartedError(Exception):
+    """A training not started because another one failed."""
+
+
+def _done(function: Callable[..., T], *args: Any) -> Future[T]:
+    """A future already holding `function(*args)` (or its exception)."""
+    future: Future[T] = Future()
+    try:
+        future.set_result(function(*args))
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
 
 
 def retrain(settings: Settings, options: RetrainOptions | None = None) -> RetrainReport:
@@ -181,9 +302,7 @@ def retrain(settings: Settings, options: RetrainOptions | None = None) -> Retrai
     # features (3), one training per model, compare, promote, rescore, and the Bento
     stages = Stages(total=3 + len(MODELS) + 3 + int(options.bento))
     started, cpu = time.perf_counter(), time.process_time()
-    with _early_training(settings, options, stages) as early:
-        _refresh_features(settings, stages)
-        versions, results = _train_all(settings, options, stages, early)
+    versions, results = _train_all(settings, options, stages)
     decisions = stages.run("Compare every challenger with its champion",
                            lambda: decide_all(settings, versions))  # fmt: skip
     stages.run("Promote the winners", lambda: promote_winners(settings, decisions, results))
@@ -209,92 +328,28 @@ def _refresh_features(settings: Settings, stages: Stages) -> None:
         stages.run(stage.title, partial(stage.step, settings))
 
 
-@contextmanager
-def _early_training(
-    settings: Settings, options: RetrainOptions, stages: Stages
-) -> Iterator[dict[str, Future[Any]]]:
-    """Start training the models that read no features (none without `options.overlap`);
-    their futures by model name. Leaving waits for them."""
-    from pipelines.stages import training_stages
-
-    if not options.overlap:
-        yield {}
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loyal-early") as beside:
-        yield {
-            str(training.model): stages.start_or_skip(
-                training.title, partial(training.step, settings), beside
-            )
-            for training in training_stages(options.for_model)
-            if not training.reads_features
-        }
-
-
 def _train_all(
-    settings: Settings,
-    options: RetrainOptions,
-    stages: Stages,
-    early: Mapping[str, Future[Any]] | None = None,
+    settings: Settings, options: RetrainOptions, stages: Stages
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """Train and register a new version of every model; no alias moves, nothing is written.
+    """Rebuild the features, and train and register a new version of every model on the
+    lanes; no alias moves.
 
     A model the data cannot support is skipped with its reason (`StepSkippedError`): it gets
     no new version and its champion, if any, stays.
-
-    Args:
-        settings: the loaded data, feature store and MLflow.
-        options: the budgets.
-        stages: the numbered console stages.
-        early: trainings already started (`_early_training`), by model name: waited for in
-            their turn instead of run.
 
     Returns:
         The new version per registered model, and the training results of those trained
         (what a spec's `on_promoted` publishes, e.g. cross-sell's batch recommendations).
     """
-    results = train_every_model(settings, options.for_model, stages.run_or_skip, early)
+    with Trainings(settings, options, stages) as trainings:
+        if options.lanes > 1:  # with one lane, everything in the specs' order after the features
+            trainings.start(only=lambda training: not training.reads_features)
+        _refresh_features(settings, stages)
+        trainings.start()
+        results = trainings.results()
     versions = {name: str(result.model_version) for name, result in results.items()}
     log.info("new versions: %s", versions)
     return versions, results
-
-
-def train_every_model(
-    settings: Settings,
-    options: Callable[[str], Mapping[str, Any]],
-    stage: Callable[[str, Callable[[], Any]], Any],
-    started: Mapping[str, Future[Any]] | None = None,
-) -> dict[str, Any]:
-    """The shared `Train <model>` stages (`pipelines.stages`), each skippable.
-
-    Args:
-        settings: the loaded data, feature store and MLflow.
-        options: keyword options of a model's `train`, by model name.
-        stage: runs one titled stage, giving None when it is skipped.
-        started: trainings already running elsewhere, by model name: their result is
-            waited for in the model's turn (their error raised there).
-
-    Returns:
-        The training result per model trained (skipped ones left out).
-    """
-    from pipelines.stages import training_stages
-
-    results = {}
-    for training in training_stages(options):
-        model = str(training.model)
-        running = (started or {}).get(model)
-        if running is None:
-            result = stage(training.title, partial(training.step, settings))
-        else:
-            result = _wait_for(training.title, running)
-        if result is not None:
-            results[model] = result
-    return results
-
-
-def _wait_for(title: str, running: Future[T]) -> T:
-    if not running.done():
-        console.print(f"Waiting for: {title} ...", markup=False, highlight=False)
-    return running.result()
 
 
 def decide_all(settings: Settings, versions: Mapping[str, str]) -> dict[str, PromotionDecision]:

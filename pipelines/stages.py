@@ -26,12 +26,14 @@ class Stage:
         model: the registered model a training stage trains (None for other stages).
         reads_features: the stage reads the feature tables (a training stage whose model
             learns from the contract data alone does not).
+        after: the models whose new version this training reads (its spec's `after`).
     """
 
     title: str
     step: Callable[[Settings], Any]
     model: str | None = None
     reads_features: bool = True
+    after: tuple[str, ...] = ()
 
 
 def feature_stages(verb: str = "Build") -> list[Stage]:
@@ -63,7 +65,8 @@ def training_stages(options: Callable[[str], Mapping[str, Any]] | None = None) -
     for spec in list(MODELS.values()):
         given = dict(options(spec.name)) if options is not None else {}
         step = partial(_train, train_model, spec.name, given)
-        stages.append(Stage(f"Train {spec.title}", step, spec.name, spec.trains_on_features))
+        title = f"Train {spec.title}"
+        stages.append(Stage(title, step, spec.name, spec.trains_on_features, spec.after))
     return stages
 
 

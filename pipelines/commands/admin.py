@@ -136,7 +136,7 @@ def retrain_pipeline(
         churn_timeout=churn_timeout,
         cross_sell_trials=cross_sell_trials,
         bento=bento,
-        overlap=not sequential,
+        lanes=1 if sequential else 2,
     )
     return retrain(settings, options)
 
@@ -155,9 +155,7 @@ def retrain_command(
     bento: Annotated[bool, typer.Option(help="Rebuild the Bento on the new champions.")] = True,
     sequential: Annotated[
         bool,
-        typer.Option(
-            help="Train cross-sell in turn, not beside the feature build (less peak memory)."
-        ),
+        typer.Option(help="Train one model at a time, after the features (less peak memory)."),
     ] = False,
     if_drift: Annotated[
         bool, typer.Option(help="Retrain only when `loyal monitor` raises an alert now.")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -12,7 +14,8 @@ from rich.console import Console
 
 from loyal.errors import LoyalError, StepSkippedError
 from loyal.settings import Settings
-from pipelines.retrain import Stages, decisions_table, rebuild_bento, train_every_model
+from pipelines.retrain import RetrainOptions, Stages, Trainings, decisions_table, rebuild_bento
+from pipelines.stages import Stage
 from training.models_admin import MODELS, VersionRow, model_spec, promotion_note, versions_table
 from training.registry import PromotionDecision
 
@@ -144,63 +147,126 @@ def test_stages_number_the_steps_and_time_them(capsys: pytest.CaptureFixture[str
     assert list(stages.seconds) == ["First", "Second"]
 
 
-def test_a_stage_started_beside_runs_while_the_next_stages_run(
-    capsys: pytest.CaptureFixture[str],
+class FakeTrainings:
+    """Training stages that record when they start and end, for `Trainings`."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.lock = threading.Lock()
+        self.features_built = threading.Event()
+        self.beside = threading.Event()  # set by a training that reads no features
+
+    def note(self, event: str) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def stage(self, name: str, *, features: bool = True, after: tuple[str, ...] = (),
+              seconds: float = 0.0, fails: bool = False, skips: bool = False) -> Stage:  # fmt: skip
+        def step(settings: Settings) -> str:
+            self.note(f"start {name}")
+            if features:
+                assert self.features_built.is_set(), f"{name} started before the features"
+            else:
+                self.beside.set()
+            time.sleep(seconds)
+            if fails:
+                raise RuntimeError(f"{name} failed")
+            if skips:
+                raise StepSkippedError(f"{name}: nothing to learn from")
+            self.note(f"end {name}")
+            return f"{name} v2"
+
+        return Stage(f"Train {name}", step, name, features, after)
+
+    def train(self, monkeypatch: pytest.MonkeyPatch, settings: Settings, lanes: int,
+              stages: list[Stage]) -> dict[str, Any]:  # fmt: skip
+        import pipelines.stages
+
+        monkeypatch.setattr(pipelines.stages, "training_stages", lambda options: list(stages))
+        progress = Stages(total=len(stages) + 1)
+        with Trainings(settings, RetrainOptions(lanes=lanes), progress) as trainings:
+            if lanes > 1:
+                trainings.start(only=lambda training: not training.reads_features)
+            beside = lanes > 1 and any(not stage.reads_features for stage in stages)
+            progress.run("Build features", partial(self.build_features, beside))
+            trainings.start()
+            return trainings.results()
+
+    def build_features(self, beside: bool) -> None:
+        if beside:  # the model that reads no features has started: it runs beside the build
+            assert self.beside.wait(timeout=10), "nothing was trained beside the features"
+        self.note("features")
+        self.features_built.set()
+
+
+def test_two_lanes_train_a_model_beside_the_features_and_keep_each_after_its_inputs(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    fake = FakeTrainings()
+    stages = [
+        fake.stage("churn", seconds=0.3),
+        fake.stage("cross_sell", features=False, seconds=0.2),
+        fake.stage("clv", seconds=0.1),
+        fake.stage("segments", after=("clv",)),
+        fake.stage("uplift", skips=True),
+    ]
+    results = fake.train(monkeypatch, settings, 2, stages)
+    assert list(results) == ["churn", "cross_sell", "clv", "segments"]  # skipped: left out
+    events = fake.events
+    assert (
+        events.index("start cross_sell") < events.index("features") < events.index("end cross_sell")
+    )  # cross-sell reads no features: it ran while they were built
+    assert events.index("end clv") < events.index("start segments")
+    assert events.index("start clv") < events.index("end churn")  # churn and CLV side by side
+
+
+def test_one_lane_trains_in_the_specs_order_after_the_features(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeTrainings()
+    stages = [
+        fake.stage("churn"),
+        fake.stage("cross_sell", features=False),
+        fake.stage("clv"),
+    ]
+    fake.train(monkeypatch, settings, 1, stages)
+    assert fake.events == [
+        "features", "start churn", "end churn", "start cross_sell", "end cross_sell",
+        "start clv", "end clv",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_a_failed_training_is_raised_and_stops_the_ones_not_started(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, lanes: int
+) -> None:
+    fake = FakeTrainings()
+    stages = [
+        fake.stage("churn", fails=True),
+        fake.stage("clv", seconds=0.2),
+        fake.stage("segments", after=("clv",)),
+    ]
+    with pytest.raises(RuntimeError, match="churn failed"):
+        fake.train(monkeypatch, settings, lanes, stages)
+    assert "start segments" not in fake.events  # started after the failure: never
+
+
+def test_stages_side_by_side_keep_their_wall_time_but_no_cpu_time() -> None:
     stages = Stages(total=2)
-    features_running = threading.Event()
+    inside = threading.Event()
 
-    def model() -> str:  # finishes only once the stage after it has started
-        assert features_running.wait(timeout=10), "the stages ran one after the other"
-        return "trained"
-
-    with ThreadPoolExecutor(max_workers=1) as beside:
-        started = stages.start_or_skip("Train model", model, beside)
-        stages.run("Build features", features_running.set)
-        assert started.result(timeout=10) == "trained"
-    err = capsys.readouterr().err
-    assert "[1/2] Train model (beside the next stages) ..." in err
-    assert "[2/2] Build features ..." in err and "[1/2] Train model: " in err
-    assert set(stages.seconds) == {"Train model", "Build features"}
-    assert set(stages.cpu_seconds) == {"Build features"}  # a CPU share cannot be told apart
-
-
-def test_a_skipped_stage_beside_gives_none_and_says_why(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    def skipped() -> None:
-        raise StepSkippedError("cross-sell: one product")
+    def first() -> None:
+        inside.set()
+        time.sleep(0.2)
 
     with ThreadPoolExecutor(max_workers=1) as beside:
-        assert Stages(total=1).start_or_skip("Train model", skipped, beside).result() is None
-    assert "[1/1] Train model: skipped: cross-sell: one product" in capsys.readouterr().err
-
-
-def _finished(result: Any = None, error: Exception | None = None) -> Future[Any]:
-    future: Future[Any] = Future()
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
-    return future
-
-
-def test_a_training_already_started_is_waited_for_not_run_again(settings: Settings) -> None:
-    ran: list[str] = []
-
-    def stage(title: str, step: Any) -> str:
-        ran.append(title)
-        return f"result of {title}"
-
-    results = train_every_model(
-        settings, lambda name: {}, stage, {"cross_sell": _finished("early result")}
-    )
-    assert results["cross_sell"] == "early result"
-    assert "Train cross-sell" not in ran and "Train churn" in ran
-    assert list(results) == list(MODELS)  # every model, in training order
-    failed = {"cross_sell": _finished(error=RuntimeError("ALS diverged"))}
-    with pytest.raises(RuntimeError, match="ALS diverged"):
-        train_every_model(settings, lambda name: {}, stage, failed)
+        running = beside.submit(stages.run, "First", first)
+        assert inside.wait(timeout=10)
+        stages.run("Second", lambda: None)
+        running.result()
+    stages.run("Third", lambda: None)
+    assert set(stages.seconds) == {"First", "Second", "Third"}
+    assert set(stages.cpu_seconds) == {"Third"}
 
 
 def test_a_failing_bento_build_is_reported_not_raised(
