@@ -63,7 +63,7 @@ def clv_outcomes(settings: Settings) -> dict[str, Any]:
         end = observation_end(settings, transactions)
         config, _ = sized_holdout(clv_settings(settings), transactions, end)
         calibration_end = end - pd.Timedelta(weeks=config.holdout_weeks)
-        split = _split(transactions, calibration_end, end, config)
+        split = _split(transactions, calibration_end, end, config)[0]
     except LoyalError as error:
         return {"version": version, "note": f"no outcome window yet: {error}"}
     months = max(1, round(config.holdout_weeks * 7 / DAYS_PER_MONTH))
