@@ -367,15 +367,26 @@ def _segments_for(
 # ------------------------------------------------------------------------------------ search
 @dataclass(frozen=True)
 class SearchSpace:
-    """Candidate ALS settings; the search samples combinations without replacement."""
+    """Candidate ALS settings; the search samples combinations without replacement.
+
+    Attributes:
+        most_factors: the factor count that stands for every larger one (`for_catalog`);
+            None: each count is its own.
+    """
 
     factors: tuple[int, ...] = (32, 64, 128)
     regularization: tuple[float, ...] = (1.0, 5.0, 10.0, 20.0, 50.0)
     alpha: tuple[float, ...] = (0.5, 1.0, 3.0)
     iterations: tuple[int, ...] = (10, 15, 25)
+    most_factors: int | None = None
 
     def sample(self, n_trials: int, seed: int) -> list[dict[str, Any]]:
-        """Up to ``n_trials`` distinct combinations, drawn with a seeded generator."""
+        """Up to ``n_trials`` distinct combinations, drawn with a seeded generator.
+
+        With `most_factors`, larger counts are drawn as before and then read as it, so the
+        draw of the other settings does not change; combinations that become the same are
+        tried once.
+        """
         grid = [
             {"factors": f, "regularization": r, "alpha": a, "iterations": i}
             for f in self.factors
@@ -385,25 +396,33 @@ class SearchSpace:
         ]
         rng = np.random.default_rng(seed)
         chosen = rng.choice(len(grid), size=min(n_trials, len(grid)), replace=False)
-        return [grid[j] for j in sorted(chosen)]
+        trials: list[dict[str, Any]] = []
+        for j in sorted(chosen):
+            trial = dict(grid[j])
+            if self.most_factors is not None:
+                trial["factors"] = min(trial["factors"], self.most_factors)
+            if trial not in trials:
+                trials.append(trial)
+        return trials
 
     def for_catalog(self, products: int) -> SearchSpace:
-        """The space without the factor counts that cannot matter on ``products`` products.
+        """The space with the factor counts beyond ``products`` read as the smallest one
+        that reaches it (`most_factors`).
 
         Scores are a customers x products matrix, of rank at most ``products``; with at least
         that many factors, ALS's penalised loss has the same minimum whatever their number (the
-        factor penalty of a rank-r score matrix is its nuclear norm once factors >= r). So only
-        the smallest count that reaches ``products`` is kept among those that do: the others
-        would cost more time (128 factors take three times 32's) for the same model.
+        factor penalty of a rank-r score matrix is its nuclear norm once factors >= r). So the
+        larger counts would cost more time (128 factors take three times 32's) for the same
+        model.
         """
-        enough = [f for f in self.factors if f >= products]
-        kept = tuple(sorted({*(f for f in self.factors if f < products), *enough[:1]}))
-        if len(enough) > 1:
-            log.info(
-                "cross-sell: factors %s searched (more than the %d products cannot change "
-                "the model)", list(kept), products,
-            )  # fmt: skip
-        return dataclasses.replace(self, factors=kept)
+        enough = sorted(f for f in self.factors if f >= products)
+        if len(enough) < 2:
+            return self
+        log.info(
+            "cross-sell: factors above %d searched as %d (more than the %d products cannot "
+            "change the model)", enough[0], enough[0], products,
+        )  # fmt: skip
+        return dataclasses.replace(self, most_factors=enough[0])
 
 
 @dataclass(frozen=True)

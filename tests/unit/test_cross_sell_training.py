@@ -128,14 +128,23 @@ def test_search_space_sampling_is_seeded_and_without_repeats() -> None:
     assert len(space.sample(10, seed=0)) == 4  # the whole grid, once
 
 
-def test_the_search_drops_factor_counts_beyond_the_catalog() -> None:
-    space = SearchSpace(factors=(4, 8, 16, 32))
-    assert space.for_catalog(10).factors == (4, 8, 16)  # 16 reaches 10 products; 32 is spare
-    assert space.for_catalog(8).factors == (4, 8)
-    assert space.for_catalog(2).factors == (4,)
-    assert space.for_catalog(1000).factors == (4, 8, 16, 32)
+def test_the_search_reads_factor_counts_beyond_the_catalog_as_the_smallest_that_reaches_it() -> (
+    None
+):
+    space = SearchSpace(factors=(4, 8, 16, 32), regularization=(1.0, 10.0), iterations=(5,))
+    everything = space.sample(24, seed=3)
+    for products, most in ((10, 16), (8, 8), (2, 4)):
+        capped = space.for_catalog(products)
+        assert capped.most_factors == most
+        expected = []  # the same draw, larger counts read as `most`, repeats tried once
+        for trial in everything:
+            trial = {**trial, "factors": min(trial["factors"], most)}
+            if trial not in expected:
+                expected.append(trial)
+        assert capped.sample(24, seed=3) == expected
+    assert space.for_catalog(20) == space.for_catalog(1000) == space  # 32 alone reaches 20
     twelve_products = applicable_config(synthetic_shop(0), CrossSellConfig())
-    assert twelve_products.space.factors == (32,)  # of the default 32, 64 and 128
+    assert {t["factors"] for t in twelve_products.space.sample(12, seed=42)} == {32}
 
 
 @pytest.mark.parametrize("regularization", [1.0, 10.0])
