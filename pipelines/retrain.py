@@ -11,11 +11,9 @@ rebuilt. Data generation and ingestion are not part of it: it retrains on the lo
 The trainings run on two lanes (threads): a model starts as soon as what it reads is there
 and a lane is free. Cross-sell learns from the contract's purchase log alone
 (`ModelSpec.trains_on_features=False`), so it trains while the features are rebuilt; the
-others start once the features are built and registered, churn on one lane while CLV, the need
-segments (after CLV: `ModelSpec.after`), uplift and acceptance follow each other on the other;
-the online store, which no training reads, is materialized on a lane once one is free. The
-fits release Python's lock (XGBoost, implicit, NumPy, DuckDB), so the two lanes share both
-cores. Every
+others start once the features are in, churn on one lane while CLV, the need segments (after
+CLV: `ModelSpec.after`), uplift and acceptance follow each other on the other. The fits release
+Python's lock (XGBoost, implicit, NumPy, DuckDB), so the two lanes share both cores. Every
 new version is still decided before any alias moves; peak memory is that of two trainings
 together. `RetrainOptions(lanes=1)` (`loyal pipeline retrain --sequential`) runs everything
 in turn, in the specs' order.
@@ -172,7 +170,6 @@ class Trainings:
         self.pending = training_stages(options.for_model)
         self.order = [str(training.model) for training in self.pending]
         self.running: dict[str, Future[Any]] = {}
-        self.others: list[Future[None]] = []
         self.stopped = threading.Event()
         self.inline = options.lanes <= 1
         self.lanes = _Lanes(0 if self.inline else options.lanes)
@@ -198,19 +195,12 @@ class Trainings:
             else:
                 self.running[model] = self.lanes.submit(self._train, training, after)
 
-    def also(self, stage: Stage) -> None:
-        """Run a stage no training waits for on a lane too (after those started); its error
-        is raised by `results`."""
-        self.others.append(self.lanes.submit(self._other, stage))
-
     def results(self) -> dict[str, Any]:
         """Every started training's result, in the specs' order (skipped ones left out).
 
         Raises:
             The first failure in the specs' order (not the trainings it kept from starting).
         """
-        for other in self.others:
-            other.result()
         started = [model for model in self.order if model in self.running]
         for model in started:
             failure = self.running[model].exception()
@@ -222,15 +212,6 @@ class Trainings:
             if result is not None:
                 results[model] = result
         return results
-
-    def _other(self, stage: Stage) -> None:
-        if self.stopped.is_set():
-            return
-        try:
-            self.stages.run(stage.title, partial(stage.step, self.settings))
-        except Exception:
-            self.stopped.set()
-            raise
 
     def _train(self, training: Stage, after: list[Future[Any]]) -> Any:
         for earlier in after:
@@ -338,20 +319,13 @@ def retrain(settings: Settings, options: RetrainOptions | None = None) -> Retrai
     return RetrainReport(decisions, stages.seconds, stages.cpu_seconds, scores, tag, error)
 
 
-def _refresh_features(settings: Settings, stages: Stages, defer: bool) -> list[Stage]:
-    """Rebuild and register the features; with `defer`, the stages only serving reads (the
-    online store) are returned instead of run."""
+def _refresh_features(settings: Settings, stages: Stages) -> None:
     from features.tables_io import recover_folder
     from pipelines.stages import feature_stages
 
     recover_folder(settings.paths.features_dir)  # a swap cut short by an earlier kill
-    deferred = []
     for stage in feature_stages("Rebuild"):
-        if defer and stage.serving_only:
-            deferred.append(stage)
-        else:
-            stages.run(stage.title, partial(stage.step, settings))
-    return deferred
+        stages.run(stage.title, partial(stage.step, settings))
 
 
 def _train_all(
@@ -367,14 +341,11 @@ def _train_all(
         The new version per registered model, and the training results of those trained
         (what a spec's `on_promoted` publishes, e.g. cross-sell's batch recommendations).
     """
-    beside = options.lanes > 1  # with one lane, the features, then each model in order
     with Trainings(settings, options, stages) as trainings:
-        if beside:
+        if options.lanes > 1:  # with one lane, everything in the specs' order after the features
             trainings.start(only=lambda training: not training.reads_features)
-        serving_only = _refresh_features(settings, stages, defer=beside)
+        _refresh_features(settings, stages)
         trainings.start()
-        for stage in serving_only:  # the online store: on a lane once one is free
-            trainings.also(stage)
         results = trainings.results()
     versions = {name: str(result.model_version) for name, result in results.items()}
     log.info("new versions: %s", versions)

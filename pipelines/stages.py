@@ -27,8 +27,6 @@ class Stage:
         reads_features: the stage reads the feature tables (a training stage whose model
             learns from the contract data alone does not).
         after: the models whose new version this training reads (its spec's `after`).
-        serving_only: what it writes only serving reads (the online store), so no training
-            waits for it.
     """
 
     title: str
@@ -36,7 +34,6 @@ class Stage:
     model: str | None = None
     reads_features: bool = True
     after: tuple[str, ...] = ()
-    serving_only: bool = False
 
 
 def feature_stages(verb: str = "Build") -> list[Stage]:
@@ -50,7 +47,7 @@ def feature_stages(verb: str = "Build") -> list[Stage]:
     return [
         Stage(f"{verb} point-in-time features and labels", build_features),
         Stage("Register features in Feast", apply_features),
-        Stage("Materialize the online store", materialize_features, serving_only=True),
+        Stage("Materialize the online store", materialize_features),
     ]
 
 
