@@ -8,6 +8,7 @@ command imports its heavy machinery when it runs. The plain functions live in
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
@@ -141,6 +142,18 @@ def retrain_pipeline(
     return retrain(settings, options)
 
 
+def sleeping_openmp_threads() -> None:
+    """Make idle OpenMP threads sleep rather than spin, unless `OMP_WAIT_POLICY` is set.
+
+    The retrain's two lanes run OpenMP thread teams (XGBoost's, implicit's) beside other work on
+    shared cores, where a team's waiting threads spinning burn the CPU the other lane needs: on
+    the 100,000-customer bank, 281-301 CPU s and 2 min 48 s to 3 min 0 s spinning, 251 CPU s
+    and 2 min 33 s sleeping. It takes effect only before the first OpenMP library loads, so
+    it is called first thing.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 @pipeline_app.command("retrain")
 def retrain_command(
     churn_trials: Annotated[
@@ -166,6 +179,8 @@ def retrain_command(
     No champion moves until every model is trained and compared, so an interrupted run
     leaves the champions, scores and features as they were.
     """
+    if not sequential:
+        sleeping_openmp_threads()
     if if_drift:
         from pipelines.commands.monitor import monitor
 

@@ -282,3 +282,18 @@ def test_a_failing_bento_build_is_reported_not_raised(
     assert tag is None and error == "RuntimeError: bentoml: no space left"
     err = capsys.readouterr().err
     assert "Bento not rebuilt" in err and "loyal bento build" in err
+
+
+def test_the_retrain_makes_idle_openmp_threads_sleep_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from pipelines.commands.admin import sleeping_openmp_threads
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    sleeping_openmp_threads()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    sleeping_openmp_threads()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
