@@ -342,7 +342,7 @@ def _train_all(
         (what a spec's `on_promoted` publishes, e.g. cross-sell's batch recommendations).
     """
     with Trainings(settings, options, stages) as trainings:
-        if options.lanes > 1:  # with one lane, everything in the specs' order after the features
+        if not trainings.inline:  # inline (one lane): the features, then each model in order
             trainings.start(only=lambda training: not training.reads_features)
         _refresh_features(settings, stages)
         trainings.start()
