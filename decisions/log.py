@@ -109,6 +109,15 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class Shown:
+    """Whom a logged decision answered, where, and which actions it showed."""
+
+    customer_id: str
+    channel: str
+    actions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Outcome:
     """A logged decision with what became of its primary action."""
 
@@ -286,6 +295,17 @@ class DecisionLog:
         except Exception as exc:
             raise DecisionLogError(f"cannot record the answer to {decision_id}: {exc}") from None
         return decision_id
+
+    def shown(self, decision_id: str) -> Shown | None:
+        """The customer, channel and shown actions of one decision; None when it is not logged."""
+        rows = self._query(
+            "SELECT customer_id, channel, shown FROM decisions WHERE decision_id = ?",
+            (decision_id,),
+        )
+        if not rows:
+            return None
+        customer_id, channel, shown = rows[0]
+        return Shown(str(customer_id), str(channel), tuple(shown.split()) if shown else ())
 
     def ids(self) -> set[str]:
         """Every logged decision id."""

@@ -808,6 +808,7 @@ class Runtime:
         ts = _utc(request.ts or now)
         self._check_feedback_time(ts, now, request.decision_id)
         self._check_known(request.customer_id)
+        file_with_decision = self._check_decision(request)
         key = request.idempotency_key
         if key is None and request.decision_id is not None:
             key = f"{request.decision_id}:{request.action_id}"
@@ -822,7 +823,7 @@ class Runtime:
             ) from None
         if stored.new:
             self.recorder.feedback(request.outcome)
-        matched = self._answer_decision(request, ts)
+        matched = self._answer_decision(request, ts) if file_with_decision else None
         return FeedbackResponse(
             decision_id=matched,
             recorded=stored.new,
@@ -879,6 +880,50 @@ class Runtime:
                 "ts",
                 f"{ts:%Y-%m-%dT%H:%M:%SZ} is before the decision ({decided:%Y-%m-%dT%H:%M:%SZ})",
             )
+
+    def _check_decision(self, request: FeedbackRequest) -> bool:
+        """Whether to file the answer with its decision; refuses one that would be misfiled.
+
+        A logged decision named by `decision_id` must be this customer's, on this channel, and
+        have shown this action: otherwise the answer would teach the acceptance model about
+        another customer's offer. A `decision_id` the log does not hold (its write failed while
+        the service answered, or the caller's copy is wrong) is not filed, but the answer is
+        kept for the contact policy, as an answer without `decision_id` with no match is.
+        When the log cannot be read, filing is tried and fails with 503, so the retry is checked.
+
+        Raises:
+            RequestError: the decision is another customer's, on another channel, or did not
+                show the action (nothing recorded).
+        """
+        store = self.decisions.store
+        if request.decision_id is None or store is None:
+            return True
+        try:
+            shown = store.shown(request.decision_id)
+        except DecisionLogError as exc:
+            log.error("%s", exc)
+            return True
+        decision = request.decision_id
+        if shown is None:
+            log.warning("feedback names %s, which is not in the decision log: not filed", decision)
+            return False
+        if shown.customer_id != request.customer_id:
+            raise RequestError(
+                "decision_id", f"{decision} was made for another customer; nothing recorded"
+            )
+        if shown.channel != request.channel:
+            raise RequestError(
+                "channel",
+                f"{decision} was made on {shown.channel}, not {request.channel}; nothing recorded",
+            )
+        if request.action_id not in shown.actions:
+            showed = ", ".join(shown.actions) or "no action"
+            raise RequestError(
+                "action_id",
+                f"{request.action_id} was not shown in {decision} (it showed {showed}); "
+                "nothing recorded",
+            )
+        return True
 
     def _check_known(self, customer_id: str) -> None:
         """The customer must be in the feature store (feedback on strangers is refused)."""

@@ -317,7 +317,8 @@ class FeedbackResponse(BaseModel):
         default=None,
         description=(
             "The decision this answer was filed with: the one sent, else the customer's latest "
-            "decision that showed the action (None: no such decision logged)."
+            "decision that showed the action (None: no such decision logged; the answer is "
+            "still kept for the contact policy)."
         ),
     )
 

@@ -15,7 +15,7 @@ from loyal.settings import ServingSettings
 from models.offers import load_catalog
 from serving.champions import LoadedModel
 from serving.feedback import FeedbackStore
-from serving.runtime import Runtime
+from serving.runtime import RequestError, Runtime
 from serving.schemas import FeedbackRequest, NextBestActionRequest
 from tests.unit.test_serving_runtime import NOW, FakeChurn, FakeReader, customer
 
@@ -143,6 +143,68 @@ def test_feedback_is_filed_with_its_decision_by_id_or_by_latest_match(tmp_path: 
     assert (first.decision_id, action, "declined") in log.answered()
     outcomes = {o.decision.decision_id: o.outcome for o in log.outcomes(NOW, timedelta(hours=1))}
     assert outcomes == {first.decision_id: DECLINED, second.decision_id: ACCEPTED}
+
+
+def test_an_answer_that_would_be_misfiled_is_refused_and_nothing_is_recorded(
+    tmp_path: Path,
+) -> None:
+    runtime = make_runtime(tmp_path, 0.0, {"C1": customer(), "C2": customer()})
+    decision = runtime.next_best_action(NextBestActionRequest(customer_id="C1", channel="atm"))
+    shown = decision.actions[0].action_id
+    other_action = next(
+        o.id
+        for o in runtime.catalog.offers
+        if "atm" in o.channels and o.id not in {a.action_id for a in decision.actions}
+    )
+    wrong = [
+        ({"customer_id": "C2"}, "decision_id", "another customer"),
+        ({"channel": "web"}, "channel", "made on atm, not web"),
+        ({"action_id": other_action}, "action_id", f"was not shown in {decision.decision_id}"),
+    ]
+    for overrides, field_name, words in wrong:
+        fields = {"customer_id": "C1", "action_id": shown, "channel": "atm", **overrides}
+        with pytest.raises(RequestError) as refused:
+            runtime.feedback(
+                FeedbackRequest(**fields, outcome="accepted", decision_id=decision.decision_id)
+            )
+        assert refused.value.field == field_name and words in refused.value.message
+    assert runtime.feedback_store.history("C1", NOW - timedelta(days=1)) == []
+    assert runtime.feedback_store.history("C2", NOW - timedelta(days=1)) == []
+    log = runtime.decisions.store
+    assert log is not None and log.answered() == set()
+
+    right = runtime.feedback(
+        FeedbackRequest(
+            customer_id="C1",
+            action_id=shown,
+            channel="atm",
+            outcome="accepted",
+            decision_id=decision.decision_id,
+        )
+    )
+    assert right.recorded and right.decision_id == decision.decision_id
+    assert log.answered() == {(decision.decision_id, shown, "accepted")}
+
+
+def test_an_answer_to_a_decision_the_log_lacks_is_kept_for_contact_rules_only(
+    tmp_path: Path,
+) -> None:
+    runtime = make_runtime(tmp_path, 0.0, {"C1": customer()})
+    runtime.next_best_action(NextBestActionRequest(customer_id="C1", channel="atm"))
+    missing = "d-" + str(int(NOW.timestamp() * 1000) - 60_000) + "-" + "0" * 12
+    answer = runtime.feedback(
+        FeedbackRequest(
+            customer_id="C1",
+            action_id="hys_move_idle_cash",
+            channel="atm",
+            outcome="declined",
+            decision_id=missing,
+        )
+    )
+    assert answer.recorded and answer.decision_id is None
+    assert len(runtime.feedback_store.history("C1", NOW - timedelta(days=1))) == 1
+    log = runtime.decisions.store
+    assert log is not None and log.answered() == set()
 
 
 def test_an_unanswered_decision_is_ignored_after_the_window(tmp_path: Path) -> None:
