@@ -58,6 +58,12 @@ class CampaignReport:
             f"  verdict: {t.verdict}",
         ]
         for title, table in (("tier", self.by_tier), ("segment", self.by_segment)):
+            if table.empty:
+                lines.append(
+                    f"  by {title}: unknown at the campaign's start (not recorded with the "
+                    "campaign, and no scores were published by then)"
+                )
+                continue
             lines.append(f"  by {title}:")
             for key, row in table.iterrows():
                 lines.append(
@@ -158,10 +164,17 @@ def campaign_report(
     return CampaignReport(
         campaign=campaign,
         total=measure(outcomes),
-        by_tier=measure_by(outcomes, "tier"),
-        by_segment=measure_by(outcomes, "segment"),
+        by_tier=_measure_known(outcomes, "tier"),
+        by_segment=_measure_known(outcomes, "segment"),
         unlabelled=unlabelled,
     )
+
+
+def _measure_known(outcomes: pd.DataFrame, column: str) -> pd.DataFrame:
+    """`measure_by` the column; empty when no member's value is known."""
+    if outcomes[column].isna().all():
+        return pd.DataFrame()
+    return measure_by(outcomes, column)
 
 
 def contract_campaign_ids(settings: Settings) -> list[str]:
@@ -178,7 +191,12 @@ def contract_campaign(
 ) -> tuple[Campaign, pd.DataFrame]:
     """A past campaign from the data's `campaigns` table, as the store would hold it.
 
-    Tier and segment are today's (the published scores), as the data does not record them.
+    The data does not record its members' tier, segment or value at the time. Tier and segment
+    come from the latest published scores at or before the campaign's start; without such
+    scores they are left unknown, not taken from today's scores: a member who left since has
+    no score today, so every churner would fall into "none" and every tier would show no
+    churn in either group. Value at stake is the scores' CLV at the start when published, else
+    today's (a member who left since counts nothing, in both groups alike).
 
     Raises:
         CampaignError: the id is neither recorded nor in the data.
@@ -203,14 +221,19 @@ def contract_campaign(
         list_sha256="",
     )
     ids = rows["customer_id"].astype(str)
-    scores = _current_scores(settings).reindex(ids)
+    at_start = _scores_at(settings, start)
+    scores = (at_start if at_start is not None else _current_scores(settings)).reindex(ids)
+    unknown = pd.Series(np.nan, index=scores.index, dtype=object)
+    groups = (
+        scores if at_start is not None else pd.DataFrame({"tier": unknown, "segment_name": unknown})
+    )
     cost = rows["cost"] if "cost" in rows.columns else pd.Series(0.0, index=rows.index)
     members = pd.DataFrame(
         {
             "customer_id": ids.to_numpy(),
             "grp": np.where(treated, "treated", "control"),
-            "tier": scores["tier"].to_numpy(),
-            "segment_name": scores["segment_name"].to_numpy(),
+            "tier": groups["tier"].to_numpy(),
+            "segment_name": groups["segment_name"].to_numpy(),
             "action_id": rows.get("action_id", pd.Series("", index=rows.index)).to_numpy(),
             "action_cost": cost.fillna(0.0).astype(float).to_numpy(),
             "churn_probability": scores["churn_probability"].to_numpy(),
@@ -220,20 +243,45 @@ def contract_campaign(
     return campaign, members
 
 
+SCORE_COLUMNS = ["tier", "segment_name", "churn_probability", "clv"]
+
+
 def _current_scores(settings: Settings) -> pd.DataFrame:
     """Tier, segment, churn probability and CLV per customer id (NaN without scores)."""
+    scores = _published_scores(settings)
+    if scores.empty:
+        return _by_customer(scores)
+    return _by_customer(scores[scores[TIMESTAMP_FIELD] == scores[TIMESTAMP_FIELD].max()])
+
+
+def _scores_at(settings: Settings, moment: pd.Timestamp) -> pd.DataFrame | None:
+    """The latest published scores at or before `moment` (UTC), per customer id; None when
+    no scoring was published by then."""
+    scores = _published_scores(settings)
+    if scores.empty:
+        return None
+    stamps = pd.to_datetime(scores[TIMESTAMP_FIELD], utc=True)
+    earlier = stamps[stamps <= moment]
+    if earlier.empty:
+        return None
+    return _by_customer(scores[stamps == earlier.max()])
+
+
+def _published_scores(settings: Settings) -> pd.DataFrame:
     from features.store import scores_table_path
 
-    columns = ["tier", "segment_name", "churn_probability", "clv"]
     path = scores_table_path(settings)
     if not path.is_file():
-        return pd.DataFrame(columns=columns, index=pd.Index([], name=ENTITY_KEY))
-    scores = pd.read_parquet(path)
-    scores = scores[scores[TIMESTAMP_FIELD] == scores[TIMESTAMP_FIELD].max()]
-    for column in columns:
+        return pd.DataFrame(columns=[ENTITY_KEY, TIMESTAMP_FIELD, *SCORE_COLUMNS])
+    return pd.read_parquet(path)
+
+
+def _by_customer(scores: pd.DataFrame) -> pd.DataFrame:
+    scores = scores.copy()
+    for column in SCORE_COLUMNS:
         if column not in scores.columns:
             scores[column] = np.nan
-    return scores.set_index(scores[ENTITY_KEY].astype(str))[columns]
+    return scores.set_index(scores[ENTITY_KEY].astype(str))[SCORE_COLUMNS]
 
 
 def finished_reports(settings: Settings, now: datetime | None = None) -> list[CampaignReport]:

@@ -184,3 +184,41 @@ def test_cli_report_lists_the_customers_whose_risk_rose(
     for row in rows:
         assert row[1] == by_id.loc[row[0], "tier"]
         assert float(row[4]) == pytest.approx(by_id.loc[row[0], "churn_probability"], abs=1e-3)
+
+
+def test_a_past_campaign_is_broken_down_by_the_tiers_its_members_had_at_its_start(
+    report_home: Settings,
+) -> None:
+    from campaigns.campaign_report import campaign_report
+
+    campaign_id = "retention-2026-05"
+    # Only today's scores: a member who left since has none, so today's tiers would put every
+    # churner in "none"; the report says the breakdown is unknown instead.
+    report = campaign_report(report_home, campaign_id)
+    assert report.by_tier.empty and report.by_segment.empty
+    assert "by tier: unknown at the campaign's start" in report.text()
+
+    # A scoring published before the campaign started holds its members' tiers then.
+    members = pd.read_parquet(report_home.paths.contract_dir / "campaigns.parquet")
+    ids = members.loc[members["campaign_id"] == campaign_id, "customer_id"].astype(str).unique()
+    path = scores_table_path(report_home)
+    today = pd.read_parquet(path)
+    start = pd.Timestamp(report.campaign.snapshot).tz_convert("UTC")
+    earlier = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "event_timestamp": start - pd.Timedelta(days=1),
+            "tier": ["gold" if i % 2 else "lead" for i in range(len(ids))],
+            "segment_name": "savers",
+            "clv": 100.0,
+        }
+    ).astype({"event_timestamp": today["event_timestamp"].dtype})
+    pd.concat([earlier, today], ignore_index=True).to_parquet(path)
+
+    report = campaign_report(report_home, campaign_id)
+    assert list(report.by_tier.index) == ["gold", "lead"]  # nobody without a tier
+    assert report.by_tier[["treated", "control"]].to_numpy().sum() == (
+        report.total.treated + report.total.control
+    )
+    assert (report.by_tier["churn_control"] > 0).all()  # the churners are in their tiers
+    assert list(report.by_segment.index) == ["savers"]
