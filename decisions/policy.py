@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import yaml
@@ -41,7 +41,7 @@ class CandidatePolicy(BaseModel):
 
     name: str = "candidate"
     p_accept: str = Field(default="learned", pattern="^(logged|learned)$")
-    weights: dict[str, float] = Field(default_factory=dict)
+    weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     explore_share: float = Field(default=0.0, ge=0, le=1)
 
 
@@ -147,6 +147,22 @@ def target_probabilities(
     return probs
 
 
+def _check_weights(candidate: CandidatePolicy, outcomes: Sequence[Outcome]) -> None:
+    """Every weighted offer must be among the answered decisions' eligible actions: a weight
+    on any other id (a typo, an offer of another catalog) would silently change nothing.
+
+    Raises:
+        PolicyConfigError: naming the ids and the actions the log holds.
+    """
+    logged = {c.action_id for o in outcomes for c in o.decision.candidates}
+    unknown = sorted(set(candidate.weights) - logged)
+    if unknown:
+        raise PolicyConfigError(
+            f"weights: {', '.join(unknown)} is among no answered decision's eligible actions, "
+            f"so its weight would change nothing (the log's actions: {', '.join(sorted(logged))})"
+        )
+
+
 def evaluate_candidate(
     log: DecisionLog,
     candidate: CandidatePolicy,
@@ -173,6 +189,7 @@ def evaluate_candidate(
             "the decision log holds no answered decision yet: serve /next_best_action, send "
             "answers to /feedback (or wait for the ignore window) and evaluate again"
         )
+    _check_weights(candidate, outcomes)
     reward_model = AcceptanceModel().fit(answers_of(outcomes))
     q_all = _predicted(reward_model, outcomes, priors or {})
     targets = (

@@ -10,9 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from decisions.log import Candidate, Decision, DecisionLog
-from decisions.policy import CandidatePolicy, evaluate_candidate, target_probabilities
+from decisions.policy import (
+    CandidatePolicy,
+    PolicyConfigError,
+    evaluate_candidate,
+    target_probabilities,
+)
 from loyal.settings import DecisionSettings
 from models.acceptance import AcceptanceModel, Answer
 
@@ -107,6 +113,17 @@ def test_a_candidate_the_log_cannot_support_gets_no_verdict(tmp_path: Path) -> N
         timedelta(hours=72),
     )
     assert report.verdict.startswith("no verdict") and "no overlap" in report.verdict
+
+
+def test_a_weight_on_an_offer_the_log_never_had_is_refused_not_ignored(tmp_path: Path) -> None:
+    log = logged(tmp_path / "d.db", 200, share=0.3)
+    typo = CandidatePolicy(name="typo", weights={"b": 2.0, "bb": 3.0})
+    with pytest.raises(PolicyConfigError) as refused:
+        evaluate_candidate(log, typo, NOW, timedelta(hours=72))
+    assert "weights: bb is among no answered decision's eligible actions" in str(refused.value)
+    assert "the log's actions: a, b, c" in str(refused.value)
+    with pytest.raises(ValidationError):
+        CandidatePolicy(weights={"b": -1.0})
 
 
 def test_target_probabilities_follow_weights_and_exploration() -> None:
