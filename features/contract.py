@@ -38,6 +38,8 @@ class TableSpec:
     required_table: bool = True
     references: dict[str, str] = field(default_factory=dict)  # column -> referenced table
     description: str = ""
+    unique_key: tuple[str, ...] = ()
+    """Columns whose values together identify a row (checked across the whole table)."""
 
     @property
     def required_columns(self) -> list[str]:
@@ -145,6 +147,7 @@ CAMPAIGNS = TableSpec(
         "learns from)."
     ),
     references={"customer_id": "customers"},
+    unique_key=("campaign_id", "customer_id"),
     columns=(
         Column("campaign_id", "str", required=True, nullable=False),
         _CUSTOMER_ID,

@@ -91,6 +91,8 @@ def validate_tables(
             normalized[name], table_notes = validate_table(spec, tables[name], cutoff, date_format)
             notes.extend(table_notes)
     _check_references(normalized)
+    for name, frame in normalized.items():
+        check_unique_key(TABLES[name], frame)
     return ValidatedTables(
         tables={name: frame.reset_index(drop=True) for name, frame in normalized.items()},
         warnings=notes,
@@ -426,6 +428,31 @@ def _check_not_before(spec: TableSpec, frame: pd.DataFrame) -> None:
                 rows=row_numbers(frame.index[bad.to_numpy()]),
                 detail=f"found {_examples(frame.loc[bad, column.name])}; {ROWS_NOTE}",
             )
+
+
+def check_unique_key(spec: TableSpec, frame: pd.DataFrame) -> None:
+    """Refuse rows that repeat the table's key (e.g. a customer twice in one campaign: once
+    contacted and once held out, it would count in both groups).
+
+    Raises:
+        DataContractError: naming the key's columns, the first repeated key and its rows.
+    """
+    key = list(spec.unique_key)
+    if not key or frame.empty:
+        return
+    repeated = frame.duplicated(subset=key, keep=False).to_numpy()
+    if not repeated.any():
+        return
+    first = frame.loc[repeated, key].iloc[0]
+    same = repeated & (frame[key] == first).all(axis=1).to_numpy()
+    found = ", ".join(_show(first[c]) for c in key)
+    raise DataContractError(
+        spec.name,
+        f"each ({', '.join(key)}) at most once",
+        ", ".join(key),
+        rows=row_numbers(frame.index[same]),
+        detail=f"found {found} on {int(same.sum())} rows; {ROWS_NOTE}",
+    )
 
 
 def _check_references(tables: Mapping[str, pd.DataFrame]) -> None:

@@ -26,6 +26,7 @@ from features.contract import TABLES
 from features.validation import (
     check_references,
     check_required_tables,
+    check_unique_key,
     unknown_table_warnings,
     validate_table,
 )
@@ -126,7 +127,17 @@ def load_tables(
             else _validated(name, sources[name], whole, now, date_format, notes)
         )
         digests[name] = _write(folder / f"{name}.parquet", chunks)
+        _check_key(name, folder / f"{name}.parquet")
     return LoadedTables(digests, notes)
+
+
+def _check_key(name: str, path: Path) -> None:
+    """A key that must be unique across the whole table, checked on the written (staged) file:
+    its rows are the source's, in order, so a row's position is its row number."""
+    spec = TABLES[name]
+    if spec.unique_key:
+        keys = pd.read_parquet(path, columns=list(spec.unique_key), dtype_backend="pyarrow")
+        check_unique_key(spec, keys)
 
 
 def _validated(

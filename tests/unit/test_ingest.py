@@ -153,6 +153,34 @@ def test_chunked_ingest_names_the_bad_row_of_a_later_chunk(
         ingest_folder(settings, write_folder(tmp_path / "in", tables, "parquet"))
 
 
+def test_a_customer_twice_in_one_campaign_is_refused_across_chunks(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tables = longer_tables()
+    members = [f"c{1 + i}" for i in range(3)] * 6  # 18 rows: three customers a campaign
+    tables["campaigns"] = pd.DataFrame(
+        {
+            "campaign_id": [f"k{i // 3}" for i in range(18)],
+            "customer_id": members,
+            "ts": "2024-03-01",
+            "treated": ["true", "false"] * 9,
+        }
+    )
+    good = write_folder(tmp_path / "good", tables, "parquet")
+    monkeypatch.setattr("pipelines.ingest.CHUNK_ROWS", 7)
+    ingest_folder(settings, good)
+    before = snapshot(settings.paths.contract_dir)
+    tables["campaigns"].loc[15, "campaign_id"] = "k0"  # c1 in k0 again, held out this time
+    with pytest.raises(DataContractError) as refused:
+        ingest_folder(settings, write_folder(tmp_path / "bad", tables, "parquet"))
+    message = str(refused.value)
+    assert (
+        "table 'campaigns'" in message and "each (campaign_id, customer_id) at most once" in message
+    )
+    assert "'k0', 'c1'" in message and "rows: 1, 16" in message
+    assert snapshot(settings.paths.contract_dir) == before  # nothing half-written
+
+
 def test_unknown_columns_and_files_are_kept_or_ignored_with_warnings(
     settings: Settings, tmp_path: Path
 ) -> None:
