@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,19 +120,18 @@ def test_explored_answers_still_keep_every_rule(tmp_path: Path) -> None:
             assert not runtime.catalog.offer(action.action_id).is_marketing  # type: ignore[union-attr]
 
 
+def answer_of_c1(**fields: Any) -> FeedbackRequest:
+    """C1's answer on the ATM, with `fields` (action_id, outcome, ...) added or replaced."""
+    return FeedbackRequest(**{"customer_id": "C1", "channel": "atm", **fields})
+
+
 def test_feedback_is_filed_with_its_decision_by_id_or_by_latest_match(tmp_path: Path) -> None:
     runtime = make_runtime(tmp_path, 0.0, {"C1": customer()})
     first = runtime.next_best_action(NextBestActionRequest(customer_id="C1", channel="atm"))
     second = runtime.next_best_action(NextBestActionRequest(customer_id="C1", channel="atm"))
     action = first.actions[0].action_id
     by_id = runtime.feedback(
-        FeedbackRequest(
-            customer_id="C1",
-            action_id=action,
-            channel="atm",
-            outcome="declined",
-            decision_id=first.decision_id,
-        )
+        answer_of_c1(action_id=action, outcome="declined", decision_id=first.decision_id)
     )
     assert by_id.decision_id == first.decision_id
     old_form = runtime.feedback(
@@ -162,11 +162,9 @@ def test_an_answer_that_would_be_misfiled_is_refused_and_nothing_is_recorded(
         ({"action_id": other_action}, "action_id", f"was not shown in {decision.decision_id}"),
     ]
     for overrides, field_name, words in wrong:
-        fields = {"customer_id": "C1", "action_id": shown, "channel": "atm", **overrides}
+        fields = {"action_id": shown, "outcome": "accepted", **overrides}
         with pytest.raises(RequestError) as refused:
-            runtime.feedback(
-                FeedbackRequest(**fields, outcome="accepted", decision_id=decision.decision_id)
-            )
+            runtime.feedback(answer_of_c1(**fields, decision_id=decision.decision_id))
         assert refused.value.field == field_name and words in refused.value.message
     assert runtime.feedback_store.history("C1", NOW - timedelta(days=1)) == []
     assert runtime.feedback_store.history("C2", NOW - timedelta(days=1)) == []
@@ -174,13 +172,7 @@ def test_an_answer_that_would_be_misfiled_is_refused_and_nothing_is_recorded(
     assert log is not None and log.answered() == set()
 
     right = runtime.feedback(
-        FeedbackRequest(
-            customer_id="C1",
-            action_id=shown,
-            channel="atm",
-            outcome="accepted",
-            decision_id=decision.decision_id,
-        )
+        answer_of_c1(action_id=shown, outcome="accepted", decision_id=decision.decision_id)
     )
     assert right.recorded and right.decision_id == decision.decision_id
     assert log.answered() == {(decision.decision_id, shown, "accepted")}
@@ -193,13 +185,7 @@ def test_an_answer_to_a_decision_the_log_lacks_is_kept_for_contact_rules_only(
     runtime.next_best_action(NextBestActionRequest(customer_id="C1", channel="atm"))
     missing = "d-" + str(int(NOW.timestamp() * 1000) - 60_000) + "-" + "0" * 12
     answer = runtime.feedback(
-        FeedbackRequest(
-            customer_id="C1",
-            action_id="hys_move_idle_cash",
-            channel="atm",
-            outcome="declined",
-            decision_id=missing,
-        )
+        answer_of_c1(action_id="hys_move_idle_cash", outcome="declined", decision_id=missing)
     )
     assert answer.recorded and answer.decision_id is None
     assert len(runtime.feedback_store.history("C1", NOW - timedelta(days=1))) == 1
