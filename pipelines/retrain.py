@@ -22,7 +22,9 @@ in turn, in the specs' order.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -159,8 +161,11 @@ class Trainings:
     are trained and a lane is free; after a failure, none starts any more.
 
     Use as a context manager: leaving on an error stops the trainings not yet started and
-    waits for the running ones to end; leaving on Ctrl+C (or `SystemExit`) does not wait:
-    the lanes are daemon threads, so the process stops at once, as a kill would stop it.
+    waits for the running ones to end; leaving on Ctrl+C (or `SystemExit`) does not wait.
+    On Ctrl+C with a lane still training, the process ends at once with status 130, as a kill
+    would end it: left to the interpreter's shutdown, a lane inside native code (XGBoost's,
+    DuckDB's) is unwound by a forced thread exit that their C++ catch blocks do not rethrow,
+    and the process aborts ("FATAL: exception not rethrown", status -6; seen once in CI).
     """
 
     def __init__(self, settings: Settings, options: RetrainOptions, stages: Stages) -> None:
@@ -182,6 +187,8 @@ class Trainings:
             self.stopped.set()
         interrupted = kind is not None and not issubclass(kind, Exception)
         self.lanes.close(cancel=kind is not None, wait=not interrupted)
+        if kind is not None and issubclass(kind, KeyboardInterrupt) and self.lanes.busy():
+            _exit_now(INTERRUPTED_STATUS)
 
     def start(self, only: Callable[[Stage], bool] = lambda stage: True) -> None:
         """Start the trainings (in the specs' order) that `only` picks; in turn with one
@@ -225,6 +232,23 @@ class Trainings:
             raise
 
 
+INTERRUPTED_STATUS = 130
+"""Exit status after Ctrl+C (128 + SIGINT), as the CLI's."""
+
+
+def _exit_now(status: int) -> None:
+    """Say so, flush, and end the process without the interpreter's shutdown (see `Trainings`).
+
+    Nothing durable is lost: every table is staged and swapped in whole, and registry aliases
+    move only after every training; a training cut short leaves what a kill leaves.
+    """
+    console.print("interrupted; nothing half-written is kept", markup=False, highlight=False)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)
+
+
 class _Lanes:
     """A fixed number of daemon threads taking calls from one queue, first in, first out."""
 
@@ -243,6 +267,10 @@ class _Lanes:
         future: Future[T] = Future()
         self.calls.put((future, function, args))
         return future
+
+    def busy(self) -> bool:
+        """Whether a lane thread is still alive (it may be inside a call)."""
+        return any(thread.is_alive() for thread in self.threads)
 
     def close(self, cancel: bool, wait: bool) -> None:
         """No more calls: cancel the queued ones (with `cancel`), then let the threads end
