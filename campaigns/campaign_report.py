@@ -34,6 +34,8 @@ class CampaignReport:
     by_tier: pd.DataFrame
     by_segment: pd.DataFrame
     unlabelled: int
+    groups_from: str = "as recorded with the campaign"
+    """Where the members' tiers and segments come from (a past campaign's: the scores used)."""
 
     def text(self) -> str:
         """The report as plain text for the terminal."""
@@ -61,10 +63,11 @@ class CampaignReport:
             if table.empty:
                 lines.append(
                     f"  by {title}: unknown at the campaign's start (not recorded with the "
-                    "campaign, and no scores were published by then)"
+                    "campaign, and no scores were published by then: `loyal score --as-of "
+                    f"{c.snapshot:%Y-%m-%d}` scores its members as they were)"
                 )
                 continue
-            lines.append(f"  by {title}:")
+            lines.append(f"  by {title} ({self.groups_from}):")
             for key, row in table.iterrows():
                 lines.append(
                     f"    {key}: treated {row['treated']}, control {row['control']}, lift "
@@ -155,8 +158,12 @@ def campaign_report(
     now = now or datetime.now(UTC)
     if campaign_id in store.campaign_ids() or not contract_campaign_ids(settings):
         campaign, members = store.campaign(campaign_id), store.members(campaign_id)
+        groups_from = CampaignReport.groups_from
     else:
-        campaign, members = contract_campaign(settings, campaign_id, store.campaign_ids())
+        campaign, members, scored_at = contract_campaign(
+            settings, campaign_id, store.campaign_ids()
+        )
+        groups_from = "unknown" if scored_at is None else f"the scores of {scored_at:%Y-%m-%d}"
     check_window(campaign, None, now)
     tables = read_contract(settings)
     check_window(campaign, observed_until(tables), now)
@@ -167,6 +174,7 @@ def campaign_report(
         by_tier=_measure_known(outcomes, "tier"),
         by_segment=_measure_known(outcomes, "segment"),
         unlabelled=unlabelled,
+        groups_from=groups_from,
     )
 
 
@@ -188,8 +196,9 @@ def contract_campaign_ids(settings: Settings) -> list[str]:
 
 def contract_campaign(
     settings: Settings, campaign_id: str, recorded: list[str]
-) -> tuple[Campaign, pd.DataFrame]:
-    """A past campaign from the data's `campaigns` table, as the store would hold it.
+) -> tuple[Campaign, pd.DataFrame, pd.Timestamp | None]:
+    """A past campaign from the data's `campaigns` table, as the store would hold it, and the
+    snapshot of the scores its members' tiers and segments come from (None: unknown).
 
     The data does not record its members' tier, segment or value at the time. Tier and segment
     come from the latest published scores at or before the campaign's start; without such
@@ -222,11 +231,10 @@ def contract_campaign(
     )
     ids = rows["customer_id"].astype(str)
     at_start = _scores_at(settings, start)
-    scores = (at_start if at_start is not None else _current_scores(settings)).reindex(ids)
+    scored_at = None if at_start is None else at_start[0]
+    scores = (_current_scores(settings) if at_start is None else at_start[1]).reindex(ids)
     unknown = pd.Series(np.nan, index=scores.index, dtype=object)
-    groups = (
-        scores if at_start is not None else pd.DataFrame({"tier": unknown, "segment_name": unknown})
-    )
+    groups = scores if at_start else pd.DataFrame({"tier": unknown, "segment_name": unknown})
     cost = rows["cost"] if "cost" in rows.columns else pd.Series(0.0, index=rows.index)
     members = pd.DataFrame(
         {
@@ -240,7 +248,7 @@ def contract_campaign(
             "clv": scores["clv"].to_numpy(),
         }
     )
-    return campaign, members
+    return campaign, members, scored_at
 
 
 SCORE_COLUMNS = ["tier", "segment_name", "churn_probability", "clv"]
@@ -254,9 +262,11 @@ def _current_scores(settings: Settings) -> pd.DataFrame:
     return _by_customer(scores[scores[TIMESTAMP_FIELD] == scores[TIMESTAMP_FIELD].max()])
 
 
-def _scores_at(settings: Settings, moment: pd.Timestamp) -> pd.DataFrame | None:
-    """The latest published scores at or before `moment` (UTC), per customer id; None when
-    no scoring was published by then."""
+def _scores_at(
+    settings: Settings, moment: pd.Timestamp
+) -> tuple[pd.Timestamp, pd.DataFrame] | None:
+    """The latest published scores at or before `moment` (UTC): their snapshot and the scores
+    per customer id; None when no scoring was published by then."""
     scores = _published_scores(settings)
     if scores.empty:
         return None
@@ -264,23 +274,28 @@ def _scores_at(settings: Settings, moment: pd.Timestamp) -> pd.DataFrame | None:
     earlier = stamps[stamps <= moment]
     if earlier.empty:
         return None
-    return _by_customer(scores[stamps == earlier.max()])
+    latest = earlier.max()
+    return latest, _by_customer(scores[stamps == latest])
 
 
 def _published_scores(settings: Settings) -> pd.DataFrame:
+    """The scores table and the past snapshots' (`loyal score --as-of`), as one frame."""
     from features.store import scores_table_path
+    from pipelines.scores import PAST_SCORES_DIR
 
     path = scores_table_path(settings)
-    if not path.is_file():
-        return pd.DataFrame(columns=[ENTITY_KEY, TIMESTAMP_FIELD, *SCORE_COLUMNS])
-    return pd.read_parquet(path)
+    paths = sorted((path.parent / PAST_SCORES_DIR).glob("scores-*.parquet"))
+    paths += [path] if path.is_file() else []
+    columns = [ENTITY_KEY, TIMESTAMP_FIELD, *SCORE_COLUMNS]
+    frames = [_columns(pd.read_parquet(p), columns) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def _columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return frame.reindex(columns=columns)
 
 
 def _by_customer(scores: pd.DataFrame) -> pd.DataFrame:
-    scores = scores.copy()
-    for column in SCORE_COLUMNS:
-        if column not in scores.columns:
-            scores[column] = np.nan
     return scores.set_index(scores[ENTITY_KEY].astype(str))[SCORE_COLUMNS]
 
 

@@ -161,16 +161,18 @@ def latest_snapshot(
     tables: Mapping[str, Path],
     ttl_days: Mapping[str, int] | None = None,
     population: str = "profile",
+    as_of: pd.Timestamp | None = None,
 ) -> LatestSnapshot:
-    """Locate the latest snapshot of every view table.
+    """Locate the latest snapshot of every view table (at or before `as_of` when given).
 
     Args:
         tables: view name -> its Parquet table (the paths the feature store's sources read).
         ttl_days: each view's ttl in days (as registered in Feast); None: no limit.
         population: the view whose rows at its newest timestamp are the customers.
+        as_of: the latest moment a snapshot may have (tz-aware; None: the newest).
 
     Raises:
-        NotReadyError: no population table, or an empty one.
+        NotReadyError: no population table, an empty one, or no snapshot by `as_of`.
     """
     if population not in tables or not Path(tables[population]).is_file():
         raise NotReadyError("no feature tables found: run `loyal features build` first")
@@ -180,12 +182,25 @@ def latest_snapshot(
     if not highs:
         raise NotReadyError(f"the {population} feature table is empty: rebuild the features")
     moment = int(max(h for h in highs if h is not None))
+    if as_of is not None:
+        moment = _snapshot_by(population, Path(tables[population]), as_of)
     ttl = dict(ttl_days or {})
     views = {
         name: view_snapshot(name, Path(path), moment, ttl.get(name))
         for name, path in tables.items()
     }
     return LatestSnapshot(pd.Timestamp(moment, tz="UTC"), population, views)
+
+
+def _snapshot_by(population: str, path: Path, as_of: pd.Timestamp) -> int:
+    """The newest snapshot time (ns) of the population view at or before `as_of`."""
+    found = view_snapshot(population, path, pd.Timestamp(as_of).tz_convert("UTC").value, None)
+    if found.as_of is None:
+        raise NotReadyError(
+            f"no feature snapshot at or before {pd.Timestamp(as_of):%Y-%m-%d}: the {population} "
+            "table starts later"
+        )
+    return int(found.as_of.value)
 
 
 def split_snapshot(snapshot: LatestSnapshot) -> list[tuple[LatestSnapshot, int]]:

@@ -173,6 +173,39 @@ def write_batch_scores(settings: Settings, chunk_rows: int = CHUNK_ROWS) -> Scor
     return run
 
 
+PAST_SCORES_DIR = "history"
+"""Folder beside the scores table holding the scores of past snapshots (`write_past_scores`)."""
+
+
+def write_past_scores(
+    settings: Settings, as_of: pd.Timestamp, chunk_rows: int = CHUNK_ROWS
+) -> ScoringRun:
+    """Score the customers as they were at the latest snapshot by `as_of`, into their own
+    table under `data/scores/history/` (the scores table and the online store stay as they
+    are). `loyal campaign report` reads them for the tiers and segments of a past campaign.
+
+    Raises:
+        NotReadyError: as `score_batches`.
+    """
+    moment = _latest(settings, as_of).moment
+    path = past_scores_path(settings, moment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with staged_scores(path, keep_previous=False) as writer:
+        run = score_batches(settings, writer.write_table, chunk_rows, as_of=moment)
+    run.path = path
+    return run
+
+
+def past_scores_path(settings: Settings, moment: pd.Timestamp) -> Path:
+    """Where the scores of a past snapshot are written (`write_past_scores`)."""
+    stamp = pd.Timestamp(moment).tz_convert("UTC")
+    return (
+        scores_table_path(settings).parent
+        / PAST_SCORES_DIR
+        / f"scores-{stamp:%Y%m%dT%H%M%S}.parquet"
+    )
+
+
 def publish_batch_scores(settings: Settings, chunk_rows: int = CHUNK_ROWS) -> ScoringRun:
     """Write the scores, register the `scores` view in Feast and load it into the online store.
 
@@ -221,11 +254,21 @@ def _sorted_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------- the pipeline
-def score_batches(settings: Settings, sink: Sink, chunk_rows: int = CHUNK_ROWS) -> ScoringRun:
+def score_batches(
+    settings: Settings,
+    sink: Sink,
+    chunk_rows: int = CHUNK_ROWS,
+    as_of: pd.Timestamp | None = None,
+) -> ScoringRun:
     """Score every customer of the latest snapshot, handing each chunk's rows to `sink`.
 
+    With `as_of`, the customers of the latest snapshot at or before it, from the features
+    and the transactions up to that snapshot (the champions are today's); without the cross-sell
+    batch, which is today's, and the tables other models publish.
+
     Raises:
-        NotReadyError: no contract or feature tables, or no model registered at all.
+        NotReadyError: no contract or feature tables, no model registered at all, or no
+            snapshot by `as_of`.
     """
     from features.latest import IdIndex, population_ids
     from inference.batch import batch_specs, score_own_tables
@@ -234,7 +277,7 @@ def score_batches(settings: Settings, sink: Sink, chunk_rows: int = CHUNK_ROWS) 
     seconds: dict[str, float] = {}
     clock = _Clock(seconds)
     transactions, products = _contract_inputs(settings)
-    snapshot = clock.run("features", lambda: _latest(settings))
+    snapshot = clock.run("features", lambda: _latest(settings, as_of))
     models = clock.run("models", lambda: BatchModels.load(settings))
     if models.empty:
         raise NotReadyError(
@@ -254,12 +297,16 @@ def score_batches(settings: Settings, sink: Sink, chunk_rows: int = CHUNK_ROWS) 
         )
         values = clock.run("value", lambda: _values(models, aggregates, snapshot))
         tiers = clock.run("tiers", lambda: _tiers(settings, ids, values.tier_value))
-        recommendations = clock.run("recommendations", lambda: _recommendations(settings, index))
+        recommendations = (
+            _no_recommendations(index)
+            if as_of is not None
+            else clock.run("recommendations", lambda: _recommendations(settings, index))
+        )
         chunks = _Chunks(snapshot, models, aggregates, values, tiers, recommendations, progress)
         with dask_client(settings.compute) as client:
             clock.run("chunks", lambda: chunks.run(settings, sink, chunk_rows, client))
     run = chunks.report(snapshot.moment, len(ids), models.labels, seconds)
-    if batch_specs():  # models that publish a table of their own (no stage otherwise)
+    if batch_specs() and as_of is None:  # models that publish a table of their own
         own = clock.run("own tables", lambda: score_own_tables(settings, ids.to_pylist()))
         run.models.update(own)
     log.info(
@@ -297,8 +344,9 @@ def _contract_inputs(settings: Settings) -> tuple[Path, pd.DataFrame | None]:
     return transactions, pd.read_parquet(products) if products.is_file() else None
 
 
-def _latest(settings: Settings) -> LatestSnapshot:
-    """The latest snapshot of every built feature view (the tables Feast's sources read)."""
+def _latest(settings: Settings, as_of: pd.Timestamp | None = None) -> LatestSnapshot:
+    """The latest snapshot (at or before `as_of`) of every built feature view (the tables
+    Feast's sources read)."""
     from features.latest import latest_snapshot
     from features.store import built_views, table_path
 
@@ -306,7 +354,8 @@ def _latest(settings: Settings) -> LatestSnapshot:
     if PROFILE.name not in views:
         raise NotReadyError("no feature tables found: run `loyal features build` first")
     tables = {name: table_path(settings, view) for name, view in views.items()}
-    return latest_snapshot(tables, {n: v.ttl_days for n, v in views.items()}, PROFILE.name)
+    ttl = {n: v.ttl_days for n, v in views.items()}
+    return latest_snapshot(tables, ttl, PROFILE.name, as_of)
 
 
 def _observation_end(snapshot: LatestSnapshot) -> pd.Timestamp:
@@ -401,6 +450,10 @@ class _Recommendations:
 
     def column(self, rank: int, positions: slice) -> pa.Array:
         return labels_column(self.codes[positions, rank], self.products)
+
+
+def _no_recommendations(index: IdIndex) -> _Recommendations:
+    return _Recommendations([], np.full((index.size, len(RECOMMENDATION_COLUMNS)), -1, np.int64))
 
 
 def _recommendations(settings: Settings, index: IdIndex) -> _Recommendations:
@@ -688,11 +741,11 @@ class _Writer:
 
 
 @contextmanager
-def staged_scores(path: Path) -> Iterator[_Writer]:
+def staged_scores(path: Path, keep_previous: bool = True) -> Iterator[_Writer]:
     """A writer on a staging file beside `path` that replaces it only if the block completes.
 
-    The replaced table is kept as `PREVIOUS_SCORES_FILE`. On any error or interruption the
-    staging file is removed and both tables stay as they were.
+    The replaced table is kept as `PREVIOUS_SCORES_FILE` (unless `keep_previous` is False). On
+    any error or interruption the staging file is removed and both tables stay as they were.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     _clear_stale_staging(path.parent)
@@ -702,7 +755,11 @@ def staged_scores(path: Path) -> Iterator[_Writer]:
         yield writer
         writer.close()
         _sync(staging)
-        swap_in(staging, path)
+        if keep_previous:
+            swap_in(staging, path)
+        else:
+            staging.replace(path)
+            _sync(path.parent)
     finally:
         writer.close()
         staging.unlink(missing_ok=True)

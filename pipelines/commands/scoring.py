@@ -47,6 +47,26 @@ def score_batch(
     return run.summary()
 
 
+def score_past(settings: Settings, as_of: str, chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
+    """Plain function behind `loyal score --as-of DATE`: the customers as they were at the
+    latest snapshot by DATE, into `data/scores/history/` (nothing online changes); the summary.
+
+    Raises:
+        LoyalError: a date that cannot be read; NotReadyError: no snapshot by then.
+    """
+    import pandas as pd
+
+    from loyal.errors import LoyalError
+    from pipelines.scores import write_past_scores
+
+    try:
+        moment = pd.Timestamp(as_of)
+    except ValueError:
+        raise LoyalError(f"--as-of: not a date: {as_of!r} (use YYYY-MM-DD)") from None
+    moment = moment.tz_localize("UTC") if moment.tz is None else moment.tz_convert("UTC")
+    return write_past_scores(settings, moment, chunk_rows).summary()
+
+
 def score_command(
     publish: Annotated[
         bool, typer.Option(help="Register the scores view in Feast and put it online.")
@@ -54,6 +74,18 @@ def score_command(
     chunk_rows: Annotated[
         int, typer.Option(min=1, help="Customers per chunk (memory grows with it).")
     ] = CHUNK_ROWS,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Score the customers as they were at the latest snapshot by this date (UTC), "
+            "into data/scores/history/ (for past campaigns' tiers); nothing goes online.",
+        ),
+    ] = None,
 ) -> None:
     """Score every customer (CLV, P(alive), tier, need segment, churn) into the scores view."""
-    typer.echo(json.dumps(score_batch(get_settings(), publish, chunk_rows)))
+    settings = get_settings()
+    if as_of is not None:
+        typer.echo(json.dumps(score_past(settings, as_of, chunk_rows)))
+        return
+    typer.echo(json.dumps(score_batch(settings, publish, chunk_rows)))

@@ -187,38 +187,40 @@ def test_cli_report_lists_the_customers_whose_risk_rose(
 
 
 def test_a_past_campaign_is_broken_down_by_the_tiers_its_members_had_at_its_start(
-    report_home: Settings,
+    report_home: Settings, scored_bank_home: Settings
 ) -> None:
     from campaigns.campaign_report import campaign_report
+    from pipelines.commands.scoring import score_past
 
     campaign_id = "retention-2026-05"
     # Only today's scores: a member who left since has none, so today's tiers would put every
-    # churner in "none"; the report says the breakdown is unknown instead.
+    # churner in "none"; the report says the breakdown is unknown and how to get it instead.
     report = campaign_report(report_home, campaign_id)
+    start = f"{report.campaign.snapshot:%Y-%m-%d}"
     assert report.by_tier.empty and report.by_segment.empty
     assert "by tier: unknown at the campaign's start" in report.text()
+    assert f"`loyal score --as-of {start}`" in report.text()
 
-    # A scoring published before the campaign started holds its members' tiers then.
-    members = pd.read_parquet(report_home.paths.contract_dir / "campaigns.parquet")
-    ids = members.loc[members["campaign_id"] == campaign_id, "customer_id"].astype(str).unique()
-    path = scores_table_path(report_home)
-    today = pd.read_parquet(path)
-    start = pd.Timestamp(report.campaign.snapshot).tz_convert("UTC")
-    earlier = pd.DataFrame(
-        {
-            "customer_id": ids,
-            "event_timestamp": start - pd.Timedelta(days=1),
-            "tier": ["gold" if i % 2 else "lead" for i in range(len(ids))],
-            "segment_name": "savers",
-            "clv": 100.0,
-        }
-    ).astype({"event_timestamp": today["event_timestamp"].dtype})
-    pd.concat([earlier, today], ignore_index=True).to_parquet(path)
+    # Scoring the customers as they were at the campaign's start gives every member a tier.
+    shutil.copytree(scored_bank_home.paths.features_dir, report_home.paths.features_dir)
+    today = scores_table_path(report_home).read_bytes()
+    summary = score_past(report_home, start)
+    assert summary["snapshot"].startswith(start) and Path(summary["path"]).is_file()
+    assert scores_table_path(report_home).read_bytes() == today  # today's scores untouched
 
     report = campaign_report(report_home, campaign_id)
-    assert list(report.by_tier.index) == ["gold", "lead"]  # nobody without a tier
-    assert report.by_tier[["treated", "control"]].to_numpy().sum() == (
+    by_tier = report.by_tier
+    assert "none" not in by_tier.index and set(by_tier.index) <= {
+        "platinum",
+        "gold",
+        "iron",
+        "lead",
+    }
+    assert by_tier[["treated", "control"]].to_numpy().sum() == (
         report.total.treated + report.total.control
     )
-    assert (report.by_tier["churn_control"] > 0).all()  # the churners are in their tiers
-    assert list(report.by_segment.index) == ["savers"]
+    churned = (by_tier["churn_control"] * by_tier["control"]).sum()
+    assert churned == pytest.approx(report.total.churn_control * report.total.control)
+    assert churned > 0  # the churners are in their tiers
+    assert f"by tier (the scores of {start}):" in report.text()
+    assert "none" not in report.by_segment.index

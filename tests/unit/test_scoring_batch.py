@@ -14,6 +14,7 @@ from features.catalog import ENTITY_KEY, TIMESTAMP_FIELD
 from features.clv_inputs import rfm_summary, trailing_margins, with_margins
 from features.latest import IdIndex, iter_chunks, latest_snapshot, population_ids
 from inference.transactions import PassWindows, _sort_order, aggregate_transactions
+from loyal.errors import NotReadyError
 from training.segments import channel_mix
 
 pytestmark = pytest.mark.unit
@@ -258,6 +259,26 @@ def test_an_empty_first_snapshot_is_skipped(tmp_path: Path) -> None:
     assert snapshot.moment == pd.Timestamp("2024-02-01", tz="UTC") and snapshot.customers == 2
     chunks = list(iter_chunks(snapshot, {"profile": ["x"], "rfm": ["x"]}, chunk_rows=10))
     assert sum(c.num_rows for c in chunks) == 2
+
+
+def test_a_snapshot_as_of_a_past_date_holds_the_customers_and_rows_of_then(
+    tmp_path: Path,
+) -> None:
+    ids = [f"C{i:03d}" for i in range(7)]
+    profile = _view(tmp_path / "profile.parquet", {"2024-01-01": ids[:5], "2024-02-01": ids}, 0.0)
+    rfm = _view(tmp_path / "rfm.parquet", {"2024-01-01": ids[:5], "2024-02-01": ids}, 100.0)
+    tables, ttl = {"profile": profile, "rfm": rfm}, {"profile": 366, "rfm": 62}
+    then = latest_snapshot(tables, ttl, as_of=pd.Timestamp("2024-01-20", tz="UTC"))
+    assert then.moment == pd.Timestamp("2024-01-01", tz="UTC") and then.customers == 5
+    assert population_ids(then).to_pylist() == ids[:5]
+    chunks = list(iter_chunks(then, {"profile": ["x"], "rfm": ["x"]}, chunk_rows=10))
+    got = pa.concat_tables(chunks).to_pandas()
+    expected = _point_in_time(rfm, then.moment, 62)["x"].reindex(ids[:5])
+    assert got.iloc[:, 2].tolist() == expected.tolist()
+    same_day = latest_snapshot(tables, ttl, as_of=pd.Timestamp("2024-02-01", tz="UTC"))
+    assert same_day.moment == pd.Timestamp("2024-02-01", tz="UTC")
+    with pytest.raises(NotReadyError, match="no feature snapshot at or before 2023-12-31"):
+        latest_snapshot(tables, ttl, as_of=pd.Timestamp("2023-12-31", tz="UTC"))
 
 
 def test_all_blank_margins_mean_revenue_not_zero(tmp_path: Path) -> None:
