@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -287,12 +288,18 @@ def _published_scores(settings: Settings) -> pd.DataFrame:
     paths = sorted((path.parent / PAST_SCORES_DIR).glob("scores-*.parquet"))
     paths += [path] if path.is_file() else []
     columns = [ENTITY_KEY, TIMESTAMP_FIELD, *SCORE_COLUMNS]
-    frames = [_columns(pd.read_parquet(p), columns) for p in paths]
+    frames = [_read_columns(p, columns) for p in paths]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-def _columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    return frame.reindex(columns=columns)
+def _read_columns(path: Path, columns: list[str]) -> pd.DataFrame:
+    """`columns` of a scores table (only those it has are read; the others are missing)."""
+    import pyarrow.parquet as pq
+
+    present = set(pq.read_schema(path).names)
+    return pd.read_parquet(path, columns=[c for c in columns if c in present]).reindex(
+        columns=columns
+    )
 
 
 def _by_customer(scores: pd.DataFrame) -> pd.DataFrame:
