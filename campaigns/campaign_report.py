@@ -231,9 +231,10 @@ def contract_campaign(
         list_sha256="",
     )
     ids = rows["customer_id"].astype(str)
-    at_start = _scores_at(settings, start)
+    published = _published_scores(settings)
+    at_start = _scores_at(published, start)
     scored_at = None if at_start is None else at_start[0]
-    scores = (_current_scores(settings) if at_start is None else at_start[1]).reindex(ids)
+    scores = (_latest_scores(published) if at_start is None else at_start[1]).reindex(ids)
     unknown = pd.Series(np.nan, index=scores.index, dtype=object)
     groups = scores if at_start else pd.DataFrame({"tier": unknown, "segment_name": unknown})
     cost = rows["cost"] if "cost" in rows.columns else pd.Series(0.0, index=rows.index)
@@ -255,20 +256,18 @@ def contract_campaign(
 SCORE_COLUMNS = ["tier", "segment_name", "churn_probability", "clv"]
 
 
-def _current_scores(settings: Settings) -> pd.DataFrame:
-    """Tier, segment, churn probability and CLV per customer id (NaN without scores)."""
-    scores = _published_scores(settings)
+def _latest_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """The newest snapshot of `_published_scores`, per customer id (empty without scores)."""
     if scores.empty:
         return _by_customer(scores)
     return _by_customer(scores[scores[TIMESTAMP_FIELD] == scores[TIMESTAMP_FIELD].max()])
 
 
 def _scores_at(
-    settings: Settings, moment: pd.Timestamp
+    scores: pd.DataFrame, moment: pd.Timestamp
 ) -> tuple[pd.Timestamp, pd.DataFrame] | None:
-    """The latest published scores at or before `moment` (UTC): their snapshot and the scores
-    per customer id; None when no scoring was published by then."""
-    scores = _published_scores(settings)
+    """The newest snapshot of `_published_scores` at or before `moment` (UTC): its time and
+    the scores per customer id; None when no scoring was published by then."""
     if scores.empty:
         return None
     stamps = pd.to_datetime(scores[TIMESTAMP_FIELD], utc=True)

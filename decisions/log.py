@@ -142,6 +142,11 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=_json_default, separators=(",", ":"))
 
 
+def _shown_actions(shown: str | None) -> tuple[str, ...]:
+    """The `shown` column (action ids separated by spaces) as a tuple."""
+    return tuple(shown.split()) if shown else ()
+
+
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
@@ -305,7 +310,7 @@ class DecisionLog:
         if not rows:
             return None
         customer_id, channel, shown = rows[0]
-        return Shown(str(customer_id), str(channel), tuple(shown.split()) if shown else ())
+        return Shown(str(customer_id), str(channel), _shown_actions(shown))
 
     def ids(self) -> set[str]:
         """Every logged decision id."""
@@ -343,7 +348,7 @@ class DecisionLog:
                 action_id=action,
                 propensity=prop,
                 candidates=tuple(Candidate(**c) for c in body.get("candidates", ())),
-                shown=tuple(shown.split()) if shown else (),
+                shown=_shown_actions(shown),
                 model_versions=body.get("model_versions", {}),
                 features=body.get("features"),
                 cold_start=bool(body.get("cold_start", False)),

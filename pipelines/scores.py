@@ -189,7 +189,6 @@ def write_past_scores(
     """
     moment = _latest(settings, as_of).moment
     path = past_scores_path(settings, moment)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with staged_scores(path, keep_previous=False) as writer:
         run = score_batches(settings, writer.write_table, chunk_rows, as_of=moment)
     run.path = path
@@ -453,6 +452,7 @@ class _Recommendations:
 
 
 def _no_recommendations(index: IdIndex) -> _Recommendations:
+    """No recommendation for anyone (-1: no product)."""
     return _Recommendations([], np.full((index.size, len(RECOMMENDATION_COLUMNS)), -1, np.int64))
 
 
@@ -461,10 +461,10 @@ def _recommendations(settings: Settings, index: IdIndex) -> _Recommendations:
     from training.cross_sell import RECOMMENDATIONS_FILE
 
     path = settings.paths.data_dir / "scores" / RECOMMENDATIONS_FILE
-    codes = np.full((index.size, len(RECOMMENDATION_COLUMNS)), -1, dtype=np.int64)
     if not path.is_file():
         log.warning("no batch recommendations yet: run `loyal train cross-sell` to fill them")
-        return _Recommendations([], codes)
+        return _no_recommendations(index)
+    codes = _no_recommendations(index).codes
     batch = pq.read_table(
         path,
         columns=[ENTITY_KEY, "rank", "product_id"],
